@@ -1,0 +1,95 @@
+"""Pools: a host's whitelisted devices grouped by `pool_attrs` (the seed's pci_flavor_attrs).
+
+Every device is in exactly one pool. Besides the operator's attributes a pool is keyed by
+what the scheduler needs to apply NUMA and PF/VF rules: device type, NUMA node, and the
+parent PF of VFs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from passthru.pci.device import DevType, PciDevice, normalize_tag
+
+#: The seed's default: vendor_id, product_id and every extra tag (`e.*`).
+DEFAULT_POOL_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "e.*")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    attrs: tuple[tuple[str, str], ...]
+    dev_type: DevType
+    numa_node: int | None
+    parent_addr: str | None
+
+
+@dataclass(slots=True)
+class Pool:
+    """Devices of one host that look the same to PCI flavors and to the scheduler."""
+
+    attrs: dict[str, str]
+    dev_type: DevType
+    numa_node: int | None
+    parent_addr: str | None
+    devices: list[PciDevice] = field(default_factory=list)
+
+    @property
+    def key(self) -> PoolKey:
+        return PoolKey(tuple(sorted(self.attrs.items())), self.dev_type, self.numa_node,
+                       self.parent_addr)
+
+    @property
+    def count(self) -> int:
+        return len(self.devices)
+
+    @property
+    def free(self) -> int:
+        return sum(1 for d in self.devices if d.is_free)
+
+    def attr(self, key: str) -> str | None:
+        """What a PCI flavor sees: the pool's attributes and its device type."""
+        if key == "dev_type":
+            return str(self.dev_type)
+        return self.attrs.get(normalize_tag(key))
+
+
+def pool_values(device: PciDevice, pool_attrs: Sequence[str]) -> dict[str, str]:
+    """The values of `pool_attrs` for one device; `e.*` stands for all its extra tags."""
+    values: dict[str, str] = {}
+    for name in pool_attrs:
+        if name == "e.*":
+            values.update(device.tags)
+            continue
+        value = device.attr(normalize_tag(name))
+        if value is not None:
+            values[normalize_tag(name)] = value
+    return values
+
+
+def build_pools(
+    devices: Iterable[PciDevice], pool_attrs: Sequence[str] = DEFAULT_POOL_ATTRS
+) -> list[Pool]:
+    """Partition devices into pools, in the order their first device appears."""
+    pools: dict[PoolKey, Pool] = {}
+    for device in devices:
+        values = pool_values(device, pool_attrs)
+        parent = device.parent_addr if device.dev_type is DevType.VF else None
+        key = PoolKey(tuple(sorted(values.items())), device.dev_type, device.numa_node, parent)
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = Pool(values, device.dev_type, device.numa_node, parent)
+        pool.devices.append(device)
+    return list(pools.values())
+
+
+def pool_summary(pool: Pool) -> Mapping[str, object]:
+    """A pool as the seed's PCI stats show it: its attributes and counts."""
+    return {
+        **pool.attrs,
+        "dev_type": str(pool.dev_type),
+        "numa_node": pool.numa_node,
+        "parent_addr": pool.parent_addr,
+        "count": pool.count,
+        "free": pool.free,
+    }
