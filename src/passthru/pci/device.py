@@ -47,7 +47,8 @@ def normalize_id(value: str | int, what: str = "id") -> str:
         try:
             number = int(text, 16)
         except ValueError:
-            raise PciValueError(f"{what} {value!r} is not a hex number (expected e.g. '8086')")
+            raise PciValueError(
+                f"{what} {value!r} is not a hex number (expected e.g. '8086')") from None
     if not 0 <= number <= 0xFFFF:
         raise PciValueError(f"{what} {value!r} is out of range (at most ffff)")
     return f"{number:04x}"
@@ -86,6 +87,8 @@ class PciDevice:
     status: DeviceStatus = DeviceStatus.AVAILABLE
     owner: str | None = None
     request_id: str | None = None
+    # The host stopped reporting it while it was in use: it goes to `removed` when freed.
+    missing: bool = False
 
     def attr(self, key: str) -> str | None:
         """The value of an exposed attribute: a base attribute or an `e.` tag."""
