@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.device import PHYSICAL_NETWORK, DeviceStatus, DevType, PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool
 from passthru.pci.request import NumaPolicy, PciRequest
@@ -22,6 +23,29 @@ PoolFilter = Callable[[PciRequest, Pool], bool]
 # Backtracking is exact for the small request sets VMs carry; the budget keeps a
 # pathological set from stalling the scheduler: past it the host simply does not fit.
 _SEARCH_BUDGET = 20_000
+
+
+class PoolMatcher(Protocol):
+    """What a request's alternatives are: PCI flavors, or anything that matches pools."""
+
+    def matches_pool(self, pool: Pool) -> bool: ...
+
+
+def flavor_filter(flavors: Mapping[str, PoolMatcher]) -> PoolFilter:
+    """Whether a pool serves a request: its type, its physical network, one alternative."""
+
+    def serves(request: PciRequest, pool: Pool) -> bool:
+        if request.dev_type is not None and pool.dev_type is not request.dev_type:
+            return False
+        if (request.physical_network is not None
+                and pool.attr(PHYSICAL_NETWORK) != request.physical_network):
+            return False
+        if not request.alternatives:
+            return True
+        return any(name in flavors and flavors[name].matches_pool(pool)
+                   for name in request.alternatives)
+
+    return serves
 
 
 class ClaimError(PassthruError):
