@@ -206,7 +206,8 @@ def select_devices(
 # --- lifecycle -------------------------------------------------------------------------
 
 
-def _relatives(device: PciDevice, devices: Mapping[str, PciDevice]) -> list[PciDevice]:
+def relatives(device: PciDevice, devices: Mapping[str, PciDevice]) -> list[PciDevice]:
+    """A VF's PF, or a PF's VFs: the devices that cannot be used at the same time."""
     if device.dev_type is DevType.VF and device.parent_addr in devices:
         return [devices[device.parent_addr]]
     if device.dev_type is DevType.PF:
@@ -215,7 +216,7 @@ def _relatives(device: PciDevice, devices: Mapping[str, PciDevice]) -> list[PciD
     return []
 
 
-def _in_use(device: PciDevice) -> bool:
+def in_use(device: PciDevice) -> bool:
     return device.status in (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
 
 
@@ -233,7 +234,7 @@ def claim(devices: Mapping[str, PciDevice], selection: Selection, owner: str) ->
             device.status, device.owner, device.request_id = (
                 DeviceStatus.CLAIMED, owner, request_id)
             changed.append(device)
-            for relative in _relatives(device, devices):
+            for relative in relatives(device, devices):
                 if relative.status is DeviceStatus.AVAILABLE:
                     relative.status = DeviceStatus.UNAVAILABLE
                     changed.append(relative)
@@ -254,15 +255,15 @@ def free(devices: Mapping[str, PciDevice], owner: str) -> list[PciDevice]:
     """Release everything the owner holds. Relatives come back once nothing blocks them;
     a device the host no longer reports becomes `removed` instead of available."""
     changed: list[PciDevice] = []
-    released = [d for d in devices.values() if d.owner == owner and _in_use(d)]
+    released = [d for d in devices.values() if d.owner == owner and in_use(d)]
     for device in released:
         device.owner = device.request_id = None
         device.status = DeviceStatus.REMOVED if device.missing else DeviceStatus.AVAILABLE
         changed.append(device)
     for device in released:
-        for relative in _relatives(device, devices):
+        for relative in relatives(device, devices):
             if relative.status is DeviceStatus.UNAVAILABLE and not any(
-                    _in_use(other) for other in _relatives(relative, devices)):
+                    in_use(other) for other in relatives(relative, devices)):
                 relative.status = (DeviceStatus.REMOVED if relative.missing
                                    else DeviceStatus.AVAILABLE)
                 changed.append(relative)

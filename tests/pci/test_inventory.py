@@ -1,0 +1,75 @@
+from dataclasses import replace
+
+from passthru.pci.claims import claim, free, select_devices
+from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.inventory import apply_delta, diff_inventory
+from passthru.pci.pool import build_pools
+from passthru.pci.request import PciRequest
+from tests.pci.builders import by_product, gpu, nic
+
+
+def scan() -> list[PciDevice]:
+    return [gpu(0), gpu(1), *nic(0, 2, "physnet1")]
+
+
+def tracked_from(devices: list[PciDevice]) -> dict[str, PciDevice]:
+    return {d.address: replace(d) for d in devices}
+
+
+def test_diff_reports_additions_changes_and_removals_only() -> None:
+    before = tracked_from(scan())
+    assert not diff_inventory(before, scan())
+    now = scan()
+    now[0].driver = "vfio-pci"
+    del now[1]
+    now.append(gpu(7))
+    delta = diff_inventory(before, now)
+    assert [d.address for d in delta.added] == [gpu(7).address]
+    assert [d.address for d in delta.changed] == [gpu(0).address]
+    assert delta.removed == [gpu(1).address]
+
+
+def test_use_is_not_a_hardware_change() -> None:
+    before = tracked_from(scan())
+    before[gpu(0).address].status = DeviceStatus.ALLOCATED
+    before[gpu(0).address].owner = "vm1"
+    assert not diff_inventory(before, scan())
+
+
+def test_hot_add_and_removal_of_a_free_device() -> None:
+    tracked = tracked_from(scan())
+    changes = apply_delta(tracked, diff_inventory(tracked, [*scan()[1:], gpu(9)]))
+    assert {(c.kind, c.address) for c in changes} == {
+        ("added", gpu(9).address), ("removed", gpu(0).address)}
+    assert tracked[gpu(0).address].status is DeviceStatus.REMOVED
+    assert tracked[gpu(9).address].status is DeviceStatus.AVAILABLE
+    # It comes back: available again, not a duplicate.
+    apply_delta(tracked, diff_inventory({a: d for a, d in tracked.items()
+                                         if d.status is not DeviceStatus.REMOVED}, scan()))
+    assert tracked[gpu(0).address].status is DeviceStatus.AVAILABLE
+
+
+def test_a_removed_device_in_use_is_kept_until_freed() -> None:
+    tracked = tracked_from(scan())
+    pools = build_pools(tracked.values())
+    claim(tracked, select_devices(pools, [PciRequest(1, ("20b5",))], by_product), "vm1")
+    owned = next(d for d in tracked.values() if d.owner == "vm1")
+    remaining = [d for d in scan() if d.address != owned.address]
+    changes = apply_delta(tracked, diff_inventory(tracked, remaining))
+    assert [(c.kind, c.address) for c in changes] == [("missing", owned.address)]
+    assert tracked[owned.address].status is DeviceStatus.CLAIMED
+    assert tracked[owned.address].owner == "vm1"
+    # Reporting the same again changes nothing.
+    assert apply_delta(tracked, diff_inventory(tracked, remaining)) == []
+    free(tracked, "vm1")
+    assert tracked[owned.address].status is DeviceStatus.REMOVED
+
+
+def test_a_vf_appearing_under_a_pf_in_use_is_unavailable() -> None:
+    tracked = tracked_from(nic(0, 1, "physnet1"))
+    pools = build_pools(tracked.values())
+    claim(tracked, select_devices(pools, [PciRequest(1, (), dev_type=DevType.PF)], by_product), "vm1")
+    apply_delta(tracked, diff_inventory(tracked, nic(0, 3, "physnet1")))
+    new_vfs = [d for d in tracked.values() if d.dev_type is DevType.VF]
+    assert len(new_vfs) == 3
+    assert {d.status for d in new_vfs} == {DeviceStatus.UNAVAILABLE}
