@@ -54,9 +54,14 @@ def normalize_id(value: str | int, what: str = "id") -> str:
     return f"{number:04x}"
 
 
+# Other spellings operators bring: Nova's bare tag, and the seed's name for product_id.
+_ATTR_ALIASES = {"physical_network": PHYSICAL_NETWORK, "device_id": "product_id"}
+
+
 def normalize_tag(key: str) -> str:
-    """Nova's bare `physical_network` tag means our `e.physical_network`."""
-    return PHYSICAL_NETWORK if key == "physical_network" else key
+    """An attribute or tag name in our spelling: Nova's bare `physical_network` is
+    `e.physical_network`, the seed's `device_id` is `product_id`."""
+    return _ATTR_ALIASES.get(key, key)
 
 
 @dataclass(slots=True)
