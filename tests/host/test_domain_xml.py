@@ -1,0 +1,202 @@
+"""Domain XML: every shape we write validates with virt-xml-validate and reads back."""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from passthru.host.domain_xml import (
+    DomainDevices,
+    DomainSpec,
+    DomainXmlError,
+    build_domain_xml,
+    read_domain_devices,
+    validate_domain_xml,
+)
+from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
+from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
+from passthru.pci.errors import PciValueError
+
+VM_UUID = "6f0c3b2e-7c1d-4e53-9a3f-2b8f1f3c9a11"
+GPU = "0000:81:00.0"
+PF = "0000:0a:00.0"
+PHYSNET = {PHYSICAL_NETWORK: "physnet1"}
+VLAN_NET = NetworkSpec("prod", "vlan", "physnet1", 100)  # type: ignore[arg-type]
+FLAT_NET = NetworkSpec("ext", "flat", "physnet1")  # type: ignore[arg-type]
+
+
+def vf(function: int) -> PciDevice:
+    return PciDevice(f"0000:0a:10.{function}", "8086", "154c", DevType.VF, parent_addr=PF,
+                     netdev=f"enp10s0f0v{function}", tags=dict(PHYSNET))
+
+
+def direct(function: int = 1, network: NetworkSpec = VLAN_NET, **kwargs: object) -> Binding:
+    port = PortSpec(f"p{function}", "direct", f"fa:16:3e:00:00:0{function}",  # type: ignore[arg-type]
+                    **kwargs)  # type: ignore[arg-type]
+    return bind_port(port, network, vf(function))
+
+
+def macvtap(function: int = 2) -> Binding:
+    port = PortSpec(f"p{function}", "macvtap", f"fa:16:3e:00:00:0{function}")  # type: ignore[arg-type]
+    return bind_port(port, VLAN_NET, vf(function))
+
+
+def direct_physical() -> Binding:
+    port = PortSpec("pf", "direct-physical", "fa:16:3e:00:00:ff")  # type: ignore[arg-type]
+    pf = PciDevice(PF, "8086", "1572", DevType.PF, netdev="enp10s0f0", tags=dict(PHYSNET))
+    return bind_port(port, FLAT_NET, pf)
+
+
+def normal() -> Binding:
+    return bind_port(PortSpec("pn", "normal", "fa:16:3e:00:00:aa"), VLAN_NET,  # type: ignore[arg-type]
+                     None)
+
+
+def spec(name: str = "vm1", *, hostdevs: tuple[str, ...] = (), ports: tuple[Binding, ...] = (),
+         **kwargs: object) -> DomainSpec:
+    return DomainSpec(name, VM_UUID, 512, 2, hostdevs, ports, **kwargs)  # type: ignore[arg-type]
+
+
+def every_shape(name: str = "vm1", domain_type: str = "kvm") -> DomainSpec:
+    """A VM with a flavor GPU, a whole PF, a tagged VF, an 802.1Qbh VF and a macvtap."""
+    profiled = direct(3, profile_id="finance")
+    return spec(name, hostdevs=(GPU,), domain_type=domain_type,
+                ports=(direct(1), macvtap(2), profiled, direct_physical(), normal()))
+
+
+def tree(xml: str) -> etree._Element:
+    return etree.fromstring(xml.encode())
+
+
+SHAPES = {
+    "empty": spec(),
+    "flavor-gpu": spec(hostdevs=(GPU, "0000:82:00.0")),
+    "unmanaged": spec(hostdevs=(GPU,), managed=False),
+    "direct-vlan": spec(ports=(direct(),)),
+    "direct-flat": spec(ports=(direct(network=FLAT_NET),)),
+    "direct-802.1qbh": spec(ports=(direct(profile_id="finance"),)),
+    "macvtap": spec(ports=(macvtap(),)),
+    "direct-physical": spec(ports=(direct_physical(),)),
+    "every-shape": every_shape(),
+}
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_every_shape_validates(name: str) -> None:
+    validate_domain_xml(build_domain_xml(SHAPES[name]))
+
+
+def test_vm_basics() -> None:
+    root = tree(build_domain_xml(spec("web-1")))
+    assert root.get("type") == "kvm"
+    assert root.findtext("name") == "web-1"
+    assert root.findtext("uuid") == VM_UUID
+    assert (root.findtext("memory"), root.find("memory").get("unit")) == ("512", "MiB")
+    assert root.findtext("vcpu") == "2"
+
+
+def test_flavor_devices_are_managed_pci_hostdevs() -> None:
+    root = tree(build_domain_xml(spec(hostdevs=(GPU,))))
+    hostdev = root.find("devices/hostdev")
+    assert dict(hostdev.attrib) == {"mode": "subsystem", "type": "pci", "managed": "yes"}
+    assert dict(hostdev.find("source/address").attrib) == {
+        "domain": "0x0000", "bus": "0x81", "slot": "0x00", "function": "0x0"}
+
+
+def test_unmanaged_devices_say_so() -> None:
+    root = tree(build_domain_xml(spec(hostdevs=(GPU,), ports=(direct(),), managed=False)))
+    assert root.find("devices/hostdev").get("managed") == "no"
+    assert root.find("devices/interface").get("managed") == "no"
+
+
+def test_direct_port_is_hostdev_interface_with_mac_and_vlan() -> None:
+    interface = tree(build_domain_xml(spec(ports=(direct(),)))).find("devices/interface")
+    assert (interface.get("type"), interface.get("managed")) == ("hostdev", "yes")
+    assert interface.find("mac").get("address") == "fa:16:3e:00:00:01"
+    assert dict(interface.find("source/address").attrib) == {
+        "type": "pci", "domain": "0x0000", "bus": "0x0a", "slot": "0x10", "function": "0x1"}
+    assert interface.find("vlan/tag").get("id") == "100"
+    assert interface.find("virtualport") is None
+
+
+def test_flat_network_writes_no_vlan() -> None:
+    xml = build_domain_xml(spec(ports=(direct(network=FLAT_NET),)))
+    assert tree(xml).find("devices/interface/vlan") is None
+
+
+def test_port_profile_writes_802_1qbh_virtualport_and_no_vlan() -> None:
+    interface = tree(build_domain_xml(spec(ports=(direct(profile_id="finance"),)))).find(
+        "devices/interface")
+    assert interface.find("virtualport").get("type") == "802.1Qbh"
+    assert interface.find("virtualport/parameters").get("profileid") == "finance"
+    assert interface.find("vlan") is None
+
+
+def test_macvtap_is_direct_passthrough_on_vf_netdev() -> None:
+    interface = tree(build_domain_xml(spec(ports=(macvtap(),)))).find("devices/interface")
+    assert interface.get("type") == "direct"
+    assert dict(interface.find("source").attrib) == {"dev": "enp10s0f0v2",
+                                                     "mode": "passthrough"}
+    assert interface.find("mac").get("address") == "fa:16:3e:00:00:02"
+    assert interface.find("vlan/tag").get("id") == "100"
+
+
+def test_direct_physical_is_a_plain_hostdev_and_normal_adds_nothing() -> None:
+    root = tree(build_domain_xml(spec(ports=(direct_physical(), normal()))))
+    assert root.find("devices/interface") is None
+    hostdevs = root.findall("devices/hostdev")
+    assert [h.find("source/address").get("bus") for h in hostdevs] == ["0x0a"]
+
+
+def test_devices_read_back_from_what_we_write() -> None:
+    devices = read_domain_devices(build_domain_xml(every_shape()))
+    assert devices == DomainDevices(
+        pci_addresses=(GPU, "0000:0a:10.1", "0000:0a:10.3", PF),
+        macvtap_netdevs=("enp10s0f0v2",))
+
+
+def test_reader_takes_decimal_addresses_and_skips_other_devices() -> None:
+    xml = """<domain type='kvm'><name>x</name><devices>
+      <hostdev mode='subsystem' type='pci'><source>
+        <address domain='0' bus='10' slot='16' function='7'/></source></hostdev>
+      <hostdev mode='subsystem' type='usb'><source>
+        <vendor id='0x1234'/><product id='0xbeef'/></source></hostdev>
+      <interface type='direct'><source dev='eth0' mode='bridge'/></interface>
+      <interface type='network'><source network='default'/></interface>
+    </devices></domain>"""
+    assert read_domain_devices(xml) == DomainDevices(("0000:0a:10.7",), ())
+
+
+@pytest.mark.parametrize(("xml", "message"), [
+    ("<domain><name>x</name>", r"not well-formed"),
+    ("<network/>", r"expected a <domain> document, got <network>"),
+    ("<domain><devices><hostdev mode='subsystem' type='pci'><source>"
+     "<address domain='0x0000' bus='zz' slot='0' function='0'/></source></hostdev>"
+     "</devices></domain>", r"bus='zz' is not a number"),
+])
+def test_reader_refuses_bad_xml(xml: str, message: str) -> None:
+    with pytest.raises(PciValueError, match=message):
+        read_domain_devices(xml)
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"name": "a/b"}, r"domain name 'a/b' is empty or has a '/'"),
+    ({"name": ""}, r"domain name '' is empty"),
+    ({"uuid": "nope"}, r"uuid 'nope' is not a UUID"),
+    ({"memory_mib": 0}, r"must be at least 1"),
+    ({"vcpus": 0}, r"must be at least 1"),
+    ({"hostdevs": ("0000:0a:10.1",), "ports": (direct(1),)},
+     r"device 0000:0a:10.1 is given to the VM twice"),
+    ({"hostdevs": ("0a:00.0",)}, r"PCI address '0a:00.0' is not canonical"),
+])
+def test_builder_refuses_bad_specs(bad: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {"name": "vm1", "uuid": VM_UUID, "memory_mib": 512,
+                                 "vcpus": 1, **bad}
+    with pytest.raises(PciValueError, match=message):
+        build_domain_xml(DomainSpec(**fields))  # type: ignore[arg-type]
+
+
+def test_validator_reports_what_the_schema_refuses() -> None:
+    xml = build_domain_xml(spec(hostdevs=(GPU,))).replace("<vcpu>2</vcpu>", "<vcpu>two</vcpu>")
+    with pytest.raises(DomainXmlError, match=r"does not match libvirt's schema"):
+        validate_domain_xml(xml)
