@@ -151,7 +151,7 @@ def test_direct_physical_is_a_plain_hostdev_and_normal_adds_nothing() -> None:
 def test_devices_read_back_from_what_we_write() -> None:
     devices = read_domain_devices(build_domain_xml(every_shape()))
     assert devices == DomainDevices(
-        pci_addresses=(GPU, "0000:0a:10.1", "0000:0a:10.3", PF),
+        pci_addresses=(PF, "0000:0a:10.1", "0000:0a:10.3", GPU),
         macvtap_netdevs=("enp10s0f0v2",))
 
 

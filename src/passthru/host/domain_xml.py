@@ -52,7 +52,10 @@ class DomainSpec:
 
 @dataclass(frozen=True, slots=True)
 class DomainDevices:
-    """The host devices a domain holds: PCI functions and the VF netdevs of macvtaps."""
+    """The host devices a domain holds: PCI functions and the VF netdevs of macvtaps.
+
+    Both are sorted: libvirt regroups devices by kind, so document order means nothing.
+    """
 
     pci_addresses: tuple[str, ...]
     macvtap_netdevs: tuple[str, ...]
@@ -182,7 +185,8 @@ def read_domain_devices(xml: str) -> DomainDevices:
                            " | devices/interface[@type='hostdev']/source/address"
                            "[not(@type) or @type='pci']")
     netdevs = root.xpath("devices/interface[@type='direct']/source[@mode='passthrough']/@dev")
-    return DomainDevices(tuple(_canonical(addresses)), tuple(str(dev) for dev in netdevs))
+    return DomainDevices(tuple(sorted(_canonical(addresses))),
+                         tuple(sorted(str(dev) for dev in netdevs)))
 
 
 def validate_domain_xml(xml: str) -> None:
