@@ -1,0 +1,170 @@
+"""A simulated host: the cards in its slots, and the PCI functions they show the kernel."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from passthru.pci.errors import PciValueError
+from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.sim.hardware import DeviceModel
+
+_ADDRESS = re.compile(r"([0-9a-f]{4}):([0-9a-f]{2}):([01][0-9a-f])\.([0-7])")
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A card (or on-board device) whose first function is at `address`.
+
+    `ports` functions follow it (.0, .1, ...); on an SR-IOV model each port is a PF with
+    `numvfs` VFs enabled. `numa_node` None is a device the firmware gives no node (-1).
+    `bound_to` replaces the model's driver, e.g. a GPU handed to vfio-pci.
+    """
+
+    model: DeviceModel
+    address: str
+    numa_node: int | None = 0
+    ports: int = 1
+    numvfs: int = 0
+    bound_to: str | None = None
+
+    @property
+    def driver(self) -> str | None:
+        return self.bound_to or self.model.driver
+
+
+@dataclass(frozen=True, slots=True)
+class HostProfile:
+    """A host's hardware and a host config that fits it (for demos and dry runs).
+
+    `pci_information` holds entries in the host config's TOML shape: dicts with `match`,
+    `extra` and `exclude`.
+    """
+
+    name: str
+    description: str
+    cards: tuple[Card, ...]
+    pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
+    pci_information: tuple[Mapping[str, object], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class SimFunction:
+    """One PCI function of a simulated host, with everything sysfs and libvirt show."""
+
+    address: str
+    vendor_id: str
+    product_id: str
+    dev_class: str
+    subsystem_vendor_id: str
+    subsystem_device_id: str
+    driver: str | None
+    numa_node: int | None
+    iommu_group: int = 0
+    netdev: str | None = None
+    mac: str | None = None
+    physfn: str | None = None
+    virtfns: tuple[str, ...] = ()
+    totalvfs: int | None = None
+
+
+def _split(address: str) -> tuple[int, int]:
+    """(domain, routing id) of a canonical address; the routing id is bus << 8 | devfn."""
+    found = _ADDRESS.fullmatch(address)
+    if found is None:
+        raise PciValueError(
+            f"card address {address!r} is not a PCI address (expected e.g. '0000:3b:00.0')"
+        )
+    domain, bus, slot, function = (int(part, 16) for part in found.groups())
+    return domain, bus << 8 | slot << 3 | function
+
+
+def _join(domain: int, rid: int) -> str:
+    if rid > 0xFFFF:
+        raise PciValueError(f"simulated functions of domain {domain:04x} run past bus ff")
+    return f"{domain:04x}:{rid >> 8:02x}:{rid >> 3 & 0x1F:02x}.{rid & 7}"
+
+
+def _netdev_name(domain: int, rid: int) -> str:
+    """systemd's predictable name for a PCI netdev, e.g. enp59s0f1."""
+    prefix = f"P{domain}" if domain else ""
+    return f"en{prefix}p{rid >> 8}s{rid >> 3 & 0x1F}f{rid & 7}"
+
+
+def _mac(oui: str, domain: int, rid: int) -> str:
+    return f"{oui}:{domain & 0xFF:02x}:{rid >> 8:02x}:{rid & 0xFF:02x}"
+
+
+def _check_vfs(card: Card) -> None:
+    model = card.model
+    limit = model.totalvfs if model.vf else 0
+    if card.numvfs > limit:
+        raise PciValueError(
+            f"card {model.key} at {card.address}: numvfs={card.numvfs} but the model "
+            f"supports at most {limit} VFs per port"
+        )
+
+
+def _function(card: Card, domain: int, rid: int) -> SimFunction:
+    """The function of `card` at `rid` as the card's model describes it."""
+    model = card.model
+    return SimFunction(
+        address=_join(domain, rid),
+        vendor_id=model.vendor_id,
+        product_id=model.product_id,
+        dev_class=model.dev_class,
+        subsystem_vendor_id=model.subsystem_vendor_id,
+        subsystem_device_id=model.subsystem_device_id,
+        driver=card.driver,
+        numa_node=card.numa_node,
+        mac=_mac(model.oui, domain, rid) if model.oui else None,
+    )
+
+
+def _card_functions(card: Card) -> list[SimFunction]:
+    _check_vfs(card)
+    model = card.model
+    domain, base = _split(card.address)
+    functions: list[SimFunction] = []
+    for port in range(card.ports):
+        rid = base + port
+        netdev = _netdev_name(domain, rid) if model.oui else None
+        virtfns: list[str] = []
+        if model.vf is not None:
+            first_vf = base + model.vf.offset + port * model.totalvfs
+            for index in range(card.numvfs):
+                vf = replace(
+                    _function(card, domain, first_vf + index),
+                    product_id=model.vf.product_id,
+                    subsystem_device_id=model.vf.subsystem_device_id,
+                    driver=model.vf.driver,
+                    netdev=f"{netdev}v{index}" if netdev else None,
+                    physfn=_join(domain, rid),
+                )
+                virtfns.append(vf.address)
+                functions.append(vf)
+        functions.append(replace(
+            _function(card, domain, rid),
+            netdev=netdev,
+            virtfns=tuple(virtfns),
+            totalvfs=model.totalvfs if model.vf else None,
+        ))
+    return functions
+
+
+def expand(profile: HostProfile) -> list[SimFunction]:
+    """Every PCI function of the host, sorted by address; each has its own IOMMU group."""
+    functions = sorted(
+        (function for card in profile.cards for function in _card_functions(card)),
+        key=lambda function: function.address,
+    )
+    for before, after in itertools.pairwise(functions):
+        if before.address == after.address:
+            raise PciValueError(
+                f"profile {profile.name!r}: two functions at {after.address}; "
+                "move a card or enable fewer VFs"
+            )
+    # ACS-capable platforms isolate every function; groups count up in address order.
+    return [replace(function, iommu_group=group) for group, function in enumerate(functions)]
