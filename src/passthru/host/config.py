@@ -1,0 +1,166 @@
+"""The host config (TOML) that `passthru agent` and `passthru discover` read.
+
+```toml
+controller = "http://127.0.0.1:8774"
+host = "compute-1"                  # default: this machine's hostname
+token = "..."                       # default: $PASSTHRU_TOKEN
+source = "sysfs"                    # or "libvirt" (node devices)
+sysfs_root = "/sys"                 # relative paths are relative to this file
+libvirt_uri = "qemu:///system"
+interval = 60                       # seconds between re-scans
+pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
+
+[[pci_information]]
+match = { vendor_id = "8086", product_id = "154c", address = "0000:0a:00.0" }
+extra = { "e.physical_network" = "physnet1" }
+exclude = ["0000:0a:02.7"]
+```
+The whitelist may instead be `device_spec = ['<Nova JSON>', ...]` or the seed's one-liner
+`pci_information = '[ {...}, {...} ]'`; one of the three, not several.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from passthru.host.nodedev import discover_libvirt
+from passthru.host.sysfs import discover_sysfs
+from passthru.pci.device import BASE_ATTRS, PciDevice
+from passthru.pci.errors import PassthruError, PciValueError
+from passthru.pci.match import did_you_mean, tag_key
+from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.pci.spec import (
+    MATCH_ALIASES,
+    Whitelist,
+    parse_device_spec,
+    parse_pci_information,
+    parse_seed_oneliner,
+)
+
+
+class HostConfigError(PassthruError):
+    """A host config that cannot be used; the message names the file, key and value."""
+
+
+def _pool_attr(name: str) -> str:
+    """A pool attribute: a base attribute (the seed's `device_id` is product_id), an extra
+    tag, or `e.*` for all of them."""
+    if name == "e.*":
+        return name
+    base = MATCH_ALIASES.get(name, name)
+    if base in BASE_ATTRS:
+        return base
+    if name.startswith("e.") or name == "physical_network":
+        return tag_key(name, what="pool attribute")
+    raise PciValueError(
+        f"pool attribute {name!r} is not exposed by devices; use one of "
+        f"{', '.join(BASE_ATTRS)}, an extra tag such as 'e.group', or 'e.*' "
+        f"({did_you_mean(name, BASE_ATTRS)})"
+    )
+
+
+class HostConfig(BaseModel):
+    """One host's settings; `whitelist` is built from whichever spelling the file uses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    controller: str = "http://127.0.0.1:8774"
+    host: str = Field(default_factory=socket.gethostname, min_length=1)
+    token: str | None = Field(default_factory=lambda: os.environ.get("PASSTHRU_TOKEN"))
+    source: Literal["sysfs", "libvirt"] = "sysfs"
+    sysfs_root: Path = Path("/sys")
+    libvirt_uri: str = "qemu:///system"
+    interval: float = Field(default=60, gt=0)
+    pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
+    pci_information: list[Any] | str | None = None
+    device_spec: list[str] | None = None
+
+    _whitelist: Whitelist = PrivateAttr()
+
+    @field_validator("pci_information", mode="before")
+    @classmethod
+    def _whitelist_shape(cls, value: object) -> object:
+        if value is None or isinstance(value, list | str):
+            return value
+        raise ValueError(
+            "write [[pci_information]] tables, or the seed's one-liner as a string: "
+            f"pci_information = '[ {{...}}, {{...}} ]' (got {value!r})"
+        )
+
+    @field_validator("pool_attrs")
+    @classmethod
+    def _known_pool_attrs(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_pool_attr(name) for name in names)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Built here rather than in a validator so that the spec parser's error (which
+        # quotes the entry) reaches the operator unchanged.
+        if self.pci_information is not None and self.device_spec is not None:
+            raise HostConfigError(
+                "give the whitelist once: either pci_information or device_spec, not both"
+            )
+        if isinstance(self.pci_information, str):
+            specs = parse_seed_oneliner(self.pci_information)
+        elif self.pci_information is not None:
+            specs = parse_pci_information(self.pci_information)
+        else:
+            specs = parse_device_spec(self.device_spec or [])
+        self._whitelist = Whitelist(specs)
+
+    @property
+    def whitelist(self) -> Whitelist:
+        return self._whitelist
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line per problem: the key, what is wrong, and the value when the message does not
+    already quote it."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message  # a whitelist error: it names and quotes its entry itself
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = list(HostConfig.model_fields)
+        return f"unknown key {key!r} ({did_you_mean(str(error['loc'][0]), known)})"
+    if error["type"] == "value_error":
+        return f"key {key!r}: {message}"
+    return f"key {key!r}: {message} (got {error['input']!r})"
+
+
+def host_config_from(data: dict[str, Any], origin: str = "host config") -> HostConfig:
+    """Validate settings already read (e.g. from TOML); errors name `origin`."""
+    try:
+        return HostConfig(**data)
+    except ValidationError as error:
+        problems = "\n  ".join(_describe(e) for e in error.errors())  # type: ignore[arg-type]
+        raise HostConfigError(f"{origin}: {problems}") from None
+    except HostConfigError as error:
+        raise HostConfigError(f"{origin}: {error}") from None
+
+
+def load_host_config(path: Path) -> HostConfig:
+    """Read and check a host config file; a relative `sysfs_root` is taken from its folder."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise HostConfigError(f"cannot read host config {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise HostConfigError(f"host config {path} is not valid TOML: {error}") from None
+    root = data.get("sysfs_root")
+    if isinstance(root, str) and not Path(root).is_absolute():
+        data["sysfs_root"] = str(path.parent / root)
+    return host_config_from(data, f"host config {path}")
+
+
+def scan(config: HostConfig) -> list[PciDevice]:
+    """Every PCI function of the host, from the configured source, sorted by address."""
+    if config.source == "libvirt":
+        return discover_libvirt(config.libvirt_uri)
+    return discover_sysfs(config.sysfs_root)

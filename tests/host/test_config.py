@@ -1,0 +1,125 @@
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from passthru.host.config import HostConfigError, host_config_from, load_host_config, scan
+from passthru.pci.device import PHYSICAL_NETWORK
+from passthru.sim import PROFILES, nodedev_xml
+
+DESIGN_EXAMPLE = """
+controller = "http://127.0.0.1:8774"
+host = "compute-1"
+token = "secret"
+source = "sysfs"
+sysfs_root = "/sys"
+libvirt_uri = "qemu:///system"
+interval = 60
+pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
+
+[[pci_information]]
+match = { vendor_id = "8086", product_id = "154[cd]", address = "0000:0a:*.*" }
+extra = { "e.physical_network" = "physnet1" }
+exclude = ["0000:0a:10.1"]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "host.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_design_example_loads(tmp_path: Path) -> None:
+    config = load_host_config(write(tmp_path, DESIGN_EXAMPLE))
+    assert (config.controller, config.host, config.token) == (
+        "http://127.0.0.1:8774", "compute-1", "secret")
+    assert (config.source, config.sysfs_root, config.interval) == ("sysfs", Path("/sys"), 60)
+    assert config.pool_attrs == ("vendor_id", "product_id", PHYSICAL_NETWORK)
+    [spec] = config.whitelist.specs
+    assert spec.extra == {PHYSICAL_NETWORK: "physnet1"}
+    assert len(spec.exclude) == 1
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PASSTHRU_TOKEN", "from-env")
+    config = host_config_from({})
+    assert config.host == socket.gethostname()
+    assert config.token == "from-env"
+    assert (config.source, config.sysfs_root, config.interval) == ("sysfs", Path("/sys"), 60)
+    assert config.pool_attrs == ("vendor_id", "product_id", "e.*")
+    assert config.whitelist.specs == ()
+
+
+def test_relative_sysfs_root_is_next_to_the_file(tmp_path: Path) -> None:
+    config = load_host_config(write(tmp_path, 'sysfs_root = "sim/sys"'))
+    assert config.sysfs_root == tmp_path / "sim/sys"
+
+
+def test_seed_names_in_pool_attrs() -> None:
+    config = host_config_from({"pool_attrs": ["device_id", "vendor_id", "physical_network"]})
+    assert config.pool_attrs == ("product_id", "vendor_id", PHYSICAL_NETWORK)
+
+
+GPU_TABLES = """
+[[pci_information]]
+match = { vendor_id = "10de", product_id = "20b5" }
+extra = { "e.group" = "gpu" }
+"""
+GPU_NOVA = """device_spec = ['{"vendor_id": "10de", "product_id": "20b5", "e.group": "gpu"}']"""
+GPU_SEED = """pci_information = "[ {'vendor_id': '10de', 'product_id': '20b5'}, {'e.group': 'gpu'} ]" """
+
+
+@pytest.mark.parametrize("text", [GPU_TABLES, GPU_NOVA, GPU_SEED])
+def test_three_spellings_take_the_same_devices(
+    tmp_path: Path, sim_sysfs: Callable[[str], Path], text: str
+) -> None:
+    config = load_host_config(write(tmp_path, text))
+    devices = scan(host_config_from({"sysfs_root": str(sim_sysfs("gpu-2numa"))}))
+    taken = config.whitelist.taken(devices)
+    assert [d.address for d in taken] == [
+        "0000:17:00.0", "0000:31:00.0", "0000:b1:00.0", "0000:ca:00.0"]
+    assert all(d.tags == {"e.group": "gpu"} for d in taken)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("intervall = 5", "unknown key 'intervall' (did you mean 'interval'?)"),
+        ("interval = 0", "key 'interval': Input should be greater than 0 (got 0)"),
+        ('source = "udev"', "key 'source': Input should be 'sysfs' or 'libvirt' (got 'udev')"),
+        ('pool_attrs = ["vendor"]', "pool attribute 'vendor' is not exposed by devices"),
+        ("pci_information = 5", "key 'pci_information': write [[pci_information]] tables"),
+        ('[[pci_information]]\nmatch = { vendor_id = "zz" }',
+         "pci_information entry 1: match vendor_id 'zz' is not a hex number"),
+        ('[[pci_information]]\nmatch = { product = "154c" }',
+         '{"match": {"product": "154c"}}'),
+        ("device_spec = ['{bad']", "device_spec line 1: not valid JSON"),
+        ("device_spec = []\npci_information = []", "either pci_information or device_spec"),
+        ("interval = ", "is not valid TOML"),
+    ],
+)
+def test_errors_name_the_file_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(HostConfigError) as error:
+        load_host_config(path)
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(HostConfigError, match=r"cannot read host config .*No such file"):
+        load_host_config(tmp_path / "absent.toml")
+
+
+def test_scan_reads_the_configured_source(
+    tmp_path: Path, sim_sysfs: Callable[[str], Path]
+) -> None:
+    node = tmp_path / "node.xml"
+    node.write_text(nodedev_xml(PROFILES["qat"]))
+    from_sysfs = scan(host_config_from({"sysfs_root": str(sim_sysfs("qat"))}))
+    from_libvirt = scan(host_config_from({"source": "libvirt", "libvirt_uri": f"test://{node}"}))
+    assert [d.address for d in from_sysfs] == [d.address for d in from_libvirt]
+    assert len(from_sysfs) == 28
+    assert from_sysfs[-1].driver is not None and from_libvirt[-1].driver is None
