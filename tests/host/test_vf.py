@@ -30,6 +30,9 @@ from passthru.host.vf import (
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
 from passthru.pci.errors import PciValueError
+from passthru.sim.profile import expand
+from passthru.sim.profiles import E810_HOST
+from passthru.sim.sysfs_tree import build_sysfs
 
 FULL = VfConfig(mac="FA:16:3E:00:00:01", vlan=100, spoofchk=False, trust=True,
                 link_state=LinkState.DISABLE, rate=VfRate(10, 1000))
@@ -235,6 +238,16 @@ def test_vf_index_follows_virtfn_links(tmp_path: Path) -> None:
     assert vf_index(tmp_path, "0000:3b:00.0", "0000:3b:02.0") == 0
     assert vf_index(tmp_path, "0000:3b:00.0", "0000:3b:03.3") == 11
     assert vf_index(str(tmp_path), "0000:3b:00.1", "0000:3b:0a.0") == 0
+
+
+def test_vf_index_on_a_simulated_e810_host(tmp_path: Path) -> None:
+    functions = expand(E810_HOST)
+    build_sysfs(E810_HOST, tmp_path)
+    pfs = [f for f in functions if f.virtfns]
+    assert pfs, "the E810 host has PFs with VFs"
+    for pf in pfs:
+        found = [vf_index(tmp_path, pf.address, vf) for vf in pf.virtfns]
+        assert found == list(range(len(pf.virtfns)))
 
 
 def test_vf_index_names_what_is_missing(tmp_path: Path) -> None:
