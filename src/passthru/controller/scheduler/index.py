@@ -1,0 +1,227 @@
+"""The scheduler's in-memory picture of the fleet, indexed so that a decision never scans
+every host.
+
+Per host: its pools (core `Pool`s holding core `PciDevice`s), whether it is up, and its
+NUMA node → socket map. Across hosts: one `Shape` per request criteria, created on first
+use and from then on kept current in O(changed pools) whenever a host's devices change
+(claim, free, inventory report, host up/down). Whether a PCI flavor matches is asked
+once per (flavor, pool signature) and remembered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from passthru.controller.scheduler.shapes import (
+    Criteria,
+    Locality,
+    Ranking,
+    Shape,
+    Signature,
+    signature_of,
+)
+from passthru.pci.claims import PoolFilter, PoolMatcher, Selection, claim, flavor_filter, free
+from passthru.pci.device import PciDevice
+from passthru.pci.errors import PassthruError
+from passthru.pci.pool import Pool
+from passthru.pci.request import PciRequest
+
+
+class UnknownHostError(PassthruError):
+    """A host the scheduler has never been told about."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A pool of a host, with the free count the shapes were last told about."""
+
+    pool: Pool
+    signature: Signature
+    free: int
+
+
+@dataclass(slots=True)
+class HostEntry:
+    name: str
+    slots: list[_Slot]
+    socket_of: dict[int, int]
+    up: bool
+    devices: dict[str, PciDevice] = field(default_factory=dict)
+    slot_of: dict[str, _Slot] = field(default_factory=dict)
+    signature_by_pool: dict[int, Signature] = field(default_factory=dict)
+    #: The NUMA nodes a NUMA-bound VM may sit on: those of the socket map and the devices.
+    numa_nodes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        nodes = set(self.socket_of)
+        for slot in self.slots:
+            self.signature_by_pool[id(slot.pool)] = slot.signature
+            if slot.pool.numa_node is not None:
+                nodes.add(slot.pool.numa_node)
+            for device in slot.pool.devices:
+                self.devices[device.address] = device
+                self.slot_of[device.address] = slot
+        self.numa_nodes = tuple(sorted(nodes))
+
+    @property
+    def pools(self) -> list[Pool]:
+        return [slot.pool for slot in self.slots]
+
+
+class _RememberedMatch:
+    """A PCI flavor whose answer per pool signature is computed once."""
+
+    __slots__ = ("answers", "flavor")
+
+    def __init__(self, flavor: PoolMatcher) -> None:
+        self.flavor = flavor
+        self.answers: dict[Signature, bool] = {}
+
+    def matches_pool(self, pool: Pool) -> bool:
+        signature = signature_of(pool)
+        answer = self.answers.get(signature)
+        if answer is None:
+            answer = self.answers[signature] = self.flavor.matches_pool(pool)
+        return answer
+
+
+class HostIndex:
+    def __init__(self, flavors: Mapping[str, PoolMatcher] | None = None) -> None:
+        self.hosts: dict[str, HostEntry] = {}
+        self._shapes: dict[Criteria, Shape] = {}
+        self._shapes_by_signature: dict[Signature, list[Shape]] = {}
+        self._serves: PoolFilter = flavor_filter({})
+        self.set_flavors(flavors or {})
+
+    # --- what the fleet tells us ----------------------------------------------------
+
+    def set_flavors(self, flavors: Mapping[str, PoolMatcher]) -> None:
+        """PCI flavors changed: forget every match and shape; they are rebuilt on use."""
+        self._serves = flavor_filter({name: _RememberedMatch(f) for name, f in flavors.items()})
+        self._shapes.clear()
+        for shapes in self._shapes_by_signature.values():
+            shapes.clear()
+
+    def report(self, host: str, pools: Iterable[Pool], *,
+               socket_of: Mapping[int, int] | None = None, up: bool = True) -> None:
+        """The whole truth about a host's devices (from its agent or the store)."""
+        old = self.hosts.get(host)
+        if old is not None:
+            for shape in self._shapes_of(old):
+                shape.forget(host)
+        entry = HostEntry(host, [_Slot(p, signature_of(p), p.free) for p in pools],
+                          dict(socket_of or {}), up)
+        self.hosts[host] = entry
+        for slot in entry.slots:
+            for shape in self._register(slot.signature):
+                shape.add_free(host, slot.pool.numa_node, slot.free)
+        for shape in self._shapes_of(entry):
+            shape.rerank(host, entry.socket_of, entry.up)
+
+    def remove(self, host: str) -> None:
+        entry = self.hosts.pop(host, None)
+        if entry is not None:
+            for shape in self._shapes_of(entry):
+                shape.forget(host)
+
+    def set_up(self, host: str, up: bool) -> None:
+        entry = self.entry(host)
+        entry.up = up
+        for shape in self._shapes_of(entry):
+            shape.rerank(host, entry.socket_of, up)
+
+    def claim(self, host: str, selection: Selection, owner: str) -> list[PciDevice]:
+        """Apply a selection to the in-memory devices (the core's claim rules)."""
+        entry = self.entry(host)
+        changed = claim(entry.devices, selection, owner)
+        self.recount(host, changed)
+        return changed
+
+    def free(self, host: str, owner: str) -> list[PciDevice]:
+        entry = self.entry(host)
+        changed = free(entry.devices, owner)
+        self.recount(host, changed)
+        return changed
+
+    def recount(self, host: str, devices: Iterable[PciDevice]) -> None:
+        """Devices of `host` changed status: bring the shapes of their pools up to date."""
+        entry = self.entry(host)
+        slots = {id(slot): slot for slot in (entry.slot_of[d.address] for d in devices)}
+        touched: dict[int, Shape] = {}
+        for slot in slots.values():
+            now = slot.pool.free
+            if now == slot.free:
+                continue
+            for shape in self._shapes_by_signature[slot.signature]:
+                shape.add_free(host, slot.pool.numa_node, now - slot.free)
+                touched[id(shape)] = shape
+            slot.free = now
+        for shape in touched.values():
+            shape.rerank(host, entry.socket_of, entry.up)
+
+    # --- what placement asks ----------------------------------------------------------
+
+    def entry(self, host: str) -> HostEntry:
+        try:
+            return self.hosts[host]
+        except KeyError:
+            raise UnknownHostError(f"host {host!r} is not known to the scheduler") from None
+
+    def shape(self, criteria: Criteria) -> Shape:
+        shape = self._shapes.get(criteria)
+        if shape is not None:
+            return shape
+        shape = self._shapes[criteria] = Shape(criteria)
+        example = criteria.as_request()
+        for signature, shapes in self._shapes_by_signature.items():
+            if self._serves(example, signature.example_pool()):
+                shape.signatures.add(signature)
+                shapes.append(shape)
+        for entry in self.hosts.values():
+            for slot in entry.slots:
+                if slot.signature in shape.signatures:
+                    shape.add_free(entry.name, slot.pool.numa_node, slot.free)
+        return shape
+
+    def ranking(self, criteria: Criteria, locality: Locality) -> Ranking:
+        shape = self.shape(criteria)
+        ranking = shape.rankings.get(locality)
+        if ranking is None:
+            ranking = shape.rankings[locality] = Ranking(locality)
+            for host in shape.per_host:
+                entry = self.hosts[host]
+                shape.rerank(host, entry.socket_of, entry.up)
+        return ranking
+
+    def pool_filter(self, entry: HostEntry, requests: Sequence[PciRequest]) -> PoolFilter:
+        """`select_devices`' predicate for these requests on this host, answered from the
+        shapes' signatures rather than by matching flavors again."""
+        wanted = {r.request_id: self.shape(Criteria.of(r)).signatures for r in requests}
+        signature_by_pool = entry.signature_by_pool
+
+        def serves(request: PciRequest, pool: Pool) -> bool:
+            return signature_by_pool[id(pool)] in wanted[request.request_id]
+
+        return serves
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def _register(self, signature: Signature) -> list[Shape]:
+        """The shapes a signature serves; a signature seen for the first time is matched
+        against every existing shape once."""
+        shapes = self._shapes_by_signature.get(signature)
+        if shapes is None:
+            pool = signature.example_pool()
+            shapes = self._shapes_by_signature[signature] = [
+                s for s in self._shapes.values() if self._serves(s.criteria.as_request(), pool)]
+            for shape in shapes:
+                shape.signatures.add(signature)
+        return shapes
+
+    def _shapes_of(self, entry: HostEntry) -> list[Shape]:
+        seen: dict[int, Shape] = {}
+        for slot in entry.slots:
+            for shape in self._shapes_by_signature[slot.signature]:
+                seen[id(shape)] = shape
+        return list(seen.values())

@@ -1,0 +1,130 @@
+"""The index never loses a host that fits, and stays current through every kind of change.
+
+Random fleets go through random claims, frees, hosts going down and up, and inventory
+reports. At every step placement must agree with a brute-force scan of every host with
+the core's `select_devices`, and every ranking must equal one built from scratch.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from passthru.controller.scheduler import HostIndex, NoValidHostError, Weigher, place
+from passthru.controller.scheduler.index import HostEntry
+from passthru.controller.scheduler.shapes import Criteria, Locality
+from passthru.pci.claims import flavor_filter, select_devices
+from passthru.pci.device import PciDevice
+from passthru.pci.pool import build_pools
+from passthru.pci.request import NumaPolicy, PciRequest
+from tests.controller.scheduler.fleet import (
+    FLAVORS,
+    gpu,
+    gpus,
+    index_of,
+    mlx_nic,
+    nic,
+    pf_port,
+    vf_port,
+)
+
+numa = st.sampled_from([0, 1, None])
+physnet = st.sampled_from(["physnet1", "physnet2"])
+policy = st.sampled_from(list(NumaPolicy))
+
+
+@st.composite
+def hosts(draw: st.DrawFn) -> list[PciDevice]:
+    devices: list[PciDevice] = []
+    for n, (product, node) in enumerate(draw(st.lists(
+            st.tuples(st.sampled_from(["20b5", "20b6"]), numa), max_size=3))):
+        devices.append(gpu(n, product, node))
+    for n, (maker, net, vfs, node) in enumerate(draw(st.lists(
+            st.tuples(st.sampled_from([nic, mlx_nic]), physnet, st.integers(0, 3), numa),
+            max_size=2))):
+        devices += maker(n, vfs, net, node)
+    return devices
+
+
+requests = st.one_of(
+    st.builds(lambda count, names, p, soft: gpus(count, *names, policy=p, soft=soft),
+              st.integers(1, 2), st.lists(st.sampled_from(["bigGPU", "smallGPU", "anyGPU"]),
+                                          min_size=1, max_size=2, unique=True),
+              policy, st.sampled_from([False, False, False, True])),
+    st.builds(vf_port, physnet, st.sampled_from([None, "fastNIC"]), policy),
+    st.builds(pf_port, physnet),
+    st.builds(lambda count, net, p: PciRequest(count, (), physical_network=net, numa_policy=p),
+              st.integers(1, 2), physnet, policy),
+)
+
+operations = st.one_of(
+    st.tuples(st.just("place"), st.lists(requests, min_size=1, max_size=3),
+              st.sampled_from(list(Weigher))),
+    st.tuples(st.just("free"), st.integers(0, 50)),
+    st.tuples(st.just("toggle"), st.integers(0, 50)),
+    st.tuples(st.just("report"), st.integers(0, 50), st.integers(0, 50)),
+)
+
+
+def fits(entry: HostEntry, vm: list[PciRequest]) -> bool:
+    """Brute force: the core's exact check, with the documented NUMA-bound rule."""
+    serves = flavor_filter(FLAVORS)
+    if all(r.numa_policy is NumaPolicy.LEGACY for r in vm):
+        return select_devices(entry.pools, vm, serves) is not None
+    nodes = set(entry.socket_of) | {p.numa_node for p in entry.pools if p.numa_node is not None}
+    return any(select_devices(entry.pools, vm, serves, numa_cells=frozenset({node}),
+                              socket_of=entry.socket_of) is not None for node in nodes)
+
+
+def assert_rankings_current(index: HostIndex, seen: set[tuple[Criteria, Locality]]) -> None:
+    fresh = HostIndex(FLAVORS)
+    for name, entry in index.hosts.items():
+        fresh.report(name, entry.pools, socket_of=entry.socket_of, up=entry.up)
+    for criteria, locality in seen:
+        assert index.ranking(criteria, locality).count == fresh.ranking(criteria, locality).count
+        assert index.ranking(criteria, locality).buckets.keys() == fresh.ranking(
+            criteria, locality).buckets.keys()
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleet=st.lists(hosts(), min_size=1, max_size=4),
+       sockets=st.sampled_from([{}, {0: 0, 1: 0}, {0: 0, 1: 1}]),
+       steps=st.lists(operations, max_size=12))
+def test_placement_agrees_with_a_scan_of_every_host(
+        fleet: list[list[PciDevice]], sockets: dict[int, int],
+        steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    names = [f"compute-{n}" for n in range(len(fleet))]
+    index = index_of(dict(zip(names, fleet, strict=True)), {name: sockets for name in names})
+    owners: list[tuple[str, str]] = []
+    seen: set[tuple[Criteria, Locality]] = set()
+    for number, step in enumerate(steps):
+        if step[0] == "place":
+            _, vm, weigher = step
+            seen |= {(Criteria.of(r), locality) for r in vm for locality in Locality}
+            fitting = {name for name, entry in index.hosts.items()
+                       if entry.up and fits(entry, vm)}
+            try:
+                placement = place(index, vm, weigher=weigher)
+            except NoValidHostError:
+                assert not fitting
+            else:
+                assert placement.host in fitting
+                owner = f"vm{number}"
+                index.claim(placement.host, placement.selection, owner)
+                owners.append((placement.host, owner))
+        elif step[0] == "free" and owners:
+            host, owner = owners.pop(step[1] % len(owners))
+            index.free(host, owner)
+        elif step[0] == "toggle":
+            name = names[step[1] % len(names)]
+            index.set_up(name, not index.hosts[name].up)
+        elif step[0] == "report":
+            # The agent reports again; a free device may have disappeared meanwhile.
+            entry = index.hosts[names[step[1] % len(names)]]
+            devices = list(entry.devices.values())
+            free_ones = [d for d in devices if d.is_free]
+            if free_ones:
+                devices.remove(free_ones[step[2] % len(free_ones)])
+            index.report(entry.name, build_pools(devices), socket_of=entry.socket_of,
+                         up=entry.up)
+        assert_rankings_current(index, seen)
