@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from passthru.cli import discover, sim  # noqa: F401
 from passthru.cli.app import app
 
 

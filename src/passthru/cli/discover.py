@@ -1,0 +1,137 @@
+"""`passthru discover`: what this host would offer, device by device, and why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from passthru.cli.app import app
+from passthru.host.config import HostConfig, HostConfigError, load_host_config, scan
+from passthru.pci.errors import PassthruError
+from passthru.pci.pool import Pool, build_pools, pool_summary
+from passthru.pci.spec import Decision
+
+#: What the controller tracks about a device's use: meaningless before it is reported.
+_TRACKED = ("tags", "status", "owner", "request_id", "missing")
+
+
+def _device_json(decision: Decision) -> dict[str, Any]:
+    device = {k: v for k, v in asdict(decision.device).items() if k not in _TRACKED}
+    return {**device, "taken": decision.taken, "entry": decision.entry,
+            "tags": decision.tags, "reason": decision.reason}
+
+
+def _pool_json(pool: Pool) -> dict[str, Any]:
+    return {**pool_summary(pool), "devices": [device.address for device in pool.devices]}
+
+
+def _where(config: HostConfig) -> str:
+    return str(config.sysfs_root) if config.source == "sysfs" else config.libvirt_uri
+
+
+def _devices_table(decisions: list[Decision]) -> Table:
+    table = Table(title="Devices", title_justify="left", header_style="bold")
+    for column in ("Address", "Type", "Ids", "Name", "Driver", "NUMA", "IOMMU", "Netdev",
+                   "PF", "Offered", "Tags or reason"):
+        if column == "Name":  # long pci.ids names would crowd out the columns that decide
+            table.add_column(column, max_width=28, no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(column, overflow="fold")
+    for decision in decisions:
+        d = decision.device
+        tags = ", ".join(f"{k}={v}" for k, v in decision.tags.items())
+        table.add_row(
+            d.address,
+            d.dev_type.removeprefix("type-"),
+            f"{d.vendor_id}:{d.product_id}",
+            d.product_name or "",
+            d.driver or "",
+            "-" if d.numa_node is None else str(d.numa_node),
+            "-" if d.iommu_group is None else str(d.iommu_group),
+            d.netdev or "",
+            d.parent_addr or "",
+            f"[green]yes[/] (entry {decision.entry})" if decision.taken else "[dim]no[/]",
+            tags or ("" if decision.taken else f"[dim]{decision.reason}[/]"),
+        )
+    return table
+
+
+def _pools_table(pools: list[Pool]) -> Table:
+    table = Table(title="Pools", title_justify="left", header_style="bold")
+    for column in ("Attributes", "Type", "NUMA", "PF", "Devices"):
+        table.add_column(column, overflow="fold")
+    for pool in pools:
+        table.add_row(
+            ", ".join(f"{k}={v}" for k, v in pool.attrs.items()),
+            pool.dev_type.removeprefix("type-"),
+            "-" if pool.numa_node is None else str(pool.numa_node),
+            pool.parent_addr or "",
+            str(pool.count),
+        )
+    return table
+
+
+DISCOVER_HELP = (
+    "Show what this host would offer for passthrough, without contacting the controller."
+    "\n\n"
+    "Reads the host's PCI devices from the configured source, applies the pci_information "
+    "whitelist and groups the offered devices into pools by pool_attrs, exactly as "
+    "`passthru agent` would. Every device is listed with its properties; an offered device "
+    "shows the whitelist entry that took it and its tags, any other device the reason it "
+    "was left out (no entry matched, or the entry whose exclude list names it)."
+    "\n\n"
+    "Exit status: 0 when read, 2 for a bad host config (the message quotes the file, key "
+    "and entry), 1 when the devices cannot be read."
+    "\n\n"
+    "Try it without the hardware:\n\n"
+    "    passthru sim mixed --root /tmp/mixed > host.toml\n"
+    "    passthru discover --config host.toml"
+)
+
+
+@app.command("discover", help=DISCOVER_HELP)
+def discover(
+    config_path: Annotated[Path, typer.Option(
+        "--config", "-c", metavar="FILE",
+        help="The host config (TOML) the agent would use: source, sysfs_root or "
+             "libvirt_uri, pool_attrs and the pci_information whitelist.",
+    )],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON document (host, devices, pools) for scripts.",
+    )] = False,
+) -> None:
+    """Show what this host would offer for passthrough, without contacting the controller."""
+    err = Console(stderr=True)
+    try:
+        config = load_host_config(config_path)
+        decisions = config.whitelist.apply(scan(config))
+    except HostConfigError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except PassthruError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    pools = build_pools([d.device for d in decisions if d.taken], config.pool_attrs)
+    if as_json:
+        document = {
+            "host": config.host,
+            "source": config.source,
+            "location": _where(config),
+            "pool_attrs": list(config.pool_attrs),
+            "devices": [_device_json(decision) for decision in decisions],
+            "pools": [_pool_json(pool) for pool in pools],
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    out = Console()
+    offered = sum(decision.taken for decision in decisions)
+    out.print(f"[bold]{config.host}[/]: {len(decisions)} PCI devices from {config.source} "
+              f"{_where(config)}; {offered} offered in {len(pools)} pools", highlight=False)
+    out.print(_devices_table(decisions))
+    out.print(_pools_table(pools))
