@@ -107,7 +107,7 @@ nic_cards = st.builds(
 )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.lists(nic_cards, max_size=3, unique_by=lambda card: card.address))
 def test_any_nic_host_is_discovered_as_built(cards: list[Card]) -> None:
     profile = HostProfile("generated", "", tuple(cards))

@@ -99,8 +99,8 @@ class HostConfig(BaseModel):
         return tuple(_pool_attr(name) for name in names)
 
     def model_post_init(self, context: Any, /) -> None:
-        # Built here rather than in a validator so that the spec parser's error (which
-        # quotes the entry) reaches the operator unchanged.
+        # The spec parsers' errors name and quote their entry already: pydantic reports
+        # them from here without a key, and `_describe` passes them through as written.
         if self.pci_information is not None and self.device_spec is not None:
             raise HostConfigError(
                 "give the whitelist once: either pci_information or device_spec, not both"
