@@ -1,0 +1,80 @@
+"""The durable claim: one transaction of conditional updates that succeeds only if every
+chosen device is still free and unchanged since the scheduler read it.
+
+Each chosen device is updated `WHERE id = … AND status = 'available' AND generation = …`;
+a row count of zero means another claim (from this replica or another) or an inventory
+report got there first, and the whole transaction is rolled back. PF/VF relatives of the
+chosen devices become unavailable in the same transaction (only those still available,
+so a relative already blocked by someone else's VF is left alone). Two replicas that
+claim a PF and one of its VFs at once both write both rows, so one of them waits for the
+other and then finds its own chosen row changed, or the database breaks the deadlock:
+either way exactly one wins. Frees go through the store's host rules (`release.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from passthru.controller.events import record
+from passthru.controller.models import DeviceRow, ServerRow
+from passthru.controller.scheduler.snapshot import StoredHost
+from passthru.pci.claims import Selection, relatives
+from passthru.pci.device import DeviceStatus, PciDevice
+from passthru.pci.errors import PassthruError
+
+_DEVICES = DeviceRow.__table__
+_SERVERS = ServerRow.__table__
+# PostgreSQL's serialization failure and deadlock: the database picked another winner.
+_LOST_RACE_STATES = {"40001", "40P01"}
+
+
+class LostRaceError(PassthruError):
+    """A chosen device was taken or changed since the scheduler chose it."""
+
+    def __init__(self, host: str, address: str | None = None) -> None:
+        what = f"device {address} on {host}" if address else f"a device on {host}"
+        super().__init__(f"{what} was taken or changed since it was chosen; choose again")
+        self.host = host
+
+
+def is_lost_race(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _LOST_RACE_STATES
+
+
+def claim_in_store(session: Session, host: StoredHost, selection: Selection, owner: str,
+                   devices: Mapping[str, PciDevice]) -> dict[str, int]:
+    """Claim the selection for `owner` on `host` (whose devices, for finding relatives,
+    are `devices`) and place the server there. Returns the new generation of every row it
+    changed; raises LostRaceError, leaving the caller to roll back, if any chosen device
+    is no longer what the scheduler saw."""
+    chosen = sorted(((request_id, device) for request_id, picked in selection.devices.items()
+                     for device in picked), key=lambda item: host.refs[item[1].address].id)
+    changed: dict[str, int] = {}
+    for request_id, device in chosen:
+        ref = host.refs[device.address]
+        result = session.execute(
+            update(_DEVICES)
+            .where(_DEVICES.c.id == ref.id, _DEVICES.c.status == DeviceStatus.AVAILABLE,
+                   _DEVICES.c.generation == ref.generation)
+            .values(status=DeviceStatus.CLAIMED, owner=owner, request_id=request_id,
+                    generation=ref.generation + 1))
+        if result.rowcount != 1:
+            raise LostRaceError(host.name, device.address)
+        changed[device.address] = ref.generation + 1
+        record(session, "device-claimed", host=host.name, device=device.address,
+               server=owner, message=f"claimed for request {request_id}")
+    blocked = sorted({host.refs[r.address].id for _, device in chosen
+                      for r in relatives(device, devices) if r.address not in changed})
+    if blocked:
+        rows = session.execute(
+            update(_DEVICES)
+            .where(_DEVICES.c.id.in_(blocked), _DEVICES.c.status == DeviceStatus.AVAILABLE)
+            .values(status=DeviceStatus.UNAVAILABLE, generation=_DEVICES.c.generation + 1)
+            .returning(_DEVICES.c.address, _DEVICES.c.generation))
+        changed.update({address: generation for address, generation in rows})
+    session.execute(update(_SERVERS).where(_SERVERS.c.uuid == owner).values(host_id=host.id))
+    return changed

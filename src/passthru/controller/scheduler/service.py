@@ -1,0 +1,145 @@
+"""One controller replica's scheduler: the index kept in step with the store, and each
+placement made durable by a conditional claim.
+
+A decision and its tentative claim in the index happen under a lock (so two requests of
+this replica never pick the same devices); the store transaction runs outside it. If the
+store says a device was taken meanwhile (by another replica, or an inventory report), the
+tentative claim is dropped, that host is read again from the store, and the VM is placed
+again without it; the last failure is the placement's own message. Before saying that no
+host fits, the index is checked against the store once (other replicas may have freed
+devices since).
+
+The API tells the scheduler what else changed: `refresh(host)` after an inventory report,
+a free or a host going up or down, `flavors_changed()` after PCI flavor edits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+
+from sqlalchemy.exc import DBAPIError
+
+from passthru.controller.db import Store
+from passthru.controller.scheduler.claim import LostRaceError, claim_in_store, is_lost_race
+from passthru.controller.scheduler.index import HostIndex
+from passthru.controller.scheduler.placement import (
+    NoValidHostError,
+    Placement,
+    place_many,
+)
+from passthru.controller.scheduler.snapshot import (
+    StoredHost,
+    fingerprints,
+    load_flavors,
+    load_hosts,
+)
+from passthru.controller.scheduler.weighers import Weigher
+from passthru.pci.request import PciRequest
+
+#: A VM: the server that will own the devices, and its PCI requests.
+Vm = tuple[str, Sequence[PciRequest]]
+
+
+class Scheduler:
+    def __init__(self, store: Store, weigher: Weigher = Weigher.PACK) -> None:
+        self.store = store
+        self.weigher = weigher
+        self.index = HostIndex()
+        self._hosts: dict[str, StoredHost] = {}
+        self._lock = threading.Lock()
+
+    # --- keeping the index in step with the store -------------------------------------
+
+    def load(self) -> None:
+        """Build the index from the store (at start-up)."""
+        with self.store.read() as session:
+            flavors = load_flavors(session)
+            with self._lock:
+                self.index = HostIndex(flavors)
+                self._hosts.clear()
+                for host in load_hosts(session):
+                    self._adopt(host)
+
+    def refresh(self, names: Collection[str]) -> None:
+        """Read these hosts again from the store; hosts that are gone leave the index."""
+        with self.store.read() as session:
+            hosts = list(load_hosts(session, names))
+        with self._lock:
+            for name in set(names) - {host.name for host in hosts}:
+                self._hosts.pop(name, None)
+                self.index.remove(name)
+            for host in hosts:
+                self._adopt(host)
+
+    def flavors_changed(self) -> None:
+        with self.store.read() as session:
+            flavors = load_flavors(session)
+        with self._lock:
+            self.index.set_flavors(flavors)
+
+    def resync(self) -> bool:
+        """Refresh every host that changed in the store behind our back; whether any did."""
+        with self.store.read() as session:
+            stored = fingerprints(session)
+        with self._lock:
+            stale = {name for name, print_ in stored.items()
+                     if name not in self._hosts or self._hosts[name].fingerprint != print_}
+            stale |= set(self._hosts) - set(stored)
+        if stale:
+            self.refresh(stale)
+        return bool(stale)
+
+    def _adopt(self, host: StoredHost) -> None:
+        self._hosts[host.name] = host
+        self.index.report(host.name, host.pools, up=host.up)
+
+    # --- placing ------------------------------------------------------------------------
+
+    def schedule(self, owner: str, requests: Sequence[PciRequest]) -> Placement:
+        """Place one VM and claim its devices in the store."""
+        return self.schedule_many([(owner, requests)])[0]
+
+    def schedule_many(self, vms: Sequence[Vm]) -> list[Placement]:
+        """Place every VM and claim all their devices in one transaction, or none."""
+        tried: set[str] = set()
+        resynced = False
+        while True:
+            try:
+                with self._lock:
+                    placements = place_many(self.index, vms, weigher=self.weigher,
+                                            exclude=frozenset(tried))
+            except NoValidHostError:
+                if resynced or not self.resync():
+                    raise
+                resynced = True
+                continue
+            try:
+                self._claim(vms, placements)
+            except LostRaceError as race:
+                tried.add(race.host)
+                self.refresh([race.host])
+                continue
+            return placements
+
+    def _claim(self, vms: Sequence[Vm], placements: list[Placement]) -> None:
+        placed = [(owner, p) for (owner, _), p in zip(vms, placements, strict=True)]
+        try:
+            with self.store.write() as session:
+                changed = []
+                for owner, placement in placed:
+                    host = self._hosts[placement.host]
+                    devices = self.index.hosts[placement.host].devices
+                    changed.append((host, claim_in_store(session, host, placement.selection,
+                                                         owner, devices)))
+        except BaseException as error:
+            with self._lock:
+                for owner, placement in placed:
+                    self.index.free(placement.host, owner)
+            if isinstance(error, DBAPIError) and is_lost_race(error):
+                raise LostRaceError(placed[0][1].host) from error
+            raise
+        with self._lock:
+            for host, generations in changed:
+                for address, generation in generations.items():
+                    host.refs[address].generation = generation
