@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import passthru.cli.flavors
+import passthru.cli.hosts
+import passthru.cli.images
+import passthru.cli.networks
+import passthru.cli.pci_flavors
+import passthru.cli.ports
+import passthru.cli.serve
+import passthru.cli.servers
+import passthru.cli.tokens  # noqa: F401
 from passthru.cli import discover, sim  # noqa: F401
 from passthru.cli.app import app
 

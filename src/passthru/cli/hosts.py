@@ -1,0 +1,60 @@
+"""`passthru host-list`, `pci-device-list`, `pci-stats`: the fleet, for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from passthru.cli.client import Client
+from passthru.cli.options import Json, Token, Url
+from passthru.cli.output import command, print_table, show
+from passthru.pci.device import DeviceStatus
+
+HostFilter = Annotated[str | None, typer.Option("--host", help="Only this host.")]
+
+
+@command("host-list")
+def host_list(url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """(admin) List hosts: up or down, last heart-beat, devices and how many are free."""
+    with Client(url, token) as api:
+        hosts = api.call("GET", api.tenant("/os-hosts"))["hosts"]
+    show(hosts, as_json, lambda: print_table(
+        hosts, ("name", "status", "last_heartbeat", "devices", "free", "pool_attrs"),
+        headers=("Host", "Status", "Last heart-beat", "Devices", "Free", "Pool attrs"),
+        title="Hosts"))
+
+
+@command("pci-device-list")
+def device_list(
+    host: HostFilter = None,
+    status: Annotated[DeviceStatus | None, typer.Option("--status")] = None,
+    url: Url = None, token: Token = None, as_json: Json = False,
+) -> None:
+    """(admin) List PCI devices with their status and owner."""
+    params: dict[str, Any] = {"host": host, "status": status}
+    with Client(url, token) as api:
+        devices = api.call("GET", api.tenant("/os-pci-devices"),
+                           params={k: v for k, v in params.items() if v})["pci_devices"]
+    rows = [{**entry["device"], "host": entry["host"],
+             "ids": f"{entry['device']['vendor_id']}:{entry['device']['product_id']}"}
+            for entry in devices]
+    show(devices, as_json, lambda: print_table(
+        rows, ("host", "address", "dev_type", "ids", "numa_node", "parent_addr", "tags",
+               "status", "owner"),
+        headers=("Host", "Address", "Type", "Ids", "NUMA", "PF", "Tags", "Status", "Server"),
+        title="PCI devices"))
+
+
+@command("pci-stats")
+def pci_stats(host: HostFilter = None, url: Url = None, token: Token = None,
+              as_json: Json = False) -> None:
+    """(admin) PCI stats: each host's pools with their attributes, free and used counts."""
+    with Client(url, token) as api:
+        stats = api.call("GET", api.tenant("/os-pci-stats"),
+                         params={"host": host} if host else None)["pci_stats"]
+    show(stats, as_json, lambda: print_table(
+        stats, ("host", "attrs", "dev_type", "numa_node", "parent_addr", "count", "free",
+                "used"),
+        headers=("Host", "Pool attrs", "Type", "NUMA", "PF", "Count", "Free", "Used"),
+        title="PCI stats"))

@@ -1,0 +1,84 @@
+"""How client commands answer: Rich tables and key/value panels for people, JSON for
+scripts, and one line on stderr (exit status 1, no traceback) when something fails."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from passthru.cli.app import app
+from passthru.pci.errors import PassthruError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register a command whose PassthruErrors (API refusals, bad input) are printed as
+    one line and exit 1."""
+
+    def register(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return function(*args, **kwargs)
+            except PassthruError as error:
+                err.print(f"[red]error:[/] {error}", markup=True, highlight=False,
+                          soft_wrap=True)
+                raise typer.Exit(1) from None
+
+        app.command(name)(run)
+        return run
+
+    return register
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value) or "-"
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    out.print_json(json.dumps(data))
+
+
+def print_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *,
+                title: str | None = None, headers: Sequence[str] | None = None) -> None:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header in headers or columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    out.print(table)
+
+
+def print_record(record: Mapping[str, Any], *, title: str | None = None) -> None:
+    """One resource as a two-column Field / Value table."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("Field")
+    table.add_column("Value", overflow="fold")
+    for key, value in record.items():
+        table.add_row(key, _cell(value))
+    out.print(table)
+
+
+def show(data: Any, as_json: bool, render: Callable[[], None]) -> None:
+    """JSON when asked for, else whatever `render` prints."""
+    if as_json:
+        print_json(data)
+    else:
+        render()

@@ -1,0 +1,99 @@
+"""`passthru boot`, `list`, `show`, `delete`: servers and the devices they hold."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from passthru.cli.client import Client
+from passthru.cli.nics import parse_nic
+from passthru.cli.options import Json, Token, Url
+from passthru.cli.output import command, out, print_record, print_table, show
+
+_COLUMNS = ("id", "name", "status", "host", "flavor", "image", "devices")
+_HEADERS = ("ID", "Name", "Status", "Host", "Flavor", "Image", "PCI devices")
+
+
+def _devices(server: dict[str, Any]) -> list[str]:
+    return [d["address"] for r in server["pci_requests"] for d in r["devices"]]
+
+
+def _requests_table(server: dict[str, Any]) -> Table:
+    table = Table(title="PCI requests", title_justify="left", header_style="bold")
+    for header in ("Request", "Count", "PCI flavor", "Physical network", "Type", "From",
+                   "Devices"):
+        table.add_column(header, overflow="fold")
+    for entry in server["pci_requests"]:
+        request = entry["request"]
+        source = entry["source_flavor"] or f"port {request['port_id']}"
+        devices = ", ".join(f"{d['address']} ({d['vendor_id']}:{d['product_id']})"
+                            for d in entry["devices"]) or "-"
+        table.add_row(request["request_id"], str(request["count"]),
+                      " or ".join(request["alternatives"]) or "any",
+                      request["physical_network"] or "-", request["dev_type"] or "-",
+                      source, devices)
+    return table
+
+
+@command("boot")
+def boot(
+    name: Annotated[str, typer.Argument(help="The server's name.")],
+    flavor: Annotated[str, typer.Option("--flavor", help="Flavor name or ID.")],
+    image: Annotated[str | None, typer.Option("--image", help="Image name or ID.")] = None,
+    nics: Annotated[list[str] | None, typer.Option(
+        "--nic", metavar="net-id=N[,vnic-type=T][,pci-flavor=F] | port-id=P",
+        help="Repeatable. A new port on network N (vnic-type direct, macvtap or "
+             "direct-physical gets a device on N's physical network; pci-flavor narrows "
+             "it), or an existing port P.")] = None,
+    url: Url = None, token: Token = None, as_json: Json = False,
+) -> None:
+    """Boot a server with the flavor's PCI devices and one device per SR-IOV nic.
+
+    Example: boot vm1 --flavor m1.gpu --nic net-id=prod,vnic-type=direct
+    """
+    body = {"server": {"name": name, "flavorRef": flavor, "imageRef": image,
+                       "networks": [parse_nic(n) for n in nics or []]}}
+    with Client(url, token) as api:
+        server = api.call("POST", api.tenant("/servers"), json=body)["server"]
+    show(server, as_json, lambda: _print_server(server))
+
+
+def _print_server(server: dict[str, Any]) -> None:
+    record = {k: v for k, v in server.items() if k != "pci_requests"}
+    print_record(record, title=f"Server {server['name']}")
+    if server["pci_requests"]:
+        out.print(_requests_table(server))
+
+
+@command("list")
+def list_servers(
+    all_projects: Annotated[bool, typer.Option("--all-projects", help="(admin)")] = False,
+    url: Url = None, token: Token = None, as_json: Json = False,
+) -> None:
+    """List this project's servers with their hosts and PCI devices."""
+    with Client(url, token) as api:
+        servers = api.call("GET", api.tenant("/servers"),
+                           params={"all_projects": all_projects})["servers"]
+    rows = [{**s, "devices": _devices(s)} for s in servers]
+    show(servers, as_json, lambda: print_table(rows, _COLUMNS, headers=_HEADERS,
+                                               title="Servers"))
+
+
+@command("show")
+def show_server(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+                url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """Show a server: status, host, and each PCI request with its devices."""
+    with Client(url, token) as api:
+        server = api.call("GET", api.tenant(f"/servers/{ref}"))["server"]
+    show(server, as_json, lambda: _print_server(server))
+
+
+@command("delete")
+def delete(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+           url: Url = None, token: Token = None) -> None:
+    """Delete a server: its devices are freed and the ports its boot made are deleted."""
+    with Client(url, token) as api:
+        api.call("DELETE", api.tenant(f"/servers/{ref}"))
+    out.print(f"deleted server {ref}", highlight=False)

@@ -1,0 +1,50 @@
+"""What every endpoint needs: the store and the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from passthru.controller.auth import Principal, digest, principal_of
+from passthru.controller.db import Store
+from passthru.controller.errors import UnauthorizedError
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
+                     "`passthru token-create` or the data dir's admin-token file")
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+
+
+def _caller(request: Request, store: StoreDep,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+            ) -> Principal:
+    if credentials is None:
+        raise UnauthorizedError("no token given: send 'Authorization: Bearer <token>' "
+                                "(the CLI takes --token or PASSTHRU_TOKEN)")
+    # Tokens are never changed once issued, so a known one needs no second lookup.
+    known: dict[str, Principal] = request.app.state.principals
+    key = digest(credentials.credentials)
+    if key not in known:
+        with store.read() as session:
+            known[key] = principal_of(session, credentials.credentials)
+    return known[key]
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+
+
+def _tenant_caller(tenant_id: str, who: Caller) -> Principal:
+    who.require_project(tenant_id)
+    return who
+
+
+#: The caller of a `/v2/{tenant_id}/...` route, checked to belong to that project.
+TenantCaller = Annotated[Principal, Depends(_tenant_caller)]

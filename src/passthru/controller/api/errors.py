@@ -1,0 +1,104 @@
+"""Every error the API answers is `{"error": {"code": <status>, "title", "message"}}`.
+
+`message` says what was wrong and what to do; `code` repeats the HTTP status so that a
+script reading only the body still knows it.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException
+
+from passthru.controller.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthorizedError,
+)
+from passthru.controller.reports import StaleInventoryError
+from passthru.pci.claims import ClaimError
+from passthru.pci.errors import PassthruError, PciValueError
+
+
+class ErrorDetail(BaseModel):
+    code: int
+    title: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+#: Declared on every route so that the OpenAPI document describes error answers.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request was refused; `message` says why"},
+}
+
+_STATUS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
+    (NotFoundError, HTTPStatus.NOT_FOUND),
+    (UnauthorizedError, HTTPStatus.UNAUTHORIZED),
+    (ForbiddenError, HTTPStatus.FORBIDDEN),
+    (ConflictError, HTTPStatus.CONFLICT),
+    (StaleInventoryError, HTTPStatus.CONFLICT),
+    (ClaimError, HTTPStatus.CONFLICT),
+    (PciValueError, HTTPStatus.BAD_REQUEST),
+    (PassthruError, HTTPStatus.BAD_REQUEST),
+)
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    title = HTTPStatus(status).phrase
+    headers = {"WWW-Authenticate": "Bearer"} if status == HTTPStatus.UNAUTHORIZED else None
+    body = ErrorBody(error=ErrorDetail(code=status, title=title, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+    return "the request is not valid: " + "; ".join(problems)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_passthru_error(_request: Request, error: Exception) -> JSONResponse:
+        status = next(s for kind, s in _STATUS if isinstance(error, kind))
+        return error_response(status, str(error))
+
+    async def on_validation(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_message(error))
+
+    async def on_http(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        message = str(error.detail)
+        if error.status_code == HTTPStatus.NOT_FOUND:
+            message = "no such resource; the API is described at /openapi.json"
+        elif error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            message = "this resource does not take that method; see /openapi.json"
+        return error_response(error.status_code, message)
+
+    async def on_integrity(_request: Request, error: Exception) -> JSONResponse:
+        # Two requests raced for the same name or reference: the loser is told to retry.
+        return error_response(HTTPStatus.CONFLICT, "the request clashed with a change made "
+                              "at the same time (a name taken, a reference removed); retry")
+
+    async def on_stale(_request: Request, error: Exception) -> JSONResponse:
+        return error_response(HTTPStatus.CONFLICT, "a device changed while this request was "
+                              "applied; retry")
+
+    app.add_exception_handler(PassthruError, on_passthru_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(IntegrityError, on_integrity)
+    app.add_exception_handler(StaleDataError, on_stale)

@@ -1,0 +1,116 @@
+"""Provider networks: where SR-IOV ports live. `physical_network` is what ties a port to
+the devices tagged `e.physical_network` on the hosts (the seed's plan B)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import or_, select
+
+from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import Name
+from passthru.controller.errors import ConflictError
+from passthru.controller.models import NetworkRow
+from passthru.controller.ports import visible_network
+from passthru.pci.binding import NetworkSpec, NetworkType
+
+router = APIRouter(prefix="/v2/{tenant_id}/networks", tags=["networks"],
+                   responses=ERROR_RESPONSES)
+
+
+class NetworkCreate(BaseModel):
+    name: Name
+    physical_network: Name
+    network_type: NetworkType | None = Field(
+        None, description="vlan or flat; default vlan when a segmentation_id is given")
+    segmentation_id: int | None = Field(None, description="the VLAN id of a vlan network")
+    project: str | None = Field(None, description="owning project; none: every project")
+
+
+class NetworkCreateBody(BaseModel):
+    network: NetworkCreate
+
+
+class Network(BaseModel):
+    id: str
+    name: str
+    project: str | None
+    network_type: NetworkType
+    physical_network: str
+    segmentation_id: int | None
+    ports: int
+
+
+class NetworkBody(BaseModel):
+    network: Network
+
+
+class NetworkList(BaseModel):
+    networks: list[Network]
+
+
+def network_view(row: NetworkRow) -> Network:
+    return Network(id=row.id, name=row.name, project=row.project,
+                   network_type=row.network_type, physical_network=row.physical_network,
+                   segmentation_id=row.segmentation_id, ports=len(row.ports))
+
+
+@router.get("", response_model=NetworkList, summary="List the networks the project can use")
+def list_networks(tenant_id: str, who: TenantCaller, store: StoreDep) -> NetworkList:
+    query = select(NetworkRow).order_by(NetworkRow.name)
+    if not who.is_admin:
+        query = query.where(or_(NetworkRow.project.is_(None), NetworkRow.project == tenant_id))
+    with store.read() as session:
+        return NetworkList(networks=[network_view(r) for r in session.scalars(query)])
+
+
+@router.post("", status_code=201, response_model=NetworkBody,
+             summary="Create a provider network")
+def create_network(who: TenantCaller, store: StoreDep, body: NetworkCreateBody) -> NetworkBody:
+    who.require_admin("creating a network")
+    spec = body.network
+    kind = spec.network_type or (
+        NetworkType.VLAN if spec.segmentation_id is not None else NetworkType.FLAT)
+    checked = NetworkSpec(spec.name, kind, spec.physical_network, spec.segmentation_id)
+    with store.write() as session:
+        if session.scalars(select(NetworkRow.id).where(NetworkRow.name == spec.name)).first():
+            raise ConflictError(f"a network named {spec.name!r} exists already")
+        clash = session.scalars(select(NetworkRow).where(
+            NetworkRow.physical_network == checked.physical_network,
+            NetworkRow.network_type == checked.network_type,
+            NetworkRow.segmentation_id.is_(checked.segmentation_id)
+            if checked.segmentation_id is None
+            else NetworkRow.segmentation_id == checked.segmentation_id)).first()
+        if clash is not None:
+            what = ("the flat network" if kind is NetworkType.FLAT
+                    else f"VLAN {checked.segmentation_id}")
+            raise ConflictError(f"{what} of physical network {checked.physical_network} is "
+                                f"network {clash.name} already")
+        row = NetworkRow(name=checked.name, project=spec.project, network_type=kind,
+                         physical_network=checked.physical_network,
+                         segmentation_id=checked.segmentation_id)
+        session.add(row)
+        session.flush()
+        return NetworkBody(network=network_view(row))
+
+
+@router.get("/{network}", response_model=NetworkBody, summary="Show a network by UUID or name")
+def show_network(tenant_id: str, who: TenantCaller, store: StoreDep, network: str
+                 ) -> NetworkBody:
+    with store.read() as session:
+        row = visible_network(session, network, None if who.is_admin else tenant_id)
+        return NetworkBody(network=network_view(row))
+
+
+@router.delete("/{network}", status_code=204, summary="Delete a network that has no ports")
+def delete_network(who: TenantCaller, store: StoreDep, network: str) -> Response:
+    who.require_admin("deleting a network")
+    with store.write() as session:
+        row = visible_network(session, network, None)
+        if row.ports:
+            names = ", ".join(sorted(p.name or p.id for p in row.ports)[:5])
+            raise ConflictError(f"network {row.name} still has {len(row.ports)} port(s) "
+                                f"({names}); delete them (or their servers) first")
+        session.delete(row)
+    return Response(status_code=204)

@@ -1,0 +1,223 @@
+"""The seed's PCI flavor API, with the seed's bodies.
+
+    GET    /v2/{tenant_id}/os-pci-flavors            {"os-pci-flavors": [{...}, ...]}
+    GET    /v2/{tenant_id}/os-pci-flavor/{UUID|name} {"os-pci-flavor": {"UUID", "name",
+                                                        "description", <key>: <value>...}}
+    GET    /v2/{tenant_id}/os-pci-flavor/0           the attributes hosts expose
+    POST   /v2/{tenant_id}/os-pci-flavors            {"pci-flavor": {"name", "description"}}
+    PUT    /v2/{tenant_id}/os-pci-flavors/{UUID|name}
+                                   {"action": "update", "pci-flavor": {"description", <k>: <v>}}
+    DELETE /v2/{tenant_id}/os-pci-flavor/{UUID|name}
+
+`update` makes the given pairs the flavor's whole definition, as the seed says; `set`
+merges them into it, a null value removing a key. Singular and plural paths both work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.errors import ConflictError, ForbiddenError
+from passthru.controller.lookup import find
+from passthru.controller.models import PciFlavorRow, PciFlavorSpecRow
+from passthru.controller.pci_flavors import exposed_attrs, users_of
+from passthru.pci.errors import PciValueError
+from passthru.pci.flavor import FLAVOR_ATTRS_NAME, FLAVOR_ATTRS_UUID, PciFlavor, flavor_key
+
+router = APIRouter(prefix="/v2/{tenant_id}", tags=["pci-flavors"], responses=ERROR_RESPONSES)
+
+_OWN_FIELDS = ("name", "description")
+
+
+class PciFlavorView(BaseModel):
+    """A PCI flavor: its UUID, name and description, and its match pairs as more keys."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str] = Field(init=False)
+
+    UUID: str
+    name: str
+    description: str
+
+
+class PciFlavorBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    pci_flavor: PciFlavorView = Field(alias="os-pci-flavor")
+
+
+class PciFlavorList(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    pci_flavors: list[PciFlavorView] = Field(alias="os-pci-flavors")
+
+
+class PciFlavorCreate(BaseModel):
+    """`name` and `description`; any further keys are match pairs."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str] = Field(init=False)
+
+    name: str = Field(max_length=255)
+    description: str = Field("", max_length=4096)
+
+
+class PciFlavorCreateBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    pci_flavor: PciFlavorCreate = Field(alias="pci-flavor")
+
+
+class PciFlavorChange(BaseModel):
+    """New `name`/`description` if given; further keys are match pairs (null: remove)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str | None] = Field(init=False)
+
+    name: str | None = Field(None, max_length=255)
+    description: str | None = Field(None, max_length=4096)
+
+
+class PciFlavorUpdateBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    action: Literal["update", "set"] = Field(
+        "update", description="update: the pairs become the whole definition; set: merge")
+    pci_flavor: PciFlavorChange = Field(alias="pci-flavor")
+
+
+def flavor_view(row: PciFlavorRow) -> PciFlavorView:
+    return PciFlavorView(UUID=row.uuid, name=row.name, description=row.description,
+                         **row.spec)
+
+
+def _attrs_view(session: Session) -> PciFlavorView:
+    attrs = {attr: "True" for attr in exposed_attrs(session)}
+    return PciFlavorView(UUID=FLAVOR_ATTRS_UUID, name=FLAVOR_ATTRS_NAME,
+                         description="Available flavor attrs", **attrs)
+
+
+def _is_attrs(ref: str) -> bool:
+    return ref in (FLAVOR_ATTRS_UUID, FLAVOR_ATTRS_NAME)
+
+
+def _find(session: Session, ref: str) -> PciFlavorRow:
+    if _is_attrs(ref):
+        raise ForbiddenError(f"{FLAVOR_ATTRS_NAME} (UUID 0) lists what hosts expose and "
+                             "cannot be changed here; change the hosts' pool_attrs")
+    return find(session, PciFlavorRow, ref, "PCI flavor",
+                create_hint="create it with passthru pci-flavor-create")
+
+
+def _store_spec(row: PciFlavorRow, spec: Mapping[str, str]) -> None:
+    current = {s.key: s for s in row.specs}
+    for key in set(current) - set(spec):
+        row.specs.remove(current[key])
+    for key, value in spec.items():
+        if key in current:
+            current[key].value = value
+        else:
+            row.specs.append(PciFlavorSpecRow(key=key, value=value))
+
+
+def _name_free(session: Session, name: str) -> None:
+    if session.scalars(select(PciFlavorRow.uuid).where(PciFlavorRow.name == name)).first():
+        raise ConflictError(f"a PCI flavor named {name!r} exists already; change it with "
+                            f"passthru pci-flavor-update {name} set KEY=VALUE")
+
+
+@router.get("/os-pci-flavors", response_model=PciFlavorList, response_model_by_alias=True,
+            summary="List PCI flavors")
+def list_pci_flavors(who: TenantCaller, store: StoreDep) -> PciFlavorList:
+    with store.read() as session:
+        rows = session.scalars(select(PciFlavorRow).order_by(PciFlavorRow.name))
+        return PciFlavorList(pci_flavors=[flavor_view(r) for r in rows])
+
+
+@router.post("/os-pci-flavors", status_code=201, response_model=PciFlavorBody,
+             response_model_by_alias=True, summary="Create a PCI flavor")
+def create_pci_flavor(who: TenantCaller, store: StoreDep, body: PciFlavorCreateBody
+                      ) -> PciFlavorBody:
+    who.require_admin("creating a PCI flavor")
+    spec = body.pci_flavor
+    flavor = PciFlavor(spec.name, dict(spec.__pydantic_extra__), spec.description)
+    with store.write() as session:
+        _name_free(session, flavor.name)
+        row = PciFlavorRow(name=flavor.name, description=flavor.description)
+        _store_spec(row, flavor.spec)
+        session.add(row)
+        session.flush()
+        return PciFlavorBody(pci_flavor=flavor_view(row))
+
+
+def show_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> PciFlavorBody:
+    with store.read() as session:
+        if _is_attrs(flavor):
+            who.require_admin("listing the attributes hosts expose")
+            return PciFlavorBody(pci_flavor=_attrs_view(session))
+        return PciFlavorBody(pci_flavor=flavor_view(_find(session, flavor)))
+
+
+def _changed(row: PciFlavorRow, body: PciFlavorUpdateBody, session: Session) -> PciFlavor:
+    change = body.pci_flavor
+    pairs = {flavor_key(k, flavor=row.name): v for k, v in change.__pydantic_extra__.items()}
+    removed = [k for k, v in pairs.items() if v is None]
+    if body.action == "update" and removed:
+        raise PciValueError(f"action update takes values, not null ({removed[0]}); use "
+                            "action set to remove single keys")
+    spec = {} if body.action == "update" else dict(row.spec)
+    spec.update({k: v for k, v in pairs.items() if v is not None})
+    for key in removed:
+        spec.pop(key, None)
+    name = change.name if change.name is not None else row.name
+    if name != row.name:
+        _name_free(session, name)
+        users = users_of(session, row.name)
+        if users:
+            raise ConflictError(f"PCI flavor {row.name} cannot be renamed while "
+                                f"{', '.join(users)} use(s) it")
+    description = change.description if change.description is not None else row.description
+    return PciFlavor(name, spec, description, row.uuid)
+
+
+def update_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str,
+                      body: PciFlavorUpdateBody) -> PciFlavorBody:
+    who.require_admin("changing a PCI flavor")
+    with store.write() as session:
+        row = _find(session, flavor)
+        new = _changed(row, body, session)
+        row.name, row.description = new.name, new.description
+        _store_spec(row, new.spec)
+        session.flush()
+        return PciFlavorBody(pci_flavor=flavor_view(row))
+
+
+def delete_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> Response:
+    who.require_admin("deleting a PCI flavor")
+    with store.write() as session:
+        row = _find(session, flavor)
+        users = users_of(session, row.name)
+        if users:
+            raise ConflictError(f"PCI flavor {row.name} is still used by {', '.join(users)}; "
+                                "change or delete them first")
+        session.delete(row)
+    return Response(status_code=204)
+
+
+# The seed writes both the plural and the singular path for one flavor.
+for _path in ("/os-pci-flavors/{flavor}", "/os-pci-flavor/{flavor}"):
+    router.get(_path, response_model=PciFlavorBody, response_model_by_alias=True,
+               summary="Show a PCI flavor by UUID or name (0: the attributes hosts expose)",
+               )(show_pci_flavor)
+    router.put(_path, response_model=PciFlavorBody, response_model_by_alias=True,
+               summary="Change a PCI flavor")(update_pci_flavor)
+    router.delete(_path, status_code=204, summary="Delete a PCI flavor nothing uses",
+                  )(delete_pci_flavor)

@@ -1,0 +1,119 @@
+"""Ports: a project's attachment points on networks, with Neutron's binding fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import Name
+from passthru.controller.auth import Principal
+from passthru.controller.errors import ConflictError
+from passthru.controller.lookup import find
+from passthru.controller.models import PortRow
+from passthru.controller.ports import create_port, visible_network
+from passthru.pci.binding import VnicType
+
+router = APIRouter(prefix="/v2/{tenant_id}/ports", tags=["ports"], responses=ERROR_RESPONSES)
+
+
+class PortCreate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    network_id: Name = Field(description="network UUID or name")
+    name: str = Field("", max_length=255)
+    vnic_type: VnicType = Field(VnicType.NORMAL, alias="binding:vnic_type")
+    pci_flavor: Name | None = Field(
+        None, description="plan A: the PCI flavor the port's device must come from")
+    mac_address: str | None = None
+    port_security_enabled: bool = True
+
+
+class PortCreateBody(BaseModel):
+    port: PortCreate
+
+
+class Port(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    mac_address: str
+    vnic_type: VnicType = Field(alias="binding:vnic_type")
+    pci_flavor: str | None
+    port_security_enabled: bool
+    host_id: str | None = Field(alias="binding:host_id")
+    vif_type: str | None = Field(alias="binding:vif_type")
+    profile: dict[str, Any] = Field(alias="binding:profile")
+    device_id: str | None
+
+
+class PortBody(BaseModel):
+    port: Port
+
+
+class PortList(BaseModel):
+    ports: list[Port]
+
+
+def port_view(row: PortRow) -> Port:
+    return Port(id=row.id, name=row.name, network_id=row.network_id, project_id=row.project,
+                mac_address=row.mac_address, vnic_type=row.vnic_type,
+                pci_flavor=row.pci_flavor, port_security_enabled=row.port_security,
+                host_id=row.binding_host_id, vif_type=row.binding_vif_type,
+                profile=dict(row.binding_profile), device_id=row.device_id)
+
+
+def _scope(who: Principal, tenant_id: str, all_projects: bool) -> list[Any]:
+    """Members see their project's ports; admins too, or every port with all_projects."""
+    return [] if who.is_admin and all_projects else [PortRow.project == tenant_id]
+
+
+@router.get("", response_model=PortList, response_model_by_alias=True,
+            summary="List the project's ports")
+def list_ports(tenant_id: str, who: TenantCaller, store: StoreDep,
+               all_projects: bool = Query(False, description="admin: every project's ports"),
+               ) -> PortList:
+    query = select(PortRow).where(*_scope(who, tenant_id, all_projects)).order_by(
+        PortRow.created_at)
+    with store.read() as session:
+        return PortList(ports=[port_view(r) for r in session.scalars(query)])
+
+
+@router.post("", status_code=201, response_model=PortBody, response_model_by_alias=True,
+             summary="Create a port on a network")
+def create(tenant_id: str, who: TenantCaller, store: StoreDep, body: PortCreateBody
+           ) -> PortBody:
+    spec = body.port
+    with store.write() as session:
+        network = visible_network(session, spec.network_id,
+                                  None if who.is_admin else tenant_id)
+        row = create_port(session, network, tenant_id, vnic_type=spec.vnic_type,
+                          pci_flavor=spec.pci_flavor, mac_address=spec.mac_address,
+                          name=spec.name, port_security=spec.port_security_enabled)
+        return PortBody(port=port_view(row))
+
+
+@router.get("/{port}", response_model=PortBody, response_model_by_alias=True,
+            summary="Show a port by UUID or name")
+def show_port(tenant_id: str, who: TenantCaller, store: StoreDep, port: str) -> PortBody:
+    with store.read() as session:
+        row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
+        return PortBody(port=port_view(row))
+
+
+@router.delete("/{port}", status_code=204, summary="Delete a port no server uses")
+def delete_port(tenant_id: str, who: TenantCaller, store: StoreDep, port: str) -> Response:
+    with store.write() as session:
+        row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
+        if row.device_id is not None:
+            raise ConflictError(f"port {row.name or row.id} is attached to server "
+                                f"{row.device_id}; delete the server first")
+        session.delete(row)
+    return Response(status_code=204)

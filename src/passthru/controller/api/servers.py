@@ -1,0 +1,151 @@
+"""Servers: boot with a flavor's PCI requests and SR-IOV nics, show where each request's
+devices are, delete (which frees every device and port the server held)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import Name
+from passthru.controller.auth import Principal
+from passthru.controller.boot import BootRequest, NicRequest, boot_server
+from passthru.controller.lookup import find
+from passthru.controller.mapping import device_from_row, request_from_row
+from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
+from passthru.controller.release import delete_server
+from passthru.pci.binding import VnicType
+from passthru.pci.device import PciDevice
+from passthru.pci.request import PciRequest
+
+router = APIRouter(prefix="/v2/{tenant_id}/servers", tags=["servers"],
+                   responses=ERROR_RESPONSES)
+
+
+class Nic(BaseModel):
+    """A new port on network `uuid`, or the existing port `port`."""
+
+    uuid: Name | None = Field(None, description="network UUID or name (--nic net-id=)")
+    port: Name | None = Field(None, description="an existing port (--nic port-id=)")
+    vnic_type: VnicType = VnicType.NORMAL
+    pci_flavor: Name | None = Field(None, description="plan A: narrow to this PCI flavor")
+
+
+class ServerCreate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Name
+    flavor: Name = Field(alias="flavorRef", description="flavor UUID or name")
+    image: Name | None = Field(None, alias="imageRef", description="image UUID or name")
+    networks: list[Nic] = Field(default_factory=list, max_length=32)
+
+
+class ServerCreateBody(BaseModel):
+    server: ServerCreate
+
+
+class RequestDevices(BaseModel):
+    """One PCI request and the devices allocated to it."""
+
+    request: PciRequest
+    source_flavor: str | None
+    devices: list[PciDevice]
+
+
+class Server(BaseModel):
+    id: str
+    name: str
+    project_id: str
+    status: ServerStatus
+    fault: str | None
+    flavor: str | None
+    image: str | None
+    host: str | None
+    ports: list[str]
+    pci_requests: list[RequestDevices]
+    created: datetime
+    updated: datetime
+
+
+class ServerBody(BaseModel):
+    server: Server
+
+
+class ServerList(BaseModel):
+    servers: list[Server]
+
+
+def _request_view(row: PciRequestRow) -> RequestDevices:
+    devices = sorted(row.devices, key=lambda d: d.address)
+    return RequestDevices(request=request_from_row(row), source_flavor=row.source_flavor,
+                          devices=[device_from_row(d) for d in devices])
+
+
+def server_view(row: ServerRow) -> Server:
+    return Server(id=row.uuid, name=row.name, project_id=row.project, status=row.status,
+                  fault=row.fault, flavor=row.flavor.name if row.flavor else None,
+                  image=row.image.name if row.image else None,
+                  host=row.host.name if row.host else None,
+                  ports=[p.id for p in row.ports],
+                  pci_requests=[_request_view(r) for r in row.requests],
+                  created=row.created_at, updated=row.updated_at)
+
+
+_LOAD = (selectinload(ServerRow.requests).selectinload(PciRequestRow.devices),
+         selectinload(ServerRow.flavor), selectinload(ServerRow.image),
+         selectinload(ServerRow.host), selectinload(ServerRow.ports))
+
+
+def _scope(who: Principal, tenant_id: str, all_projects: bool) -> list[Any]:
+    alive = ServerRow.status != ServerStatus.DELETED
+    return [alive] if who.is_admin and all_projects else [alive, ServerRow.project == tenant_id]
+
+
+def _find(session: Session, who: Principal, tenant_id: str, ref: str) -> ServerRow:
+    return find(session, ServerRow, ref, "server", *_scope(who, tenant_id, True),
+                create_hint="list them with passthru list")
+
+
+@router.get("", response_model=ServerList, summary="List the project's servers")
+def list_servers(tenant_id: str, who: TenantCaller, store: StoreDep,
+                 all_projects: bool = Query(False, description="admin: every project's"),
+                 ) -> ServerList:
+    query = (select(ServerRow).where(*_scope(who, tenant_id, all_projects))
+             .options(*_LOAD).order_by(ServerRow.created_at))
+    with store.read() as session:
+        return ServerList(servers=[server_view(r) for r in session.scalars(query)])
+
+
+@router.post("", status_code=202, response_model=ServerBody, summary="Boot a server")
+def create_server(tenant_id: str, who: TenantCaller, store: StoreDep, body: ServerCreateBody
+                  ) -> ServerBody:
+    spec = body.server
+    nics = tuple(NicRequest(network=n.uuid, port=n.port, vnic_type=n.vnic_type,
+                            pci_flavor=n.pci_flavor) for n in spec.networks)
+    boot = BootRequest(name=spec.name, project=tenant_id, flavor=spec.flavor,
+                       image=spec.image, nics=nics)
+    with store.write() as session:
+        server = boot_server(session, boot)
+        uuid = server.uuid
+    with store.read() as session:
+        return ServerBody(server=server_view(_find(session, who, tenant_id, uuid)))
+
+
+@router.get("/{server}", response_model=ServerBody, summary="Show a server and its devices")
+def show_server(tenant_id: str, who: TenantCaller, store: StoreDep, server: str) -> ServerBody:
+    with store.read() as session:
+        return ServerBody(server=server_view(_find(session, who, tenant_id, server)))
+
+
+@router.delete("/{server}", status_code=204,
+               summary="Delete a server, freeing its devices and ports")
+def delete(tenant_id: str, who: TenantCaller, store: StoreDep, server: str) -> Response:
+    with store.write() as session:
+        delete_server(session, _find(session, who, tenant_id, server))
+    return Response(status_code=204)

@@ -1,0 +1,92 @@
+"""The controller's web application: `create_app(settings)`.
+
+Creating the app prepares the store: it applies the packaged migrations and makes sure
+the data dir holds a working admin token. While the app runs, a sweep marks hosts down
+whose agents stopped heart-beating.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+
+from passthru.controller.api import (
+    agent,
+    flavors,
+    hosts,
+    images,
+    networks,
+    pci_flavors,
+    ports,
+    servers,
+    tokens,
+)
+from passthru.controller.api.errors import install_error_handlers
+from passthru.controller.auth import ensure_admin_token
+from passthru.controller.db import Store
+from passthru.controller.migrate import upgrade
+from passthru.controller.reports import mark_silent_hosts_down
+from passthru.controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (pci_flavors.router, flavors.router, images.router, networks.router, ports.router,
+           servers.router, hosts.router, tokens.router, agent.router)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store at its newest schema, with an admin token in the data dir."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    upgrade(store.engine)
+    with store.write() as session:
+        if ensure_admin_token(session, settings.admin_token_path):
+            log.info("wrote a new admin token to %s", settings.admin_token_path)
+    return store
+
+
+def _sweep_once(store: Store, timeout: float) -> None:
+    with store.write() as session:
+        for name in mark_silent_hosts_down(session, timeout):
+            log.warning("host %s stopped heart-beating; marked down", name)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    store = open_store(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_sweep, store, settings.heartbeat_timeout)
+            yield
+            tasks.cancel_scope.cancel()
+        store.close()
+
+    app = FastAPI(
+        title="passthru",
+        version=version("passthru"),
+        description="Real PCI devices for virtual machines across a KVM/libvirt cluster. "
+                    "Every call takes `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.principals = {}
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+async def _sweep(store: Store, timeout: float) -> None:
+    while True:
+        await anyio.sleep(max(1.0, timeout / 4))
+        try:
+            await anyio.to_thread.run_sync(_sweep_once, store, timeout)
+        except Exception:  # a failed sweep is retried next round
+            log.exception("marking silent hosts down failed")

@@ -1,0 +1,142 @@
+"""Booting a server: the server row, its ports and its PCI requests.
+
+Everything a boot asks for becomes `PciRequest`s here: the flavor's
+`pci_passthrough:pci_flavor` (and Nova's `pci_passthrough:alias`) extra spec, and one
+request per SR-IOV `--nic`, on the nic's network's physical_network (the seed's plan B),
+narrowed to the nic's PCI flavor when it names one (plan A). The image's
+`pci_passthrough:supported` narrows the alternatives. Placing the server on a host and
+claiming devices is the scheduler's part; until it runs the server stays BUILD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller.errors import ConflictError
+from passthru.controller.events import record
+from passthru.controller.lookup import find
+from passthru.controller.mapping import new_request_row
+from passthru.controller.models import (
+    FlavorRow,
+    ImageRow,
+    PciFlavorRow,
+    PortRow,
+    ServerRow,
+    ServerStatus,
+)
+from passthru.controller.ports import create_port, visible_network
+from passthru.pci.binding import VnicType
+from passthru.pci.errors import PciValueError
+from passthru.pci.request import (
+    NUMA_POLICY_KEY,
+    PciRequest,
+    RequestSource,
+    check_flavor_names,
+    narrow_to_supported,
+    parse_numa_policy,
+    requests_from_extra_specs,
+)
+
+SUPPORTED_KEY = "pci_passthrough:supported"
+
+
+@dataclass(frozen=True, slots=True)
+class NicRequest:
+    """One `--nic`: a new port on `network`, or the existing port `port`."""
+
+    network: str | None = None
+    port: str | None = None
+    vnic_type: VnicType = VnicType.NORMAL
+    pci_flavor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BootRequest:
+    name: str
+    project: str
+    flavor: str
+    image: str | None = None
+    nics: tuple[NicRequest, ...] = ()
+
+
+def supported_flavors(image: ImageRow) -> list[str] | None:
+    """The PCI flavors an image works with (None: it does not say)."""
+    text = image.properties.get(SUPPORTED_KEY)
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _nic_port(session: Session, server: ServerRow, nic: NicRequest, index: int) -> PortRow:
+    where = f"--nic #{index + 1}"
+    if (nic.network is None) == (nic.port is None):
+        raise PciValueError(f"{where}: give either net-id=NETWORK or port-id=PORT")
+    if nic.port is not None:
+        if nic.vnic_type is not VnicType.NORMAL or nic.pci_flavor is not None:
+            raise PciValueError(f"{where}: port {nic.port} already has its vnic type and pci "
+                                "flavor; drop vnic-type= and pci-flavor= or use net-id=")
+        port = find(session, PortRow, nic.port, "port", PortRow.project == server.project)
+        if port.device_id is not None:
+            raise ConflictError(f"port {port.id} is in use by server {port.device_id}; "
+                                "use a free port or net-id=")
+    else:
+        network = visible_network(session, nic.network or "", server.project)
+        port = create_port(session, network, server.project, vnic_type=nic.vnic_type,
+                           pci_flavor=nic.pci_flavor, by_boot=True)
+    port.device_id = server.uuid
+    return port
+
+
+def port_request(port: PortRow, flavor: FlavorRow) -> PciRequest | None:
+    """What an SR-IOV port asks for: one device of its vnic type on its network."""
+    dev_type = port.vnic_type.dev_type
+    if dev_type is None:
+        return None
+    return PciRequest(
+        count=1,
+        alternatives=(port.pci_flavor,) if port.pci_flavor else (),
+        source=RequestSource.PORT,
+        numa_policy=parse_numa_policy(flavor.extra_specs.get(NUMA_POLICY_KEY)),
+        physical_network=port.network.physical_network,
+        dev_type=dev_type,
+        port_id=port.id,
+    )
+
+
+def pci_requests(session: Session, flavor: FlavorRow, image: ImageRow | None,
+                 ports: Sequence[PortRow]) -> list[PciRequest]:
+    try:
+        requests = requests_from_extra_specs(flavor.extra_specs)
+    except PciValueError as error:
+        raise PciValueError(f"flavor {flavor.name}: {error}") from None
+    requests += [r for port in ports if (r := port_request(port, flavor)) is not None]
+    known = set(session.scalars(select(PciFlavorRow.name)))
+    check_flavor_names(requests, known, where=f"flavor {flavor.name}")
+    supported = supported_flavors(image) if image is not None else None
+    if image is not None and supported is not None:
+        requests = narrow_to_supported(requests, supported, image=f"image {image.name}")
+    return requests
+
+
+def boot_server(session: Session, boot: BootRequest) -> ServerRow:
+    """Create the server with its ports and PCI requests; it stays BUILD until placed."""
+    flavor = find(session, FlavorRow, boot.flavor, "flavor",
+                  create_hint="list them with passthru flavor-list")
+    image = (find(session, ImageRow, boot.image, "image",
+                  create_hint="list them with passthru image-list") if boot.image else None)
+    server = ServerRow(name=boot.name, project=boot.project, flavor=flavor, image=image,
+                       status=ServerStatus.BUILD)
+    session.add(server)
+    session.flush()
+    ports = [_nic_port(session, server, nic, i) for i, nic in enumerate(boot.nics)]
+    for position, request in enumerate(pci_requests(session, flavor, image, ports)):
+        source_flavor = flavor.name if request.source is RequestSource.FLAVOR else None
+        server.requests.append(new_request_row(request, position, source_flavor))
+    record(session, "server-created", server=server.uuid,
+           message=f"server {server.name} of project {server.project}, flavor {flavor.name}")
+    session.flush()
+    return server

@@ -1,0 +1,75 @@
+"""Rows ↔ the core's `PciDevice`, `Pool` and `PciRequest`: the only place that converts
+between them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import fields
+
+from passthru.controller.models import DeviceRow, PciRequestRow, PoolRow
+from passthru.pci.device import PciDevice
+from passthru.pci.pool import Pool, PoolKey
+from passthru.pci.request import PciRequest
+
+DEVICE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PciDevice))
+
+
+def device_from_row(row: DeviceRow) -> PciDevice:
+    values = {name: getattr(row, name) for name in DEVICE_FIELDS}
+    values["tags"] = dict(row.tags or {})
+    return PciDevice(**values)
+
+
+def _stored(device: PciDevice, name: str) -> object:
+    value = getattr(device, name)
+    return dict(value) if name == "tags" else value
+
+
+def write_device(row: DeviceRow, device: PciDevice) -> None:
+    """Copy every field of `device` onto `row`, touching only what differs so that an
+    unchanged device keeps its generation."""
+    for name in DEVICE_FIELDS:
+        value = _stored(device, name)
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+
+
+def new_device_row(host_id: int, device: PciDevice) -> DeviceRow:
+    return DeviceRow(host_id=host_id, **{name: _stored(device, name) for name in DEVICE_FIELDS})
+
+
+def pool_key_text(key: PoolKey) -> str:
+    """A pool's identity as canonical JSON, unique per host."""
+    return json.dumps([list(map(list, key.attrs)), str(key.dev_type), key.numa_node,
+                       key.parent_addr], separators=(",", ":"))
+
+
+def new_pool_row(host_id: int, pool: Pool) -> PoolRow:
+    return PoolRow(host_id=host_id, key=pool_key_text(pool.key), attrs=dict(pool.attrs),
+                   dev_type=pool.dev_type, numa_node=pool.numa_node,
+                   parent_addr=pool.parent_addr)
+
+
+def pool_from_row(row: PoolRow, devices: Iterable[DeviceRow] | None = None) -> Pool:
+    """The core pool of `row`, with `devices` (default: the row's own) as core devices."""
+    members = row.devices if devices is None else devices
+    return Pool(attrs=dict(row.attrs), dev_type=row.dev_type, numa_node=row.numa_node,
+                parent_addr=row.parent_addr, devices=[device_from_row(d) for d in members])
+
+
+def request_from_row(row: PciRequestRow) -> PciRequest:
+    return PciRequest(count=row.count, alternatives=tuple(row.alternatives),
+                      request_id=row.uuid, source=row.source, numa_policy=row.numa_policy,
+                      physical_network=row.physical_network, dev_type=row.dev_type,
+                      port_id=row.port_id, soft=row.soft)
+
+
+def new_request_row(request: PciRequest, position: int,
+                    source_flavor: str | None = None) -> PciRequestRow:
+    return PciRequestRow(uuid=request.request_id, position=position, count=request.count,
+                         alternatives=list(request.alternatives), source=request.source,
+                         source_flavor=source_flavor, port_id=request.port_id,
+                         numa_policy=request.numa_policy,
+                         physical_network=request.physical_network,
+                         dev_type=request.dev_type, soft=request.soft)

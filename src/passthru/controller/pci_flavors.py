@@ -1,0 +1,46 @@
+"""PCI flavors in the store: who uses one, and the attributes hosts expose to them."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller.boot import supported_flavors
+from passthru.controller.models import FlavorRow, HostRow, ImageRow, PoolRow, PortRow
+from passthru.pci.errors import PciValueError
+from passthru.pci.flavor import flavor_key
+from passthru.pci.request import requests_from_extra_specs
+
+
+def users_of(session: Session, name: str) -> list[str]:
+    """Everything that names PCI flavor `name`: flavors' extra specs, images, ports."""
+    users: list[str] = []
+    for flavor in session.scalars(select(FlavorRow).order_by(FlavorRow.name)):
+        try:
+            requests = requests_from_extra_specs(flavor.extra_specs)
+        except PciValueError:
+            continue  # a spec that does not parse names no flavor
+        if any(name in r.alternatives for r in requests):
+            users.append(f"flavor {flavor.name}")
+    users += [f"image {image.name}" for image in session.scalars(
+        select(ImageRow).order_by(ImageRow.name)) if name in (supported_flavors(image) or [])]
+    users += [f"port {port.name or port.id}" for port in session.scalars(
+        select(PortRow).where(PortRow.pci_flavor == name).order_by(PortRow.created_at))]
+    return users
+
+
+def exposed_attrs(session: Session) -> list[str]:
+    """The seed's `_flavor_attrs`: every attribute some host groups its pools by, plus
+    dev_type which every pool has."""
+    attrs: set[str] = {"dev_type"}
+    for pool_attrs in session.scalars(select(HostRow.pool_attrs)):
+        for attr in pool_attrs:
+            if attr == "e.*":
+                continue  # stands for the tags, which the pools below list one by one
+            try:
+                attrs.add(flavor_key(attr))
+            except PciValueError:
+                continue  # an attribute a flavor may not use (e.g. address) is not exposed
+    for pool_values in session.scalars(select(PoolRow.attrs)):
+        attrs.update(pool_values)
+    return sorted(attrs)

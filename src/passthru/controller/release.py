@@ -1,0 +1,51 @@
+"""Giving back what a server holds: its devices and its ports."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller.events import record
+from passthru.controller.host_devices import HostDevices, lock_host
+from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus
+from passthru.pci import claims
+
+
+def free_devices(session: Session, server: ServerRow) -> list[str]:
+    """Free every device `server` holds, on whatever host; returns their addresses."""
+    host_names = session.scalars(
+        select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
+        .where(DeviceRow.owner == server.uuid).distinct()).all()
+    freed: list[str] = []
+    for name in sorted(host_names):  # a fixed order: two deletes never lock hosts crosswise
+        host = lock_host(session, name)
+        if host is None:
+            continue
+        state = HostDevices.load(session, host)
+        held = [a for a, d in state.devices.items() if d.owner == server.uuid]
+        claims.free(state.devices, server.uuid)
+        state.save(session)
+        for address in held:
+            record(session, "device-freed", host=name, device=address, server=server.uuid,
+                   message=f"freed by server {server.name}")
+        freed += held
+    return freed
+
+
+def release_ports(session: Session, server: ServerRow) -> None:
+    """Ports a boot made die with the server; ports the tenant made are unbound and kept."""
+    for port in session.scalars(select(PortRow).where(PortRow.device_id == server.uuid)):
+        if port.created_by_boot:
+            session.delete(port)
+        else:
+            port.device_id = None
+            port.binding_host_id = port.binding_vif_type = None
+            port.binding_profile = {}
+
+
+def delete_server(session: Session, server: ServerRow) -> None:
+    free_devices(session, server)
+    release_ports(session, server)
+    server.status = ServerStatus.DELETED
+    record(session, "server-deleted", server=server.uuid,
+           host=server.host.name if server.host else None, message=f"server {server.name}")

@@ -1,0 +1,123 @@
+"""What agents tell the controller: full and delta inventories, heart-beats; and the
+sweep that marks silent hosts down."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller.events import record
+from passthru.controller.host_devices import HostDevices, lock_host, lock_or_create_host
+from passthru.controller.models import HostRow, HostStatus, utcnow
+from passthru.pci.address import PciAddress
+from passthru.pci.device import DeviceStatus, PciDevice, normalize_id
+from passthru.pci.errors import PassthruError, PciValueError
+from passthru.pci.inventory import InventoryDelta, apply_delta, diff_inventory
+from passthru.pci.match import tag_key
+
+
+class StaleInventoryError(PassthruError):
+    """A delta built on a generation the store has moved past."""
+
+
+def canonical_address(text: str) -> str:
+    return str(PciAddress.parse(text))
+
+
+def checked_device(device: PciDevice) -> PciDevice:
+    """A reported device with normalised ids and tag names; the store's own fields
+    (status, owner, request) are the controller's business and reset here."""
+    where = f"device {device.address}"
+    try:
+        subsystem = {name: normalize_id(value, f"{where}: {name}")
+                     for name in ("subsystem_vendor_id", "subsystem_device_id")
+                     if (value := getattr(device, name)) is not None}
+        return replace(
+            device,
+            address=canonical_address(device.address),
+            parent_addr=(canonical_address(device.parent_addr)
+                         if device.parent_addr is not None else None),
+            vendor_id=normalize_id(device.vendor_id, f"{where}: vendor_id"),
+            product_id=normalize_id(device.product_id, f"{where}: product_id"),
+            tags={tag_key(k, what=f"{where}: tag"): v for k, v in device.tags.items()},
+            status=DeviceStatus.AVAILABLE, owner=None, request_id=None, missing=False,
+            **subsystem)
+    except PciValueError as error:
+        raise PciValueError(f"{error}; fix the agent's report") from None
+
+
+def _apply(session: Session, host: HostRow, state: HostDevices, delta: InventoryDelta,
+           pool_attrs: Sequence[str]) -> None:
+    changes = apply_delta(state.devices, delta)
+    attrs_changed = list(pool_attrs) != host.pool_attrs
+    if attrs_changed:
+        host.pool_attrs = list(pool_attrs)
+    if changes or attrs_changed:
+        host.generation += 1
+    for change in changes:
+        record(session, f"device-{change.kind}", host=host.name, device=change.address)
+    state.save(session)
+
+
+def report_full(session: Session, host_name: str, devices: Sequence[PciDevice],
+                pool_attrs: Sequence[str]) -> HostRow:
+    """Make the stored inventory of `host_name` what the agent sees now."""
+    reported = [checked_device(d) for d in devices]
+    _refuse_duplicates(reported)
+    host = lock_or_create_host(session, host_name)
+    state = HostDevices.load(session, host)
+    present = {a: d for a, d in state.devices.items() if d.status is not DeviceStatus.REMOVED}
+    _apply(session, host, state, diff_inventory(present, reported), pool_attrs)
+    return host
+
+
+def report_delta(session: Session, host_name: str, delta: InventoryDelta,
+                 pool_attrs: Sequence[str], base_generation: int) -> HostRow:
+    """Apply the changes an agent saw since `base_generation`."""
+    host = lock_host(session, host_name)
+    if host is None or host.generation != base_generation:
+        current = "no inventory" if host is None else f"generation {host.generation}"
+        raise StaleInventoryError(
+            f"host {host_name}: the delta builds on generation {base_generation} but the "
+            f"controller has {current}; send a full report")
+    checked = InventoryDelta([checked_device(d) for d in delta.added],
+                             [checked_device(d) for d in delta.changed],
+                             [canonical_address(a) for a in delta.removed])
+    _refuse_duplicates(checked.added + checked.changed)
+    _apply(session, host, HostDevices.load(session, host), checked, pool_attrs)
+    return host
+
+
+def _refuse_duplicates(devices: Sequence[PciDevice]) -> None:
+    seen: set[str] = set()
+    for device in devices:
+        if device.address in seen:
+            raise PciValueError(f"device {device.address} is reported twice; "
+                                "each address may appear once per report")
+        seen.add(device.address)
+
+
+def heartbeat(session: Session, host_name: str, now: datetime | None = None) -> HostRow:
+    host = lock_or_create_host(session, host_name)
+    host.last_heartbeat = now or utcnow()
+    if host.status is not HostStatus.UP:
+        host.status = HostStatus.UP
+        record(session, "host-up", host=host.name, message="heart-beat received")
+    return host
+
+
+def mark_silent_hosts_down(session: Session, timeout: float,
+                           now: datetime | None = None) -> list[str]:
+    """Hosts whose last heart-beat is older than `timeout` seconds go down."""
+    limit = (now or utcnow()) - timedelta(seconds=timeout)
+    silent = session.scalars(select(HostRow).where(
+        HostRow.status == HostStatus.UP, HostRow.last_heartbeat < limit)).all()
+    for host in silent:
+        host.status = HostStatus.DOWN
+        record(session, "host-down", host=host.name,
+               message=f"no heart-beat since {host.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC")
+    return [host.name for host in silent]

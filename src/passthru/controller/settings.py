@@ -1,0 +1,38 @@
+"""Where the controller keeps its state and how it is reached."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+DATA_DIR_ENV = "PASSTHRU_DATA_DIR"
+DEFAULT_LISTEN = "127.0.0.1:8774"
+ADMIN_TOKEN_FILE = "admin-token"
+DATABASE_FILE = "passthru.sqlite"
+
+
+def default_data_dir() -> Path:
+    """`PASSTHRU_DATA_DIR` if set, else the user's data dir (~/.local/share/passthru)."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured) if configured else Path(platformdirs.user_data_dir("passthru"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """`db_url` None means the SQLite file in `data_dir`."""
+
+    data_dir: Path
+    db_url: str | None = None
+    #: A host that has not heart-beaten for this long is marked down.
+    heartbeat_timeout: float = 180.0
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / DATABASE_FILE}"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / ADMIN_TOKEN_FILE
