@@ -54,15 +54,17 @@ class HostDevices:
         return cls(host, rows, {a: device_from_row(r) for a, r in rows.items()})
 
     def save(self, session: Session) -> None:
-        """Write every device back and regroup the host's pools."""
-        for address, device in self.devices.items():
-            row = self.rows.get(address)
-            if row is None:
-                row = self.rows[address] = new_device_row(self.host.id, device)
-                session.add(row)
-            else:
-                write_device(row, device)
-        self._regroup(session)
+        """Write every device back and regroup the host's pools, in one flush so that
+        each changed device row is updated (and its generation bumped) once."""
+        with session.no_autoflush:
+            for address, device in self.devices.items():
+                row = self.rows.get(address)
+                if row is None:
+                    row = self.rows[address] = new_device_row(self.host.id, device)
+                    session.add(row)
+                else:
+                    write_device(row, device)
+            self._regroup(session)
         session.flush()
 
     def _regroup(self, session: Session) -> None:
