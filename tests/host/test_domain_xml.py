@@ -187,7 +187,9 @@ def test_reader_refuses_bad_xml(xml: str, message: str) -> None:
     ({"vcpus": 0}, r"must be at least 1"),
     ({"hostdevs": ("0000:0a:10.1",), "ports": (direct(1),)},
      r"device 0000:0a:10.1 is given to the VM twice"),
-    ({"hostdevs": ("0a:00.0",)}, r"PCI address '0a:00.0' is not canonical"),
+    ({"hostdevs": ("0000:0a:00",)}, r"PCI address '0000:0a:00' is malformed"),
+    ({"hostdevs": ("0a:10.1",), "ports": (direct(1),)},
+     r"device 0000:0a:10.1 is given to the VM twice"),
 ])
 def test_builder_refuses_bad_specs(bad: dict[str, object], message: str) -> None:
     fields: dict[str, object] = {"name": "vm1", "uuid": VM_UUID, "memory_mib": 512,

@@ -8,7 +8,6 @@ write validates against libvirt's schema (`validate_domain_xml`).
 
 from __future__ import annotations
 
-import re
 import subprocess
 import tempfile
 import uuid
@@ -18,11 +17,10 @@ from pathlib import Path
 
 from lxml import etree
 
+from passthru.pci.address import FIELD_NAMES, PciAddress
 from passthru.pci.binding import Binding, VifType, VnicType
 from passthru.pci.errors import PassthruError, PciValueError
 
-_ADDRESS = re.compile(r"([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])")
-_ADDRESS_PARTS = ("domain", "bus", "slot", "function")
 _VALIDATOR = "virt-xml-validate"
 
 
@@ -75,7 +73,7 @@ def _check_spec(spec: DomainSpec) -> None:
                             f"both must be at least 1")
     seen: set[str] = set()
     slots = [p.pci_slot for p in spec.ports if p.pci_slot is not None]
-    for address in (*spec.hostdevs, *slots):
+    for address in (str(PciAddress.parse(text)) for text in (*spec.hostdevs, *slots)):
         if address in seen:
             raise PciValueError(f"{where}: device {address} is given to the VM twice; "
                                 f"each PCI function can be passed through once")
@@ -83,12 +81,9 @@ def _check_spec(spec: DomainSpec) -> None:
 
 
 def _address_attrs(address: str) -> dict[str, str]:
-    match = _ADDRESS.fullmatch(address)
-    if match is None:
-        raise PciValueError(f"PCI address {address!r} is not canonical DDDD:BB:SS.F "
-                            f"(e.g. '0000:0a:10.1')")
-    return {part: f"0x{value}" for part, value in zip(_ADDRESS_PARTS, match.groups(),
-                                                       strict=True)}
+    parsed = PciAddress.parse(address)
+    return {"domain": f"0x{parsed.domain:04x}", "bus": f"0x{parsed.bus:02x}",
+            "slot": f"0x{parsed.slot:02x}", "function": f"0x{parsed.function:x}"}
 
 
 def _sub(parent: etree._Element, tag: str, **attrs: str) -> etree._Element:
@@ -171,11 +166,8 @@ def _number(element: etree._Element, part: str) -> int:
 
 
 def _canonical(addresses: Iterable[etree._Element]) -> list[str]:
-    found = []
-    for element in addresses:
-        domain, bus, slot, function = (_number(element, part) for part in _ADDRESS_PARTS)
-        found.append(f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}")
-    return found
+    return [str(PciAddress(*(_number(element, part) for part in FIELD_NAMES)))
+            for element in addresses]
 
 
 def read_domain_devices(xml: str) -> DomainDevices:
