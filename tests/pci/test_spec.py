@@ -66,6 +66,14 @@ def test_every_spelling_gives_the_same_decisions(spelling: str) -> None:
                                               "e.group": "nic"}
 
 
+def test_every_spelling_gives_an_equal_model() -> None:
+    toml, nova, seed = (make()[0] for make in SAME_ENTRY.values())
+    assert (toml.match, toml.address, toml.extra) == (nova.match, nova.address, nova.extra)
+    assert (toml.match, toml.address, toml.extra) == (seed.match, seed.address, seed.extra)
+    assert toml.origin == "pci_information entry 1"
+    assert nova.origin == "device_spec line 1"
+
+
 def test_seed_oneliner_with_several_pairs_and_the_seeds_outer_braces() -> None:
     flat = parse_seed_oneliner(
         "[ {'vendor_id': '10de'}, {'e.group': 'gpu'}, {'vendor_id': '144d'}, {} ]")

@@ -46,16 +46,17 @@ class MatchKind(StrEnum):
     REGEX = "regex"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class ValueMatcher:
-    """A compiled match value. `text` is what the operator wrote."""
+    """A compiled match value. `text` is what the operator wrote; two matchers are equal
+    when they match the same values the same way."""
 
     text: str
     kind: MatchKind
     _literal: str | None = field(repr=False)
-    _regex: Any = field(repr=False)
+    _regex: Any = field(repr=False, compare=False)
     _ignore_case: bool = field(repr=False)
-    _memo: dict[str, bool] = field(default_factory=dict, repr=False)
+    _memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def matches(self, value: str | None) -> bool:
         """Whether `value` is matched; a missing value (None) never is."""
