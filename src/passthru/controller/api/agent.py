@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from passthru.controller.api.deps import Caller, StoreDep
 from passthru.controller.api.errors import ERROR_RESPONSES
@@ -35,7 +35,7 @@ class FullInventory(BaseModel):
 
 
 class DeltaInventory(BaseModel):
-    base_generation: int = Field(description="the generation the last report returned")
+    base_generation: StrictInt = Field(description="the generation the last report returned")
     pool_attrs: PoolAttrs = _POOL_ATTRS
     delta: InventoryDelta
 

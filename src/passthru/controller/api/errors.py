@@ -6,6 +6,7 @@ script reading only the body still knows it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from passthru.controller.errors import (
     ConflictError,
@@ -55,9 +57,12 @@ _STATUS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
 )
 
 
-def error_response(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     title = HTTPStatus(status).phrase
-    headers = {"WWW-Authenticate": "Bearer"} if status == HTTPStatus.UNAUTHORIZED else None
+    headers = dict(headers or {})
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = "Bearer"
     body = ErrorBody(error=ErrorDetail(code=status, title=title, message=message))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -70,6 +75,17 @@ def _validation_message(error: RequestValidationError) -> str:
     return "the request is not valid: " + "; ".join(problems)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette names only the first route's,
+    but each method of a resource here is its own route)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_passthru_error(_request: Request, error: Exception) -> JSONResponse:
         status = next(s for kind, s in _STATUS if isinstance(error, kind))
@@ -79,14 +95,17 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, RequestValidationError)
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_message(error))
 
-    async def on_http(_request: Request, error: Exception) -> JSONResponse:
+    async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         message = str(error.detail)
+        headers = dict(error.headers or {})
         if error.status_code == HTTPStatus.NOT_FOUND:
             message = "no such resource; the API is described at /openapi.json"
         elif error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
-            message = "this resource does not take that method; see /openapi.json"
-        return error_response(error.status_code, message)
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"this resource takes {', '.join(allowed)}; see /openapi.json"
+        return error_response(error.status_code, message, headers)
 
     async def on_integrity(_request: Request, error: Exception) -> JSONResponse:
         # Two requests raced for the same name or reference: the loser is told to retry.

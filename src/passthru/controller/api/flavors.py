@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -31,9 +31,9 @@ router = APIRouter(prefix="/v2/{tenant_id}/flavors", tags=["flavors"],
 
 class FlavorCreate(BaseModel):
     name: Name
-    vcpus: int = Field(1, ge=1, le=4096)
-    ram: int = Field(512, ge=1, le=64 * 1024 * 1024, description="MiB")
-    disk: int = Field(0, ge=0, le=1024 * 1024, description="GiB")
+    vcpus: StrictInt = Field(1, ge=1, le=4096)
+    ram: StrictInt = Field(512, ge=1, le=64 * 1024 * 1024, description="MiB")
+    disk: StrictInt = Field(0, ge=0, le=1024 * 1024, description="GiB")
 
 
 class FlavorCreateBody(BaseModel):

@@ -4,7 +4,7 @@ the devices tagged `e.physical_network` on the hosts (the seed's plan B)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy import or_, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
@@ -24,7 +24,7 @@ class NetworkCreate(BaseModel):
     physical_network: Name
     network_type: NetworkType | None = Field(
         None, description="vlan or flat; default vlan when a segmentation_id is given")
-    segmentation_id: int | None = Field(None, description="the VLAN id of a vlan network")
+    segmentation_id: StrictInt | None = Field(None, description="the VLAN id of a vlan network")
     project: str | None = Field(None, description="owning project; none: every project")
 
 

@@ -30,11 +30,18 @@ from passthru.controller.lookup import find
 from passthru.controller.models import PciFlavorRow, PciFlavorSpecRow
 from passthru.controller.pci_flavors import exposed_attrs, users_of
 from passthru.pci.errors import PciValueError
-from passthru.pci.flavor import FLAVOR_ATTRS_NAME, FLAVOR_ATTRS_UUID, PciFlavor, flavor_key
+from passthru.pci.flavor import (
+    FLAVOR_ATTRS_NAME,
+    FLAVOR_ATTRS_UUID,
+    MAX_NAME,
+    PciFlavor,
+    flavor_key,
+)
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["pci-flavors"], responses=ERROR_RESPONSES)
 
-_OWN_FIELDS = ("name", "description")
+#: What `validate_flavor_name` accepts, for the schema (it still has the last word).
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]*$"
 
 
 class PciFlavorView(BaseModel):
@@ -66,7 +73,7 @@ class PciFlavorCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, str] = Field(init=False)
 
-    name: str = Field(max_length=255)
+    name: str = Field(max_length=MAX_NAME, pattern=NAME_PATTERN)
     description: str = Field("", max_length=4096)
 
 
@@ -82,7 +89,7 @@ class PciFlavorChange(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, str | None] = Field(init=False)
 
-    name: str | None = Field(None, max_length=255)
+    name: str | None = Field(None, max_length=MAX_NAME, pattern=NAME_PATTERN)
     description: str | None = Field(None, max_length=4096)
 
 

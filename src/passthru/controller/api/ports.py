@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
@@ -30,7 +30,7 @@ class PortCreate(BaseModel):
     pci_flavor: Name | None = Field(
         None, description="plan A: the PCI flavor the port's device must come from")
     mac_address: str | None = None
-    port_security_enabled: bool = True
+    port_security_enabled: StrictBool = True
 
 
 class PortCreateBody(BaseModel):

@@ -15,19 +15,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from passthru.controller.events import record
-from passthru.controller.models import DeviceRow, ServerRow
+from passthru.controller.models import DeviceRow, EventRow, ServerRow
 from passthru.controller.scheduler.snapshot import StoredHost
 from passthru.pci.claims import Selection, relatives
 from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.errors import PassthruError
 
 _DEVICES = DeviceRow.__table__
-_SERVERS = ServerRow.__table__
+# Built once: each claim only binds values to these.
+_TAKE = (update(_DEVICES)
+         .where(_DEVICES.c.id == bindparam("row"), _DEVICES.c.status == DeviceStatus.AVAILABLE,
+                _DEVICES.c.generation == bindparam("seen"))
+         .values(status=DeviceStatus.CLAIMED, owner=bindparam("owner"),
+                 request_id=bindparam("request"), generation=bindparam("seen") + 1))
+_BLOCK = (update(_DEVICES)
+          .where(_DEVICES.c.id.in_(bindparam("rows", expanding=True)),
+                 _DEVICES.c.status == DeviceStatus.AVAILABLE)
+          .values(status=DeviceStatus.UNAVAILABLE, generation=_DEVICES.c.generation + 1)
+          .returning(_DEVICES.c.address, _DEVICES.c.generation))
+_PLACE_SERVER = (update(ServerRow.__table__)
+                 .where(ServerRow.__table__.c.uuid == bindparam("owner"))
+                 .values(host_id=bindparam("host")))
+_RECORD = insert(EventRow.__table__)
 # PostgreSQL's serialization failure and deadlock: the database picked another winner.
 _LOST_RACE_STATES = {"40001", "40P01"}
 
@@ -53,28 +66,25 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
     is no longer what the scheduler saw."""
     chosen = sorted(((request_id, device) for request_id, picked in selection.devices.items()
                      for device in picked), key=lambda item: host.refs[item[1].address].id)
+    # Plain statements on the session's connection: a claim needs no ORM unit of work.
+    connection = session.connection()
     changed: dict[str, int] = {}
     for request_id, device in chosen:
         ref = host.refs[device.address]
-        result = session.execute(
-            update(_DEVICES)
-            .where(_DEVICES.c.id == ref.id, _DEVICES.c.status == DeviceStatus.AVAILABLE,
-                   _DEVICES.c.generation == ref.generation)
-            .values(status=DeviceStatus.CLAIMED, owner=owner, request_id=request_id,
-                    generation=ref.generation + 1))
-        if result.rowcount != 1:
+        taken = connection.execute(_TAKE, {"row": ref.id, "seen": ref.generation,
+                                           "owner": owner, "request": request_id})
+        if taken.rowcount != 1:
             raise LostRaceError(host.name, device.address)
         changed[device.address] = ref.generation + 1
-        record(session, "device-claimed", host=host.name, device=device.address,
-               server=owner, message=f"claimed for request {request_id}")
     blocked = sorted({host.refs[r.address].id for _, device in chosen
                       for r in relatives(device, devices) if r.address not in changed})
     if blocked:
-        rows = session.execute(
-            update(_DEVICES)
-            .where(_DEVICES.c.id.in_(blocked), _DEVICES.c.status == DeviceStatus.AVAILABLE)
-            .values(status=DeviceStatus.UNAVAILABLE, generation=_DEVICES.c.generation + 1)
-            .returning(_DEVICES.c.address, _DEVICES.c.generation))
-        changed.update({address: generation for address, generation in rows})
-    session.execute(update(_SERVERS).where(_SERVERS.c.uuid == owner).values(host_id=host.id))
+        changed.update({address: generation for address, generation
+                        in connection.execute(_BLOCK, {"rows": blocked})})
+    connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id})
+    if chosen:
+        connection.execute(_RECORD, [
+            {"kind": "device-claimed", "host": host.name, "device_address": device.address,
+             "server": owner, "message": f"claimed for request {request_id}"}
+            for request_id, device in chosen])
     return changed
