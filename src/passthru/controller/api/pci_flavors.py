@@ -40,8 +40,9 @@ from passthru.pci.flavor import (
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["pci-flavors"], responses=ERROR_RESPONSES)
 
-#: What `validate_flavor_name` accepts, for the schema (it still has the last word).
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]*$"
+# Described rather than given as a schema pattern: `validate_flavor_name` explains a bad
+# name far better than a pattern mismatch would.
+NAME_RULE = "a letter, then letters, digits, '_', '.' or '-' (e.g. bigGPU, phyX_NIC)"
 
 
 class PciFlavorView(BaseModel):
@@ -73,7 +74,7 @@ class PciFlavorCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, str] = Field(init=False)
 
-    name: str = Field(max_length=MAX_NAME, pattern=NAME_PATTERN)
+    name: str = Field(max_length=MAX_NAME, description=NAME_RULE)
     description: str = Field("", max_length=4096)
 
 
@@ -89,7 +90,7 @@ class PciFlavorChange(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, str | None] = Field(init=False)
 
-    name: str | None = Field(None, max_length=MAX_NAME, pattern=NAME_PATTERN)
+    name: str | None = Field(None, max_length=MAX_NAME, description=NAME_RULE)
     description: str | None = Field(None, max_length=4096)
 
 
