@@ -11,6 +11,6 @@ app = typer.Typer(
         "across a cluster of KVM/libvirt hosts."
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )

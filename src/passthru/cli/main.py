@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import passthru.cli.agent
 import passthru.cli.flavors
 import passthru.cli.hosts
 import passthru.cli.images

@@ -49,6 +49,8 @@ class HostAlive(BaseModel):
     host: str
     status: HostStatus
     last_heartbeat: datetime | None
+    generation: int = Field(description="the inventory generation the controller holds; an "
+                            "agent whose last report got another one reports in full")
 
 
 def _accepted(row: HostRow) -> InventoryAccepted:
@@ -79,4 +81,5 @@ def post_heartbeat(host: str, who: Caller, store: StoreDep) -> HostAlive:
     who.require_host(host)
     with store.write() as session:
         row = heartbeat(session, host)
-        return HostAlive(host=row.name, status=row.status, last_heartbeat=row.last_heartbeat)
+        return HostAlive(host=row.name, status=row.status, last_heartbeat=row.last_heartbeat,
+                         generation=row.generation)

@@ -1,0 +1,66 @@
+"""`passthru agent`: run on every host; reports its devices and keeps the report current."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from passthru.cli.output import command, err
+from passthru.host.agent import Agent
+from passthru.host.config import HostConfig, HostConfigError, load_host_config, scan
+from passthru.host.link import connect
+from passthru.pci.device import PciDevice
+
+
+def offered_devices(config: HostConfig) -> list[PciDevice]:
+    """What this host offers: discovered devices the whitelist takes, with their tags."""
+    return config.whitelist.taken(scan(config))
+
+
+@command("agent")
+def agent(
+    config_file: Annotated[Path, typer.Option(
+        "--config", "-c", help="Host config (TOML): controller, host, token, source, "
+        "pci_information, pool_attrs, interval.", exists=True, dir_okay=False)],
+    once: Annotated[bool, typer.Option(
+        "--once", help="Report the inventory once, heart-beat, and exit.")] = False,
+) -> None:
+    """Report this host's PCI devices to the controller and keep the report current.
+
+    The first report is complete; then every `interval` seconds (with jitter) the host
+    is scanned again and only changes are sent: hot-added devices appear, free devices
+    that disappear are removed, devices that disappear while in use are kept and flagged
+    until their VM frees them. Each round also heart-beats: a host whose agent stops is
+    marked down and receives no new VMs. The token must be this host's agent token
+    (`passthru host-token HOST`), given in the config or as PASSTHRU_TOKEN.
+    """
+    try:
+        config = load_host_config(config_file)
+    except HostConfigError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if not config.token:
+        err.print(f"[red]error:[/] {config_file} gives no token for host {config.host}: "
+                  "add token = '...' (from passthru host-token) or set PASSTHRU_TOKEN",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    link = connect(config.controller, config.host, config.token)
+    worker = Agent(scan=lambda: offered_devices(config), link=link,
+                   pool_attrs=config.pool_attrs, interval=config.interval)
+    try:
+        if once:
+            worker.report_once()
+            err.print(f"reported host {config.host} to {config.controller}")
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        worker.run(stop)
+    finally:
+        link.close()

@@ -1,0 +1,91 @@
+"""The host agent: report this host's devices, then keep the controller's picture true.
+
+The first report after start is complete; later ones carry only what changed since the
+last report the controller accepted. Every round also heart-beats, so a host whose agent
+stops is marked down by the controller and no longer scheduled to.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from passthru.pci.device import PciDevice
+from passthru.pci.inventory import InventoryDelta, diff_inventory
+
+log = logging.getLogger(__name__)
+
+
+class StaleReportError(Exception):
+    """The controller's copy moved on (a restore, or another agent reported): resend all."""
+
+
+class ControllerLink(Protocol):
+    """How the agent talks to the controller; `passthru.host.link` speaks HTTP."""
+
+    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str]) -> int:
+        """Replace the host's inventory; returns the new inventory generation."""
+
+    def report_delta(self, delta: InventoryDelta, pool_attrs: Sequence[str],
+                     generation: int) -> int:
+        """Apply changes on top of `generation`; raises StaleReportError if it is not current."""
+
+    def heartbeat(self) -> int:
+        """Say the agent is alive; returns the inventory generation the controller holds."""
+
+
+@dataclass
+class Agent:
+    scan: Callable[[], list[PciDevice]]
+    link: ControllerLink
+    pool_attrs: Sequence[str]
+    interval: float = 60.0
+    jitter: float = 0.1
+    _reported: dict[str, PciDevice] | None = field(default=None, init=False)
+    _generation: int = field(default=0, init=False)
+
+    def report_once(self) -> InventoryDelta | None:
+        """Scan and report. Returns what was sent as a delta (None for a full report)."""
+        devices = self.scan()
+        delta: InventoryDelta | None = None
+        if self._reported is None:
+            self._generation = self.link.report_full(devices, self.pool_attrs)
+        else:
+            delta = diff_inventory(self._reported, devices)
+            if delta:
+                try:
+                    self._generation = self.link.report_delta(delta, self.pool_attrs,
+                                                              self._generation)
+                except StaleReportError:
+                    log.info("controller's inventory moved on; sending a full report")
+                    self._generation = self.link.report_full(devices, self.pool_attrs)
+                    delta = None
+        self._reported = {d.address: d for d in devices}
+        if self.link.heartbeat() != self._generation:
+            # The controller's copy is not the one this agent built (a restore, or another
+            # agent reporting for this host): make it true again.
+            self._generation = self.link.report_full(devices, self.pool_attrs)
+            delta = None
+        return delta
+
+    def next_wait(self) -> float:
+        """The interval with jitter, so that a fleet started together does not report
+        in lock-step."""
+        spread = self.interval * self.jitter
+        return max(0.0, self.interval + random.uniform(-spread, spread))
+
+    def run(self, stop: threading.Event) -> None:
+        """Report until `stop` is set; a failed round is logged and retried next round."""
+        while not stop.is_set():
+            try:
+                self.report_once()
+            except Exception as error:
+                # A controller that is briefly away must not kill the agent; after a
+                # failure the next round starts over with a full report.
+                log.warning("report failed: %s", error)
+                self._reported = None
+            stop.wait(self.next_wait())
