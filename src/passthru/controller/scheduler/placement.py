@@ -114,8 +114,10 @@ def place_many(index: HostIndex, vms: Sequence[tuple[str, Sequence[PciRequest]]]
             try:
                 placement = place(index, requests, weigher=weigher, exclude=exclude)
             except NoValidHostError as error:
+                if len(vms) == 1:
+                    raise
                 raise NoValidHostError(f"VM {number} of {len(vms)}: {error}", error.request,
-                                  error.closest) from None
+                                       error.closest) from None
             index.claim(placement.host, placement.selection, owner)
             placed.append((owner, placement))
     except BaseException:
@@ -166,8 +168,8 @@ def _explain(index: HostIndex, demands: list[_Demand], requests: Sequence[PciReq
         if closest is None or closest[1] < demand.need:
             where = (f"closest: {closest[0]} has {closest[1]}" if closest
                      else "no host has any")
-            return NoValidHostError(f"no host has {demand.describe()}; {where}", demand.example,
-                               closest[0] if closest else None)
+            return NoValidHostError(f"no host has {demand.describe()}; {where}",
+                                    demand.example, closest[0] if closest else None)
     primary, others = demands[0], demands[1:]
     host, met = max(((h, sum(d.met_by(h) for d in others))
                      for h in primary.ranking.walk(primary.need, True) if h not in exclude),
@@ -179,4 +181,4 @@ def _explain(index: HostIndex, demands: list[_Demand], requests: Sequence[PciReq
     else:
         why = f"{host} has enough for {met + 1} of the {len(demands)} requests"
     return NoValidHostError(f"no host can give all of the VM's PCI requests at once{together} "
-                       f"({wanted}); closest: {why}", primary.example, host)
+                            f"({wanted}); closest: {why}", primary.example, host)
