@@ -1,0 +1,66 @@
+"""A real `passthru serve` process on a free loopback port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.pg import free_port
+
+PASSTHRU = Path(sys.executable).with_name("passthru")
+
+
+class LiveController:
+    """`passthru serve` in a subprocess; `start()` waits until it answers."""
+
+    def __init__(self, data_dir: Path, db_url: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [str(PASSTHRU), "serve", "--listen", f"127.0.0.1:{self.port}",
+                   "--data-dir", str(self.data_dir)]
+        if self.db_url:
+            command += ["--db", self.db_url]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"passthru serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.url}/openapi.json", timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"passthru serve did not answer in {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
