@@ -13,7 +13,7 @@ from tests.cli.runner import as_json, ok, run
 NOVA_CONF = """[pci]
 alias = {"name": "QuickAssist", "product_id": "0443", "vendor_id": "8086", "numa_policy": "required"}
 alias = {"name": "GPU", "vendor_id": "10de", "device_type": "type-PCI"}
-"""  # noqa: E501 - nova.conf lines as operators write them
+"""
 
 DEVICES = [
     {"address": "0000:0a:00.0", "vendor_id": "8086", "product_id": "1572", "dev_type": "type-PF",
