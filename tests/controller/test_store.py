@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -18,12 +19,19 @@ from passthru.controller.models import (
     DeviceRow,
     EventRow,
     HostRow,
+    HostStatus,
     PciRequestRow,
     PoolRow,
     ServerRow,
 )
 from passthru.controller.release import free_devices
-from passthru.controller.reports import StaleInventoryError, report_delta, report_full
+from passthru.controller.reports import (
+    StaleInventoryError,
+    heartbeat,
+    mark_silent_hosts_down,
+    report_delta,
+    report_full,
+)
 from passthru.pci.claims import Selection, claim
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.inventory import InventoryDelta
@@ -183,3 +191,22 @@ def test_writing_a_device_read_before_someone_else_changed_it_fails(store: Store
         mine.status = DeviceStatus.UNAVAILABLE
     row = devices_of(store, "c1")[GPU.address]
     assert (row.status, row.generation) == (DeviceStatus.CLAIMED, 2)
+
+
+def test_hosts_that_stop_heart_beating_go_down_and_come_back(store: Store) -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    with store.write() as session:
+        heartbeat(session, "c1", start)
+        heartbeat(session, "c2", start + timedelta(seconds=100))
+    with store.write() as session:
+        down = mark_silent_hosts_down(session, 60, now=start + timedelta(seconds=120))
+    assert down == ["c1"]
+    with store.write() as session:
+        assert mark_silent_hosts_down(session, 60, now=start + timedelta(seconds=121)) == []
+        heartbeat(session, "c1", start + timedelta(seconds=130))
+    with store.read() as session:
+        status = {name: state for name, state in session.execute(
+            select(HostRow.name, HostRow.status))}
+        kinds = session.scalars(select(EventRow.kind).order_by(EventRow.id)).all()
+    assert status == {"c1": HostStatus.UP, "c2": HostStatus.UP}
+    assert kinds == ["host-down", "host-up"]

@@ -153,7 +153,7 @@ def import_aliases(
     file: Annotated[Path, typer.Argument(help="A nova.conf (or any file of alias lines).")],
     url: Url = None, token: Token = None, as_json: Json = False,
 ) -> None:
-    """(admin) Turn nova.conf `\\[pci] alias = {...}` lines into PCI flavors.
+    """(admin) Turn nova.conf `[pci] alias = {...}` lines into PCI flavors.
 
     Each alias becomes a PCI flavor of the same name matching its vendor_id, product_id
     and device_type. An alias's numa_policy belongs on the flavors that use it

@@ -94,7 +94,7 @@ def _hosts(session: Session, *where: ColumnElement[bool]) -> list[Host]:
     tallies = _tally(session.execute(
         select(DeviceRow.host_id, DeviceRow.status, func.count())
         .where(DeviceRow.status != DeviceStatus.REMOVED)
-        .group_by(DeviceRow.host_id, DeviceRow.status)).tuples())
+        .group_by(DeviceRow.host_id, DeviceRow.status)))
     views = []
     for host in hosts:
         tally = tallies.get(host.id, {"count": 0, "free": 0})
@@ -148,7 +148,7 @@ def list_devices(who: TenantCaller, store: StoreDep,
         return HostDeviceList(pci_devices=[
             HostDevice(host=name, pool_id=row.pool_id, generation=row.generation,
                        device=device_from_row(row))
-            for row, name in session.execute(query).tuples()])
+            for row, name in session.execute(query)])
 
 
 @router.get("/os-pci-stats", response_model=PoolStatsList,
@@ -163,7 +163,7 @@ def pci_stats(who: TenantCaller, store: StoreDep,
         query = query.where(HostRow.name == host)
     with store.read() as session:
         stats = []
-        for pool, name in session.execute(query).tuples():
+        for pool, name in session.execute(query):
             counts = _tally((pool.id, d.status, 1) for d in pool.devices).get(
                 pool.id, {"count": 0, "free": 0, "used": 0})
             stats.append(PoolStats(host=name, pool_id=pool.id, attrs=pool.attrs,
