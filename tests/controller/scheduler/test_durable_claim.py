@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from passthru.controller.db import Store
 from passthru.controller.mapping import new_request_row
@@ -16,6 +16,7 @@ from passthru.controller.models import (
     DeviceRow,
     EventRow,
     HostRow,
+    HostStatus,
     PciFlavorRow,
     PciFlavorSpecRow,
     ServerRow,
@@ -131,6 +132,19 @@ def test_an_inventory_change_since_the_read_fails_the_claim(store: Store) -> Non
         scheduler.schedule(owner, requests)
     assert devices_of(store, owner) == []
     assert scheduler.schedule(*vm(store, vf_port("physnet2"))).host == "compute-1"
+
+
+def test_a_host_that_went_down_in_the_store_is_not_claimed_on(store: Store) -> None:
+    report(store, "compute-1", [gpu(0)])
+    report(store, "compute-2", [gpu(0)])
+    stale = replica(store)
+    with store.write() as session:
+        session.execute(update(HostRow).where(HostRow.name == "compute-1")
+                        .values(status=HostStatus.DOWN))
+    owner, requests = vm(store, gpus(1))
+    assert stale.schedule(owner, requests).host == "compute-2"
+    assert stale.index.hosts["compute-1"].up is False
+    assert [row.host_id for row in devices_of(store, owner)] == [2]
 
 
 def test_frees_by_another_replica_are_found_before_giving_up(store: Store) -> None:

@@ -8,18 +8,19 @@ chosen devices become unavailable in the same transaction (only those still avai
 so a relative already blocked by someone else's VF is left alone). Two replicas that
 claim a PF and one of its VFs at once both write both rows, so one of them waits for the
 other and then finds its own chosen row changed, or the database breaks the deadlock:
-either way exactly one wins. Frees go through the store's host rules (`release.py`).
+either way exactly one wins. The server is placed on the host only if the host is still
+up in the store. Frees go through the store's host rules (`release.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import DeviceRow, EventRow, ServerRow
+from passthru.controller.models import DeviceRow, EventRow, HostRow, HostStatus, ServerRow
 from passthru.controller.scheduler.snapshot import StoredHost
 from passthru.pci.claims import Selection, relatives
 from passthru.pci.device import DeviceStatus, PciDevice
@@ -37,8 +38,11 @@ _BLOCK = (update(_DEVICES)
                  _DEVICES.c.status == DeviceStatus.AVAILABLE)
           .values(status=DeviceStatus.UNAVAILABLE, generation=_DEVICES.c.generation + 1)
           .returning(_DEVICES.c.address, _DEVICES.c.generation))
+_HOSTS = HostRow.__table__
 _PLACE_SERVER = (update(ServerRow.__table__)
-                 .where(ServerRow.__table__.c.uuid == bindparam("owner"))
+                 .where(ServerRow.__table__.c.uuid == bindparam("owner"),
+                        select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host"))
+                        .scalar_subquery() == HostStatus.UP)
                  .values(host_id=bindparam("host")))
 _RECORD = insert(EventRow.__table__)
 # PostgreSQL's serialization failure and deadlock: the database picked another winner.
@@ -46,11 +50,13 @@ _LOST_RACE_STATES = {"40001", "40P01"}
 
 
 class LostRaceError(PassthruError):
-    """A chosen device was taken or changed since the scheduler chose it."""
+    """A chosen device was taken or changed, or its host went down, since the scheduler
+    chose it."""
 
-    def __init__(self, host: str, address: str | None = None) -> None:
-        what = f"device {address} on {host}" if address else f"a device on {host}"
-        super().__init__(f"{what} was taken or changed since it was chosen; choose again")
+    def __init__(self, host: str, address: str | None = None,
+                 reason: str = "was taken or changed") -> None:
+        what = f"device {address} on {host}" if address else f"host {host}"
+        super().__init__(f"{what} {reason} since it was chosen; choose again")
         self.host = host
 
 
@@ -81,7 +87,8 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
     if blocked:
         changed.update({address: generation for address, generation
                         in connection.execute(_BLOCK, {"rows": blocked})})
-    connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id})
+    if connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id}).rowcount != 1:
+        raise LostRaceError(host.name, reason="went down")
     if chosen:
         connection.execute(_RECORD, [
             {"kind": "device-claimed", "host": host.name, "device_address": device.address,

@@ -9,6 +9,10 @@ again without it; the last failure is the placement's own message. Before saying
 host fits, the index is checked against the store once (other replicas may have freed
 devices since).
 
+Reading a host again replaces its in-memory devices with the store's, which drops other
+requests' tentative claims on it that are not committed yet; their own store transactions
+still decide, so the worst case is one more lost race.
+
 The API tells the scheduler what else changed: `refresh(host)` after an inventory report,
 a free or a host going up or down, `flavors_changed()` after PCI flavor edits.
 """
@@ -137,7 +141,11 @@ class Scheduler:
                 for owner, placement in placed:
                     self.index.free(placement.host, owner)
             if isinstance(error, DBAPIError) and is_lost_race(error):
-                raise LostRaceError(placed[0][1].host) from error
+                # The database does not say which row it fought over; the first host is
+                # read again and passed over, which is enough to make progress.
+                raise LostRaceError(placed[0][1].host,
+                                    reason="was in a transaction the database rolled back"
+                                    ) from error
             raise
         with self._lock:
             for host, generations in changed:
