@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from passthru.controller.host_devices import HostDevices, lock_host
+from passthru.pci.claims import Selection, claim
 from tests.controller.conftest import Api
 
 V2 = "/v2/admin"
@@ -162,3 +164,37 @@ def test_hosts_devices_and_stats_follow_the_reports(api: Api) -> None:
     bad = api.call("PUT", "/v2/agent/hosts/c1/inventory", json={"devices": [
         {"address": "0000:0a:10.9", "vendor_id": "8086", "product_id": "1"}]}, expect=400)
     assert "function 9" in bad.json()["error"]["message"]
+
+
+def test_delete_frees_the_servers_devices_and_unblocks_their_relatives(catalog: Api) -> None:
+    pf = {"address": "0000:0a:00.0", "vendor_id": "8086", "product_id": "1572",
+          "dev_type": "type-PF", "tags": {"e.physical_network": "physnet1"}}
+    vf = {**pf, "address": "0000:0a:02.0", "product_id": "154c", "dev_type": "type-VF",
+          "parent_addr": "0000:0a:00.0"}
+    catalog.ok("PUT", "/v2/agent/hosts/c1/inventory", json={"devices": [pf, vf]})
+    catalog.ok("POST", f"{V2}/flavors", json={"flavor": {"name": "m1.net"}})
+    server = catalog.ok("POST", f"{V2}/servers", json={"server": {
+        "name": "vm", "flavorRef": "m1.net",
+        "networks": [{"uuid": "prod", "vnic_type": "direct"}]}})["server"]
+    request_id = server["pci_requests"][0]["request"]["request_id"]
+    store = catalog.client.app.state.store  # the scheduler's part, done by hand here
+    with store.write() as session:
+        host = lock_host(session, "c1")
+        assert host is not None
+        state = HostDevices.load(session, host)
+        picked = Selection({request_id: (state.devices[vf["address"]],)}, None)
+        claim(state.devices, picked, server["id"])
+        state.save(session)
+
+    def statuses() -> dict[str, str]:
+        listed = catalog.ok("GET", f"{V2}/os-pci-devices")["pci_devices"]
+        return {d["device"]["address"]: d["device"]["status"] for d in listed}
+
+    assert statuses() == {pf["address"]: "unavailable", vf["address"]: "claimed"}
+    shown = catalog.ok("GET", f"{V2}/servers/vm")["server"]
+    assert [d["address"] for d in shown["pci_requests"][0]["devices"]] == [vf["address"]]
+    used = {s["dev_type"]: s["used"] for s in catalog.ok("GET", f"{V2}/os-pci-stats")[
+        "pci_stats"]}
+    assert used == {"type-PF": 0, "type-VF": 1}
+    catalog.call("DELETE", f"{V2}/servers/vm", expect=204)
+    assert statuses() == {pf["address"]: "available", vf["address"]: "available"}

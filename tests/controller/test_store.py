@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from passthru.controller.db import Store
 from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.mapping import DEVICE_FIELDS, device_from_row, request_from_row
+from passthru.controller.migrate import upgrade
 from passthru.controller.models import (
     Base,
     DeviceRow,
@@ -210,3 +212,20 @@ def test_hosts_that_stop_heart_beating_go_down_and_come_back(store: Store) -> No
         kinds = session.scalars(select(EventRow.kind).order_by(EventRow.id)).all()
     assert status == {"c1": HostStatus.UP, "c2": HostStatus.UP}
     assert kinds == ["host-down", "host-up"]
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_readers_pass_a_writer(
+        tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    upgrade(store.engine)
+    with store.write() as writer:
+        assert writer.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert writer.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        writer.add(HostRow(name="c1", pool_attrs=[]))
+        writer.flush()
+        # A reader does not queue behind the writer's lock; it sees the last commit.
+        with store.read() as reader:
+            assert reader.scalars(select(HostRow.name)).all() == []
+    with store.read() as reader:
+        assert reader.scalars(select(HostRow.name)).all() == ["c1"]
+    store.close()

@@ -7,15 +7,16 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Row, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.auth import issue_token
 from passthru.controller.errors import NotFoundError
-from passthru.controller.mapping import device_from_row
+from passthru.controller.mapping import device_from_row, pool_from_row
 from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow, Role
+from passthru.pci.claims import in_use
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RESPONSES)
@@ -73,19 +74,14 @@ class AgentToken(BaseModel):
     token: str
 
 
-_IN_USE = (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
-
-
-def _tally(rows: Iterable[tuple[int, DeviceStatus, int]]) -> dict[int, dict[str, int]]:
-    """(key, status, number) rows summed per key into count, free and used."""
+def _tally(rows: Iterable[Row[tuple[int, DeviceStatus, int]]]) -> dict[int, dict[str, int]]:
+    """(host id, status, number) rows summed per host into devices and free ones."""
     tallies: dict[int, dict[str, int]] = {}
     for key, status, number in rows:
-        tally = tallies.setdefault(key, {"count": 0, "free": 0, "used": 0})
+        tally = tallies.setdefault(key, {"count": 0, "free": 0})
         tally["count"] += number
         if status is DeviceStatus.AVAILABLE:
             tally["free"] += number
-        elif status in _IN_USE:
-            tally["used"] += number
     return tallies
 
 
@@ -163,10 +159,11 @@ def pci_stats(who: TenantCaller, store: StoreDep,
         query = query.where(HostRow.name == host)
     with store.read() as session:
         stats = []
-        for pool, name in session.execute(query):
-            counts = _tally((pool.id, d.status, 1) for d in pool.devices).get(
-                pool.id, {"count": 0, "free": 0, "used": 0})
-            stats.append(PoolStats(host=name, pool_id=pool.id, attrs=pool.attrs,
+        for row, name in session.execute(query):
+            pool = pool_from_row(row)
+            stats.append(PoolStats(host=name, pool_id=row.id, attrs=pool.attrs,
                                    dev_type=pool.dev_type, numa_node=pool.numa_node,
-                                   parent_addr=pool.parent_addr, **counts))
+                                   parent_addr=pool.parent_addr, count=pool.count,
+                                   free=pool.free,
+                                   used=sum(1 for d in pool.devices if in_use(d))))
         return PoolStatsList(pci_stats=stats)
