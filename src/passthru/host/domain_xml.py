@@ -33,7 +33,8 @@ class DomainSpec:
     """What a VM is made of: size, whole devices (`hostdevs`) and bound ports.
 
     `managed` lets libvirt detach the devices from their host drivers and bind vfio-pci
-    itself; turn it off only where the host pre-binds vfio-pci.
+    itself; turn it off only where the host pre-binds vfio-pci. `title` is a person's name
+    for the VM (libvirt's one-line `<title>`), since `name` may be an id.
     """
 
     name: str
@@ -46,6 +47,7 @@ class DomainSpec:
     domain_type: str = "kvm"
     arch: str = "x86_64"
     machine: str = "q35"
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ def build_domain_xml(spec: DomainSpec) -> str:
     domain = etree.Element("domain", type=spec.domain_type)
     etree.SubElement(domain, "name").text = spec.name
     etree.SubElement(domain, "uuid").text = str(uuid.UUID(spec.uuid))
+    if spec.title is not None:
+        etree.SubElement(domain, "title").text = spec.title
     etree.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mib)
     etree.SubElement(domain, "vcpu").text = str(spec.vcpus)
     boot = _sub(domain, "os")
