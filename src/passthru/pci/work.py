@@ -1,0 +1,129 @@
+"""Work orders: what the controller asks a host agent to do, and what the agent answers.
+
+Plain dataclasses over the core types, so that the controller can carry them over HTTP
+(pydantic serialises dataclasses as they are) and the agent acts on them without
+translating.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from passthru.pci.binding import Binding, NetworkSpec, PortSpec, VifType
+from passthru.pci.device import PciDevice
+from passthru.pci.errors import PciValueError
+
+
+def canonical_uuid(text: str, what: str = "server uuid") -> str:
+    """A UUID in its canonical lower-case, dashed spelling."""
+    try:
+        return str(uuid.UUID(text))
+    except (ValueError, TypeError, AttributeError):
+        raise PciValueError(f"{what} {text!r} is not a UUID") from None
+
+
+@dataclass(slots=True)
+class AttachedDevice:
+    """A device claimed for a server: for a flavor request alone, or for a port, which
+    then comes with the network it is on."""
+
+    device: PciDevice
+    request_id: str
+    port: PortSpec | None = None
+    network: NetworkSpec | None = None
+
+    def __post_init__(self) -> None:
+        if (self.port is None) != (self.network is None):
+            raise PciValueError(f"device {self.device.address} (request {self.request_id}): "
+                                f"a port needs the network it is on; give both or neither")
+
+
+@dataclass(slots=True)
+class SpawnOrder:
+    """Run server `server_uuid` on this host with exactly `devices`, or leave nothing of it."""
+
+    server_uuid: str
+    name: str
+    vcpus: int
+    ram_mb: int
+    devices: list[AttachedDevice] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.server_uuid = canonical_uuid(self.server_uuid)
+
+
+@dataclass(slots=True)
+class DestroyOrder:
+    """Remove server `server_uuid` from this host and put its VFs back as they were."""
+
+    server_uuid: str
+    name: str
+
+    def __post_init__(self) -> None:
+        self.server_uuid = canonical_uuid(self.server_uuid)
+
+
+@dataclass(slots=True)
+class PortBinding:
+    """A port as the host bound it: Neutron's `binding:vif_type` and `binding:profile`, and
+    the VLAN put on its VF (None: untagged, or a profile or the switch decides)."""
+
+    port_id: str
+    vif_type: VifType
+    profile: dict[str, str | bool]
+    vlan: int | None
+
+    @staticmethod
+    def of(binding: Binding) -> PortBinding:
+        return PortBinding(binding.port_id, binding.vif_type, binding.profile, binding.vlan)
+
+
+@dataclass(slots=True)
+class OrderResult:
+    """How an order went. On failure `fault` names the step, the device and the reason, and
+    everything the order had done on the host is undone."""
+
+    server_uuid: str
+    ok: bool
+    fault: str | None = None
+    bindings: list[PortBinding] = field(default_factory=list)
+    domain_xml: str | None = None
+
+
+@dataclass(slots=True)
+class KnownServer:
+    """A server the controller has placed on this host; `active` when it believes it runs."""
+
+    server_uuid: str
+    active: bool
+
+    def __post_init__(self) -> None:
+        self.server_uuid = canonical_uuid(self.server_uuid)
+
+
+@dataclass(slots=True)
+class OwnedDomain:
+    """A libvirt domain passthru made for a server, with the host devices it holds."""
+
+    server_uuid: str
+    domain: str
+    active: bool
+    pci_addresses: list[str]
+    macvtap_netdevs: list[str]
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """The host's domains set against the controller's servers after an agent restart.
+
+    `kept` belong to known servers: their devices stay allocated. `orphans` belonged to
+    servers the controller no longer has; they were destroyed, except those named in
+    `orphan_faults` (server uuid → why), whose devices are still held. `missing` are
+    servers the controller believes ACTIVE here that have no domain.
+    """
+
+    kept: list[OwnedDomain] = field(default_factory=list)
+    orphans: list[OwnedDomain] = field(default_factory=list)
+    orphan_faults: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
