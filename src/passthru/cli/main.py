@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import passthru.cli.agent
+import passthru.cli.events
 import passthru.cli.flavors
 import passthru.cli.hosts
 import passthru.cli.images

@@ -18,7 +18,9 @@ from fastapi import FastAPI
 
 from passthru.controller.api import (
     agent,
+    events,
     flavors,
+    fleet,
     hosts,
     images,
     networks,
@@ -33,11 +35,13 @@ from passthru.controller.db import Store
 from passthru.controller.migrate import upgrade
 from passthru.controller.reports import mark_silent_hosts_down
 from passthru.controller.settings import Settings
+from passthru.web import routes as web
 
 log = logging.getLogger(__name__)
 
 ROUTERS = (pci_flavors.router, flavors.router, images.router, networks.router, ports.router,
-           servers.router, hosts.router, tokens.router, agent.router)
+           servers.router, hosts.router, tokens.router, agent.router, events.router,
+           fleet.router, web.router)
 
 
 def open_store(settings: Settings) -> Store:

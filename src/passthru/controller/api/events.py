@@ -1,0 +1,111 @@
+"""The event history, for admins: who had which device, when hosts went down.
+
+Events are written by the code that makes each change, in the same transaction
+(`controller.events.record`); this only reads them, newest first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import Select, or_, select
+
+from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.models import EventRow, ServerRow
+from passthru.pci.address import PciAddress
+from passthru.pci.errors import PciValueError
+
+router = APIRouter(prefix="/v2/{tenant_id}", tags=["events"], responses=ERROR_RESPONSES)
+
+KINDS_HELP = ("only these kinds (repeatable): server-created, server-error, server-deleted, "
+              "device-claimed, device-freed, device-added, device-updated, device-removed, "
+              "device-missing, device-returned, host-up, host-down")
+
+
+class Event(BaseModel):
+    id: int
+    time: datetime
+    kind: str
+    host: str | None
+    device: str | None
+    server: str | None
+    #: The server's name and project, kept after the server is deleted.
+    server_name: str | None
+    project: str | None
+    message: str
+
+
+class EventList(BaseModel):
+    events: list[Event]
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    """The moment in UTC; a time without a zone means UTC, as every time the API answers is."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PciValueError(f"{name} {moment.isoformat()} is out of range in UTC; give a "
+                            "time between years 1 and 9999") from None
+
+
+def _canonical_device(text: str) -> str:
+    try:
+        return str(PciAddress.parse(text))
+    except PciValueError as error:
+        raise PciValueError(f"device filter: {error}") from None
+
+
+def _events_query(host: str | None = None, device: str | None = None,
+                 server: str | None = None, kinds: list[str] | None = None,
+                 since: datetime | None = None, until: datetime | None = None,
+                 ) -> Select[tuple[EventRow, str | None, str | None]]:
+    """Events matching every filter given, newest first, with their server's name and
+    project. `server` is a UUID or a name (every server ever called that)."""
+    query = (select(EventRow, ServerRow.name, ServerRow.project)
+             .outerjoin(ServerRow, ServerRow.uuid == EventRow.server)
+             .order_by(EventRow.time.desc(), EventRow.id.desc()))
+    if host is not None:
+        query = query.where(EventRow.host == host)
+    if device is not None:
+        query = query.where(EventRow.device_address == _canonical_device(device))
+    if server is not None:
+        named = select(ServerRow.uuid).where(ServerRow.name == server)
+        query = query.where(or_(EventRow.server == server, EventRow.server.in_(named)))
+    if kinds:
+        query = query.where(EventRow.kind.in_(kinds))
+    if since is not None:
+        query = query.where(EventRow.time >= _utc(since, "since"))
+    if until is not None:
+        query = query.where(EventRow.time < _utc(until, "until"))
+    return query
+
+
+@router.get("/os-events", response_model=EventList,
+            summary="List events: claims, frees, inventory changes, hosts up and down (admin)")
+def list_events(
+    who: TenantCaller, store: StoreDep,
+    host: str | None = Query(None, max_length=255, description="only this host's events"),
+    device: str | None = Query(None, max_length=64,
+                               description="only this PCI address (e.g. 0000:3b:02.1 or "
+                                           "3b:02.1), on any host unless host is given"),
+    server: str | None = Query(None, max_length=255,
+                               description="only this server, by UUID or name"),
+    kind: list[str] | None = Query(None, description=KINDS_HELP),
+    since: datetime | None = Query(None, description="only at or after this time (UTC "
+                                                     "unless a zone is given)"),
+    until: datetime | None = Query(None, description="only before this time"),
+    limit: int = Query(100, ge=1, le=10000, description="at most this many, newest first"),
+) -> EventList:
+    who.require_admin("listing events")
+    query = _events_query(host, device, server, kind, since, until).limit(limit)
+    with store.read() as session:
+        return EventList(events=[
+            Event(id=row.id, time=row.time, kind=row.kind, host=row.host,
+                  device=row.device_address, server=row.server, server_name=name,
+                  project=project, message=row.message)
+            for row, name, project in session.execute(query)])

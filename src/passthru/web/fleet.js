@@ -1,0 +1,340 @@
+// The fleet page: reads the controller's admin endpoints with the token from the URL
+// fragment and draws hosts, PCI flavors, pools, servers and events. Read-only.
+"use strict";
+
+const TOKEN_KEY = "passthru.token";
+const REFRESH_MS = 10000;
+const EVENT_LIMIT = 50;
+// Relative, so that the page also works behind a proxy that mounts the controller
+// under a path prefix.
+const API = "v2/";
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// --- the token ------------------------------------------------------------------------
+
+// The fragment never reaches the server; once read, it is dropped from the address bar
+// (and so from history and bookmarks) and kept for this tab only.
+function takeToken() {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+async function get(path, token) {
+  let response;
+  try {
+    response = await fetch(API + path, {
+      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+      cache: "no-store",
+    });
+  } catch (error) {
+    throw new ApiError(0, `cannot reach the controller (${error.message})`);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body?.error?.message ?? `${response.status} ${response.statusText}`;
+    throw new ApiError(response.status, message);
+  }
+  return body;
+}
+
+// Asked first, so that a member's or an agent's token gets a message about this page
+// rather than about the admin paths it cannot read.
+async function requireAdmin(token) {
+  const who = await get("whoami", token);
+  if (who.role !== "admin") {
+    throw new ApiError(403, `the fleet page needs an admin token; this is a ${who.role} token of `
+      + (who.project ?? `host ${who.host}`));
+  }
+}
+
+async function fetchFleet(token) {
+  await requireAdmin(token);
+  const [hosts, pools, flavors, servers, events] = await Promise.all([
+    get("admin/os-hosts", token),
+    get("admin/os-pci-stats", token),
+    get("admin/os-pci-flavor-stats", token),
+    get("admin/servers?all_projects=true", token),
+    get(`admin/os-events?limit=${EVENT_LIMIT}`, token),
+  ]);
+  return {
+    hosts: hosts.hosts,
+    pools: pools.pci_stats,
+    flavors: flavors.pci_flavor_stats,
+    servers: servers.servers,
+    events: events.events,
+  };
+}
+
+// --- drawing helpers ------------------------------------------------------------------
+
+// Text always goes in as text nodes: names and messages come from agents and users.
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") node.className = value;
+    else if (key === "data") Object.entries(value).forEach(([k, v]) => { node.dataset[k] = v; });
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function utc(iso) {
+  return iso ? new Date(iso).toISOString().slice(0, 19).replace("T", " ") : "–";
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+  if (seconds < 90) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+function pill(text, tone) {
+  return el("span", { class: `pill ${tone}` }, text);
+}
+
+function shortId(uuid) {
+  return uuid ? uuid.slice(0, 8) : "–";
+}
+
+// Free means a VM could get it now, as the controller's flavor stats count it: devices
+// of a host that is down are not free.
+function usable(usage, up) {
+  return up ? usage : { ...usage, free: 0 };
+}
+
+// A used/free bar; what is neither (blocked by a PF/VF relative, or on a host that is
+// down) stays grey.
+function bar({ count, free, used }) {
+  const other = count - free - used;
+  const label = `${used} used, ${free} free${other ? `, ${other} other` : ""} of ${count}`;
+  const track = el("div", { class: "bar", role: "img", "aria-label": label, title: label });
+  for (const [part, value] of [["used", used], ["free", free]]) {
+    const segment = el("span", { class: part });
+    segment.style.width = count ? `${(100 * value) / count}%` : "0";
+    track.append(segment);
+  }
+  return track;
+}
+
+function counts({ count, free, used }) {
+  return el("span", { class: "counts" },
+    el("b", { class: "used-text" }, used), " used · ",
+    el("b", { class: "free-text" }, free), " free · ", count);
+}
+
+function chips(attrs) {
+  return Object.entries(attrs).map(([key, value]) => el("span", { class: "chip" },
+    el("span", { class: "k" }, key), "=", value));
+}
+
+function sum(items) {
+  return items.reduce((total, item) => ({
+    count: total.count + item.count, free: total.free + item.free, used: total.used + item.used,
+  }), { count: 0, free: 0, used: 0 });
+}
+
+function empty(columns, text) {
+  return el("tr", { class: "empty" }, el("td", { colspan: columns }, text));
+}
+
+// --- the sections ---------------------------------------------------------------------
+
+function drawSummary({ hosts, pools, servers, flavors }) {
+  const down = hosts.filter((h) => h.status !== "up").length;
+  const upHosts = new Set(hosts.filter((h) => h.status === "up").map((h) => h.name));
+  const total = sum(pools.map((p) => usable(p, upHosts.has(p.host))));
+  const items = [
+    ["Hosts", `${hosts.length - down} up`, down ? `${down} down` : null],
+    ["Devices", total.count, null],
+    ["Used", total.used, null],
+    ["Free", total.free, null],
+    ["PCI flavors", flavors.length, null],
+    ["Servers", servers.length, null],
+  ];
+  document.getElementById("summary").replaceChildren(...items.map(([name, value, alarm]) =>
+    el("div", { class: "stat" }, el("dt", {}, name),
+      el("dd", {}, value, alarm ? el("span", { class: "alarm" }, alarm) : null))));
+}
+
+function drawHosts({ hosts, pools }) {
+  const rows = hosts.map((host) => {
+    const up = host.status === "up";
+    const usage = usable(sum(pools.filter((p) => p.host === host.name)), up);
+    return el("tr", { data: { host: host.name, status: host.status }, class: up ? "" : "is-down" },
+      el("td", { class: "name" }, el("span", { class: `dot ${up ? "ok" : "bad"}` }), host.name),
+      el("td", {}, pill(host.status, up ? "ok" : "bad")),
+      el("td", { title: utc(host.last_heartbeat) + " UTC" }, ago(host.last_heartbeat)),
+      el("td", { class: "num" }, host.devices),
+      el("td", { class: "usage" }, bar(usage), counts(usage)));
+  });
+  document.getElementById("hosts").replaceChildren(
+    ...(rows.length ? rows : [empty(5, "No host has reported yet: start an agent with passthru agent --config FILE.")]));
+}
+
+function drawFlavors({ flavors }) {
+  const rows = flavors.map((flavor) => el("div",
+    { class: "flavor row", data: { flavor: flavor.name, count: flavor.count, free: flavor.free, used: flavor.used } },
+    el("div", { class: "label" },
+      el("div", { class: "title" }, flavor.name,
+        flavor.description ? el("span", { class: "description" }, flavor.description) : null),
+      el("div", { class: "spec" }, Object.keys(flavor.spec).length ? chips(flavor.spec) : el("span", { class: "muted" }, "any device"))),
+    el("div", { class: "usage" }, bar(flavor), counts(flavor),
+      el("div", { class: "per-host" }, flavor.hosts.map((h) =>
+        el("span", { class: "host-share", title: `${h.used} used, ${h.free} free of ${h.count}` },
+          h.host, " ", el("b", {}, `${h.free}/${h.count}`)))))));
+  document.getElementById("flavors").replaceChildren(
+    ...(rows.length ? rows : [el("p", { class: "muted" }, "No PCI flavors yet: create one with passthru pci-flavor-create NAME.")]));
+}
+
+function poolLabel(pool) {
+  const { vendor_id: vendor, product_id: product, ...rest } = pool.attrs;
+  const ids = vendor || product ? `${vendor ?? "*"}:${product ?? "*"}` : null;
+  const where = [pool.numa_node === null ? null : `NUMA ${pool.numa_node}`,
+    pool.parent_addr ? `PF ${pool.parent_addr}` : null].filter(Boolean).join(" · ");
+  return el("div", { class: "label" },
+    el("div", { class: "title" }, ids ? el("span", { class: "ids" }, ids) : null, el("span", { class: "type" }, pool.dev_type)),
+    el("div", { class: "spec" }, chips(rest), where ? el("span", { class: "where" }, where) : null));
+}
+
+function drawPools({ hosts, pools }) {
+  const cards = hosts.map((host) => {
+    const own = pools.filter((p) => p.host === host.name);
+    const up = host.status === "up";
+    return el("article", { class: `host-card${up ? "" : " is-down"}`, data: { host: host.name } },
+      el("header", {}, el("span", { class: `dot ${up ? "ok" : "bad"}` }), el("b", {}, host.name),
+        up ? null : pill("down", "bad"), el("span", { class: "muted" }, `${own.length} pools`)),
+      own.map((pool) => usable(pool, up)).map((pool) => el("div",
+        { class: "pool row", data: { count: pool.count, free: pool.free, used: pool.used } },
+        poolLabel(pool), el("div", { class: "usage" }, bar(pool), counts(pool)))));
+  });
+  document.getElementById("pools").replaceChildren(...cards);
+}
+
+function deviceChip(device) {
+  const network = device.tags?.["e.physical_network"];
+  return el("span", { class: "device", data: { device: device.address }, title: [device.vendor_name, device.product_name].filter(Boolean).join(" ") },
+    el("span", { class: "addr" }, device.address), " ", device.dev_type, network ? ` · ${network}` : "");
+}
+
+function drawServers({ servers }) {
+  const tone = { ACTIVE: "ok", BUILD: "info", ERROR: "bad" };
+  const rows = servers.map((server) => {
+    const devices = server.pci_requests.flatMap((r) => r.devices);
+    return el("tr", { data: { server: server.name } },
+      el("td", { class: "name", title: server.id }, server.name, el("span", { class: "muted id" }, shortId(server.id))),
+      el("td", {}, server.project_id),
+      el("td", { title: server.fault ?? "" }, pill(server.status, tone[server.status] ?? "muted")),
+      el("td", {}, server.host ?? "–"),
+      el("td", {}, server.flavor ?? "–"),
+      el("td", { class: "devices" }, devices.length ? devices.map(deviceChip) : null,
+        server.fault ? el("span", { class: "fault" }, server.fault) : null,
+        devices.length || server.fault ? null : el("span", { class: "muted" }, "none")));
+  });
+  document.getElementById("servers").replaceChildren(...(rows.length ? rows : [empty(6, "No servers.")]));
+}
+
+function eventTone(kind) {
+  if (kind === "host-down" || kind === "device-missing" || kind === "server-error") return "bad";
+  if (kind === "device-removed" || kind === "server-deleted") return "warn";
+  if (kind === "device-claimed" || kind === "server-created") return "info";
+  if (kind === "host-up" || kind === "device-freed" || kind === "device-returned") return "ok";
+  return "muted";
+}
+
+function drawEvents({ events }) {
+  const rows = events.map((event) => el("tr", { data: { kind: event.kind } },
+    el("td", { class: "time" }, utc(event.time)),
+    el("td", {}, pill(event.kind, eventTone(event.kind))),
+    el("td", { class: "nowrap" }, event.host ?? "–"),
+    el("td", { class: "addr" }, event.device ?? "–"),
+    el("td", { class: "nowrap", title: event.server ?? "" }, event.server_name ?? shortId(event.server)),
+    el("td", { class: "message" }, event.message)));
+  document.getElementById("events").replaceChildren(...(rows.length ? rows : [empty(6, "No events yet.")]));
+}
+
+function draw(fleet) {
+  drawSummary(fleet);
+  drawHosts(fleet);
+  drawFlavors(fleet);
+  drawPools(fleet);
+  drawServers(fleet);
+  drawEvents(fleet);
+  const main = document.getElementById("fleet");
+  main.hidden = false;
+  main.dataset.loaded = "true";
+  document.getElementById("updated").textContent = `updated ${utc(new Date().toISOString()).slice(11)} UTC`;
+}
+
+// --- the notice and the loop ----------------------------------------------------------
+
+const HOW = "Open this page as /ui#token=TOKEN with an admin token (passthru serve writes one to "
+  + "admin-token in its data dir). The token stays in this browser tab; it is never sent in a URL.";
+
+function notify(state, title, detail) {
+  const notice = document.getElementById("notice");
+  notice.dataset.state = state;
+  notice.className = `notice ${state === "unreachable" ? "warn" : "bad"}`;
+  notice.replaceChildren(el("strong", {}, title), " ", detail ?? "", el("p", {}, state === "unreachable" ? "" : HOW));
+  notice.hidden = false;
+}
+
+function refuse(state, title, detail) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  document.getElementById("fleet").hidden = true;
+  document.getElementById("forget").hidden = true;
+  notify(state, title, detail);
+}
+
+let timer = null;
+// A new token (hashchange) may start a round while another is still fetching: only the
+// newest round draws and schedules the next one.
+let round = 0;
+
+async function refresh() {
+  clearTimeout(timer);
+  const mine = ++round;
+  const token = takeToken();
+  if (!token) {
+    notify("no-token", "No token.", "This page shows the fleet to admins only.");
+    return;
+  }
+  document.getElementById("forget").hidden = false;
+  try {
+    const fleet = await fetchFleet(token);
+    if (mine !== round) return;
+    draw(fleet);
+    document.getElementById("notice").hidden = true;
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    if (mine !== round) return;
+    if (error.status === 401) return refuse("refused", "The controller refused this token:", error.message);
+    if (error.status === 403) return refuse("forbidden", "This token may not read the fleet:", error.message);
+    notify("unreachable", "Could not refresh:", `${error.message}. Retrying every ${REFRESH_MS / 1000} s.`);
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+document.getElementById("forget").addEventListener("click", () => {
+  clearTimeout(timer);
+  refuse("no-token", "Token forgotten.", "");
+});
+window.addEventListener("hashchange", refresh);
+refresh();
