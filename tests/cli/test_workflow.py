@@ -43,13 +43,18 @@ def test_import_boot_list_show_delete(cli_env: LiveController, tmp_path: Path) -
     net = as_json("passthru net-create prod --physical-network physnet1 --segmentation-id 7")
     assert (net["network_type"], net["segmentation_id"]) == ("vlan", 7)
     port = as_json("passthru port-create prod --vnic-type direct --name mine")
-    server = as_json("passthru boot vm1 --flavor m1.qa --image qa-image "
-                     f"--nic port-id={port['id']} --nic net-id=prod,vnic-type=macvtap")
+    booted = run("passthru boot vm1 --flavor m1.qa --image qa-image "
+                 f"--nic port-id={port['id']} --nic net-id=prod,vnic-type=macvtap --json")
+    # No host has reported a QuickAssist card: kept in ERROR with the reason, exit 1.
+    assert booted.exit_code == 1
+    assert "server vm1 could not be placed: no host has 1 free device of pci flavor " \
+           "QuickAssist" in booted.stderr
+    server = as_json("passthru show vm1")
     assert [r["request"]["alternatives"] for r in server["pci_requests"]] == [
         ["QuickAssist"], [], []]
 
     listed = ok("passthru list").stdout
-    assert "vm1" in listed and "BUILD" in listed
+    assert "vm1" in listed and "ERROR" in listed
     shown = ok("passthru show vm1").stdout
     assert "PCI requests" in shown and "QuickAssist" in shown and "physnet1" in shown
     refused = run("passthru net-delete prod")
@@ -87,10 +92,13 @@ def test_an_agent_token_reports_and_the_fleet_shows_it(cli_env: LiveController) 
 def test_a_member_token_works_in_its_project_only(cli_env: LiveController,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     ok("passthru flavor-create m1.small")
+    token = ok("passthru host-token compute-1").stdout.strip()
+    httpx.put(f"{cli_env.url}/v2/agent/hosts/compute-1/inventory", json={"devices": []},
+              headers={"Authorization": f"Bearer {token}"}).raise_for_status()
     member = ok("passthru token-create --project alpha").stdout.strip()
     monkeypatch.setenv("PASSTHRU_TOKEN", member)
     server = as_json("passthru boot vm --flavor m1.small")
-    assert server["project_id"] == "alpha"
+    assert (server["project_id"], server["host"]) == ("alpha", "compute-1")
     refused = run("passthru pci-flavor-create mine")
     assert refused.exit_code == 1
     assert "creating a PCI flavor needs an admin token; this is a member token of alpha" in (

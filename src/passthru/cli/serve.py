@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from passthru.cli.output import command, err
+from passthru.controller.scheduler.weighers import Weigher
 from passthru.controller.settings import (
     DATA_DIR_ENV,
     DEFAULT_LISTEN,
@@ -47,6 +48,9 @@ def serve(
     heartbeat_timeout: Annotated[float, typer.Option(
         "--heartbeat-timeout", min=1.0,
         help="Seconds without a heart-beat after which a host is marked down.")] = 180.0,
+    weigher: Annotated[Weigher, typer.Option(
+        "--weigher", help="pack: fill the fullest hosts first, keeping whole hosts free for "
+        "big VMs; spread: the emptiest first, balancing load.")] = Weigher.PACK,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -61,7 +65,7 @@ def serve(
     from passthru.controller.app import create_app
 
     host, port = split_listen(listen)
-    settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout)
+    settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher)
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as error:

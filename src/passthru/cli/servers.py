@@ -11,6 +11,7 @@ from passthru.cli.client import Client
 from passthru.cli.nics import parse_nic
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.pci.errors import PassthruError
 
 _COLUMNS = ("id", "name", "status", "host", "flavor", "image", "devices")
 _HEADERS = ("ID", "Name", "Status", "Host", "Flavor", "Image", "PCI devices")
@@ -47,17 +48,33 @@ def boot(
         help="Repeatable. A new port on network N (vnic-type direct, macvtap or "
              "direct-physical gets a device on N's physical network; pci-flavor narrows "
              "it), or an existing port P.")] = None,
+    min_count: Annotated[int, typer.Option(
+        "--min-count", min=1, max=1000,
+        help="Boot this many servers, NAME-1 ... NAME-N: all placed on hosts, or none.")] = 1,
     url: Url = None, token: Token = None, as_json: Json = False,
 ) -> None:
     """Boot a server with the flavor's PCI devices and one device per SR-IOV nic.
 
+    The scheduler places it on a host whose free devices meet every request at once and
+    claims them; the host's agent then starts it. When no host fits, the server is kept
+    in ERROR with the reason and the command fails.
+
     Example: boot vm1 --flavor m1.gpu --nic net-id=prod,vnic-type=direct
     """
     body = {"server": {"name": name, "flavorRef": flavor, "imageRef": image,
-                       "networks": [parse_nic(n) for n in nics or []]}}
+                       "networks": [parse_nic(n) for n in nics or []],
+                       "min_count": min_count}}
     with Client(url, token) as api:
-        server = api.call("POST", api.tenant("/servers"), json=body)["server"]
-    show(server, as_json, lambda: _print_server(server))
+        servers = api.call("POST", api.tenant("/servers"), json=body)["servers"]
+    if min_count == 1:
+        show(servers[0], as_json, lambda: _print_server(servers[0]))
+    else:
+        rows = [{**s, "devices": _devices(s)} for s in servers]
+        show(servers, as_json, lambda: print_table(rows, _COLUMNS, headers=_HEADERS,
+                                                   title="Servers"))
+    failed = next((s for s in servers if s["status"] == "ERROR"), None)
+    if failed is not None:
+        raise PassthruError(f"server {failed['name']} could not be placed: {failed['fault']}")
 
 
 def _print_server(server: dict[str, Any]) -> None:

@@ -1,14 +1,15 @@
 """The controller's web application: `create_app(settings)`.
 
 Creating the app prepares the store: it applies the packaged migrations and makes sure
-the data dir holds a working admin token. While the app runs, a sweep marks hosts down
-whose agents stopped heart-beating.
+the data dir holds a working admin token, and loads the scheduler's index from the store.
+While the app runs, a sweep marks hosts down whose agents stopped heart-beating, and the
+index is checked against the store, which other controller replicas change too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
@@ -34,6 +35,7 @@ from passthru.controller.auth import ensure_admin_token
 from passthru.controller.db import Store
 from passthru.controller.migrate import upgrade
 from passthru.controller.reports import mark_silent_hosts_down
+from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
 from passthru.web import routes as web
 
@@ -55,19 +57,26 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def _sweep_once(store: Store, timeout: float) -> None:
+def _sweep_once(store: Store, scheduler: Scheduler, timeout: float) -> None:
     with store.write() as session:
-        for name in mark_silent_hosts_down(session, timeout):
-            log.warning("host %s stopped heart-beating; marked down", name)
+        down = mark_silent_hosts_down(session, timeout)
+    for name in down:
+        log.warning("host %s stopped heart-beating; marked down", name)
+    if down:
+        scheduler.refresh(down)
 
 
 def create_app(settings: Settings) -> FastAPI:
     store = open_store(settings)
+    scheduler = Scheduler(store, settings.weigher)
+    scheduler.load()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_sweep, store, settings.heartbeat_timeout)
+            tasks.start_soon(_every, max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
+                             store, scheduler, settings.heartbeat_timeout)
+            tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             yield
             tasks.cancel_scope.cancel()
         store.close()
@@ -80,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.scheduler = scheduler
     app.state.principals = {}
     install_error_handlers(app)
     for router in ROUTERS:
@@ -87,10 +97,11 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _sweep(store: Store, timeout: float) -> None:
+async def _every(seconds: float, work: Callable[..., object], *args: object) -> None:
+    """Run `work` in a worker thread every `seconds`; a failed round is retried next time."""
     while True:
-        await anyio.sleep(max(1.0, timeout / 4))
+        await anyio.sleep(seconds)
         try:
-            await anyio.to_thread.run_sync(_sweep_once, store, timeout)
-        except Exception:  # a failed sweep is retried next round
-            log.exception("marking silent hosts down failed")
+            await anyio.to_thread.run_sync(work, *args)
+        except Exception:
+            log.exception("%s failed; trying again in %.0f s", work.__name__, seconds)

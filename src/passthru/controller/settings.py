@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from passthru.controller.scheduler.weighers import Weigher
+
 DATA_DIR_ENV = "PASSTHRU_DATA_DIR"
 DEFAULT_LISTEN = "127.0.0.1:8774"
 ADMIN_TOKEN_FILE = "admin-token"
@@ -28,6 +30,11 @@ class Settings:
     db_url: str | None = None
     #: A host that has not heart-beaten for this long is marked down.
     heartbeat_timeout: float = 180.0
+    #: Pack VMs onto the fullest hosts, or spread them over the emptiest.
+    weigher: Weigher = Weigher.PACK
+    #: How often the scheduler's index is checked against the store, which other
+    #: controller replicas change too.
+    resync_interval: float = 10.0
 
     @property
     def database_url(self) -> str:

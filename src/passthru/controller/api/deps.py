@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from passthru.controller.auth import Principal, digest, principal_of
 from passthru.controller.db import Store
 from passthru.controller.errors import UnauthorizedError
+from passthru.controller.scheduler.service import Scheduler
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
                      "`passthru token-create` or the data dir's admin-token file")
@@ -21,6 +22,14 @@ def _store(request: Request) -> Store:
 
 
 StoreDep = Annotated[Store, Depends(_store)]
+
+
+def _scheduler(request: Request) -> Scheduler:
+    scheduler: Scheduler = request.app.state.scheduler
+    return scheduler
+
+
+SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 
 
 def _caller(request: Request, store: StoreDep,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.errors import ConflictError, ForbiddenError
 from passthru.controller.lookup import find
@@ -152,8 +152,8 @@ def list_pci_flavors(who: TenantCaller, store: StoreDep) -> PciFlavorList:
 
 @router.post("/os-pci-flavors", status_code=201, response_model=PciFlavorBody,
              response_model_by_alias=True, summary="Create a PCI flavor")
-def create_pci_flavor(who: TenantCaller, store: StoreDep, body: PciFlavorCreateBody
-                      ) -> PciFlavorBody:
+def create_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+                      body: PciFlavorCreateBody) -> PciFlavorBody:
     who.require_admin("creating a PCI flavor")
     spec = body.pci_flavor
     flavor = PciFlavor(spec.name, dict(spec.__pydantic_extra__), spec.description)
@@ -163,7 +163,9 @@ def create_pci_flavor(who: TenantCaller, store: StoreDep, body: PciFlavorCreateB
         _store_spec(row, flavor.spec)
         session.add(row)
         session.flush()
-        return PciFlavorBody(pci_flavor=flavor_view(row))
+        created = PciFlavorBody(pci_flavor=flavor_view(row))
+    scheduler.flavors_changed()
+    return created
 
 
 def show_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> PciFlavorBody:
@@ -196,8 +198,8 @@ def _changed(row: PciFlavorRow, body: PciFlavorUpdateBody, session: Session) -> 
     return PciFlavor(name, spec, description, row.uuid)
 
 
-def update_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str,
-                      body: PciFlavorUpdateBody) -> PciFlavorBody:
+def update_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+                      flavor: str, body: PciFlavorUpdateBody) -> PciFlavorBody:
     who.require_admin("changing a PCI flavor")
     with store.write() as session:
         row = _find(session, flavor)
@@ -205,10 +207,13 @@ def update_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str,
         row.name, row.description = new.name, new.description
         _store_spec(row, new.spec)
         session.flush()
-        return PciFlavorBody(pci_flavor=flavor_view(row))
+        updated = PciFlavorBody(pci_flavor=flavor_view(row))
+    scheduler.flavors_changed()
+    return updated
 
 
-def delete_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> Response:
+def delete_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+                      flavor: str) -> Response:
     who.require_admin("deleting a PCI flavor")
     with store.write() as session:
         row = _find(session, flavor)
@@ -217,6 +222,7 @@ def delete_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> Respon
             raise ConflictError(f"PCI flavor {row.name} is still used by {', '.join(users)}; "
                                 "change or delete them first")
         session.delete(row)
+    scheduler.flavors_changed()
     return Response(status_code=204)
 
 

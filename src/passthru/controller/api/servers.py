@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Name
 from passthru.controller.auth import Principal
-from passthru.controller.boot import BootRequest, NicRequest, boot_server
+from passthru.controller.boot import BootRequest, NicRequest
+from passthru.controller.launch import launch
 from passthru.controller.lookup import find
 from passthru.controller.mapping import device_from_row, request_from_row
 from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
@@ -44,10 +45,17 @@ class ServerCreate(BaseModel):
     flavor: Name = Field(alias="flavorRef", description="flavor UUID or name")
     image: Name | None = Field(None, alias="imageRef", description="image UUID or name")
     networks: list[Nic] = Field(default_factory=list, max_length=32)
+    min_count: int = Field(1, ge=1, le=1000, description="boot this many servers, all placed "
+                           "or none; names get -1, -2, ... when more than one")
 
 
 class ServerCreateBody(BaseModel):
     server: ServerCreate
+
+
+class ServersCreated(BaseModel):
+    server: Server
+    servers: list[Server] = Field(description="every server of a multi-create")
 
 
 class RequestDevices(BaseModel):
@@ -122,19 +130,21 @@ def list_servers(tenant_id: str, who: TenantCaller, store: StoreDep,
         return ServerList(servers=[server_view(r) for r in session.scalars(query)])
 
 
-@router.post("", status_code=202, response_model=ServerBody, summary="Boot a server")
-def create_server(tenant_id: str, who: TenantCaller, store: StoreDep, body: ServerCreateBody
-                  ) -> ServerBody:
+@router.post("", status_code=202, response_model=ServersCreated,
+             summary="Boot servers: place each on a host and claim its devices")
+def create_server(tenant_id: str, who: TenantCaller, store: StoreDep,
+                  scheduler: SchedulerDep, body: ServerCreateBody) -> ServersCreated:
     spec = body.server
     nics = tuple(NicRequest(network=n.uuid, port=n.port, vnic_type=n.vnic_type,
                             pci_flavor=n.pci_flavor) for n in spec.networks)
-    boot = BootRequest(name=spec.name, project=tenant_id, flavor=spec.flavor,
-                       image=spec.image, nics=nics)
-    with store.write() as session:
-        server = boot_server(session, boot)
-        uuid = server.uuid
+    names = ([spec.name] if spec.min_count == 1
+             else [f"{spec.name}-{n}" for n in range(1, spec.min_count + 1)])
+    boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
+                         nics=nics) for name in names]
+    uuids = launch(store, scheduler, boots)
     with store.read() as session:
-        return ServerBody(server=server_view(_find(session, who, tenant_id, uuid)))
+        views = [server_view(_find(session, who, tenant_id, uuid)) for uuid in uuids]
+    return ServersCreated(server=views[0], servers=views)
 
 
 @router.get("/{server}", response_model=ServerBody, summary="Show a server and its devices")
@@ -145,7 +155,12 @@ def show_server(tenant_id: str, who: TenantCaller, store: StoreDep, server: str)
 
 @router.delete("/{server}", status_code=204,
                summary="Delete a server, freeing its devices and ports")
-def delete(tenant_id: str, who: TenantCaller, store: StoreDep, server: str) -> Response:
+def delete(tenant_id: str, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+           server: str) -> Response:
     with store.write() as session:
-        delete_server(session, _find(session, who, tenant_id, server))
+        row = _find(session, who, tenant_id, server)
+        host = row.host.name if row.host else None
+        delete_server(session, row)
+    if host is not None:
+        scheduler.refresh([host])
     return Response(status_code=204)

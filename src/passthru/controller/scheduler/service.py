@@ -82,6 +82,12 @@ class Scheduler:
         with self._lock:
             self.index.set_flavors(flavors)
 
+    def sees_up(self, name: str) -> bool:
+        """Whether the index has `name` as a host that is up."""
+        with self._lock:
+            host = self._hosts.get(name)
+            return host is not None and host.up
+
     def resync(self) -> bool:
         """Refresh every host that changed in the store behind our back; whether any did."""
         with self.store.read() as session:
