@@ -14,17 +14,8 @@ from passthru.host.domain_xml import DomainSpec, build_domain_xml
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.reconcile import owned_domains, reconcile
 from passthru.pci.work import KnownServer, OwnedDomain, ReconcileReport, SpawnOrder
-from tests.host.test_attach import (
-    GPUS,
-    PF1_NETDEV,
-    RecordingApplier,
-    SimHost,
-    every_shape,
-    flavor,
-    make_host,
-    nic,
-    spawn_order,
-)
+from tests.host.simhost import GPUS, PF1_NETDEV, RecordingApplier, SimHost, make_host
+from tests.host.test_attach import every_shape, flavor, nic, spawn_order
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ import typer
 
 from passthru.cli.output import command, err
 from passthru.host.agent import Agent
+from passthru.host.attach import Attacher, NetlinkVfApplier
 from passthru.host.config import HostConfig, HostConfigError, load_host_config, scan
+from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import connect
+from passthru.host.worker import OrderWorker
 from passthru.pci.device import PciDevice
 
 
@@ -28,7 +31,8 @@ def agent(
         "--config", "-c", help="Host config (TOML): controller, host, token, source, "
         "pci_information, pool_attrs, interval.", exists=True, dir_okay=False)],
     once: Annotated[bool, typer.Option(
-        "--once", help="Report the inventory once, heart-beat, and exit.")] = False,
+        "--once", help="Report the inventory once, heart-beat, and exit (no orders).")
+    ] = False,
 ) -> None:
     """Report this host's PCI devices to the controller and keep the report current.
 
@@ -36,7 +40,11 @@ def agent(
     is scanned again and only changes are sent: hot-added devices appear, free devices
     that disappear are removed, devices that disappear while in use are kept and flagged
     until their VM frees them. Each round also heart-beats: a host whose agent stops is
-    marked down and receives no new VMs. The token must be this host's agent token
+    marked down and receives no new VMs. Every `order_interval` seconds it asks for
+    orders: it destroys deleted servers (resetting their VFs) and spawns new ones through
+    libvirt at `libvirt_uri` (binding ports, configuring VFs, writing the domain XML); a
+    failed spawn is undone completely and reported. On start it keeps the domains of
+    running servers and removes leftovers. The token must be this host's agent token
     (`passthru host-token HOST`), given in the config or as PASSTHRU_TOKEN.
     """
     try:
@@ -51,16 +59,21 @@ def agent(
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     link = connect(config.controller, config.host, config.token)
-    worker = Agent(scan=lambda: offered_devices(config), link=link,
-                   pool_attrs=config.pool_attrs, interval=config.interval)
+    agent = Agent(scan=lambda: offered_devices(config), link=link,
+                  pool_attrs=config.pool_attrs, interval=config.interval,
+                  order_interval=config.order_interval)
     try:
         if once:
-            worker.report_once()
+            agent.report_once()
             err.print(f"reported host {config.host} to {config.controller}")
             return
-        stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-        worker.run(stop)
+        with LibvirtDriver(config.libvirt_uri) as driver:
+            attacher = Attacher(driver, NetlinkVfApplier(), config.sysfs_root,
+                                host_devices=lambda: scan(config))
+            agent.worker = OrderWorker(link, attacher)
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            agent.run(stop)
     finally:
         link.close()

@@ -78,7 +78,7 @@ def boot(
 
 
 def _print_server(server: dict[str, Any]) -> None:
-    record = {k: v for k, v in server.items() if k != "pci_requests"}
+    record = {k: v for k, v in server.items() if k not in ("pci_requests", "domain_xml")}
     print_record(record, title=f"Server {server['name']}")
     if server["pci_requests"]:
         out.print(_requests_table(server))
@@ -100,10 +100,20 @@ def list_servers(
 
 @command("show")
 def show_server(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+                xml: Annotated[bool, typer.Option(
+                    "--xml", help="Print the libvirt domain XML the host started it with."
+                )] = False,
                 url: Url = None, token: Token = None, as_json: Json = False) -> None:
-    """Show a server: status, host, and each PCI request with its devices."""
+    """Show a server: status, host, and each PCI request with its devices (host address,
+    and the port it serves)."""
     with Client(url, token) as api:
         server = api.call("GET", api.tenant(f"/servers/{ref}"))["server"]
+    if xml:
+        if not server["domain_xml"]:
+            raise PassthruError(f"server {server['name']} is {server['status']}: no host has "
+                                "started it yet, so it has no domain XML")
+        out.print(server["domain_xml"], markup=False, highlight=False, soft_wrap=True)
+        return
     show(server, as_json, lambda: _print_server(server))
 
 

@@ -307,6 +307,8 @@ class ServerRow(Base):
     status: Mapped[ServerStatus] = mapped_column(enum_column(ServerStatus), index=True,
                                                  default=ServerStatus.BUILD)
     fault: Mapped[str | None] = mapped_column(Text)
+    #: The libvirt domain XML the host's agent started the server with.
+    domain_xml: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

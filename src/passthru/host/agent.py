@@ -1,8 +1,10 @@
-"""The host agent: report this host's devices, then keep the controller's picture true.
+"""The host agent: report this host's devices, then keep the controller's picture true,
+and carry out the controller's orders (spawn and destroy servers).
 
 The first report after start is complete; later ones carry only what changed since the
-last report the controller accepted. Every round also heart-beats, so a host whose agent
-stops is marked down by the controller and no longer scheduled to.
+last report the controller accepted. Every report also heart-beats, so a host whose agent
+stops is marked down by the controller and no longer scheduled to. Orders are asked for
+more often than the host is scanned, so that a boot does not wait for a re-scan.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from passthru.host.worker import OrderWorker
 from passthru.pci.device import PciDevice
 from passthru.pci.inventory import InventoryDelta, diff_inventory
 
@@ -45,6 +49,8 @@ class Agent:
     pool_attrs: Sequence[str]
     interval: float = 60.0
     jitter: float = 0.1
+    worker: OrderWorker | None = None
+    order_interval: float = 2.0
     _reported: dict[str, PciDevice] | None = field(default=None, init=False)
     _generation: int = field(default=0, init=False)
 
@@ -79,13 +85,28 @@ class Agent:
         return max(0.0, self.interval + random.uniform(-spread, spread))
 
     def run(self, stop: threading.Event) -> None:
-        """Report until `stop` is set; a failed round is logged and retried next round."""
+        """Report and carry out orders until `stop` is set. A failed round is logged and
+        tried again: a controller that is briefly away must not kill the agent."""
+        started = False
+        next_report = time.monotonic()
         while not stop.is_set():
-            try:
-                self.report_once()
-            except Exception as error:
-                # A controller that is briefly away must not kill the agent; after a
-                # failure the next round starts over with a full report.
-                log.warning("report failed: %s", error)
-                self._reported = None
-            stop.wait(self.next_wait())
+            if time.monotonic() >= next_report:
+                try:
+                    self.report_once()
+                except Exception as error:
+                    # After a failure the next round starts over with a full report.
+                    log.warning("report failed: %s", error)
+                    self._reported = None
+                next_report = time.monotonic() + self.next_wait()
+            if self.worker is not None and self._reported is not None:
+                try:
+                    if not started:
+                        self.worker.start()
+                        started = True
+                    self.worker.run_orders()
+                except Exception as error:
+                    log.warning("orders failed: %s", error)
+            wait = next_report - time.monotonic()
+            if self.worker is not None:
+                wait = min(wait, self.order_interval)
+            stop.wait(max(0.0, wait))

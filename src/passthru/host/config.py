@@ -77,6 +77,7 @@ class HostConfig(BaseModel):
     sysfs_root: Path = Path("/sys")
     libvirt_uri: str = "qemu:///system"
     interval: float = Field(default=60, gt=0)
+    order_interval: float = Field(default=2, gt=0)
     pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
     pci_information: list[Any] | str | None = None
     device_spec: list[str] | None = None

@@ -1,4 +1,4 @@
-"""The agent's HTTP link to the controller's agent endpoints."""
+"""The agent's HTTP link to the controller's agent endpoints: reports and orders."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ from dataclasses import asdict
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter
 
 from passthru.host.agent import StaleReportError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
+from passthru.pci.work import OrderResult, Orders
+
+_ORDERS = TypeAdapter(Orders)
+_RESULT = TypeAdapter(OrderResult)
 
 
 class LinkError(PassthruError):
@@ -36,7 +41,7 @@ class HttpLink:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
             response = self._http.request(method, self._base + path, json=body)
         except httpx.TransportError as error:
@@ -49,7 +54,7 @@ class HttpLink:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:300]
-            raise LinkError(f"controller refused the report for host {self.host} "
+            raise LinkError(f"controller refused {method} {path} for host {self.host} "
                             f"({response.status_code}): {message}")
         return response.json()
 
@@ -65,3 +70,17 @@ class HttpLink:
 
     def heartbeat(self) -> int:
         return int(self._call("POST", "/heartbeat")["generation"])
+
+    def orders(self) -> Orders:
+        return _ORDERS.validate_python(self._call("GET", "/orders"))
+
+    def spawned(self, result: OrderResult) -> None:
+        self._call("POST", f"/orders/{result.server_uuid}/spawned",
+                   _RESULT.dump_python(result, mode="json"))
+
+    def destroyed(self, result: OrderResult) -> None:
+        self._call("POST", f"/orders/{result.server_uuid}/destroyed",
+                   _RESULT.dump_python(result, mode="json"))
+
+    def lost(self, server_uuid: str, reason: str) -> None:
+        self._call("POST", f"/orders/{server_uuid}/lost", {"reason": reason})

@@ -127,3 +127,14 @@ class ReconcileReport:
     orphans: list[OwnedDomain] = field(default_factory=list)
     orphan_faults: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Orders:
+    """A host's work: destroys come first, so that devices a deleted server held are free
+    on the host before a new server gets them. `running` are the servers the controller
+    believes ACTIVE here (for reconciliation after an agent restart)."""
+
+    destroy: list[DestroyOrder] = field(default_factory=list)
+    spawn: list[SpawnOrder] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)

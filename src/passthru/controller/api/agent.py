@@ -1,4 +1,5 @@
-"""What host agents call: inventory reports (full or delta) and heart-beats.
+"""What host agents call: inventory reports (full or delta), heart-beats, and their
+orders (servers to spawn and destroy) with the answers.
 
 A full report replaces what the controller knows of the host; a delta carries only the
 devices added, changed and removed since the generation the agent last got back, and is
@@ -13,14 +14,17 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StrictInt
 
-from passthru.controller.api.deps import Caller, StoreDep
+from passthru.controller.api.deps import Caller, SchedulerDep, StoreDep
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
-from passthru.controller.models import HostRow, HostStatus
+from passthru.controller.models import HostRow, HostStatus, ServerRow, ServerStatus
+from passthru.controller.orders import destroyed, lost, pending_orders, spawned
 from passthru.controller.reports import heartbeat, report_delta, report_full
 from passthru.pci.device import PciDevice
+from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.pci.work import OrderResult, Orders, canonical_uuid
 
 router = APIRouter(prefix="/v2/agent/hosts/{host}", tags=["agent"], responses=ERROR_RESPONSES)
 
@@ -59,27 +63,98 @@ def _accepted(row: HostRow) -> InventoryAccepted:
 
 @router.put("/inventory", response_model=InventoryAccepted,
             summary="Report the host's whole inventory")
-def put_inventory(host: str, who: Caller, store: StoreDep, body: FullInventory
-                  ) -> InventoryAccepted:
+def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
+                  body: FullInventory) -> InventoryAccepted:
     who.require_host(host)
     with store.write() as session:
-        return _accepted(report_full(session, host, body.devices, body.pool_attrs))
+        accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs))
+    scheduler.refresh([host])
+    return accepted
 
 
 @router.patch("/inventory", response_model=InventoryAccepted,
               summary="Report what changed since the last accepted report")
-def patch_inventory(host: str, who: Caller, store: StoreDep, body: DeltaInventory
-                    ) -> InventoryAccepted:
+def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
+                    body: DeltaInventory) -> InventoryAccepted:
     who.require_host(host)
     with store.write() as session:
-        return _accepted(report_delta(session, host, body.delta, body.pool_attrs,
-                                      body.base_generation))
+        accepted = _accepted(report_delta(session, host, body.delta, body.pool_attrs,
+                                          body.base_generation))
+    scheduler.refresh([host])
+    return accepted
 
 
 @router.post("/heartbeat", response_model=HostAlive, summary="The host's agent is alive")
-def post_heartbeat(host: str, who: Caller, store: StoreDep) -> HostAlive:
+def post_heartbeat(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep
+                   ) -> HostAlive:
     who.require_host(host)
     with store.write() as session:
         row = heartbeat(session, host)
-        return HostAlive(host=row.name, status=row.status, last_heartbeat=row.last_heartbeat,
-                         generation=row.generation)
+        alive = HostAlive(host=row.name, status=row.status, last_heartbeat=row.last_heartbeat,
+                          generation=row.generation)
+    if not scheduler.sees_up(host):  # a host back from down takes VMs again
+        scheduler.refresh([host])
+    return alive
+
+
+class ServerState(BaseModel):
+    server: str
+    status: ServerStatus
+    host: str | None
+    fault: str | None
+
+
+def _state(row: ServerRow) -> ServerState:
+    return ServerState(server=row.uuid, status=row.status, fault=row.fault,
+                       host=row.host.name if row.host else None)
+
+
+@router.get("/orders", response_model=Orders,
+            summary="The host's work: servers to destroy, then servers to spawn")
+def get_orders(host: str, who: Caller, store: StoreDep) -> Orders:
+    who.require_host(host)
+    with store.read() as session:
+        return pending_orders(session, host)
+
+
+@router.post("/orders/{server}/spawned", response_model=ServerState,
+             summary="How a spawn went: the server becomes ACTIVE, or ERROR and frees all")
+def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
+                 scheduler: SchedulerDep, body: OrderResult) -> ServerState:
+    who.require_host(host)
+    _same_server(server, body)
+    with store.write() as session:
+        state = _state(spawned(session, host, body))
+    scheduler.refresh([host])
+    return state
+
+
+@router.post("/orders/{server}/destroyed", response_model=ServerState,
+             summary="How a destroy went: the server leaves the host")
+def post_destroyed(host: str, server: str, who: Caller, store: StoreDep,
+                   body: OrderResult) -> ServerState:
+    who.require_host(host)
+    _same_server(server, body)
+    with store.write() as session:
+        return _state(destroyed(session, host, body))
+
+
+class Lost(BaseModel):
+    reason: str = Field(max_length=4096, description="why the server's domain is gone")
+
+
+@router.post("/orders/{server}/lost", response_model=ServerState,
+             summary="A running server's domain is gone: ERROR, and its devices are freed")
+def post_lost(host: str, server: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
+              body: Lost) -> ServerState:
+    who.require_host(host)
+    with store.write() as session:
+        state = _state(lost(session, host, canonical_uuid(server), body.reason))
+    scheduler.refresh([host])
+    return state
+
+
+def _same_server(path: str, body: OrderResult) -> None:
+    if canonical_uuid(path) != body.server_uuid:
+        raise PciValueError(f"the path names server {path} but the result is for "
+                            f"{body.server_uuid}")

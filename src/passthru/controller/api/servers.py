@@ -77,6 +77,8 @@ class Server(BaseModel):
     host: str | None
     ports: list[str]
     pci_requests: list[RequestDevices]
+    domain_xml: str | None = Field(None, description="the libvirt domain XML the host's "
+                                   "agent started the server with")
     created: datetime
     updated: datetime
 
@@ -102,6 +104,7 @@ def server_view(row: ServerRow) -> Server:
                   host=row.host.name if row.host else None,
                   ports=[p.id for p in row.ports],
                   pci_requests=[_request_view(r) for r in row.requests],
+                  domain_xml=row.domain_xml,
                   created=row.created_at, updated=row.updated_at)
 
 
