@@ -49,7 +49,9 @@ def test_server_host_and_time_filters(history: LiveController) -> None:
         "server-deleted", "device-freed", "device-claimed", "server-created"]
     assert as_json("passthru events --host net-2") == []
     assert as_json("passthru events --since 2999-01-01") == []
-    assert len(as_json("passthru events --until '2999-01-01 00:00:00'")) == 7
+    everything = as_json("passthru events")
+    assert "host-added" in {e["kind"] for e in everything}
+    assert as_json("passthru events --until '2999-01-01 00:00:00'") == everything
 
 
 def test_members_and_bad_filters_get_one_line_saying_why(history: LiveController) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from passthru.controller.events import record
 from passthru.controller.mapping import (
     device_from_row,
     new_device_row,
@@ -37,6 +38,7 @@ def lock_or_create_host(session: Session, name: str) -> HostRow:
         host = HostRow(name=name, pool_attrs=[])
         session.add(host)
         session.flush()
+        record(session, "host-added", host=name, message="first report from its agent")
     return host
 
 
