@@ -76,7 +76,7 @@ def test_inventory_changes_and_a_silent_host_are_listed(api: Api) -> None:
     found = events(api, host="net-1")
     assert [(e["kind"], e["device"]) for e in found] == [
         ("host-down", None), ("device-removed", OTHER_VF), ("device-added", OTHER_VF),
-        ("device-added", VF)]
+        ("device-added", VF), ("host-added", None)]
     assert found[0]["message"].startswith("no heart-beat since ")
 
 
