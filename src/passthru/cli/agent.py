@@ -16,6 +16,7 @@ from passthru.host.attach import Attacher, NetlinkVfApplier
 from passthru.host.config import HostConfig, HostConfigError, load_host_config, scan
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import connect
+from passthru.host.sim_vf import SimulatedVfApplier
 from passthru.host.worker import OrderWorker
 from passthru.pci.device import PciDevice
 
@@ -44,8 +45,11 @@ def agent(
     orders: it destroys deleted servers (resetting their VFs) and spawns new ones through
     libvirt at `libvirt_uri` (binding ports, configuring VFs, writing the domain XML); a
     failed spawn is undone completely and reported. On start it keeps the domains of
-    running servers and removes leftovers. The token must be this host's agent token
-    (`passthru host-token HOST`), given in the config or as PASSTHRU_TOKEN.
+    running servers and removes leftovers. VFs are configured through netlink; a
+    simulated host (`passthru sim`) has no SR-IOV hardware, so with `vf_applier =
+    "simulated"` their settings are recorded in SYSFS_ROOT/vf-state.json. The token must
+    be this host's agent token (`passthru host-token HOST`), given in the config or as
+    PASSTHRU_TOKEN.
     """
     try:
         config = load_host_config(config_file)
@@ -68,7 +72,9 @@ def agent(
             err.print(f"reported host {config.host} to {config.controller}")
             return
         with LibvirtDriver(config.libvirt_uri) as driver:
-            attacher = Attacher(driver, NetlinkVfApplier(), config.sysfs_root,
+            vf = (SimulatedVfApplier(config.sysfs_root) if config.vf_applier == "simulated"
+                  else NetlinkVfApplier())
+            attacher = Attacher(driver, vf, config.sysfs_root,
                                 host_devices=lambda: scan(config))
             agent.worker = OrderWorker(link, attacher)
             stop = threading.Event()

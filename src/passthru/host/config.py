@@ -7,6 +7,7 @@ token = "..."                       # default: $PASSTHRU_TOKEN
 source = "sysfs"                    # or "libvirt" (node devices)
 sysfs_root = "/sys"                 # relative paths are relative to this file
 libvirt_uri = "qemu:///system"
+vf_applier = "netlink"              # "simulated": record VF settings (passthru sim hosts)
 interval = 60                       # seconds between re-scans
 pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
 
@@ -76,6 +77,7 @@ class HostConfig(BaseModel):
     source: Literal["sysfs", "libvirt"] = "sysfs"
     sysfs_root: Path = Path("/sys")
     libvirt_uri: str = "qemu:///system"
+    vf_applier: Literal["netlink", "simulated"] = "netlink"
     interval: float = Field(default=60, gt=0)
     order_interval: float = Field(default=2, gt=0)
     pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
