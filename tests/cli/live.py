@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -16,12 +17,20 @@ from tests.pg import free_port
 PASSTHRU = Path(sys.executable).with_name("passthru")
 
 
-class LiveController:
-    """`passthru serve` in a subprocess; `start()` waits until it answers."""
+def child_env() -> dict[str, str]:
+    """This environment without PASSTHRU_* settings, which would override the child's own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
 
-    def __init__(self, data_dir: Path, db_url: str | None = None) -> None:
+
+class LiveController:
+    """`passthru serve` in a subprocess; `start()` waits until it answers. `options` are
+    more `serve` options, e.g. a short `--heartbeat-timeout`."""
+
+    def __init__(self, data_dir: Path, db_url: str | None = None,
+                 options: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.db_url = db_url
+        self.options = tuple(options)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
@@ -36,10 +45,10 @@ class LiveController:
                    "--data-dir", str(self.data_dir)]
         if self.db_url:
             command += ["--db", self.db_url]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
+        command += self.options
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env)
+                                            env=child_env())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
