@@ -62,6 +62,8 @@ def agent(
                   highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Every orders poll is an HTTP call: logged, they would drown what the agent did.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     link = connect(config.controller, config.host, config.token)
     agent = Agent(scan=lambda: offered_devices(config), link=link,
                   pool_attrs=config.pool_attrs, interval=config.interval,

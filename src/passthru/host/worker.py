@@ -47,12 +47,17 @@ class OrderWorker:
         orders = self.link.orders()
         for destroy in orders.destroy:
             result = self.attacher.destroy(destroy)
-            if not result.ok:
+            if result.ok:
+                log.info("destroyed server %s (%s)", destroy.name, destroy.server_uuid)
+            else:
                 log.warning("destroying server %s: %s", destroy.server_uuid, result.fault)
             self.link.destroyed(result)
         for spawn in orders.spawn:
             result = self.attacher.spawn(spawn)
-            if not result.ok:
+            if result.ok:
+                log.info("started server %s (%s) with %s", spawn.name, spawn.server_uuid,
+                         ", ".join(d.device.address for d in spawn.devices) or "no devices")
+            else:
                 log.warning("spawning server %s: %s", spawn.server_uuid, result.fault)
             self.link.spawned(result)
         return len(orders.destroy) + len(orders.spawn)
