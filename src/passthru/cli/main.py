@@ -13,7 +13,7 @@ import passthru.cli.ports
 import passthru.cli.serve
 import passthru.cli.servers
 import passthru.cli.tokens  # noqa: F401
-from passthru.cli import discover, sim  # noqa: F401
+from passthru.cli import demo, discover, sim  # noqa: F401
 from passthru.cli.app import app
 
 

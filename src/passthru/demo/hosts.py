@@ -1,0 +1,116 @@
+"""The demo's hosts: simulated hosts of real hardware shapes, and this machine itself.
+
+Each becomes a host config file that a real `passthru agent` reads. Every host's domains
+go to libvirt's test driver (`test:///...`), so the demo starts no real VM and takes no
+device away from this machine; simulated hosts record their VF settings in a file, since
+there is no SR-IOV hardware to send them to.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from passthru.host.config import HostConfig, host_config_from, scan
+from passthru.host.sim_vf import vf_state_path
+from passthru.host.sysfs import DiscoveryError, discover_sysfs
+from passthru.pci.device import PciDevice
+from passthru.sim import PROFILES, HostProfile, build_sysfs, host_config_toml, nodedev_xml
+
+#: The simulated hosts, in the order they are started: a 2-NUMA GPU host, two SR-IOV NIC
+#: hosts on physnet1 and physnet2 (Intel with a whole PF to give away, and Mellanox), and
+#: the QuickAssist host whose VFs are the seed's encryption cards.
+SIMULATED = ("gpu-2numa", "e810", "connectx", "qat")
+
+#: Agents re-scan and heart-beat every 2 s and ask for orders every 0.5 s, so that the
+#: demo does not wait on them.
+_TIMING = "interval = 2\norder_interval = 0.5\n"
+LOCAL_GROUP = "local"
+_BRIDGE_CLASS = "06"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoHost:
+    """A host as its agent will run it: `config_file` is its host config (TOML, without
+    the token), `offered` how many devices its whitelist takes (what it should report),
+    and `profile` the simulated hardware (None for this machine)."""
+
+    name: str
+    summary: str
+    config_file: Path
+    offered: int
+    sysfs_root: Path
+    profile: str | None
+
+    @property
+    def vf_state(self) -> Path:
+        """Where a simulated host records its VF settings."""
+        return vf_state_path(self.sysfs_root)
+
+
+def _checked(text: str, path: Path) -> HostConfig:
+    path.write_text(text)
+    return host_config_from(tomllib.loads(text), f"host config {path}")
+
+
+def simulated_host(profile: HostProfile, home: Path, controller: str) -> DemoHost:
+    """Build `profile` under `home` (sysfs tree and libvirt node XML) with its config."""
+    home.mkdir(parents=True)
+    sysfs = build_sysfs(profile, home / "sys")
+    node = home / "node.xml"
+    node.write_text(nodedev_xml(profile))
+    settings = (
+        "# passthru demo: domains go to libvirt's test driver over this host's node XML;\n"
+        "# VF settings are recorded in sys/vf-state.json (there is no SR-IOV hardware).\n"
+        f"libvirt_uri = {json.dumps(f'test://{node}')}\n"
+        'vf_applier = "simulated"\n' + _TIMING + "\n"
+    )
+    text = settings + host_config_toml(profile, sysfs_root=sysfs, controller=controller)
+    config = _checked(text, home / "agent.toml")
+    return DemoHost(config.host, profile.description, home / "agent.toml",
+                    len(config.whitelist.taken(scan(config))), sysfs, profile.name)
+
+
+def simulated_hosts(root: Path, controller: str) -> list[DemoHost]:
+    return [simulated_host(PROFILES[name], root / name, controller) for name in SIMULATED]
+
+
+def _local_devices(sysfs_root: Path) -> list[PciDevice]:
+    try:
+        return discover_sysfs(sysfs_root)
+    except DiscoveryError:
+        return []  # no PCI bus visible here (a container, say): nothing of its own to offer
+
+
+def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> DemoHost | None:
+    """This machine, offering every PCI device but its bridges, tagged e.group=local;
+    None when it has nothing to offer."""
+    devices = _local_devices(sysfs_root)
+    offered = [d for d in devices if not (d.dev_class or "").startswith(_BRIDGE_CLASS)]
+    if not offered:
+        return None
+    bridges = [d.address for d in devices if d not in offered]
+    home.mkdir(parents=True)
+    lines = [
+        "# passthru demo: this machine's own PCI devices, all but its bridges, tagged",
+        "# e.group=local. Domains go to libvirt's test driver: no device leaves the machine.",
+        f"controller = {json.dumps(controller)}",
+        f"host = {json.dumps(socket.gethostname())}",
+        f"sysfs_root = {json.dumps(str(sysfs_root))}",
+        'libvirt_uri = "test:///default"',
+        _TIMING.rstrip("\n"),
+        'pool_attrs = ["vendor_id", "product_id", "e.group"]',
+        "",
+        "[[pci_information]]",
+        'match = { vendor_id = "*" }',
+        f'extra = {{ "e.group" = "{LOCAL_GROUP}" }}',
+    ]
+    if bridges:
+        lines.append(f"exclude = {json.dumps(bridges)}")
+    config = _checked("\n".join(lines) + "\n", home / "agent.toml")
+    return DemoHost(config.host, f"this machine: {len(offered)} PCI devices of its own",
+                    home / "agent.toml", len(config.whitelist.taken(scan(config))),
+                    sysfs_root, profile=None)
