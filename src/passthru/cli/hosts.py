@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -14,13 +15,26 @@ from passthru.pci.device import DeviceStatus
 HostFilter = Annotated[str | None, typer.Option("--host", help="Only this host.")]
 
 
+def ago(timestamp: str | None, now: datetime | None = None) -> str:
+    """How long ago an API timestamp was, as a person reads it ('4 s ago', '2 h ago')."""
+    if timestamp is None:
+        return "never"
+    seconds = ((now or datetime.now(UTC)) - datetime.fromisoformat(timestamp)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{max(0, int(seconds))} s ago"
+
+
 @command("host-list")
 def host_list(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     """(admin) List hosts: up or down, last heart-beat, devices and how many are free."""
     with Client(url, token) as api:
         hosts = api.call("GET", api.tenant("/os-hosts"))["hosts"]
+    rows = [{**h, "heartbeat": ago(h["last_heartbeat"]),
+             "pool_attrs": ", ".join(h["pool_attrs"])} for h in hosts]
     show(hosts, as_json, lambda: print_table(
-        hosts, ("name", "status", "last_heartbeat", "devices", "free", "pool_attrs"),
+        rows, ("name", "status", "heartbeat", "devices", "free", "pool_attrs"),
         headers=("Host", "Status", "Last heart-beat", "Devices", "Free", "Pool attrs"),
         title="Hosts"))
 

@@ -28,10 +28,11 @@ def _requests_table(server: dict[str, Any]) -> Table:
         table.add_column(header, overflow="fold")
     for entry in server["pci_requests"]:
         request = entry["request"]
-        source = entry["source_flavor"] or f"port {request['port_id']}"
+        # Short ids keep the table readable; --json has them whole.
+        source = entry["source_flavor"] or f"port {request['port_id'][:8]}"
         devices = ", ".join(f"{d['address']} ({d['vendor_id']}:{d['product_id']})"
                             for d in entry["devices"]) or "-"
-        table.add_row(request["request_id"], str(request["count"]),
+        table.add_row(request["request_id"][:8], str(request["count"]),
                       " or ".join(request["alternatives"]) or "any",
                       request["physical_network"] or "-", request["dev_type"] or "-",
                       source, devices)

@@ -117,7 +117,7 @@ def test_after_the_last_lost_race_the_failure_says_what_is_missing(store: Store)
         first.schedule(*vm(store, gpus(1)))
     late, requests = vm(store, gpus(1))
     with pytest.raises(NoValidHostError, match=r"^no host has 1 free device of pci flavor "
-                       r"bigGPU; no host has any$"):
+                       r"bigGPU; none is free on any host that is up$"):
         second.schedule(late, requests)
     assert devices_of(store, late) == []
 
@@ -128,7 +128,7 @@ def test_an_inventory_change_since_the_read_fails_the_claim(store: Store) -> Non
     # The operator re-wires the NIC to physnet2; the device's generation moves on.
     report(store, "compute-1", nic(0, 1, "physnet2"))
     owner, requests = vm(store, vf_port("physnet1"))
-    with pytest.raises(NoValidHostError, match="physical_network physnet1; no host has any"):
+    with pytest.raises(NoValidHostError, match="physical_network physnet1; none is free on any host that is up"):
         scheduler.schedule(owner, requests)
     assert devices_of(store, owner) == []
     assert scheduler.schedule(*vm(store, vf_port("physnet2"))).host == "compute-1"

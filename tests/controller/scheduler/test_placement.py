@@ -146,7 +146,7 @@ def test_a_vf_in_use_takes_its_pf_out_of_the_index() -> None:
     vf = vf_port("physnet1")
     index.claim("one-nic", place(index, [vf]).selection, "vm1")
     with pytest.raises(NoValidHostError, match=r"no host has 1 free device of pci flavor any "
-                       r"\(type-PF\) on physical_network physnet1; no host has any"):
+                       r"\(type-PF\) on physical_network physnet1; none is free on any host that is up"):
         place(index, [pf_port("physnet1")])
     index.free("one-nic", "vm1")
     assert place(index, [pf_port("physnet1")]).host == "one-nic"
@@ -202,7 +202,7 @@ def test_down_hosts_are_skipped_until_they_come_back() -> None:
     index.set_up("h0", False)
     assert place(index, [gpus(1)]).host == "h1"
     index.set_up("h1", False)
-    with pytest.raises(NoValidHostError, match="no host has any"):
+    with pytest.raises(NoValidHostError, match="none is free on any host that is up"):
         place(index, [gpus(1)])
     index.set_up("h0", True)
     assert place(index, [gpus(1)]).host == "h0"
@@ -233,7 +233,7 @@ def test_changed_pci_flavors_are_matched_again() -> None:
 def test_excluded_hosts_are_passed_over() -> None:
     index = fleet_with_free_gpus(1, 1)
     assert place(index, [gpus(1)], exclude=frozenset({"h0"})).host == "h1"
-    with pytest.raises(NoValidHostError, match="no host has any"):
+    with pytest.raises(NoValidHostError, match="none is free on any host that is up"):
         place(index, [gpus(1)], exclude=frozenset({"h0", "h1"}))
 
 

@@ -167,7 +167,7 @@ def _explain(index: HostIndex, demands: list[_Demand], requests: Sequence[PciReq
         closest = _closest(demand.ranking, exclude)
         if closest is None or closest[1] < demand.need:
             where = (f"closest: {closest[0]} has {closest[1]}" if closest
-                     else "no host has any")
+                     else "none is free on any host that is up")
             return NoValidHostError(f"no host has {demand.describe()}; {where}",
                                     demand.example, closest[0] if closest else None)
     primary, others = demands[0], demands[1:]
