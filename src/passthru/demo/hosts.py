@@ -62,13 +62,8 @@ def simulated_host(profile: HostProfile, home: Path, controller: str) -> DemoHos
     sysfs = build_sysfs(profile, home / "sys")
     node = home / "node.xml"
     node.write_text(nodedev_xml(profile))
-    settings = (
-        "# passthru demo: domains go to libvirt's test driver over this host's node XML;\n"
-        "# VF settings are recorded in sys/vf-state.json (there is no SR-IOV hardware).\n"
-        f"libvirt_uri = {json.dumps(f'test://{node}')}\n"
-        'vf_applier = "simulated"\n' + _TIMING + "\n"
-    )
-    text = settings + host_config_toml(profile, sysfs_root=sysfs, controller=controller)
+    text = _TIMING + host_config_toml(profile, sysfs_root=sysfs, nodedev_xml=node,
+                                      controller=controller)
     config = _checked(text, home / "agent.toml")
     return DemoHost(config.host, profile.description, home / "agent.toml",
                     len(config.whitelist.taken(scan(config))), sysfs, profile.name)

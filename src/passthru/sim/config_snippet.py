@@ -44,13 +44,16 @@ def host_config_toml(
         f"controller = {_string(controller)}",
         f"host = {_string('sim-' + profile.name)}",
     ]
-    libvirt_uri = f"test://{nodedev_xml.resolve()}" if nodedev_xml else None
     if sysfs_root is not None:
         lines += ['source = "sysfs"', f"sysfs_root = {_string(str(sysfs_root.resolve()))}"]
-        if libvirt_uri:
-            lines.append(f'# or: source = "libvirt" with libvirt_uri = {_string(libvirt_uri)}')
-    elif libvirt_uri:
-        lines += ['source = "libvirt"', f"libvirt_uri = {_string(libvirt_uri)}"]
+    elif nodedev_xml is not None:
+        lines.append('source = "libvirt"')
+    if nodedev_xml is not None:
+        # libvirt's test driver over the node XML: the host's domains live there, and with
+        # source = "libvirt" its devices are read from it too.
+        lines.append(f"libvirt_uri = {_string(f'test://{nodedev_xml.resolve()}')}")
+    # A simulated host has no VFs to program: their settings are recorded instead.
+    lines.append('vf_applier = "simulated"')
     lines.append(f"pool_attrs = {_value(profile.pool_attrs)}")
     for entry in profile.pci_information:
         lines += ["", "[[pci_information]]"]
