@@ -8,8 +8,14 @@ chosen devices become unavailable in the same transaction (only those still avai
 so a relative already blocked by someone else's VF is left alone). Two replicas that
 claim a PF and one of its VFs at once both write both rows, so one of them waits for the
 other and then finds its own chosen row changed, or the database breaks the deadlock:
-either way exactly one wins. The server is placed on the host only if the host is still
-up in the store. Frees go through the store's host rules (`release.py`).
+either way exactly one wins.
+
+First of all the claim locks the host row, as inventory reports and frees do
+(`host_devices.lock_host`), and goes on only if the host is still up. Without that lock a
+free could read the host's devices before this claim commits and, seeing no VF of a PF in
+use any more, make the PF available next to the VF this claim takes (the claim leaves an
+already unavailable PF alone, so no row lock of its own would stop that write).
+Frees go through the store's host rules (`release.py`).
 """
 
 from __future__ import annotations
@@ -39,10 +45,9 @@ _BLOCK = (update(_DEVICES)
           .values(status=DeviceStatus.UNAVAILABLE, generation=_DEVICES.c.generation + 1)
           .returning(_DEVICES.c.address, _DEVICES.c.generation))
 _HOSTS = HostRow.__table__
+_LOCK_HOST = select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host")).with_for_update()
 _PLACE_SERVER = (update(ServerRow.__table__)
-                 .where(ServerRow.__table__.c.uuid == bindparam("owner"),
-                        select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host"))
-                        .scalar_subquery() == HostStatus.UP)
+                 .where(ServerRow.__table__.c.uuid == bindparam("owner"))
                  .values(host_id=bindparam("host")))
 _RECORD = insert(EventRow.__table__)
 # PostgreSQL's serialization failure and deadlock: the database picked another winner.
@@ -74,6 +79,8 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
                      for device in picked), key=lambda item: host.refs[item[1].address].id)
     # Plain statements on the session's connection: a claim needs no ORM unit of work.
     connection = session.connection()
+    if connection.execute(_LOCK_HOST, {"host": host.id}).scalar_one_or_none() != HostStatus.UP:
+        raise LostRaceError(host.name, reason="went down")
     changed: dict[str, int] = {}
     for request_id, device in chosen:
         ref = host.refs[device.address]
@@ -87,8 +94,7 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
     if blocked:
         changed.update({address: generation for address, generation
                         in connection.execute(_BLOCK, {"rows": blocked})})
-    if connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id}).rowcount != 1:
-        raise LostRaceError(host.name, reason="went down")
+    connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id})
     if chosen:
         connection.execute(_RECORD, [
             {"kind": "device-claimed", "host": host.name, "device_address": device.address,

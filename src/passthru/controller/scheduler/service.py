@@ -137,7 +137,9 @@ class Scheduler:
         try:
             with self.store.write() as session:
                 changed = []
-                for owner, placement in placed:
+                # Host rows are locked in name order, as deletes do: two multi-creates
+                # never lock hosts crosswise.
+                for owner, placement in sorted(placed, key=lambda item: item[1].host):
                     host = self._hosts[placement.host]
                     devices = self.index.hosts[placement.host].devices
                     changed.append((host, claim_in_store(session, host, placement.selection,
