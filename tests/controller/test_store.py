@@ -211,7 +211,7 @@ def test_hosts_that_stop_heart_beating_go_down_and_come_back(store: Store) -> No
             select(HostRow.name, HostRow.status))}
         kinds = session.scalars(select(EventRow.kind).order_by(EventRow.id)).all()
     assert status == {"c1": HostStatus.UP, "c2": HostStatus.UP}
-    assert kinds == ["host-down", "host-up"]
+    assert kinds == ["host-added", "host-added", "host-down", "host-up"]
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_readers_pass_a_writer(

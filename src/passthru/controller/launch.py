@@ -17,6 +17,7 @@ from passthru.controller.db import Store
 from passthru.controller.events import record
 from passthru.controller.mapping import request_from_row
 from passthru.controller.models import ServerRow, ServerStatus
+from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.placement import NoValidHostError
 from passthru.controller.scheduler.service import Scheduler
 
@@ -42,6 +43,10 @@ def launch(store: Store, scheduler: Scheduler, boots: Sequence[BootRequest]) -> 
         scheduler.schedule_many(vms)
     except NoValidHostError as error:
         fail(store, uuids, str(error))
+    except ServerGoneError as error:
+        # Deleted by its owner before it was placed: the others of a multi-create fail
+        # with it (all or none), and nothing is held.
+        fail(store, uuids, str(error))
     return uuids
 
 
@@ -50,5 +55,7 @@ def fail(store: Store, uuids: Sequence[str], reason: str) -> None:
     their ports until deleted, so the tenant sees what was asked for."""
     with store.write() as session:
         for row in _servers(session, uuids):
+            if row.status is ServerStatus.DELETED:
+                continue
             row.status, row.fault = ServerStatus.ERROR, reason
             record(session, "server-error", reason, server=row.uuid)

@@ -71,10 +71,12 @@ def pending_orders(session: Session, host: str) -> Orders:
 
 
 def _server_on(session: Session, host: str, uuid: str) -> ServerRow:
+    # Locked: a delete (which locks the server first too) cannot slip in between reading
+    # the server here and marking it ACTIVE.
     server = session.scalars(
         select(ServerRow).join(HostRow, ServerRow.host_id == HostRow.id)
         .where(HostRow.name == host, ServerRow.uuid == uuid)
-        .options(selectinload(ServerRow.ports))).one_or_none()
+        .options(selectinload(ServerRow.ports)).with_for_update(of=ServerRow)).one_or_none()
     if server is None:
         raise PciValueError(f"server {uuid} is not placed on host {host}; "
                             "ask for this host's orders again")

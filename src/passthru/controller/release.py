@@ -44,6 +44,9 @@ def release_ports(session: Session, server: ServerRow) -> None:
 
 
 def delete_server(session: Session, server: ServerRow) -> None:
+    # The server before its hosts, as claims lock them: a claim in flight either commits
+    # first (and its devices are freed here) or finds the server deleted.
+    session.refresh(server, with_for_update=True)
     free_devices(session, server)
     release_ports(session, server)
     server.status = ServerStatus.DELETED

@@ -24,6 +24,7 @@ from passthru.controller.models import (
 from passthru.controller.release import delete_server
 from passthru.controller.reports import report_full
 from passthru.controller.scheduler import NoValidHostError
+from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
@@ -211,3 +212,19 @@ def test_racing_replicas_never_share_a_device_or_break_pf_vf_exclusion(store: St
                 and (other.parent_addr == row.address or row.parent_addr == other.address)
                 for other in rows)
             assert relatives_in_use
+
+
+def test_a_server_deleted_before_its_claim_commits_gets_nothing(store: Store) -> None:
+    report(store, "compute-1", [gpu(0), gpu(1)])
+    scheduler = replica(store)
+    owner, requests = vm(store, PciRequest(1, ("bigGPU",)))
+    other, other_requests = vm(store, PciRequest(1, ("bigGPU",)), name="other")
+    with store.write() as session:
+        delete_server(session, session.get(ServerRow, owner))
+    # All or none: the multi-create with the deleted server places neither.
+    with pytest.raises(ServerGoneError, match=f"server {owner} was deleted"):
+        scheduler.schedule_many([(other, other_requests), (owner, requests)])
+    assert {d.status for d in devices_of(store)} == {DeviceStatus.AVAILABLE}
+    assert devices_of(store, owner) == devices_of(store, other) == []
+    # The index gave back its tentative claims: the other server still fits.
+    assert scheduler.schedule(other, other_requests).host == "compute-1"

@@ -16,17 +16,30 @@ free could read the host's devices before this claim commits and, seeing no VF o
 use any more, make the PF available next to the VF this claim takes (the claim leaves an
 already unavailable PF alone, so no row lock of its own would stop that write).
 Frees go through the store's host rules (`release.py`).
+
+Before any host, the claim locks the servers it places and goes on only while they are
+still being built: a delete locks its server first too, so a server deleted while its
+claim is in flight either has its devices freed after the claim commits, or makes the
+claim fail with ServerGoneError. Servers before hosts, in every transaction that takes
+both, so that none waits on the other crosswise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import DeviceRow, EventRow, HostRow, HostStatus, ServerRow
+from passthru.controller.models import (
+    DeviceRow,
+    EventRow,
+    HostRow,
+    HostStatus,
+    ServerRow,
+    ServerStatus,
+)
 from passthru.controller.scheduler.snapshot import StoredHost
 from passthru.pci.claims import Selection, relatives
 from passthru.pci.device import DeviceStatus, PciDevice
@@ -45,6 +58,10 @@ _BLOCK = (update(_DEVICES)
           .values(status=DeviceStatus.UNAVAILABLE, generation=_DEVICES.c.generation + 1)
           .returning(_DEVICES.c.address, _DEVICES.c.generation))
 _HOSTS = HostRow.__table__
+_SERVERS = ServerRow.__table__
+_LOCK_SERVERS = (select(_SERVERS.c.uuid, _SERVERS.c.status)
+                 .where(_SERVERS.c.uuid.in_(bindparam("owners", expanding=True)))
+                 .order_by(_SERVERS.c.uuid).with_for_update())
 _LOCK_HOST = select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host")).with_for_update()
 _PLACE_SERVER = (update(ServerRow.__table__)
                  .where(ServerRow.__table__.c.uuid == bindparam("owner"))
@@ -63,6 +80,22 @@ class LostRaceError(PassthruError):
         what = f"device {address} on {host}" if address else f"host {host}"
         super().__init__(f"{what} {reason} since it was chosen; choose again")
         self.host = host
+
+
+class ServerGoneError(PassthruError):
+    """A server was deleted while its devices were being claimed: nothing to place."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(f"server {server} was deleted while it was being placed")
+        self.server = server
+
+
+def lock_servers(session: Session, owners: Collection[str]) -> None:
+    """Lock the servers a claim places; raises ServerGoneError unless all are being built."""
+    found = dict(session.connection().execute(_LOCK_SERVERS, {"owners": sorted(owners)}).all())
+    for owner in sorted(owners):
+        if found.get(owner) != ServerStatus.BUILD:
+            raise ServerGoneError(owner)
 
 
 def is_lost_race(error: DBAPIError) -> bool:

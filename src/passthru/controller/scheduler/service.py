@@ -25,7 +25,12 @@ from collections.abc import Collection, Sequence
 from sqlalchemy.exc import DBAPIError
 
 from passthru.controller.db import Store
-from passthru.controller.scheduler.claim import LostRaceError, claim_in_store, is_lost_race
+from passthru.controller.scheduler.claim import (
+    LostRaceError,
+    claim_in_store,
+    is_lost_race,
+    lock_servers,
+)
 from passthru.controller.scheduler.index import HostIndex
 from passthru.controller.scheduler.placement import (
     NoValidHostError,
@@ -137,6 +142,7 @@ class Scheduler:
         try:
             with self.store.write() as session:
                 changed = []
+                lock_servers(session, [owner for owner, _ in placed])
                 # Host rows are locked in name order, as deletes do: two multi-creates
                 # never lock hosts crosswise.
                 for owner, placement in sorted(placed, key=lambda item: item[1].host):
