@@ -38,15 +38,14 @@ class AgentProcess:
         self.build(profile)
         node = self.dir / "node.xml"
         node.write_text(nodedev_xml(profile))
-        # Top-level keys go before host_config_toml's [[pci_information]] tables.
-        # No SR-IOV hardware here: VF settings are recorded in <sysfs_root>/vf-state.json
-        # instead of sent by netlink (kept across rebuilds: only `bus` is swapped).
-        settings = {"token": token, "libvirt_uri": f"test://{node}", "vf_applier": "simulated",
-                    "interval": interval, "order_interval": order_interval}
+        # Top-level keys go before host_config_toml's [[pci_information]] tables. Its
+        # config records VF settings in <sysfs_root>/vf-state.json instead of sending them
+        # by netlink (kept across rebuilds: only `bus` is swapped).
+        settings = {"token": token, "interval": interval, "order_interval": order_interval}
         head = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
         self.config = self.dir / "host.toml"
         self.config.write_text(head + host_config_toml(profile, sysfs_root=self.sysfs_root,
-                                                       controller=controller))
+                                                       nodedev_xml=node, controller=controller))
         self.log = self.dir / "agent.log"
         self.process: subprocess.Popen[bytes] | None = None
 

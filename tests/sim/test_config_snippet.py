@@ -21,10 +21,12 @@ def test_values_round_trip_through_toml(tmp_path: Path) -> None:
     assert settings["sysfs_root"] == str(tmp_path.resolve())
 
 
-def test_both_targets_prefer_sysfs_and_mention_libvirt(tmp_path: Path) -> None:
-    text = host_config_toml(ODD, sysfs_root=tmp_path, nodedev_xml=tmp_path / "n.xml")
-    assert tomllib.loads(text)["source"] == "sysfs"
-    assert f"test://{tmp_path.resolve()}/n.xml" in text
+def test_both_read_devices_from_sysfs_and_run_domains_over_the_node_xml(tmp_path: Path) -> None:
+    settings = tomllib.loads(
+        host_config_toml(ODD, sysfs_root=tmp_path, nodedev_xml=tmp_path / "n.xml"))
+    assert settings["source"] == "sysfs"
+    assert settings["libvirt_uri"] == f"test://{tmp_path.resolve()}/n.xml"
+    assert settings["vf_applier"] == "simulated"
 
 
 def test_libvirt_only(tmp_path: Path) -> None:
