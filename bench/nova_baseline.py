@@ -69,6 +69,20 @@ def _nova_device(device: PciDevice) -> Any:
         dev_id="pci_" + device.address.replace(":", "_").replace(".", "_"))
 
 
+def nova_pooling(devices: Sequence[PciDevice], taken: Sequence[PciDevice]) -> Any:
+    """Nova's compute side over one host: the whitelist decides for every device, and the
+    devices it takes are pooled. Returns the stats."""
+    dev_filter = whitelist.Whitelist(device_spec(taken))
+    stats = nova_stats.PciDeviceStats(numa_topology({0: 0, 1: 1}), dev_filter=dev_filter)
+    for device in devices:
+        candidate = {"vendor_id": device.vendor_id, "product_id": device.product_id,
+                     "address": device.address, "parent_addr": device.parent_addr,
+                     "dev_type": str(device.dev_type)}
+        if dev_filter.device_assignable(candidate):
+            stats.add_device(_nova_device(device))
+    return stats
+
+
 def numa_topology(nodes: Mapping[int, int]) -> Any:
     """The host's NUMA cells (node → socket) as Nova's scheduler sees them."""
     return objects.NUMATopology(cells=[
