@@ -22,7 +22,27 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
 
 
-class LiveController:
+class Child:
+    """A `passthru` subprocess that a test can kill, as in a crash, or stop."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as when a machine dies."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class LiveController(Child):
     """`passthru serve` in a subprocess; `start()` waits until it answers. `options` are
     more `serve` options, e.g. a short `--heartbeat-timeout`."""
 
@@ -60,16 +80,3 @@ class LiveController:
                 time.sleep(0.1)
         raise RuntimeError(f"passthru serve did not answer in {timeout}s")
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -19,12 +18,12 @@ from typing import Any, TypeVar
 
 from passthru.host.sim_vf import read_vf_state, vf_state_path
 from passthru.sim import HostProfile, build_sysfs, host_config_toml, nodedev_xml
-from tests.cli.live import PASSTHRU, child_env
+from tests.cli.live import PASSTHRU, Child, child_env
 
 T = TypeVar("T")
 
 
-class AgentProcess:
+class AgentProcess(Child):
     """One simulated host and its `passthru agent` subprocess."""
 
     def __init__(self, profile: HostProfile, workdir: Path, controller: str, token: str,
@@ -67,20 +66,6 @@ class AgentProcess:
             self.process = subprocess.Popen(
                 [str(PASSTHRU), "agent", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=child_env())
-
-    def kill(self) -> None:
-        """SIGKILL: the agent stops heart-beating without a word, as when a host dies."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def log_tail(self) -> str:
         text = self.log.read_text() if self.log.exists() else "(no output)"

@@ -214,3 +214,19 @@ def test_a_restarted_agent_keeps_running_servers_and_reports_lost_ones(
     # The kept server's devices stay allocated; the lost one's are free again.
     assert held(catalog) == {a: s for a, s in before.items() if a in GPUS}
     assert [d.name for d in compute.driver.domains()] == [domain_name(kept["id"])]
+
+
+def test_devices_if_available_never_block_a_boot(catalog: Api, compute: Compute) -> None:
+    admin(catalog, "POST", "/os-pci-flavors", **{"pci-flavor": {
+        "name": "t4", "vendor_id": "10de", "product_id": "1eb8"}})  # no host has one
+    admin(catalog, "POST", "/flavors", flavor={"name": "m1.maybe"})
+    admin(catalog, "POST", "/flavors/m1.maybe/os-extra_specs", extra_specs={
+        "pci_passthrough:pci_flavor_if_available": "1:t4;1:a100"})
+    vm = boot(catalog, "vm", "m1.maybe")
+    assert vm["status"] == "BUILD"
+    got = {r["request"]["alternatives"][0]: [d["address"] for d in r["devices"]]
+           for r in vm["pci_requests"]}
+    assert len(got["a100"]) == 1 and got["t4"] == []
+    compute.worker.run_orders()
+    assert server(catalog, "vm")["status"] == "ACTIVE"
+    assert hostdevs(compute.driver.xml(domain_name(vm["id"]))) == set(got["a100"])

@@ -93,6 +93,17 @@ def test_extra_specs_combine_both_syntaxes_and_the_numa_policy() -> None:
     assert requests_from_extra_specs({"hw:cpu_policy": "dedicated"}) == []
 
 
+def test_if_available_requests_are_soft() -> None:
+    requests = requests_from_extra_specs({
+        "pci_passthrough:pci_flavor": "1:bigGPU",
+        "pci_passthrough:pci_flavor_if_available": "2:QA;1:fastNIC"})
+    assert [(r.count, r.alternatives, r.soft) for r in requests] == [
+        (1, ("bigGPU",), False), (2, ("QA",), True), (1, ("fastNIC",), True)]
+    with pytest.raises(RequestSyntaxError, match="count must be at least 1") as caught:
+        requests_from_extra_specs({"pci_passthrough:pci_flavor_if_available": "0:QA"})
+    assert "pci_passthrough:pci_flavor_if_available '0:QA'" in str(caught.value)
+
+
 def test_numa_policy_parsing() -> None:
     assert parse_numa_policy(None) is NumaPolicy.LEGACY
     assert parse_numa_policy("Preferred") is NumaPolicy.PREFERRED

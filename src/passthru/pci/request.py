@@ -18,6 +18,9 @@ from passthru.pci.device import DevType
 from passthru.pci.errors import PciValueError
 
 SEED_SPEC_KEY = "pci_passthrough:pci_flavor"
+#: Devices a VM gets if a host has them and goes without otherwise (the seed's "start
+#: with PCI if PCI is available"), in the seed's syntax.
+SOFT_SPEC_KEY = "pci_passthrough:pci_flavor_if_available"
 NOVA_ALIAS_KEY = "pci_passthrough:alias"
 NUMA_POLICY_KEY = "hw:pci_numa_affinity_policy"
 
@@ -181,6 +184,9 @@ def requests_from_extra_specs(extra_specs: Mapping[str, str]) -> list[PciRequest
         requests += parse_seed_spec(extra_specs[SEED_SPEC_KEY])
     if NOVA_ALIAS_KEY in extra_specs:
         requests += parse_nova_alias_spec(extra_specs[NOVA_ALIAS_KEY])
+    if SOFT_SPEC_KEY in extra_specs:
+        requests += [replace(r, soft=True)
+                     for r in parse_seed_spec(extra_specs[SOFT_SPEC_KEY], key=SOFT_SPEC_KEY)]
     return [replace(r, numa_policy=policy) for r in requests]
 
 
