@@ -14,7 +14,9 @@ import passthru.cli.serve
 import passthru.cli.servers
 import passthru.cli.tokens  # noqa: F401
 from passthru.cli import demo, discover, sim  # noqa: F401
-from passthru.cli.app import app
+from passthru.cli.app import app, arrange
+
+arrange()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from passthru.cli.app import app
+from passthru.cli.app import app, panel_of
 from passthru.pci.errors import PassthruError
 
 P = ParamSpec("P")
@@ -36,7 +36,7 @@ def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                           soft_wrap=True)
                 raise typer.Exit(1) from None
 
-        app.command(name)(run)
+        app.command(name, rich_help_panel=panel_of(name))(run)
         return run
 
     return register

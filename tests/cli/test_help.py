@@ -1,0 +1,18 @@
+from typer.testing import CliRunner
+
+from passthru.cli.app import PANELS
+from passthru.cli.main import app
+
+
+def test_every_command_has_its_place_in_the_help() -> None:
+    registered = [command.name for command in app.registered_commands]
+    listed = [name for names in PANELS.values() for name in names]
+    assert sorted(registered) == sorted(listed)
+    # Shown group by group, in the order PANELS gives.
+    assert registered == listed
+
+
+def test_the_help_shows_the_groups_in_order() -> None:
+    text = CliRunner().invoke(app, ["--help"], terminal_width=100).output
+    positions = [text.index(panel) for panel in PANELS]
+    assert positions == sorted(positions)
