@@ -127,6 +127,11 @@ def test_image_narrows_alternatives() -> None:
         narrow_to_supported(requests, {"QA9"}, image="image QA9_image")
 
 
+def test_describe_without_a_pci_flavor() -> None:
+    request = PciRequest(1, (), physical_network="physnet1", dev_type=DevType.VF)
+    assert request.describe() == "1 device (type-VF) on physical_network physnet1"
+
+
 def test_describe_names_network_and_type() -> None:
     request = PciRequest(2, ("bigGPU",), physical_network="physnet2", dev_type=DevType.VF)
     assert request.describe() == "2 devices of pci flavor bigGPU (type-VF) on physical_network physnet2"

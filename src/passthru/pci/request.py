@@ -66,9 +66,10 @@ class PciRequest:
 
     def describe(self) -> str:
         """A person's reading of the request, for error messages."""
-        what = " or ".join(self.alternatives) if self.alternatives else "any"
         noun = "device" if self.count == 1 else "devices"
-        text = f"{self.count} {noun} of pci flavor {what}"
+        text = f"{self.count} {noun}"
+        if self.alternatives:
+            text += f" of pci flavor {' or '.join(self.alternatives)}"
         if self.dev_type is not None:
             text += f" ({self.dev_type})"
         if self.physical_network is not None:
