@@ -177,6 +177,24 @@ def test_destroy_after_a_restart_finds_the_vfs_in_the_domain_xml(
     assert domain_names(driver) == set()
 
 
+def test_an_agent_that_died_between_undefine_and_reset_resets_from_the_orders_xml(
+        host: SimHost, driver: LibvirtDriver) -> None:
+    applier = RecordingApplier()
+    order = every_shape(host)
+    spawned = host.attacher(driver, applier).spawn(order)
+    assert spawned.ok and applier.configured
+    # The domain went, its VFs stayed configured: the agent died in between.
+    driver.stop(domain_name(order.server_uuid))
+    driver.undefine(domain_name(order.server_uuid))
+
+    result = host.attacher(driver, applier).destroy(
+        DestroyOrder(order.server_uuid, "vm1", domain_xml=spawned.domain_xml))
+
+    assert result.ok
+    assert applier.configured == {}
+    assert {slot.address for slot in applier.resets} == {"0000:5e:01.1", "0000:5e:01.2"}
+
+
 def test_destroying_a_server_without_a_domain_is_done(host: SimHost,
                                                       driver: LibvirtDriver) -> None:
     applier = RecordingApplier()

@@ -62,7 +62,7 @@ def pending_orders(session: Session, host: str) -> Orders:
     orders = Orders()
     for server in session.scalars(query):
         if server.status is ServerStatus.DELETED:
-            orders.destroy.append(DestroyOrder(server.uuid, server.name))
+            orders.destroy.append(DestroyOrder(server.uuid, server.name, server.domain_xml))
         elif server.status is ServerStatus.ACTIVE:
             orders.running.append(server.uuid)
         else:

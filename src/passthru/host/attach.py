@@ -150,18 +150,23 @@ class Attacher:
                            domain_xml=xml)
 
     def destroy(self, order: DestroyOrder) -> OrderResult:
-        """Stop and undefine the server's domain, then reset the network VFs it held.
-        A domain that is already gone is done."""
+        """Stop and undefine the server's domain, then reset the network VFs it held. When
+        the domain is already gone, the VFs the order's XML names are reset (if it has
+        one) and the destroy is done."""
         name = domain_name(order.server_uuid)
         try:
             with _step("read domain", name):
                 try:
-                    xml = self.driver.xml(name)
+                    xml: str | None = self.driver.xml(name)
                 except DomainNotFoundError:
+                    xml = None
+                known = xml or order.domain_xml
+                if known is None:
                     return OrderResult(order.server_uuid, ok=True)
-                devices = read_domain_devices(xml)
-            with _step("remove domain", name):
-                self._remove_domain(name)
+                devices = read_domain_devices(known)
+            if xml is not None:
+                with _step("remove domain", name):
+                    self._remove_domain(name)
             with _step("read host devices", "the VFs to reset"):
                 inventory = self._inventory()
         except _StepError as failure:

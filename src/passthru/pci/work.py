@@ -55,10 +55,15 @@ class SpawnOrder:
 
 @dataclass(slots=True)
 class DestroyOrder:
-    """Remove server `server_uuid` from this host and put its VFs back as they were."""
+    """Remove server `server_uuid` from this host and put its VFs back as they were.
+
+    `domain_xml` is the XML the server was started with, as the controller keeps it: it
+    still names the VFs to reset when the domain itself is already gone (an agent that
+    died between removing a domain and resetting its VFs)."""
 
     server_uuid: str
     name: str
+    domain_xml: str | None = None
 
     def __post_init__(self) -> None:
         self.server_uuid = canonical_uuid(self.server_uuid)
