@@ -15,6 +15,7 @@ apt_packages=(
   fonts-dejavu-core  # readable text in the page's screenshot
   pkg-config
   gcc
+  python3-dev        # headers for libvirt-python's build when Debian's python3 is used
   python3-venv
 )
 missing=()
