@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import update
 
 from passthru.controller.boot import BootRequest, boot_server
 from passthru.controller.db import Store
@@ -22,23 +21,15 @@ from passthru.controller.scheduler.placement import NoValidHostError
 from passthru.controller.scheduler.service import Scheduler
 
 
-def _servers(session: Session, uuids: Sequence[str]) -> list[ServerRow]:
-    query = (select(ServerRow).where(ServerRow.uuid.in_(uuids))
-             .options(selectinload(ServerRow.requests)))
-    by_uuid = {row.uuid: row for row in session.scalars(query)}
-    return [by_uuid[uuid] for uuid in uuids]
-
-
 def launch(store: Store, scheduler: Scheduler, boots: Sequence[BootRequest]) -> list[str]:
     """Create the servers and place them all on hosts, or none of them.
 
     Returns their uuids; they are BUILD on their hosts, or ERROR with the reason.
     """
     with store.write() as session:
-        uuids = [boot_server(session, boot).uuid for boot in boots]
-    with store.read() as session:
-        vms = [(row.uuid, [request_from_row(r) for r in row.requests])
-               for row in _servers(session, uuids)]
+        servers = [boot_server(session, boot) for boot in boots]
+        vms = [(row.uuid, [request_from_row(r) for r in row.requests]) for row in servers]
+    uuids = [uuid for uuid, _ in vms]
     try:
         scheduler.schedule_many(vms)
     except NoValidHostError as error:
@@ -54,8 +45,11 @@ def fail(store: Store, uuids: Sequence[str], reason: str) -> None:
     """Servers that cannot be placed: ERROR with the reason. Like any server they keep
     their ports until deleted, so the tenant sees what was asked for."""
     with store.write() as session:
-        for row in _servers(session, uuids):
-            if row.status is ServerStatus.DELETED:
-                continue
-            row.status, row.fault = ServerStatus.ERROR, reason
-            record(session, "server-error", reason, server=row.uuid)
+        # Conditional: a delete that commits meanwhile is not turned back into ERROR.
+        failed = session.scalars(
+            update(ServerRow).where(ServerRow.uuid.in_(uuids),
+                                    ServerRow.status != ServerStatus.DELETED)
+            .values(status=ServerStatus.ERROR, fault=reason).returning(ServerRow.uuid)
+            .execution_options(synchronize_session=False)).all()
+        for uuid in sorted(failed):
+            record(session, "server-error", reason, server=uuid)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from passthru.controller.events import record
@@ -112,12 +112,18 @@ def heartbeat(session: Session, host_name: str, now: datetime | None = None) -> 
 
 def mark_silent_hosts_down(session: Session, timeout: float,
                            now: datetime | None = None) -> list[str]:
-    """Hosts whose last heart-beat is older than `timeout` seconds go down."""
+    """Hosts whose last heart-beat is older than `timeout` seconds go down.
+
+    One conditional update: a heart-beat that commits while the sweep runs is seen (the
+    database checks the condition again on the row it waited for), so a live host is
+    never marked down behind its back."""
     limit = (now or utcnow()) - timedelta(seconds=timeout)
-    silent = session.scalars(select(HostRow).where(
-        HostRow.status == HostStatus.UP, HostRow.last_heartbeat < limit)).all()
-    for host in silent:
-        host.status = HostStatus.DOWN
-        record(session, "host-down", host=host.name,
-               message=f"no heart-beat since {host.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC")
-    return [host.name for host in silent]
+    silent = session.execute(
+        update(HostRow).where(HostRow.status == HostStatus.UP, HostRow.last_heartbeat < limit)
+        .values(status=HostStatus.DOWN)
+        .returning(HostRow.name, HostRow.last_heartbeat)
+        .execution_options(synchronize_session=False)).all()
+    for name, last in sorted(silent):
+        record(session, "host-down", host=name,
+               message=f"no heart-beat since {last:%Y-%m-%d %H:%M:%S} UTC")
+    return sorted(name for name, _ in silent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from passthru.pci.device import PHYSICAL_NETWORK, DeviceStatus, DevType, PciDevice
@@ -92,7 +93,8 @@ def numa_filter(
     if request.numa_policy is NumaPolicy.LEGACY or _free(with_unknown) >= request.count:
         return with_unknown
     # Preferred: anything goes, but local devices are used up first, then node-less ones.
-    return with_unknown + [p for p in pools if p not in with_unknown]
+    preferred = {id(p) for p in with_unknown}
+    return with_unknown + [p for p in pools if id(p) not in preferred]
 
 
 def _free(pools: Iterable[Pool]) -> int:
@@ -102,12 +104,7 @@ def _free(pools: Iterable[Pool]) -> int:
 class _Search:
     """Backtracking over how each request's count is spread across its candidate pools."""
 
-    def __init__(self, by_address: Mapping[str, PciDevice]) -> None:
-        self.by_address = by_address
-        self.children: dict[str, list[PciDevice]] = {}
-        for device in by_address.values():
-            if device.dev_type is DevType.VF and device.parent_addr:
-                self.children.setdefault(device.parent_addr, []).append(device)
+    def __init__(self) -> None:
         self.taken: set[str] = set()
         self.busy_parents: dict[str, int] = {}  # PF address → VFs of it taken here
         self.taken_pfs: set[str] = set()
@@ -146,7 +143,8 @@ class _Search:
             return
         self.steps += 1
         head, rest = pools[0], pools[1:]
-        usable = [d for d in head.devices if self.usable(d)]
+        # Only the first `need` usable devices of a pool can ever be taken from it.
+        usable = list(islice(filter(self.usable, head.devices), need))
         for take in range(min(need, len(usable)), -1, -1):
             picked = usable[:take]
             for device in picked:
@@ -183,8 +181,7 @@ def select_devices(
 
     Returns None when the hard requests cannot all be met on these pools.
     """
-    by_address = {d.address: d for pool in pools for d in pool.devices}
-    search = _Search(by_address)
+    search = _Search()
     chosen: dict[str, tuple[PciDevice, ...]] = {}
 
     def plan_for(batch: Iterable[PciRequest]) -> list[tuple[PciRequest, list[Pool]]]:

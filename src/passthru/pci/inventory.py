@@ -82,7 +82,7 @@ def apply_delta(tracked: dict[str, PciDevice], delta: InventoryDelta) -> list[In
         known = tracked.get(address)
         if known is None or known.status is DeviceStatus.REMOVED:
             continue
-        if known.status in (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED):
+        if in_use(known):
             if not known.missing:
                 known.missing = True
                 changes.append(InventoryChange("missing", address))
