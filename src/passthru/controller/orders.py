@@ -52,21 +52,35 @@ def spawn_order(server: ServerRow) -> SpawnOrder:
 
 
 def pending_orders(session: Session, host: str) -> Orders:
-    query = (select(ServerRow).join(HostRow, ServerRow.host_id == HostRow.id)
-             .where(HostRow.name == host, ServerRow.status.in_(
-                 (ServerStatus.BUILD, ServerStatus.ACTIVE, ServerStatus.DELETED)))
-             .options(selectinload(ServerRow.requests).selectinload(PciRequestRow.devices),
-                      selectinload(ServerRow.ports).selectinload(PortRow.network),
-                      selectinload(ServerRow.flavor))
-             .order_by(ServerRow.created_at))
+    """Asked every few seconds by each agent: one light query over the host's servers,
+    and the devices, ports and flavor loaded only for those to spawn."""
+    on_host = (ServerRow.host_id == select(HostRow.id).where(HostRow.name == host)
+               .scalar_subquery())
     orders = Orders()
-    for server in session.scalars(query):
-        if server.status is ServerStatus.DELETED:
-            orders.destroy.append(DestroyOrder(server.uuid, server.name, server.domain_xml))
-        elif server.status is ServerStatus.ACTIVE:
-            orders.running.append(server.uuid)
+    to_spawn: list[str] = []
+    for uuid, name, status in session.execute(
+            select(ServerRow.uuid, ServerRow.name, ServerRow.status)
+            .where(on_host, ServerRow.status.in_(
+                (ServerStatus.BUILD, ServerStatus.ACTIVE, ServerStatus.DELETED)))
+            .order_by(ServerRow.created_at)):
+        if status is ServerStatus.DELETED:
+            orders.destroy.append(DestroyOrder(uuid, name))
+        elif status is ServerStatus.ACTIVE:
+            orders.running.append(uuid)
         else:
-            orders.spawn.append(spawn_order(server))
+            to_spawn.append(uuid)
+    if orders.destroy:
+        xml = dict(session.execute(select(ServerRow.uuid, ServerRow.domain_xml).where(
+            ServerRow.uuid.in_([order.server_uuid for order in orders.destroy]))).all())
+        for order in orders.destroy:
+            order.domain_xml = xml[order.server_uuid]
+    if to_spawn:
+        building = {row.uuid: row for row in session.scalars(
+            select(ServerRow).where(ServerRow.uuid.in_(to_spawn)).options(
+                selectinload(ServerRow.requests).selectinload(PciRequestRow.devices),
+                selectinload(ServerRow.ports).selectinload(PortRow.network),
+                selectinload(ServerRow.flavor)))}
+        orders.spawn = [spawn_order(building[uuid]) for uuid in to_spawn]
     return orders
 
 

@@ -11,13 +11,18 @@ from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, S
 from passthru.pci import claims
 
 
+def hosts_holding(session: Session, server: ServerRow) -> list[str]:
+    """The hosts where `server` holds devices, in name order (the order hosts are locked
+    in, so that two deletes never lock hosts crosswise)."""
+    return sorted(session.scalars(
+        select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
+        .where(DeviceRow.owner == server.uuid).distinct()))
+
+
 def free_devices(session: Session, server: ServerRow) -> list[str]:
     """Free every device `server` holds, on whatever host; returns their addresses."""
-    host_names = session.scalars(
-        select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
-        .where(DeviceRow.owner == server.uuid).distinct()).all()
     freed: list[str] = []
-    for name in sorted(host_names):  # a fixed order: two deletes never lock hosts crosswise
+    for name in hosts_holding(session, server):
         host = lock_host(session, name)
         if host is None:
             continue
@@ -43,12 +48,15 @@ def release_ports(session: Session, server: ServerRow) -> None:
             port.binding_profile = {}
 
 
-def delete_server(session: Session, server: ServerRow) -> None:
+def delete_server(session: Session, server: ServerRow) -> list[str]:
+    """Delete the server; returns the hosts whose devices it freed."""
     # The server before its hosts, as claims lock them: a claim in flight either commits
     # first (and its devices are freed here) or finds the server deleted.
     session.refresh(server, with_for_update=True)
+    hosts = hosts_holding(session, server)
     free_devices(session, server)
     release_ports(session, server)
     server.status = ServerStatus.DELETED
     record(session, "server-deleted", server=server.uuid,
            host=server.host.name if server.host else None, message=f"server {server.name}")
+    return hosts

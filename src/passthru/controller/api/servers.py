@@ -146,7 +146,9 @@ def create_server(tenant_id: str, who: TenantCaller, store: StoreDep,
                          nics=nics) for name in names]
     uuids = launch(store, scheduler, boots)
     with store.read() as session:
-        views = [server_view(_find(session, who, tenant_id, uuid)) for uuid in uuids]
+        rows = {row.uuid: row for row in session.scalars(
+            select(ServerRow).where(ServerRow.uuid.in_(uuids)).options(*_LOAD))}
+        views = [server_view(rows[uuid]) for uuid in uuids]
     return ServersCreated(server=views[0], servers=views)
 
 
@@ -161,9 +163,7 @@ def show_server(tenant_id: str, who: TenantCaller, store: StoreDep, server: str)
 def delete(tenant_id: str, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
            server: str) -> Response:
     with store.write() as session:
-        row = _find(session, who, tenant_id, server)
-        host = row.host.name if row.host else None
-        delete_server(session, row)
-    if host is not None:
-        scheduler.refresh([host])
+        freed_on = delete_server(session, _find(session, who, tenant_id, server))
+    if freed_on:
+        scheduler.refresh(freed_on)
     return Response(status_code=204)
