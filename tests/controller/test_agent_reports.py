@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from passthru.host.agent import Agent
-from passthru.host.config import host_config_from, scan
+from passthru.host.config import host_config_from, offered
 from passthru.host.link import HttpLink, LinkError
 from passthru.pci.device import DeviceStatus
 from passthru.sim import PROFILES, HostProfile, build_sysfs
@@ -29,7 +29,7 @@ def agent_for(api: Api, host: str, root: Path, profile: HostProfile,
         "pci_information": [dict(entry) for entry in profile.pci_information]})
     api.client.headers["Authorization"] = f"Bearer {token or api.agent(host)}"
     link = HttpLink(api.client, host)
-    return Agent(scan=lambda: config.whitelist.taken(scan(config)), link=link,
+    return Agent(scan=lambda: offered(config), link=link,
                  pool_attrs=config.pool_attrs)
 
 

@@ -14,7 +14,7 @@ from lxml import etree
 
 from passthru.host.agent import Agent
 from passthru.host.attach import Attacher, domain_name
-from passthru.host.config import scan
+from passthru.host.config import offered
 from passthru.host.domain_xml import DomainSpec, build_domain_xml, validate_domain_xml
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import HttpLink
@@ -35,7 +35,7 @@ class Compute:
         api.client.headers["Authorization"] = f"Bearer {api.agent('compute-1')}"
         self.link = HttpLink(api.client, "compute-1")
         config = sim.config()
-        self.agent = Agent(scan=lambda: config.whitelist.taken(scan(config)), link=self.link,
+        self.agent = Agent(scan=lambda: offered(config), link=self.link,
                            pool_attrs=config.pool_attrs)
         self.agent.report_once()
         self.worker = self.restart()

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from passthru.demo.hosts import SIMULATED, local_host, simulated_hosts
-from passthru.host.config import load_host_config, scan
+from passthru.host.config import load_host_config, offered, scan
 from passthru.sim import HostProfile, build_sysfs
 from passthru.sim.hardware import HOST_BRIDGE
 from passthru.sim.profile import Card
@@ -28,7 +28,7 @@ def test_simulated_hosts_record_vfs_and_use_libvirt_over_their_node_xml(
         assert config.libvirt_uri == f"test://{tmp_path / host.profile}/node.xml"
         assert Path(config.libvirt_uri.removeprefix("test://")).is_file()
         assert config.sysfs_root == host.sysfs_root
-        assert host.offered == len(config.whitelist.taken(scan(config))) > 0
+        assert host.offered == len(offered(config)) > 0
         assert "token" not in tomllib.loads(host.config_file.read_text())
 
 
@@ -39,11 +39,11 @@ def test_this_machine_offers_every_device_but_its_bridges(tmp_path: Path) -> Non
 
     assert host is not None and host.profile is None
     config = load_host_config(host.config_file)
-    offered = config.whitelist.taken(scan(config))
+    taken = offered(config)
     everything = scan(config)
-    assert {d.address for d in everything} - {d.address for d in offered} == {"0000:00:00.0"}
-    assert {d.tags["e.group"] for d in offered} == {"local"}
-    assert host.offered == len(offered) == 8  # two I350 ports and six GPUs
+    assert {d.address for d in everything} - {d.address for d in taken} == {"0000:00:00.0"}
+    assert {d.tags["e.group"] for d in taken} == {"local"}
+    assert host.offered == len(taken) == 8  # two I350 ports and six GPUs
     assert (config.libvirt_uri, config.vf_applier) == ("test:///default", "netlink")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from passthru.host.attach import Attacher, VfApplier, VfSlot
-from passthru.host.config import HostConfig, host_config_from, scan
+from passthru.host.config import HostConfig, host_config_from, offered, scan
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.vf import VfConfig, VfConfigError
 from passthru.pci.binding import NetworkSpec
@@ -61,7 +61,7 @@ def make_host(tmp_path: Path) -> SimHost:
     node.write_text(nodedev_xml(HOST))
     host = SimHost(root, f"test://{node}", {})
     config = host.config()
-    host.offered = {d.address: d for d in config.whitelist.taken(scan(config))}
+    host.offered = {d.address: d for d in offered(config)}
     return host
 
 

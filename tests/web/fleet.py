@@ -16,7 +16,7 @@ from passthru.controller.models import PciRequestRow, ServerRow, utcnow
 from passthru.controller.reports import heartbeat, mark_silent_hosts_down
 from passthru.controller.scheduler.service import Scheduler
 from passthru.host.agent import Agent
-from passthru.host.config import host_config_from, scan
+from passthru.host.config import host_config_from, offered
 from passthru.host.link import HttpLink
 from passthru.sim import HostProfile, build_sysfs
 
@@ -32,7 +32,7 @@ def report_host(http: httpx.Client, name: str, profile: HostProfile, root: Path)
         "host": name, "sysfs_root": str(build_sysfs(profile, root / name)),
         "pool_attrs": list(profile.pool_attrs),
         "pci_information": [dict(entry) for entry in profile.pci_information]})
-    agent = Agent(scan=lambda: config.whitelist.taken(scan(config)),
+    agent = Agent(scan=lambda: offered(config),
                   link=HttpLink(http, name), pool_attrs=config.pool_attrs)
     agent.report_once()
 

@@ -13,17 +13,11 @@ import typer
 from passthru.cli.output import command, err
 from passthru.host.agent import Agent
 from passthru.host.attach import Attacher, NetlinkVfApplier
-from passthru.host.config import HostConfig, HostConfigError, load_host_config, scan
+from passthru.host.config import HostConfigError, load_host_config, offered, scan
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import connect
 from passthru.host.sim_vf import SimulatedVfApplier
 from passthru.host.worker import OrderWorker
-from passthru.pci.device import PciDevice
-
-
-def offered_devices(config: HostConfig) -> list[PciDevice]:
-    """What this host offers: discovered devices the whitelist takes, with their tags."""
-    return config.whitelist.taken(scan(config))
 
 
 @command("agent")
@@ -65,7 +59,7 @@ def agent(
     # Every orders poll is an HTTP call: logged, they would drown what the agent did.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     link = connect(config.controller, config.host, config.token)
-    agent = Agent(scan=lambda: offered_devices(config), link=link,
+    agent = Agent(scan=lambda: offered(config), link=link,
                   pool_attrs=config.pool_attrs, interval=config.interval,
                   order_interval=config.order_interval)
     try:

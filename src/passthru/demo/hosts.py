@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from passthru.host.config import HostConfig, host_config_from, scan
+from passthru.host.config import HostConfig, host_config_from, offered
 from passthru.host.sim_vf import vf_state_path
 from passthru.host.sysfs import DiscoveryError, discover_sysfs
 from passthru.pci.device import PciDevice
@@ -66,7 +66,7 @@ def simulated_host(profile: HostProfile, home: Path, controller: str) -> DemoHos
                                       controller=controller)
     config = _checked(text, home / "agent.toml")
     return DemoHost(config.host, profile.description, home / "agent.toml",
-                    len(config.whitelist.taken(scan(config))), sysfs, profile.name)
+                    len(offered(config)), sysfs, profile.name)
 
 
 def simulated_hosts(root: Path, controller: str) -> list[DemoHost]:
@@ -84,10 +84,10 @@ def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> 
     """This machine, offering every PCI device but its bridges, tagged e.group=local;
     None when it has nothing to offer."""
     devices = _local_devices(sysfs_root)
-    offered = [d for d in devices if not (d.dev_class or "").startswith(_BRIDGE_CLASS)]
-    if not offered:
+    candidates = [d for d in devices if not (d.dev_class or "").startswith(_BRIDGE_CLASS)]
+    if not candidates:
         return None
-    bridges = [d.address for d in devices if d not in offered]
+    bridges = [d.address for d in devices if d not in candidates]
     home.mkdir(parents=True)
     lines = [
         "# passthru demo: this machine's own PCI devices, all but its bridges, tagged",
@@ -106,6 +106,6 @@ def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> 
     if bridges:
         lines.append(f"exclude = {json.dumps(bridges)}")
     config = _checked("\n".join(lines) + "\n", home / "agent.toml")
-    return DemoHost(config.host, f"this machine: {len(offered)} PCI devices of its own",
-                    home / "agent.toml", len(config.whitelist.taken(scan(config))),
+    return DemoHost(config.host, f"this machine: {len(candidates)} PCI devices of its own",
+                    home / "agent.toml", len(offered(config)),
                     sysfs_root, profile=None)

@@ -167,3 +167,8 @@ def scan(config: HostConfig) -> list[PciDevice]:
     if config.source == "libvirt":
         return discover_libvirt(config.libvirt_uri)
     return discover_sysfs(config.sysfs_root)
+
+
+def offered(config: HostConfig) -> list[PciDevice]:
+    """What the host offers: the devices it has that the whitelist takes, with their tags."""
+    return config.whitelist.taken(scan(config))
