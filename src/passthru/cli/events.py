@@ -10,6 +10,7 @@ import typer
 from passthru.cli.client import Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, print_table, show
+from passthru.controller.events import EventKind
 
 _FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
@@ -29,10 +30,10 @@ def events(
              "given.")] = None,
     server: Annotated[str | None, typer.Option(
         "--server", help="Only this server, by UUID or name.")] = None,
-    kind: Annotated[list[str] | None, typer.Option(
-        "--kind", metavar="KIND",
-        help="Only this kind (repeatable), e.g. device-claimed, device-freed, "
-             "host-down.")] = None,
+    kind: Annotated[list[EventKind] | None, typer.Option(
+        "--kind", metavar="KIND", show_choices=False,
+        help="Only this kind (repeatable): "
+             + ", ".join(kind.value for kind in EventKind) + ".")] = None,
     since: Annotated[datetime | None, typer.Option(
         "--since", formats=_FORMATS, metavar="TIME",
         help="Only at or after this time: YYYY-MM-DD or YYYY-MM-DD HH:MM:SS, in UTC.")] = None,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passthru.controller.errors import ConflictError
-from passthru.controller.events import record
+from passthru.controller.events import EventKind, record
 from passthru.controller.lookup import find
 from passthru.controller.mapping import new_request_row
 from passthru.controller.models import (
@@ -136,7 +136,7 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
     for position, request in enumerate(pci_requests(session, flavor, image, ports)):
         source_flavor = flavor.name if request.source is RequestSource.FLAVOR else None
         server.requests.append(new_request_row(request, position, source_flavor))
-    record(session, "server-created", server=server.uuid,
+    record(session, EventKind.SERVER_CREATED, server=server.uuid,
            message=f"server {server.name} of project {server.project}, flavor {flavor.name}")
     session.flush()
     return server

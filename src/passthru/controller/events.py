@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy.orm import Session
 
 from passthru.controller.models import EventRow
 
 
-def record(session: Session, kind: str, message: str = "", *, host: str | None = None,
+class EventKind(StrEnum):
+    """Every kind of event the controller records."""
+
+    SERVER_CREATED = "server-created"
+    SERVER_ERROR = "server-error"
+    SERVER_ACTIVE = "server-active"
+    SERVER_DELETED = "server-deleted"
+    SERVER_DESTROYED = "server-destroyed"
+    DESTROY_FAILED = "destroy-failed"
+    DEVICE_CLAIMED = "device-claimed"
+    DEVICE_ALLOCATED = "device-allocated"
+    DEVICE_FREED = "device-freed"
+    DEVICE_ADDED = "device-added"
+    DEVICE_UPDATED = "device-updated"
+    DEVICE_REMOVED = "device-removed"
+    DEVICE_MISSING = "device-missing"
+    DEVICE_RETURNED = "device-returned"
+    HOST_ADDED = "host-added"
+    HOST_UP = "host-up"
+    HOST_DOWN = "host-down"
+
+
+def record(session: Session, kind: EventKind, message: str = "", *, host: str | None = None,
            device: str | None = None, server: str | None = None) -> None:
-    session.add(EventRow(kind=kind, message=message, host=host, device_address=device,
+    session.add(EventRow(kind=str(kind), message=message, host=host, device_address=device,
                          server=server))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.events import record
+from passthru.controller.events import EventKind, record
 from passthru.controller.mapping import (
     device_from_row,
     new_device_row,
@@ -38,7 +38,7 @@ def lock_or_create_host(session: Session, name: str) -> HostRow:
         host = HostRow(name=name, pool_attrs=[])
         session.add(host)
         session.flush()
-        record(session, "host-added", host=name, message="first report from its agent")
+        record(session, EventKind.HOST_ADDED, host=name, message="first report from its agent")
     return host
 
 

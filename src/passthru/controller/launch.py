@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from passthru.controller.boot import BootRequest, boot_server
 from passthru.controller.db import Store
-from passthru.controller.events import record
+from passthru.controller.events import EventKind, record
 from passthru.controller.mapping import request_from_row
 from passthru.controller.models import ServerRow, ServerStatus
 from passthru.controller.scheduler.claim import ServerGoneError
@@ -52,4 +52,4 @@ def fail(store: Store, uuids: Sequence[str], reason: str) -> None:
             .values(status=ServerStatus.ERROR, fault=reason).returning(ServerRow.uuid)
             .execution_options(synchronize_session=False)).all()
         for uuid in sorted(failed):
-            record(session, "server-error", reason, server=uuid)
+            record(session, EventKind.SERVER_ERROR, reason, server=uuid)

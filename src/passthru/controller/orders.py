@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.events import record
+from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.mapping import device_from_row
 from passthru.controller.models import (
@@ -119,7 +119,7 @@ def _fail(session: Session, host: str, server: ServerRow, fault: str) -> None:
     server.host = None
     free_devices(session, server)
     release_ports(session, server)
-    record(session, "server-error", fault, host=host, server=server.uuid)
+    record(session, EventKind.SERVER_ERROR, fault, host=host, server=server.uuid)
 
 
 def lost(session: Session, host: str, server_uuid: str, reason: str) -> ServerRow:
@@ -141,10 +141,10 @@ def destroyed(session: Session, host: str, result: OrderResult) -> ServerRow:
                             "ask for this host's orders again")
     if result.ok:
         server.host = None
-        record(session, "server-destroyed", host=host, server=server.uuid,
+        record(session, EventKind.SERVER_DESTROYED, host=host, server=server.uuid,
                message=f"server {server.name} removed from {host}")
     else:
-        record(session, "destroy-failed", result.fault or "", host=host, server=server.uuid)
+        record(session, EventKind.DESTROY_FAILED, result.fault or "", host=host, server=server.uuid)
     return server
 
 
@@ -154,7 +154,7 @@ def _activate(session: Session, host: str, server: ServerRow, result: OrderResul
         raise PciValueError(f"host {host} is not known to the controller")
     state = HostDevices.load(session, locked)
     for device in claims.allocate(state.devices, server.uuid):
-        record(session, "device-allocated", host=host, device=device.address,
+        record(session, EventKind.DEVICE_ALLOCATED, host=host, device=device.address,
                server=server.uuid, message=f"allocated to server {server.name}")
     state.save(session)
     ports = {port.id: port for port in server.ports}
@@ -166,5 +166,5 @@ def _activate(session: Session, host: str, server: ServerRow, result: OrderResul
         port.binding_vif_type = str(binding.vif_type)
         port.binding_profile = {**binding.profile, "vlan": binding.vlan}
     server.status, server.fault, server.domain_xml = ServerStatus.ACTIVE, None, result.domain_xml
-    record(session, "server-active", host=host, server=server.uuid,
+    record(session, EventKind.SERVER_ACTIVE, host=host, server=server.uuid,
            message=f"server {server.name} running on {host}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passthru.controller.events import record
+from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus
 from passthru.pci import claims
@@ -31,7 +31,7 @@ def free_devices(session: Session, server: ServerRow) -> list[str]:
         claims.free(state.devices, server.uuid)
         state.save(session)
         for address in held:
-            record(session, "device-freed", host=name, device=address, server=server.uuid,
+            record(session, EventKind.DEVICE_FREED, host=name, device=address, server=server.uuid,
                    message=f"freed by server {server.name}")
         freed += held
     return freed
@@ -57,6 +57,6 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
     free_devices(session, server)
     release_ports(session, server)
     server.status = ServerStatus.DELETED
-    record(session, "server-deleted", server=server.uuid,
+    record(session, EventKind.SERVER_DELETED, server=server.uuid,
            host=server.host.name if server.host else None, message=f"server {server.name}")
     return hosts

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from passthru.controller.events import record
+from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host, lock_or_create_host
 from passthru.controller.models import HostRow, HostStatus, utcnow
 from passthru.pci.address import PciAddress
@@ -59,7 +59,7 @@ def _apply(session: Session, host: HostRow, state: HostDevices, delta: Inventory
     if changes or attrs_changed:
         host.generation += 1
     for change in changes:
-        record(session, f"device-{change.kind}", host=host.name, device=change.address)
+        record(session, EventKind(f"device-{change.kind}"), host=host.name, device=change.address)
     state.save(session)
 
 
@@ -106,7 +106,7 @@ def heartbeat(session: Session, host_name: str, now: datetime | None = None) -> 
     host.last_heartbeat = now or utcnow()
     if host.status is not HostStatus.UP:
         host.status = HostStatus.UP
-        record(session, "host-up", host=host.name, message="heart-beat received")
+        record(session, EventKind.HOST_UP, host=host.name, message="heart-beat received")
     return host
 
 
@@ -124,6 +124,6 @@ def mark_silent_hosts_down(session: Session, timeout: float,
         .returning(HostRow.name, HostRow.last_heartbeat)
         .execution_options(synchronize_session=False)).all()
     for name, last in sorted(silent):
-        record(session, "host-down", host=name,
+        record(session, EventKind.HOST_DOWN, host=name,
                message=f"no heart-beat since {last:%Y-%m-%d %H:%M:%S} UTC")
     return sorted(name for name, _ in silent)

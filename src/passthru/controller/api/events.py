@@ -14,15 +14,14 @@ from sqlalchemy import Select, or_, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.events import EventKind
 from passthru.controller.models import EventRow, ServerRow
 from passthru.pci.address import PciAddress
 from passthru.pci.errors import PciValueError
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["events"], responses=ERROR_RESPONSES)
 
-KINDS_HELP = ("only these kinds (repeatable): server-created, server-error, server-deleted, "
-              "device-claimed, device-freed, device-added, device-updated, device-removed, "
-              "device-missing, device-returned, host-up, host-down")
+KINDS_HELP = "only these kinds (repeatable): " + ", ".join(kind.value for kind in EventKind)
 
 
 class Event(BaseModel):
@@ -61,7 +60,7 @@ def _canonical_device(text: str) -> str:
 
 
 def _events_query(host: str | None = None, device: str | None = None,
-                 server: str | None = None, kinds: list[str] | None = None,
+                 server: str | None = None, kinds: list[EventKind] | None = None,
                  since: datetime | None = None, until: datetime | None = None,
                  ) -> Select[tuple[EventRow, str | None, str | None]]:
     """Events matching every filter given, newest first, with their server's name and
@@ -95,7 +94,7 @@ def list_events(
                                            "3b:02.1), on any host unless host is given"),
     server: str | None = Query(None, max_length=255,
                                description="only this server, by UUID or name"),
-    kind: list[str] | None = Query(None, description=KINDS_HELP),
+    kind: list[EventKind] | None = Query(None, description=KINDS_HELP),
     since: datetime | None = Query(None, description="only at or after this time (UTC "
                                                      "unless a zone is given)"),
     until: datetime | None = Query(None, description="only before this time"),

@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from passthru.controller.events import EventKind
 from passthru.controller.models import (
     DeviceRow,
     EventRow,
@@ -130,7 +131,7 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
     connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id})
     if chosen:
         connection.execute(_RECORD, [
-            {"kind": "device-claimed", "host": host.name, "device_address": device.address,
+            {"kind": EventKind.DEVICE_CLAIMED, "host": host.name, "device_address": device.address,
              "server": owner, "message": f"claimed for request {request_id}"}
             for request_id, device in chosen])
     return changed
