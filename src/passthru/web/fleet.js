@@ -114,12 +114,6 @@ function shortId(uuid) {
   return uuid ? uuid.slice(0, 8) : "–";
 }
 
-// Free means a VM could get it now, as the controller's flavor stats count it: devices
-// of a host that is down are not free.
-function usable(usage, up) {
-  return up ? usage : { ...usage, free: 0 };
-}
-
 // A used/free bar; what is neither (blocked by a PF/VF relative, or on a host that is
 // down) stays grey.
 function bar({ count, free, used }) {
@@ -159,8 +153,8 @@ function empty(columns, text) {
 
 function drawSummary({ hosts, pools, servers, flavors }) {
   const down = hosts.filter((h) => h.status !== "up").length;
-  const upHosts = new Set(hosts.filter((h) => h.status === "up").map((h) => h.name));
-  const total = sum(pools.map((p) => usable(p, upHosts.has(p.host))));
+  // The controller counts free as a VM could get it now: nothing on a host that is down.
+  const total = sum(pools);
   const items = [
     ["Hosts", `${hosts.length - down} up`, down ? `${down} down` : null],
     ["Devices", total.count, null],
@@ -177,7 +171,7 @@ function drawSummary({ hosts, pools, servers, flavors }) {
 function drawHosts({ hosts, pools }) {
   const rows = hosts.map((host) => {
     const up = host.status === "up";
-    const usage = usable(sum(pools.filter((p) => p.host === host.name)), up);
+    const usage = sum(pools.filter((p) => p.host === host.name));
     return el("tr", { data: { host: host.name, status: host.status }, class: up ? "" : "is-down" },
       el("td", { class: "name" }, el("span", { class: `dot ${up ? "ok" : "bad"}` }), host.name),
       el("td", {}, pill(host.status, up ? "ok" : "bad")),
@@ -221,7 +215,7 @@ function drawPools({ hosts, pools }) {
     return el("article", { class: `host-card${up ? "" : " is-down"}`, data: { host: host.name } },
       el("header", {}, el("span", { class: `dot ${up ? "ok" : "bad"}` }), el("b", {}, host.name),
         up ? null : pill("down", "bad"), el("span", { class: "muted" }, `${own.length} pools`)),
-      own.map((pool) => usable(pool, up)).map((pool) => el("div",
+      own.map((pool) => el("div",
         { class: "pool row", data: { count: pool.count, free: pool.free, used: pool.used } },
         poolLabel(pool), el("div", { class: "usage" }, bar(pool), counts(pool)))));
   });

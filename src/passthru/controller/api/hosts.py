@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
 from datetime import datetime
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Row, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.auth import issue_token
 from passthru.controller.errors import NotFoundError
-from passthru.controller.mapping import device_from_row, pool_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow, Role
-from passthru.pci.claims import in_use
+from passthru.controller.mapping import device_from_row
+from passthru.controller.models import DeviceRow, HostRow, HostStatus, Role
+from passthru.controller.usage import pool_usages
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RESPONSES)
@@ -52,7 +52,8 @@ class HostDeviceList(BaseModel):
 
 
 class PoolStats(BaseModel):
-    """One pool as the seed's PCI stats show it, with its free and used counts."""
+    """One pool as the seed's PCI stats show it, with its free and used counts (free: what
+    a VM could get now, so nothing on a host that is down)."""
 
     host: str
     pool_id: int
@@ -74,26 +75,15 @@ class AgentToken(BaseModel):
     token: str
 
 
-def _tally(rows: Iterable[Row[tuple[int, DeviceStatus, int]]]) -> dict[int, dict[str, int]]:
-    """(host id, status, number) rows summed per host into devices and free ones."""
-    tallies: dict[int, dict[str, int]] = {}
-    for key, status, number in rows:
-        tally = tallies.setdefault(key, {"count": 0, "free": 0})
-        tally["count"] += number
-        if status is DeviceStatus.AVAILABLE:
-            tally["free"] += number
-    return tallies
-
-
-def _hosts(session: Session, *where: ColumnElement[bool]) -> list[Host]:
+def _hosts(session: Session, name: str | None = None) -> list[Host]:
+    where = [HostRow.name == name] if name is not None else []
     hosts = session.scalars(select(HostRow).where(*where).order_by(HostRow.name)).all()
-    tallies = _tally(session.execute(
-        select(DeviceRow.host_id, DeviceRow.status, func.count())
-        .where(DeviceRow.status != DeviceStatus.REMOVED)
-        .group_by(DeviceRow.host_id, DeviceRow.status)))
+    tallies: dict[str, Counter[str]] = {}
+    for usage in pool_usages(session, name):
+        tallies.setdefault(usage.host, Counter()).update(count=usage.count, free=usage.free)
     views = []
     for host in hosts:
-        tally = tallies.get(host.id, {"count": 0, "free": 0})
+        tally = tallies.get(host.name, Counter())
         views.append(Host(name=host.name, status=host.status,
                           last_heartbeat=host.last_heartbeat, generation=host.generation,
                           pool_attrs=host.pool_attrs, devices=tally["count"],
@@ -112,7 +102,7 @@ def list_hosts(who: TenantCaller, store: StoreDep) -> HostList:
 def show_host(who: TenantCaller, store: StoreDep, host: str) -> HostBody:
     who.require_admin("showing a host")
     with store.read() as session:
-        found = _hosts(session, HostRow.name == host)
+        found = _hosts(session, host)
     if not found:
         raise NotFoundError(f"no host {host!r} has reported yet (start its agent with a "
                             f"token from passthru host-token {host})")
@@ -153,17 +143,10 @@ def pci_stats(who: TenantCaller, store: StoreDep,
               host: str | None = Query(None, description="only this host's pools")
               ) -> PoolStatsList:
     who.require_admin("reading PCI stats")
-    query = (select(PoolRow, HostRow.name).join(HostRow).options(selectinload(PoolRow.devices))
-             .order_by(HostRow.name, PoolRow.id))
-    if host is not None:
-        query = query.where(HostRow.name == host)
     with store.read() as session:
-        stats = []
-        for row, name in session.execute(query):
-            pool = pool_from_row(row)
-            stats.append(PoolStats(host=name, pool_id=row.id, attrs=pool.attrs,
-                                   dev_type=pool.dev_type, numa_node=pool.numa_node,
-                                   parent_addr=pool.parent_addr, count=pool.count,
-                                   free=pool.free,
-                                   used=sum(1 for d in pool.devices if in_use(d))))
+        stats = [PoolStats(host=u.host, pool_id=u.pool_id, attrs=u.pool.attrs,
+                           dev_type=u.pool.dev_type, numa_node=u.pool.numa_node,
+                           parent_addr=u.pool.parent_addr, count=u.count, free=u.free,
+                           used=u.used)
+                 for u in pool_usages(session, host)]
         return PoolStatsList(pci_stats=stats)
