@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passthru.controller.errors import ConflictError
@@ -23,10 +22,14 @@ from passthru.controller.mapping import new_request_row
 from passthru.controller.models import (
     FlavorRow,
     ImageRow,
-    PciFlavorRow,
     PortRow,
     ServerRow,
     ServerStatus,
+)
+from passthru.controller.pci_flavors import (
+    flavor_requests,
+    known_pci_flavors,
+    supported_flavors,
 )
 from passthru.controller.ports import create_port, visible_network
 from passthru.pci.binding import VnicType
@@ -38,10 +41,7 @@ from passthru.pci.request import (
     check_flavor_names,
     narrow_to_supported,
     parse_numa_policy,
-    requests_from_extra_specs,
 )
-
-SUPPORTED_KEY = "pci_passthrough:supported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,6 @@ class BootRequest:
     flavor: str
     image: str | None = None
     nics: tuple[NicRequest, ...] = ()
-
-
-def supported_flavors(image: ImageRow) -> list[str] | None:
-    """The PCI flavors an image works with (None: it does not say)."""
-    text = image.properties.get(SUPPORTED_KEY)
-    if text is None:
-        return None
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _nic_port(session: Session, server: ServerRow, nic: NicRequest, index: int) -> PortRow:
@@ -109,14 +101,10 @@ def port_request(port: PortRow, flavor: FlavorRow) -> PciRequest | None:
 
 def pci_requests(session: Session, flavor: FlavorRow, image: ImageRow | None,
                  ports: Sequence[PortRow]) -> list[PciRequest]:
-    try:
-        requests = requests_from_extra_specs(flavor.extra_specs)
-    except PciValueError as error:
-        raise PciValueError(f"flavor {flavor.name}: {error}") from None
+    requests = flavor_requests(flavor.name, flavor.extra_specs)
     requests += [r for port in ports if (r := port_request(port, flavor)) is not None]
-    known = set(session.scalars(select(PciFlavorRow.name)))
-    check_flavor_names(requests, known, where=f"flavor {flavor.name}")
-    supported = supported_flavors(image) if image is not None else None
+    check_flavor_names(requests, known_pci_flavors(session), where=f"flavor {flavor.name}")
+    supported = supported_flavors(image.properties) if image is not None else None
     if image is not None and supported is not None:
         requests = narrow_to_supported(requests, supported, image=f"image {image.name}")
     return requests

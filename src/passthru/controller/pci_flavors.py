@@ -1,15 +1,40 @@
-"""PCI flavors in the store: who uses one, and the attributes hosts expose to them."""
+"""PCI flavors in the store: which exist, what flavors and images ask of them, who uses
+one, and the attributes hosts expose to them."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passthru.controller.boot import supported_flavors
-from passthru.controller.models import FlavorRow, HostRow, ImageRow, PoolRow, PortRow
+from passthru.controller.models import FlavorRow, HostRow, ImageRow, PciFlavorRow, PoolRow, PortRow
 from passthru.pci.errors import PciValueError
 from passthru.pci.flavor import flavor_key
-from passthru.pci.request import requests_from_extra_specs
+from passthru.pci.request import PciRequest, requests_from_extra_specs
+
+#: The image property naming the PCI flavors an image works with.
+SUPPORTED_KEY = "pci_passthrough:supported"
+
+
+def known_pci_flavors(session: Session) -> set[str]:
+    return set(session.scalars(select(PciFlavorRow.name)))
+
+
+def supported_flavors(properties: Mapping[str, str]) -> list[str] | None:
+    """The PCI flavors an image's properties say it works with (None: they do not say)."""
+    text = properties.get(SUPPORTED_KEY)
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def flavor_requests(flavor: str, extra_specs: Mapping[str, str]) -> list[PciRequest]:
+    """The PCI requests a flavor's extra specs make; errors name the flavor."""
+    try:
+        return requests_from_extra_specs(extra_specs)
+    except PciValueError as error:
+        raise PciValueError(f"flavor {flavor}: {error}") from None
 
 
 def users_of(session: Session, name: str) -> list[str]:
@@ -23,7 +48,8 @@ def users_of(session: Session, name: str) -> list[str]:
         if any(name in r.alternatives for r in requests):
             users.append(f"flavor {flavor.name}")
     users += [f"image {image.name}" for image in session.scalars(
-        select(ImageRow).order_by(ImageRow.name)) if name in (supported_flavors(image) or [])]
+        select(ImageRow).order_by(ImageRow.name))
+        if name in (supported_flavors(image.properties) or [])]
     users += [f"port {port.name or port.id}" for port in session.scalars(
         select(PortRow).where(PortRow.pci_flavor == name).order_by(PortRow.created_at))]
     return users

@@ -18,12 +18,11 @@ from passthru.controller.lookup import find
 from passthru.controller.models import (
     FlavorExtraSpecRow,
     FlavorRow,
-    PciFlavorRow,
     ServerRow,
     ServerStatus,
 )
-from passthru.pci.errors import PciValueError
-from passthru.pci.request import check_flavor_names, requests_from_extra_specs
+from passthru.controller.pci_flavors import flavor_requests, known_pci_flavors
+from passthru.pci.request import check_flavor_names
 
 router = APIRouter(prefix="/v2/{tenant_id}/flavors", tags=["flavors"],
                    responses=ERROR_RESPONSES)
@@ -68,12 +67,8 @@ def flavor_view(row: FlavorRow) -> Flavor:
 
 def check_extra_specs(session: Session, flavor: str, extra_specs: dict[str, str]) -> None:
     """The PCI requests the specs write must parse and name existing PCI flavors."""
-    try:
-        requests = requests_from_extra_specs(extra_specs)
-    except PciValueError as error:
-        raise PciValueError(f"flavor {flavor}: {error}") from None
-    known = set(session.scalars(select(PciFlavorRow.name)))
-    check_flavor_names(requests, known, where=f"flavor {flavor}")
+    check_flavor_names(flavor_requests(flavor, extra_specs), known_pci_flavors(session),
+                       where=f"flavor {flavor}")
 
 
 @router.get("", response_model=FlavorList, summary="List flavors")

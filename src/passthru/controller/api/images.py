@@ -10,10 +10,10 @@ from sqlalchemy import select
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name
-from passthru.controller.boot import SUPPORTED_KEY
 from passthru.controller.errors import ConflictError
 from passthru.controller.lookup import find
-from passthru.controller.models import ImagePropertyRow, ImageRow, PciFlavorRow
+from passthru.controller.models import ImagePropertyRow, ImageRow
+from passthru.controller.pci_flavors import SUPPORTED_KEY, known_pci_flavors, supported_flavors
 from passthru.pci.errors import PciValueError
 
 router = APIRouter(prefix="/v2/{tenant_id}/images", tags=["images"], responses=ERROR_RESPONSES)
@@ -60,10 +60,9 @@ def create_image(who: TenantCaller, store: StoreDep, body: ImageCreateBody) -> I
     with store.write() as session:
         if session.scalars(select(ImageRow.id).where(ImageRow.name == spec.name)).first():
             raise ConflictError(f"an image named {spec.name!r} exists already")
-        supported = spec.properties.get(SUPPORTED_KEY)
-        if supported is not None:
-            names = [n.strip() for n in supported.split(",") if n.strip()]
-            known = set(session.scalars(select(PciFlavorRow.name)))
+        names = supported_flavors(spec.properties)
+        if names is not None:
+            known = known_pci_flavors(session)
             unknown = [n for n in names if n not in known]
             if unknown or not names:
                 raise PciValueError(
