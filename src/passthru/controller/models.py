@@ -184,7 +184,8 @@ class PciFlavorRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    specs: Mapped[list[PciFlavorSpecRow]] = relationship(
+    # Key/value rows are always read with their owner: a list loads them in one query.
+    specs: Mapped[list[PciFlavorSpecRow]] = relationship(lazy="selectin",
         cascade="all, delete-orphan", order_by="PciFlavorSpecRow.key")
 
     @property
@@ -211,7 +212,7 @@ class FlavorRow(Base):
     disk_gb: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    extra: Mapped[list[FlavorExtraSpecRow]] = relationship(
+    extra: Mapped[list[FlavorExtraSpecRow]] = relationship(lazy="selectin",
         cascade="all, delete-orphan", order_by="FlavorExtraSpecRow.key")
 
     @property
@@ -235,7 +236,7 @@ class ImageRow(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    props: Mapped[list[ImagePropertyRow]] = relationship(
+    props: Mapped[list[ImagePropertyRow]] = relationship(lazy="selectin",
         cascade="all, delete-orphan", order_by="ImagePropertyRow.key")
 
     @property
