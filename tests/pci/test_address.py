@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -165,3 +167,23 @@ def test_glob_selects_exactly_the_addresses_agreeing_on_given_fields(
                    for w, a, keep in zip(wanted, actual, given_fields, strict=True))
     assert pattern.matches(str(address)) is expected
     assert (pattern.single is not None) is all(given_fields)
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"domain": "0x0000", "bus": "0x3b", "slot": "0x02", "function": "0x1"}, "0000:3b:02.1"),
+    ({"domain": "0", "bus": "59", "slot": "2", "function": "1"}, "0000:3b:02.1"),
+    ({"bus": "010", "slot": "0x1f"}, "0000:0a:1f.0"),
+])
+def test_libvirt_spellings(fields: dict[str, str], expected: str) -> None:
+    address = PciAddress.from_libvirt(fields)
+    assert str(address) == expected
+    assert PciAddress.from_libvirt(address.libvirt_attrs()) == address
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"function": "8"}, "function='8' is out of range: at most 7"),
+    ({"bus": "0xgg"}, "bus='0xgg' is not a number"),
+])
+def test_libvirt_spelling_errors(fields: dict[str, str], problem: str) -> None:
+    with pytest.raises(PciValueError, match=re.escape(problem)):
+        PciAddress.from_libvirt(fields)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from passthru.pci.address import FIELD_NAMES, PciAddress
+from passthru.pci.address import PciAddress
 from passthru.pci.binding import Binding, VifType, VnicType
 from passthru.pci.errors import PassthruError, PciValueError
 
@@ -82,12 +82,6 @@ def _check_spec(spec: DomainSpec) -> None:
         seen.add(address)
 
 
-def _address_attrs(address: str) -> dict[str, str]:
-    parsed = PciAddress.parse(address)
-    return {"domain": f"0x{parsed.domain:04x}", "bus": f"0x{parsed.bus:02x}",
-            "slot": f"0x{parsed.slot:02x}", "function": f"0x{parsed.function:x}"}
-
-
 def _sub(parent: etree._Element, tag: str, **attrs: str) -> etree._Element:
     return etree.SubElement(parent, tag, attrs)
 
@@ -98,7 +92,7 @@ def _yes_no(flag: bool) -> str:
 
 def _hostdev(devices: etree._Element, address: str, managed: bool) -> None:
     hostdev = _sub(devices, "hostdev", mode="subsystem", type="pci", managed=_yes_no(managed))
-    _sub(_sub(hostdev, "source"), "address", **_address_attrs(address))
+    _sub(_sub(hostdev, "source"), "address", **PciAddress.parse(address).libvirt_attrs())
 
 
 def _network_settings(interface: etree._Element, port: Binding) -> None:
@@ -125,7 +119,8 @@ def _port(devices: etree._Element, port: Binding, managed: bool) -> None:
         _sub(interface, "model", type="virtio")
     else:
         interface = _sub(devices, "interface", type="hostdev", managed=_yes_no(managed))
-        _sub(_sub(interface, "source"), "address", type="pci", **_address_attrs(port.pci_slot))
+        slot = PciAddress.parse(port.pci_slot)
+        _sub(_sub(interface, "source"), "address", type="pci", **slot.libvirt_attrs())
         _network_settings(interface, port)
 
 
@@ -160,18 +155,11 @@ def _parse(xml: str) -> etree._Element:
     return root
 
 
-def _number(element: etree._Element, part: str) -> int:
-    # libvirt writes hex with 0x; hand-written XML may use decimal.
-    text = element.get(part, "0")
-    try:
-        return int(text, 16) if text.lower().startswith("0x") else int(text, 10)
-    except ValueError:
-        raise PciValueError(f"domain XML: PCI address {part}={text!r} is not a number") from None
-
-
 def _canonical(addresses: Iterable[etree._Element]) -> list[str]:
-    return [str(PciAddress(*(_number(element, part) for part in FIELD_NAMES)))
-            for element in addresses]
+    try:
+        return [str(PciAddress.from_libvirt(element.attrib)) for element in addresses]
+    except PciValueError as error:
+        raise PciValueError(f"domain XML: {error}") from None
 
 
 def read_domain_devices(xml: str) -> DomainDevices:

@@ -17,6 +17,7 @@ from lxml import etree
 
 from passthru.host.pciids import PciIds, default_pci_ids
 from passthru.host.sysfs import DiscoveryError, parse_class
+from passthru.pci.address import FIELD_NAMES, PciAddress
 from passthru.pci.device import DevType, PciDevice, normalize_id
 from passthru.pci.errors import PciValueError
 
@@ -24,11 +25,9 @@ from passthru.pci.errors import PciValueError
 def _address(element: etree._Element) -> str:
     """Canonical address from an `<address domain= bus= slot= function=>` element or a
     capability with `<domain>` … `<function>` children (libvirt writes those in decimal)."""
-    def part(name: str) -> int:
-        text = element.get(name) if element.tag == "address" else element.findtext(name)
-        return int(text or "", 0)
-
-    return f"{part('domain'):04x}:{part('bus'):02x}:{part('slot'):02x}.{part('function'):x}"
+    if element.tag == "address":
+        return str(PciAddress.from_libvirt(element.attrib))
+    return str(PciAddress.from_libvirt({name: element.findtext(name) for name in FIELD_NAMES}))
 
 
 def _int(text: str | None) -> int | None:

@@ -66,6 +66,28 @@ class PciAddress:
             raise PciValueError(f"PCI address {text!r} is not text; {EXPECTED}")
         return _parse_address(text)
 
+    @staticmethod
+    def from_libvirt(fields: Mapping[str, str | None]) -> PciAddress:
+        """From libvirt's spelling: the four fields as `0x`-prefixed hex (its XML
+        attributes) or decimal (node device capabilities, hand-written XML)."""
+        values = []
+        for name, limit, _ in FIELDS:
+            text = (fields.get(name) or "0").strip()
+            try:
+                value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+            except ValueError:
+                raise PciValueError(f"PCI address {name}={text!r} is not a number") from None
+            if not 0 <= value <= limit:
+                raise PciValueError(
+                    f"PCI address {name}={text!r} is out of range: at most {limit:x}")
+            values.append(value)
+        return PciAddress(*values)
+
+    def libvirt_attrs(self) -> dict[str, str]:
+        """The attributes of libvirt's `<address>` element for this function."""
+        return {"domain": f"0x{self.domain:04x}", "bus": f"0x{self.bus:02x}",
+                "slot": f"0x{self.slot:02x}", "function": f"0x{self.function:x}"}
+
     def __str__(self) -> str:
         return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}"
 

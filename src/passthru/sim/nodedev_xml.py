@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from passthru.pci.address import FIELD_NAMES, PciAddress
 from passthru.sim.profile import HostProfile, SimFunction, expand
 
 
@@ -26,17 +27,8 @@ def _sub(parent: etree._Element, tag: str, text: object = None, **attrs: str) ->
     return element
 
 
-def _parts(address: str) -> tuple[str, str, str, str]:
-    """('0000', '3b', '00', '0') of a canonical address."""
-    domain, bus, rest = address.split(":")
-    slot, function = rest.split(".")
-    return domain, bus, slot, function
-
-
 def _address(parent: etree._Element, address: str) -> None:
-    domain, bus, slot, function = _parts(address)
-    _sub(parent, "address", domain=f"0x{domain}", bus=f"0x{bus}", slot=f"0x{slot}",
-         function=f"0x{function}")
+    _sub(parent, "address", **PciAddress.parse(address).libvirt_attrs())
 
 
 def _pci_device(node: etree._Element, function: SimFunction) -> None:
@@ -47,9 +39,9 @@ def _pci_device(node: etree._Element, function: SimFunction) -> None:
         _sub(_sub(device, "driver"), "name", function.driver)
     pci = _sub(device, "capability", type="pci")
     _sub(pci, "class", f"0x{function.dev_class}")
-    for tag, value in zip(("domain", "bus", "slot", "function"), _parts(function.address),
-                          strict=True):
-        _sub(pci, tag, int(value, 16))
+    address = PciAddress.parse(function.address)
+    for tag in FIELD_NAMES:  # decimal, as libvirt writes these
+        _sub(pci, tag, getattr(address, tag))
     _sub(pci, "product", id=f"0x{function.product_id}")
     _sub(pci, "vendor", id=f"0x{function.vendor_id}")
     if function.physfn:
