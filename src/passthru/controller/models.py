@@ -72,8 +72,14 @@ class HostStatus(StrEnum):
 
 
 class ServerStatus(StrEnum):
+    """Nova's server states: SHUTOFF is stopped with everything still held, REBOOT and
+    HARD_REBOOT last until the host's agent answers."""
+
     BUILD = "BUILD"
     ACTIVE = "ACTIVE"
+    SHUTOFF = "SHUTOFF"
+    REBOOT = "REBOOT"
+    HARD_REBOOT = "HARD_REBOOT"
     ERROR = "ERROR"
     DELETED = "DELETED"
 
@@ -109,6 +115,17 @@ class HostRow(Base):
     #: generation it builds on and is refused if the store has moved on.
     generation: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The host's CPUs, NUMA memory, disk, ratios and reserves as last reported
+    #: (`pci.resources.HostResources`); None for an agent that reports none.
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    #: Capacity after ratios and reserves (None: not counted), and what VMs hold of it;
+    #: claims add to the `*_used` columns only while they stay within capacity.
+    vcpus_capacity: Mapped[int | None]
+    ram_mb_capacity: Mapped[int | None]
+    disk_gb_capacity: Mapped[int | None]
+    vcpus_used: Mapped[int] = mapped_column(default=0)
+    ram_mb_used: Mapped[int] = mapped_column(default=0)
+    disk_gb_used: Mapped[int] = mapped_column(default=0)
 
     pools: Mapped[list[PoolRow]] = relationship(back_populates="host",
                                                 cascade="all, delete-orphan")
@@ -229,12 +246,26 @@ class FlavorExtraSpecRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class ImageStatus(StrEnum):
+    """Glance's image states: `queued` until its files are uploaded and checked."""
+
+    QUEUED = "queued"
+    ACTIVE = "active"
+
+
 class ImageRow(Base):
     __tablename__ = "images"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: `qcow2` or `raw`; None for a catalog-only image with no disk (properties alone).
+    disk_format: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[ImageStatus] = mapped_column(enum_column(ImageStatus),
+                                                default=ImageStatus.ACTIVE)
+    virtual_size: Mapped[int | None]
+    #: The image's files as `pci.work.ImageFile`s: part, sha256 and size of each.
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
 
     props: Mapped[list[ImagePropertyRow]] = relationship(lazy="selectin",
         cascade="all, delete-orphan", order_by="ImagePropertyRow.key")
@@ -294,6 +325,20 @@ class PortRow(Base):
     network: Mapped[NetworkRow] = relationship(back_populates="ports")
 
 
+class KeypairRow(Base):
+    """An SSH public key a project's servers can boot with (`boot --key-name`)."""
+
+    __tablename__ = "keypairs"
+    __table_args__ = (UniqueConstraint("project", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project: Mapped[str] = mapped_column(String(255), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ServerRow(Base):
     __tablename__ = "servers"
 
@@ -312,6 +357,24 @@ class ServerRow(Base):
     domain_xml: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: What the server holds of its host besides devices, fixed at boot (the flavor may
+    #: change or go): counted in the host's `*_used` columns while it is placed there.
+    vcpus: Mapped[int] = mapped_column(default=1)
+    ram_mb: Mapped[int] = mapped_column(default=512)
+    disk_gb: Mapped[int] = mapped_column(default=0)
+    key_name: Mapped[str | None] = mapped_column(String(255))
+    user_data: Mapped[str | None] = mapped_column(Text)
+    #: A power change asked of the host's agent and not yet answered
+    #: (`pci.work.PowerAction`), None when there is none.
+    task_state: Mapped[str | None] = mapped_column(String(32))
+    #: Spawns tried so far and the hosts they failed on (for rescheduling elsewhere).
+    attempts: Mapped[int] = mapped_column(default=0)
+    tried_hosts: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    #: The NUMA node a NUMA-bound server was placed on, and its pinned host CPUs.
+    numa_node: Mapped[int | None]
+    pinned_cpus: Mapped[list[int]] = mapped_column(JsonType, default=list)
+    #: The tail of the serial console log, as the host's agent last sent it.
+    console_log: Mapped[str | None] = mapped_column(Text)
 
     flavor: Mapped[FlavorRow | None] = relationship()
     image: Mapped[ImageRow | None] = relationship()
@@ -319,6 +382,19 @@ class ServerRow(Base):
     requests: Mapped[list[PciRequestRow]] = relationship(
         back_populates="server", cascade="all, delete-orphan", order_by="PciRequestRow.position")
     ports: Mapped[list[PortRow]] = relationship()
+
+
+class CpuPinRow(Base):
+    """A host CPU owned by one dedicated-CPU server: the primary key makes a second
+    owner impossible, so two claims racing for a CPU cannot both commit."""
+
+    __tablename__ = "cpu_pins"
+
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    cpu: Mapped[int] = mapped_column(primary_key=True)
+    server_uuid: Mapped[str] = mapped_column(
+        ForeignKey("servers.uuid", ondelete="CASCADE"), index=True)
 
 
 class PciRequestRow(Base):

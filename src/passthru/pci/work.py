@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, VifType
 from passthru.pci.device import PciDevice
@@ -39,15 +40,79 @@ class AttachedDevice:
                                 f"a port needs the network it is on; give both or neither")
 
 
+class ImagePart(StrEnum):
+    """The files of an image: its disk, and for a direct-kernel-boot image (OpenStack's
+    `kernel_id`/`ramdisk_id`) a kernel and an optional initrd."""
+
+    DISK = "disk"
+    KERNEL = "kernel"
+    INITRD = "initrd"
+
+
+@dataclass(slots=True)
+class ImageFile:
+    """One file of an image as the controller keeps it: the agent fetches it once per
+    host and checks it against `sha256` before use."""
+
+    part: ImagePart
+    sha256: str
+    size: int
+
+
+@dataclass(slots=True)
+class ImageRef:
+    """The image a VM boots: its disk format (`qcow2` or `raw`), its files, and the kernel
+    command line of a direct-kernel-boot image (the image property `os_command_line`)."""
+
+    id: str
+    name: str
+    disk_format: str
+    files: list[ImageFile] = field(default_factory=list)
+    kernel_args: str | None = None
+
+    def file(self, part: ImagePart) -> ImageFile | None:
+        return next((f for f in self.files if f.part is ImagePart(part)), None)
+
+
+@dataclass(slots=True)
+class GuestSpec:
+    """What makes the VM real: its image, its disk size (the flavor's; 0 is the image's
+    own virtual size), and its cloud-init NoCloud seed (hostname, public keys by key name,
+    user-data)."""
+
+    image: ImageRef | None = None
+    disk_gb: int = 0
+    hostname: str = ""
+    public_keys: dict[str, str] = field(default_factory=dict)
+    user_data: str | None = None
+
+
+@dataclass(slots=True)
+class AttachedPort:
+    """A normal port: no device; the host plugs it into the bridge of its network's
+    physical network (`bridge_mappings` in the host config)."""
+
+    port: PortSpec
+    network: NetworkSpec
+
+
 @dataclass(slots=True)
 class SpawnOrder:
-    """Run server `server_uuid` on this host with exactly `devices`, or leave nothing of it."""
+    """Run server `server_uuid` on this host with exactly `devices`, or leave nothing of it.
+
+    `numa_node` is the node a NUMA-bound VM was placed on (its vCPUs and memory are pinned
+    there); `pinned_cpus` are the host CPUs its dedicated vCPUs own, vCPU i on the i-th.
+    """
 
     server_uuid: str
     name: str
     vcpus: int
     ram_mb: int
     devices: list[AttachedDevice] = field(default_factory=list)
+    nics: list[AttachedPort] = field(default_factory=list)
+    guest: GuestSpec = field(default_factory=GuestSpec)
+    numa_node: int | None = None
+    pinned_cpus: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.server_uuid = canonical_uuid(self.server_uuid)
@@ -134,12 +199,36 @@ class ReconcileReport:
     missing: list[str] = field(default_factory=list)
 
 
+class PowerAction(StrEnum):
+    """What `passthru stop|start|reboot [--hard]` asks of a server's domain."""
+
+    STOP = "stop"
+    START = "start"
+    REBOOT = "reboot"
+    HARD_REBOOT = "hard-reboot"
+
+
+@dataclass(slots=True)
+class PowerOrder:
+    """Change the power state of server `server_uuid`'s domain on this host."""
+
+    server_uuid: str
+    name: str
+    action: PowerAction
+
+    def __post_init__(self) -> None:
+        self.server_uuid = canonical_uuid(self.server_uuid)
+        self.action = PowerAction(self.action)
+
+
 @dataclass(slots=True)
 class Orders:
     """A host's work: destroys come first, so that devices a deleted server held are free
     on the host before a new server gets them. `running` are the servers the controller
-    believes ACTIVE here (for reconciliation after an agent restart)."""
+    believes ACTIVE (or SHUTOFF) here, for reconciliation after an agent restart and for
+    the power state the agent finds."""
 
     destroy: list[DestroyOrder] = field(default_factory=list)
     spawn: list[SpawnOrder] = field(default_factory=list)
+    power: list[PowerOrder] = field(default_factory=list)
     running: list[str] = field(default_factory=list)

@@ -1,0 +1,175 @@
+"""A host's CPUs, memory and disk, and what VMs may take of them (no I/O).
+
+The agent reads the topology from sysfs (`host.topology`) and the operator's allocation
+ratios and reservations from the host config; both travel in the full inventory report
+as one `HostResources`. The controller keeps the capacity this yields and counts every
+VM's vCPUs, memory and disk against it in the same conditional transaction that claims
+its devices, so two VMs can never be placed on a host that has room for one.
+
+Capacity follows Nova's rules: `(total - reserved) * allocation ratio`, with CPUs
+reserved by number (`reserved_cpus`, the host's own) rather than by count. A VM with
+`hw:cpu_policy=dedicated` also gets one host CPU per vCPU that no other pinned VM shares;
+those come from the unreserved CPUs of its NUMA node when it is NUMA-bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from passthru.pci.errors import PciValueError
+
+CPU_POLICY_KEY = "hw:cpu_policy"
+
+
+class CpuPolicy(StrEnum):
+    """Nova's `hw:cpu_policy`: shared vCPUs float, dedicated ones each own a host CPU."""
+
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
+def parse_cpu_policy(value: str | None) -> CpuPolicy:
+    if value is None:
+        return CpuPolicy.SHARED
+    try:
+        return CpuPolicy(value.strip().lower())
+    except ValueError:
+        raise PciValueError(f"{CPU_POLICY_KEY}={value!r} is not one of: shared, dedicated"
+                            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    """One logical CPU: its number, NUMA node and socket (physical package)."""
+
+    id: int
+    node: int
+    socket: int
+
+
+@dataclass(frozen=True, slots=True)
+class NumaNode:
+    """One NUMA node's memory in MiB, and its hugepages (page size in KiB → pages)."""
+
+    id: int
+    memory_mb: int
+    hugepages: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What VMs may take on one host: vCPUs, memory and disk after ratios and reserves,
+    and the host CPUs that dedicated vCPUs may be pinned to (node → CPU numbers)."""
+
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    pinnable: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def pinnable_on(self, node: int | None) -> tuple[int, ...]:
+        """Host CPUs a dedicated vCPU may take: those of `node`, or all when None."""
+        if node is not None:
+            return self.pinnable.get(node, ())
+        return tuple(sorted(cpu for cpus in self.pinnable.values() for cpu in cpus))
+
+
+@dataclass(frozen=True, slots=True)
+class HostResources:
+    """A host's CPUs, NUMA memory and disk as the agent found them, with the operator's
+    ratios and reservations from the host config."""
+
+    cpus: tuple[Cpu, ...] = ()
+    numa: tuple[NumaNode, ...] = ()
+    disk_gb: int = 0
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    reserved_cpus: tuple[int, ...] = ()
+    reserved_host_memory_mb: int = 512
+    reserved_host_disk_gb: int = 0
+
+    @property
+    def memory_mb(self) -> int:
+        return sum(node.memory_mb for node in self.numa)
+
+    def socket_of(self) -> dict[int, int]:
+        """NUMA node → socket, from the CPUs the node holds (a node spans one socket)."""
+        return {cpu.node: cpu.socket for cpu in sorted(self.cpus, key=lambda c: c.id)}
+
+    def capacity(self) -> Capacity:
+        reserved = set(self.reserved_cpus)
+        usable = [cpu for cpu in self.cpus if cpu.id not in reserved]
+        pinnable: dict[int, list[int]] = {}
+        for cpu in sorted(usable, key=lambda c: c.id):
+            pinnable.setdefault(cpu.node, []).append(cpu.id)
+        return Capacity(
+            vcpus=math.floor(len(usable) * self.cpu_allocation_ratio),
+            ram_mb=max(0, math.floor((self.memory_mb - self.reserved_host_memory_mb)
+                                     * self.ram_allocation_ratio)),
+            disk_gb=max(0, math.floor((self.disk_gb - self.reserved_host_disk_gb)
+                                      * self.disk_allocation_ratio)),
+            pinnable={node: tuple(cpus) for node, cpus in pinnable.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VmSize:
+    """What one VM takes of a host besides devices."""
+
+    vcpus: int = 1
+    ram_mb: int = 512
+    disk_gb: int = 0
+    cpu_policy: CpuPolicy = CpuPolicy.SHARED
+
+    def describe(self) -> str:
+        pinned = ", dedicated" if self.cpu_policy is CpuPolicy.DEDICATED else ""
+        return f"{self.vcpus} vCPUs{pinned}, {self.ram_mb} MiB memory, {self.disk_gb} GB disk"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the VMs on a host take now: vCPUs, memory, disk, and the pinned host CPUs."""
+
+    vcpus: int = 0
+    ram_mb: int = 0
+    disk_gb: int = 0
+    pinned: frozenset[int] = frozenset()
+
+    def plus(self, size: VmSize, cpus: Iterable[int] = ()) -> Usage:
+        return Usage(self.vcpus + size.vcpus, self.ram_mb + size.ram_mb,
+                     self.disk_gb + size.disk_gb, self.pinned | frozenset(cpus))
+
+    def minus(self, size: VmSize, cpus: Iterable[int] = ()) -> Usage:
+        return Usage(self.vcpus - size.vcpus, self.ram_mb - size.ram_mb,
+                     self.disk_gb - size.disk_gb, self.pinned - frozenset(cpus))
+
+
+def shortfall(capacity: Capacity, usage: Usage, size: VmSize,
+              node: int | None = None) -> str | None:
+    """Why `size` does not fit next to `usage` (None: it fits). `node` is the NUMA node a
+    NUMA-bound VM is on, which is where its dedicated CPUs must come from."""
+    if usage.vcpus + size.vcpus > capacity.vcpus:
+        return f"{capacity.vcpus - usage.vcpus} of {capacity.vcpus} vCPUs free"
+    if usage.ram_mb + size.ram_mb > capacity.ram_mb:
+        return f"{capacity.ram_mb - usage.ram_mb} of {capacity.ram_mb} MiB memory free"
+    if usage.disk_gb + size.disk_gb > capacity.disk_gb:
+        return f"{capacity.disk_gb - usage.disk_gb} of {capacity.disk_gb} GB disk free"
+    if size.cpu_policy is CpuPolicy.DEDICATED:
+        free = [c for c in capacity.pinnable_on(node) if c not in usage.pinned]
+        if len(free) < size.vcpus:
+            where = f" on NUMA node {node}" if node is not None else ""
+            return f"{len(free)} host CPUs free to pin{where}"
+    return None
+
+
+def pick_cpus(capacity: Capacity, usage: Usage, size: VmSize,
+              node: int | None = None) -> tuple[int, ...]:
+    """The host CPUs a dedicated VM gets (lowest numbers first); () for shared vCPUs.
+    Call only when `shortfall` found none."""
+    if size.cpu_policy is not CpuPolicy.DEDICATED:
+        return ()
+    free = [c for c in capacity.pinnable_on(node) if c not in usage.pinned]
+    return tuple(free[:size.vcpus])
