@@ -6,8 +6,12 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(
   libvirt-dev        # libvirt-python compiles against it
-  libvirt-clients    # virt-xml-validate checks every domain XML we write
-  libvirt0           # the test:/// driver is built into the client library
+  libvirt0           # the test:/// driver, and libvirt's schemas for checking domain XML
+  libvirt-clients    # virsh, for operators looking at what passthru made
+  libvirt-daemon     # libvirtd with the qemu driver: real guests in the demo and tests
+  qemu-system-x86    # the hypervisor (TCG where KVM does not run guests)
+  qemu-utils         # qemu-img: image checks, per-VM copy-on-write disks
+  busybox-static     # the init of the small guest the demo and tests boot
   pci.ids            # vendor and device names
   postgresql         # the store tests start a throwaway cluster
   iproute2           # network namespaces for multi-host tests
