@@ -19,9 +19,6 @@ if [ ! -x "$root/usr/bin/apt-get" ]; then
   mkdir -p "$root"
   debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian
 fi
-cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/" 2>/dev/null || true
-cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt" 2>/dev/null \
-  || { mkdir -p "$root/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"; }
 [ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
@@ -42,5 +39,7 @@ git clone -q "$repo" "$root/work/passthru"
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends make python3 ca-certificates >/dev/null'
+# After ca-certificates, which writes its own bundle: pip trusts what this machine trusts.
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
   bash -c "cd /work/passthru && ${command[*]}"
