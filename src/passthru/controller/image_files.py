@@ -118,8 +118,8 @@ def _qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*_LIMITS, "qemu-img", *args], capture_output=True, text=True,
                               timeout=_TIMEOUT, check=False)
     except FileNotFoundError:
-        raise PciValueError("the controller cannot check disks: qemu-img is not installed "
-                            "on it (Debian: apt install qemu-utils)") from None
+        raise PciValueError("disks cannot be checked here: qemu-img is not installed "
+                            "(Debian: apt install qemu-utils)") from None
     except subprocess.TimeoutExpired:
         raise PciValueError(f"qemu-img took over {_TIMEOUT:.0f} s to read the disk; it is "
                             "refused") from None
