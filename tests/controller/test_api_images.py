@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from passthru.controller.settings import Settings
-from passthru.pci.work import SHA256_HEADER
+from passthru.host.link import HttpLink, LinkError
+from passthru.pci.work import SHA256_HEADER, ImagePart
 from tests.controller.conftest import Api
 
 V2 = "/v2/admin"
@@ -92,6 +93,22 @@ def test_a_qcow2_disk_makes_the_image_active_and_agents_fetch_the_same_bytes(
     again = upload(api, "debian", "disk", data)
     assert again.status_code == 409
     assert "is active: its files do not change" in message(again)
+
+
+def test_the_agent_link_streams_an_image_file_to_disk(api: Api, tmp_path: Path) -> None:
+    image = new_image(api, "debian")
+    data = qcow2(tmp_path / "disk.qcow2")
+    assert upload(api, "debian", "disk", data).status_code == 200
+    api.client.headers["Authorization"] = f"Bearer {api.agent('compute-1')}"
+    link = HttpLink(api.client, "compute-1")
+    dest = tmp_path / "cache" / "disk"
+    dest.parent.mkdir()
+    link.fetch_image(image["id"], ImagePart.DISK, dest)
+    assert dest.read_bytes() == data
+    kernel = tmp_path / "cache" / "kernel"
+    with pytest.raises(LinkError, match=r"\(404\): image debian has no kernel file"):
+        link.fetch_image(image["id"], ImagePart.KERNEL, kernel)
+    assert not kernel.exists()
 
 
 def test_a_raw_disk_streamed_in_chunks_is_taken_with_its_size(api: Api,
