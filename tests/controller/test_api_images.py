@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from passthru.controller.app import create_app
 from passthru.controller.settings import Settings
 from passthru.host.link import HttpLink, LinkError
 from passthru.pci.work import SHA256_HEADER, ImagePart
@@ -109,6 +111,16 @@ def test_the_agent_link_streams_an_image_file_to_disk(api: Api, tmp_path: Path) 
     with pytest.raises(LinkError, match=r"\(404\): image debian has no kernel file"):
         link.fetch_image(image["id"], ImagePart.KERNEL, kernel)
     assert not kernel.exists()
+
+
+def test_a_large_virtual_size_is_kept_on_every_store(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(tmp_path / "data", db_url=db_url)
+    with TestClient(create_app(settings)) as client:
+        api = Api(client, settings.admin_token_path.read_text().strip())
+        new_image(api, "big")
+        answer = upload(api, "big", "disk", qcow2(tmp_path / "big.qcow2", "10G"))
+        assert answer.status_code == 200, answer.text
+        assert api.ok("GET", f"{V2}/images/big")["image"]["virtual_size"] == 10 << 30
 
 
 def test_a_raw_disk_streamed_in_chunks_is_taken_with_its_size(api: Api,

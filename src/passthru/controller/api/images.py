@@ -199,11 +199,13 @@ async def upload_file(
     request: Request,
     sha256: Annotated[Sha256, Header(alias=SHA256_HEADER, description="the file's SHA-256; "
                                      "a file that does not match it is refused")],
-    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> ImageBody:
     who.require_admin("uploading an image's files")
     image_id, disk_format = await run_sync(_upload_target, store, image, part)
-    received = await files.receive(request.stream(), sha256, content_length)
+    # The web server has checked Content-Length is a number; chunked uploads have none.
+    length = request.headers.get("content-length")
+    received = await files.receive(request.stream(), sha256,
+                                   int(length) if length is not None else None)
     try:
         virtual_size = await run_sync(check_part, received.path, part, disk_format)
         view = await run_sync(_record, store, files, image_id, part, received, virtual_size)
