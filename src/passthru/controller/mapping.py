@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -120,19 +120,20 @@ def image_ref(row: ImageRow) -> ImageRef:
 
 
 def hostname_of(name: str, uuid: str) -> str:
-    """The server's name as a host name (RFC 1123 label: a-z, 0-9 and inner dashes, at
-    most 63), as Nova makes it; a name with nothing usable gets one from the uuid."""
+    """The server's name as a host name (an RFC 1123 label: a-z, 0-9 and inner dashes, at
+    most 63); a name with nothing usable gets one from the uuid."""
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
     return label or f"server-{uuid[:8]}"
 
 
-def guest_spec(server: ServerRow, public_keys: Mapping[str, str]) -> GuestSpec:
-    """What a server boots: `public_keys` are its project's keys by name."""
+def guest_spec(server: ServerRow, public_key: str | None) -> GuestSpec:
+    """What a server boots; `public_key` is the one its key name names (None: none, or the
+    keypair is gone)."""
     image = server.image
     key = server.key_name
     return GuestSpec(
         image=image_ref(image) if image is not None and image.disk_format else None,
         disk_gb=server.disk_gb,
         hostname=hostname_of(server.name, server.uuid),
-        public_keys={key: public_keys[key]} if key is not None and key in public_keys else {},
+        public_keys={key: public_key} if key is not None and public_key is not None else {},
         user_data=server.user_data)

@@ -10,7 +10,7 @@ restarts mid-way loses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, selectinload
@@ -32,8 +32,8 @@ from passthru.pci.errors import PciValueError
 from passthru.pci.work import AttachedDevice, DestroyOrder, OrderResult, Orders, SpawnOrder
 
 
-def spawn_order(server: ServerRow, public_keys: Mapping[str, str]) -> SpawnOrder:
-    """The order to spawn `server`; `public_keys` are its project's keys by name."""
+def spawn_order(server: ServerRow, public_key: str | None = None) -> SpawnOrder:
+    """The order to spawn `server`; `public_key` is the key its key name names."""
     ports = {port.id: port for port in server.ports}
     devices: list[AttachedDevice] = []
     for request in server.requests:
@@ -43,10 +43,11 @@ def spawn_order(server: ServerRow, public_keys: Mapping[str, str]) -> SpawnOrder
                     for row in sorted(request.devices, key=lambda d: d.address)]
     return SpawnOrder(server.uuid, server.name, server.vcpus, server.ram_mb, devices,
                       nics=attached_ports(server.ports),
-                      guest=guest_spec(server, public_keys))
+                      guest=guest_spec(server, public_key))
 
 
-def _public_keys(session: Session, servers: Iterable[ServerRow]) -> dict[tuple[str, str], str]:
+def _public_keys(session: Session, servers: Iterable[ServerRow]
+                 ) -> dict[tuple[str, str | None], str]:
     """The keys the servers boot with, by (project, key name), in one query."""
     wanted = {(s.project, s.key_name) for s in servers if s.key_name is not None}
     if not wanted:
@@ -86,11 +87,8 @@ def pending_orders(session: Session, host: str) -> Orders:
                 selectinload(ServerRow.ports).selectinload(PortRow.network),
                 selectinload(ServerRow.image)))}
         keys = _public_keys(session, building.values())
-        for uuid in to_spawn:
-            server = building[uuid]
-            mine = {name: key for (project, name), key in keys.items()
-                    if project == server.project}
-            orders.spawn.append(spawn_order(server, mine))
+        orders.spawn = [spawn_order(server, keys.get((server.project, server.key_name)))
+                        for server in (building[uuid] for uuid in to_spawn)]
     return orders
 
 
