@@ -3,6 +3,7 @@ answer matches the schema (status codes, content types, bodies)."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from passthru.controller.app import create_app
 from passthru.controller.settings import Settings
+from passthru.pci.work import SHA256_HEADER
 
 _ADMIN = "Bearer {}"
 # These two assume the schema says everything about validity. Here it cannot: a PCI flavor
@@ -47,6 +49,16 @@ def seeded_app(data_dir: Path) -> FastAPI:
         client.post("/v2/admin/servers", json={"server": {
             "name": "vm", "flavorRef": "m1", "networks": [
                 {"uuid": "prod", "vnic_type": "direct"}]}}).raise_for_status()
+        client.post("/v2/admin/images", json={"image": {
+            "name": "disk", "disk_format": "raw"}}).raise_for_status()
+        disk = b"\0" * 512
+        client.put("/v2/admin/images/disk/file/disk", content=disk, headers={
+            SHA256_HEADER: hashlib.sha256(disk).hexdigest()}).raise_for_status()
+        client.post("/v2/admin/images", json={"image": {
+            "name": "queued", "disk_format": "qcow2"}}).raise_for_status()
+        client.post("/v2/admin/os-keypairs", json={"keypair": {"name": "key", "public_key": (
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHKTe7aduWVrvrPD1m5Rf+stb1tuFgcsahO+z8j6QrsU"
+        )}}).raise_for_status()
     return application
 
 

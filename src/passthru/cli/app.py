@@ -26,7 +26,8 @@ PANELS: dict[str, tuple[str, ...]] = {
         "image-create", "image-list", "image-show", "image-delete",
         "net-create", "net-list", "net-show", "net-delete"),
     "Servers and ports": ("boot", "list", "show", "delete", "port-create", "port-list",
-                          "port-show", "port-delete"),
+                          "port-show", "port-delete", "keypair-create", "keypair-list",
+                          "keypair-delete"),
     "The fleet (operator)": ("host-list", "pci-device-list", "pci-stats", "events"),
 }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -12,10 +14,14 @@ import httpx
 
 from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
+from passthru.pci.work import SHA256_HEADER
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
 TOKEN_ENV = "PASSTHRU_TOKEN"
+_CHUNK = 1 << 20
+#: An upload's answer waits for the controller's checks of the file (qemu-img).
+_UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 
 
 class ApiError(PassthruError):
@@ -37,6 +43,17 @@ def local_admin_token(data_dir: Path | None = None) -> str:
     except PermissionError:
         raise ApiError(f"{path} is not readable by this user; give --token or set "
                        f"{TOKEN_ENV}") from None
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            yield chunk
 
 
 def _message(response: httpx.Response) -> str:
@@ -64,8 +81,18 @@ class Client:
 
     def call(self, method: str, path: str, *, json: Any = None,
              params: dict[str, Any] | None = None) -> Any:
+        return self._send(method, path, json=json, params=params)
+
+    def upload(self, path: str, file: Path) -> Any:
+        """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller
+        to check."""
+        headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
+        return self._send("PUT", path, content=_chunks(file), headers=headers,
+                          timeout=_UPLOAD_TIMEOUT)
+
+    def _send(self, method: str, path: str, **options: Any) -> Any:
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(method, path, **options)
         except httpx.TransportError as error:
             raise ApiError(f"cannot reach the controller at {self.url} ({error}); is "
                            f"passthru serve running? (--url or {URL_ENV})") from None

@@ -12,6 +12,7 @@ from passthru.controller.scheduler.weighers import Weigher
 from passthru.controller.settings import (
     DATA_DIR_ENV,
     DEFAULT_LISTEN,
+    DEFAULT_MAX_IMAGE_GB,
     Settings,
     default_data_dir,
 )
@@ -44,13 +45,17 @@ def serve(
         "--listen", help="HOST:PORT to listen on.")] = DEFAULT_LISTEN,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", envvar=DATA_DIR_ENV, show_default="the user's data dir",
-        help="Holds the SQLite file and the admin-token file.")] = None,
+        help="Holds the SQLite file, the admin-token file and uploaded images.")] = None,
     heartbeat_timeout: Annotated[float, typer.Option(
         "--heartbeat-timeout", min=1.0,
         help="Seconds without a heart-beat after which a host is marked down.")] = 180.0,
     weigher: Annotated[Weigher, typer.Option(
         "--weigher", help="pack: fill the fullest hosts first, keeping whole hosts free for "
         "big VMs; spread: the emptiest first, balancing load.")] = Weigher.PACK,
+    max_image_size: Annotated[int, typer.Option(
+        "--max-image-size", min=1, metavar="GiB",
+        help="The largest image file (disk, kernel, initrd) an upload may bring.")
+    ] = DEFAULT_MAX_IMAGE_GB,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -65,7 +70,8 @@ def serve(
     from passthru.controller.app import create_app
 
     host, port = split_listen(listen)
-    settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher)
+    settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
+                        max_image_bytes=max_image_size << 30)
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as error:

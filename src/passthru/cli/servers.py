@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from passthru.cli.client import Client
+from passthru.cli.files import read_text
 from passthru.cli.nics import parse_nic
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
@@ -52,6 +55,12 @@ def boot(
     min_count: Annotated[int, typer.Option(
         "--min-count", min=1, max=1000,
         help="Boot this many servers, NAME-1 ... NAME-N: all placed on hosts, or none.")] = 1,
+    key_name: Annotated[str | None, typer.Option(
+        "--key-name", help="A keypair (keypair-create) whose public key the server gets.")
+    ] = None,
+    user_data: Annotated[Path | None, typer.Option(
+        "--user-data", metavar="FILE",
+        help="cloud-init user-data (#cloud-config or a script), at most 64 KiB.")] = None,
     url: Url = None, token: Token = None, as_json: Json = False,
 ) -> None:
     """Boot a server with the flavor's PCI devices and one device per SR-IOV nic.
@@ -60,11 +69,16 @@ def boot(
     claims them; the host's agent then starts it. When no host fits, the server is kept
     in ERROR with the reason and the command fails.
 
-    Example: boot vm1 --flavor m1.gpu --nic net-id=prod,vnic-type=direct
+    Example: boot vm1 --flavor m1.gpu --image debian --key-name mykey
+    --nic net-id=prod,vnic-type=direct
     """
-    body = {"server": {"name": name, "flavorRef": flavor, "imageRef": image,
-                       "networks": [parse_nic(n) for n in nics or []],
-                       "min_count": min_count}}
+    body: dict[str, Any] = {"server": {
+        "name": name, "flavorRef": flavor, "imageRef": image,
+        "networks": [parse_nic(n) for n in nics or []], "min_count": min_count,
+        "key_name": key_name}}
+    if user_data is not None:
+        text = read_text(user_data, "--user-data", limit=64 * 1024)
+        body["server"]["user_data"] = base64.b64encode(text.encode()).decode()
     with Client(url, token) as api:
         servers = api.call("POST", api.tenant("/servers"), json=body)["servers"]
     if min_count == 1:

@@ -2,6 +2,7 @@
 
 Creating the app prepares the store: it applies the packaged migrations and makes sure
 the data dir holds a working admin token, and loads the scheduler's index from the store.
+Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, a sweep marks hosts down whose agents stopped heart-beating, and the
 index is checked against the store, which other controller replicas change too.
 """
@@ -24,6 +25,7 @@ from passthru.controller.api import (
     fleet,
     hosts,
     images,
+    keypairs,
     networks,
     pci_flavors,
     ports,
@@ -33,6 +35,7 @@ from passthru.controller.api import (
 from passthru.controller.api.errors import install_error_handlers
 from passthru.controller.auth import ensure_admin_token
 from passthru.controller.db import Store
+from passthru.controller.image_files import ImageFiles
 from passthru.controller.migrate import upgrade
 from passthru.controller.reports import mark_silent_hosts_down
 from passthru.controller.scheduler.service import Scheduler
@@ -41,9 +44,9 @@ from passthru.web import routes as web
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (pci_flavors.router, flavors.router, images.router, networks.router, ports.router,
-           servers.router, hosts.router, tokens.router, agent.router, events.router,
-           fleet.router, web.router)
+ROUTERS = (pci_flavors.router, flavors.router, images.router, keypairs.router,
+           networks.router, ports.router, servers.router, hosts.router, tokens.router,
+           agent.router, events.router, fleet.router, web.router)
 
 
 def open_store(settings: Settings) -> Store:
@@ -90,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.store = store
     app.state.scheduler = scheduler
+    app.state.image_files = ImageFiles(settings.image_dir, settings.max_image_bytes)
     app.state.principals = {}
     install_error_handlers(app)
     for router in ROUTERS:

@@ -6,22 +6,29 @@ request per SR-IOV `--nic`, on the nic's network's physical_network (the seed's 
 narrowed to the nic's PCI flavor when it names one (plan A). The image's
 `pci_passthrough:supported` narrows the alternatives. Placing the server on a host and
 claiming devices is the scheduler's part; until it runs the server stays BUILD.
+
+The server keeps the flavor's size (vCPUs, RAM, disk), which its host counts, whatever
+becomes of the flavor later; and its key name and user-data for its cloud-init seed.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import ConflictError
+from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.events import EventKind, record
+from passthru.controller.keypairs import find_keypair
 from passthru.controller.lookup import find
 from passthru.controller.mapping import new_request_row
 from passthru.controller.models import (
     FlavorRow,
     ImageRow,
+    ImageStatus,
     PortRow,
     ServerRow,
     ServerStatus,
@@ -61,6 +68,41 @@ class BootRequest:
     flavor: str
     image: str | None = None
     nics: tuple[NicRequest, ...] = ()
+    key_name: str | None = None
+    #: The decoded user-data (`decode_user_data`).
+    user_data: str | None = None
+
+
+#: Nova's limit on a server's user-data, decoded.
+MAX_USER_DATA = 64 * 1024
+
+
+def decode_user_data(text: str) -> str:
+    """The user-data of a boot body: base64 (line breaks allowed) of at most 64 KiB of
+    text, as cloud-init reads it from the seed."""
+    fix = "send the file base64-encoded (passthru boot --user-data FILE does it)"
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise PciValueError(f"user_data is not valid base64; {fix}") from None
+    if len(raw) > MAX_USER_DATA:
+        raise PciValueError(f"user_data is {len(raw)} bytes decoded; at most {MAX_USER_DATA} "
+                            "are taken (as Nova); fetch the rest from the guest instead")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise PciValueError("user_data is not UTF-8 text once decoded (a #cloud-config or a "
+                            "script); compressed user-data is not taken") from None
+
+
+def _image(session: Session, ref: str) -> ImageRow:
+    image = find(session, ImageRow, ref, "image",
+                 create_hint="list them with passthru image-list")
+    if image.status is ImageStatus.QUEUED:
+        raise ConflictError(f"image {image.name} is queued: its disk has not been uploaded "
+                            "yet; upload it (PUT .../images/{id}/file/disk, or create the "
+                            "image with passthru image-create --file) or boot another image")
+    return image
 
 
 def _nic_port(session: Session, server: ServerRow, nic: NicRequest, index: int) -> PortRow:
@@ -114,10 +156,16 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
     """Create the server with its ports and PCI requests; it stays BUILD until placed."""
     flavor = find(session, FlavorRow, boot.flavor, "flavor",
                   create_hint="list them with passthru flavor-list")
-    image = (find(session, ImageRow, boot.image, "image",
-                  create_hint="list them with passthru image-list") if boot.image else None)
+    image = _image(session, boot.image) if boot.image else None
+    if boot.key_name is not None:
+        try:
+            find_keypair(session, boot.project, boot.key_name)
+        except NotFoundError as error:
+            raise PciValueError(f"key_name: {error}") from None
     server = ServerRow(name=boot.name, project=boot.project, flavor=flavor, image=image,
-                       status=ServerStatus.BUILD)
+                       status=ServerStatus.BUILD, vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
+                       disk_gb=flavor.disk_gb, key_name=boot.key_name,
+                       user_data=boot.user_data)
     session.add(server)
     session.flush()
     ports = [_nic_port(session, server, nic, i) for i, nic in enumerate(boot.nics)]

@@ -19,3 +19,7 @@ class UnauthorizedError(PassthruError):
 
 class ForbiddenError(PassthruError):
     """A known token whose role or project does not allow the request."""
+
+
+class TooLargeError(PassthruError):
+    """A request body over the size the controller takes (an image file past the limit)."""

@@ -1,16 +1,30 @@
-"""Rows ↔ the core's `PciDevice`, `Pool` and `PciRequest`: the only place that converts
-between them."""
+"""Rows ↔ the core's `PciDevice`, `Pool`, `PciRequest`, port and network specs, and the
+image and guest parts of a spawn order: the only place that converts between them."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import asdict, fields
+from typing import Any
 
-from passthru.controller.models import DeviceRow, PciRequestRow, PoolRow
+from passthru.controller.models import (
+    DeviceRow,
+    ImageRow,
+    PciRequestRow,
+    PoolRow,
+    PortRow,
+    ServerRow,
+)
+from passthru.pci.binding import NetworkSpec, PortSpec, VnicType
 from passthru.pci.device import PciDevice
 from passthru.pci.pool import Pool, PoolKey
 from passthru.pci.request import PciRequest
+from passthru.pci.work import AttachedPort, GuestSpec, ImageFile, ImagePart, ImageRef
+
+#: The image property holding a direct-kernel-boot image's kernel command line.
+COMMAND_LINE_KEY = "os_command_line"
 
 DEVICE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PciDevice))
 
@@ -73,3 +87,53 @@ def new_request_row(request: PciRequest, position: int,
                          numa_policy=request.numa_policy,
                          physical_network=request.physical_network,
                          dev_type=request.dev_type, soft=request.soft)
+
+
+def port_spec(port: PortRow) -> tuple[PortSpec, NetworkSpec]:
+    network = port.network
+    return (PortSpec(port.id, port.vnic_type, port.mac_address,
+                     port_security=port.port_security),
+            NetworkSpec(network.name, network.network_type, network.physical_network,
+                        network.segmentation_id))
+
+
+def attached_ports(ports: Iterable[PortRow]) -> list[AttachedPort]:
+    """The normal ports among `ports` (those with devices go with their devices)."""
+    return [AttachedPort(*port_spec(p)) for p in ports if p.vnic_type is VnicType.NORMAL]
+
+
+def file_record(file: ImageFile) -> dict[str, Any]:
+    """An image file as `ImageRow.files` stores it."""
+    return {**asdict(file), "part": str(file.part)}
+
+
+def image_files(row: ImageRow) -> list[ImageFile]:
+    return [ImageFile(ImagePart(f["part"]), str(f["sha256"]), int(f["size"]))
+            for f in row.files]
+
+
+def image_ref(row: ImageRow) -> ImageRef:
+    """The image as a host boots it; only for an image with a disk format."""
+    assert row.disk_format is not None, f"image {row.name} is catalog-only"
+    return ImageRef(row.id, row.name, row.disk_format, image_files(row),
+                    row.properties.get(COMMAND_LINE_KEY))
+
+
+def hostname_of(name: str, uuid: str) -> str:
+    """The server's name as a host name (an RFC 1123 label: a-z, 0-9 and inner dashes, at
+    most 63); a name with nothing usable gets one from the uuid."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+    return label or f"server-{uuid[:8]}"
+
+
+def guest_spec(server: ServerRow, public_key: str | None) -> GuestSpec:
+    """What a server boots; `public_key` is the one its key name names (None: none, or the
+    keypair is gone)."""
+    image = server.image
+    key = server.key_name
+    return GuestSpec(
+        image=image_ref(image) if image is not None and image.disk_format else None,
+        disk_gb=server.disk_gb,
+        hostname=hostname_of(server.name, server.uuid),
+        public_keys={key: public_key} if key is not None and public_key is not None else {},
+        user_data=server.user_data)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -263,7 +264,8 @@ class ImageRow(Base):
     disk_format: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[ImageStatus] = mapped_column(enum_column(ImageStatus),
                                                 default=ImageStatus.ACTIVE)
-    virtual_size: Mapped[int | None]
+    #: Bytes the guest's disk has (64-bit: disks pass 2 GiB).
+    virtual_size: Mapped[int | None] = mapped_column(BigInteger)
     #: The image's files as `pci.work.ImageFile`s: part, sha256 and size of each.
     files: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
 

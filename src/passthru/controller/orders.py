@@ -10,14 +10,17 @@ restarts mid-way loses nothing.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Iterable
+
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host
-from passthru.controller.mapping import device_from_row
+from passthru.controller.mapping import attached_ports, device_from_row, guest_spec, port_spec
 from passthru.controller.models import (
     HostRow,
+    KeypairRow,
     PciRequestRow,
     PortRow,
     ServerRow,
@@ -25,35 +28,38 @@ from passthru.controller.models import (
 )
 from passthru.controller.release import free_devices, release_ports
 from passthru.pci import claims
-from passthru.pci.binding import NetworkSpec, PortSpec
 from passthru.pci.errors import PciValueError
 from passthru.pci.work import AttachedDevice, DestroyOrder, OrderResult, Orders, SpawnOrder
 
 
-def _port_spec(port: PortRow) -> tuple[PortSpec, NetworkSpec]:
-    network = port.network
-    return (PortSpec(port.id, port.vnic_type, port.mac_address,
-                     port_security=port.port_security),
-            NetworkSpec(network.name, network.network_type, network.physical_network,
-                        network.segmentation_id))
-
-
-def spawn_order(server: ServerRow) -> SpawnOrder:
+def spawn_order(server: ServerRow, public_key: str | None = None) -> SpawnOrder:
+    """The order to spawn `server`; `public_key` is the key its key name names."""
     ports = {port.id: port for port in server.ports}
     devices: list[AttachedDevice] = []
     for request in server.requests:
         port = ports.get(request.port_id) if request.port_id else None
-        spec, network = _port_spec(port) if port is not None else (None, None)
+        spec, network = port_spec(port) if port is not None else (None, None)
         devices += [AttachedDevice(device_from_row(row), request.uuid, spec, network)
                     for row in sorted(request.devices, key=lambda d: d.address)]
-    flavor = server.flavor
-    return SpawnOrder(server.uuid, server.name, flavor.vcpus if flavor else 1,
-                      flavor.ram_mb if flavor else 512, devices)
+    return SpawnOrder(server.uuid, server.name, server.vcpus, server.ram_mb, devices,
+                      nics=attached_ports(server.ports),
+                      guest=guest_spec(server, public_key))
+
+
+def _public_keys(session: Session, servers: Iterable[ServerRow]
+                 ) -> dict[tuple[str, str | None], str]:
+    """The keys the servers boot with, by (project, key name), in one query."""
+    wanted = {(s.project, s.key_name) for s in servers if s.key_name is not None}
+    if not wanted:
+        return {}
+    rows = session.execute(select(KeypairRow.project, KeypairRow.name, KeypairRow.public_key)
+                           .where(tuple_(KeypairRow.project, KeypairRow.name).in_(wanted)))
+    return {(project, name): key for project, name, key in rows}
 
 
 def pending_orders(session: Session, host: str) -> Orders:
     """Asked every few seconds by each agent: one light query over the host's servers,
-    and the devices, ports and flavor loaded only for those to spawn."""
+    and the devices, ports, image and keys loaded only for those to spawn."""
     on_host = (ServerRow.host_id == select(HostRow.id).where(HostRow.name == host)
                .scalar_subquery())
     orders = Orders()
@@ -79,8 +85,10 @@ def pending_orders(session: Session, host: str) -> Orders:
             select(ServerRow).where(ServerRow.uuid.in_(to_spawn)).options(
                 selectinload(ServerRow.requests).selectinload(PciRequestRow.devices),
                 selectinload(ServerRow.ports).selectinload(PortRow.network),
-                selectinload(ServerRow.flavor)))}
-        orders.spawn = [spawn_order(building[uuid]) for uuid in to_spawn]
+                selectinload(ServerRow.image)))}
+        keys = _public_keys(session, building.values())
+        orders.spawn = [spawn_order(server, keys.get((server.project, server.key_name)))
+                        for server in (building[uuid] for uuid in to_spawn)]
     return orders
 
 

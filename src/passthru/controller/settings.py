@@ -14,6 +14,9 @@ DATA_DIR_ENV = "PASSTHRU_DATA_DIR"
 DEFAULT_LISTEN = "127.0.0.1:8774"
 ADMIN_TOKEN_FILE = "admin-token"
 DATABASE_FILE = "passthru.sqlite"
+IMAGES_DIR = "images"
+#: The largest image file an upload may bring, unless `passthru serve` is told otherwise.
+DEFAULT_MAX_IMAGE_GB = 64
 
 
 def default_data_dir() -> Path:
@@ -35,6 +38,8 @@ class Settings:
     #: How often the scheduler's index is checked against the store, which other
     #: controller replicas change too.
     resync_interval: float = 10.0
+    #: The largest file an image upload may bring (disk, kernel or initrd), in bytes.
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_GB << 30
 
     @property
     def database_url(self) -> str:
@@ -43,3 +48,8 @@ class Settings:
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / ADMIN_TOKEN_FILE
+
+    @property
+    def image_dir(self) -> Path:
+        """Where uploaded image files are kept, `<image id>/<part>` each."""
+        return self.data_dir / IMAGES_DIR

@@ -1,9 +1,11 @@
-"""The agent's HTTP link to the controller's agent endpoints: reports and orders."""
+"""The agent's HTTP link to the controller's agent endpoints: reports, orders, and the
+image files its servers boot (streamed to disk, never held in memory)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +15,7 @@ from passthru.host.agent import StaleReportError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
-from passthru.pci.work import OrderResult, Orders
+from passthru.pci.work import ImagePart, OrderResult, Orders
 
 _ORDERS = TypeAdapter(Orders)
 _RESULT = TypeAdapter(OrderResult)
@@ -41,22 +43,46 @@ class HttpLink:
     def close(self) -> None:
         self._http.close()
 
+    def _unreachable(self, error: httpx.TransportError) -> LinkError:
+        return LinkError(f"cannot reach the controller at {self._http.base_url}: {error}")
+
+    def _refused(self, method: str, path: str, response: httpx.Response) -> LinkError:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        return LinkError(f"controller refused {method} {path} for host {self.host} "
+                         f"({response.status_code}): {message}")
+
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
             response = self._http.request(method, self._base + path, json=body)
         except httpx.TransportError as error:
-            raise LinkError(f"cannot reach the controller at {self._http.base_url}: "
-                            f"{error}") from None
+            raise self._unreachable(error) from None
         if response.status_code == 409 and method == "PATCH":
             raise StaleReportError(response.text)
         if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:300]
-            raise LinkError(f"controller refused {method} {path} for host {self.host} "
-                            f"({response.status_code}): {message}")
+            raise self._refused(method, path, response)
         return response.json()
+
+    def fetch_image(self, image_id: str, part: ImagePart, dest: Path) -> None:
+        """Stream one of an image's files to `dest`; nothing is left there on failure.
+        The caller checks it against the order's SHA-256."""
+        path = f"/images/{image_id}/file/{ImagePart(part)}"
+        try:
+            with self._http.stream("GET", self._base + path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._refused("GET", path, response)
+                with dest.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+        except httpx.TransportError as error:
+            dest.unlink(missing_ok=True)
+            raise self._unreachable(error) from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
 
     def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str]) -> int:
         body = {"pool_attrs": list(pool_attrs), "devices": [asdict(d) for d in devices]}

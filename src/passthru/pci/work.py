@@ -59,6 +59,10 @@ class ImageFile:
     size: int
 
 
+#: The HTTP header an image file's SHA-256 travels in, both ways.
+SHA256_HEADER = "X-Image-Sha256"
+
+
 @dataclass(slots=True)
 class ImageRef:
     """The image a VM boots: its disk format (`qcow2` or `raw`), its files, and the kernel

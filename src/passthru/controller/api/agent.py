@@ -1,5 +1,5 @@
-"""What host agents call: inventory reports (full or delta), heart-beats, and their
-orders (servers to spawn and destroy) with the answers.
+"""What host agents call: inventory reports (full or delta), heart-beats, their orders
+(servers to spawn and destroy) with the answers, and the image files their servers boot.
 
 A full report replaces what the controller knows of the host; a delta carries only the
 devices added, changed and removed since the generation the agent last got back, and is
@@ -12,19 +12,23 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
 
-from passthru.controller.api.deps import Caller, SchedulerDep, StoreDep
+from passthru.controller.api.deps import Caller, ImageFilesDep, SchedulerDep, StoreDep
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
-from passthru.controller.models import HostRow, HostStatus, ServerRow, ServerStatus
+from passthru.controller.errors import NotFoundError
+from passthru.controller.lookup import find
+from passthru.controller.mapping import image_files
+from passthru.controller.models import HostRow, HostStatus, ImageRow, ServerRow, ServerStatus
 from passthru.controller.orders import destroyed, lost, pending_orders, spawned
 from passthru.controller.reports import heartbeat, report_delta, report_full
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
-from passthru.pci.work import OrderResult, Orders, canonical_uuid
+from passthru.pci.work import SHA256_HEADER, ImagePart, OrderResult, Orders, canonical_uuid
 
 router = APIRouter(prefix="/v2/agent/hosts/{host}", tags=["agent"], responses=ERROR_RESPONSES)
 
@@ -158,3 +162,24 @@ def _same_server(path: str, body: OrderResult) -> None:
     if canonical_uuid(path) != body.server_uuid:
         raise PciValueError(f"the path names server {path} but the result is for "
                             f"{body.server_uuid}")
+
+
+@router.get("/images/{image}/file/{part}", response_class=FileResponse,
+            summary="Download one of an image's files, its SHA-256 in X-Image-Sha256",
+            responses={200: {
+                "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}},
+                "headers": {SHA256_HEADER: {"schema": {"type": "string"},
+                                            "description": "the file's SHA-256"}}}})
+def get_image_file(host: str, image: str, part: ImagePart, who: Caller, store: StoreDep,
+                   files: ImageFilesDep) -> FileResponse:
+    who.require_host(host)
+    with store.read() as session:
+        row = find(session, ImageRow, image, "image")
+        name, image_id = row.name, row.id
+        file = next((f for f in image_files(row) if f.part is part), None)
+    path = files.path(image_id, part)
+    if file is None or not path.is_file():
+        raise NotFoundError(f"image {name} has no {part} file (has it been uploaded?)")
+    return FileResponse(path, media_type="application/octet-stream",
+                        headers={SHA256_HEADER: file.sha256})

@@ -1,4 +1,4 @@
-"""What every endpoint needs: the store and the caller."""
+"""What every endpoint needs: the store and the caller (and, for images, their files)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from passthru.controller.auth import Principal, digest, principal_of
 from passthru.controller.db import Store
 from passthru.controller.errors import UnauthorizedError
+from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
@@ -30,6 +31,14 @@ def _scheduler(request: Request) -> Scheduler:
 
 
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
+
+
+def _image_files(request: Request) -> ImageFiles:
+    files: ImageFiles = request.app.state.image_files
+    return files
+
+
+ImageFilesDep = Annotated[ImageFiles, Depends(_image_files)]
 
 
 def _caller(request: Request, store: StoreDep,

@@ -23,6 +23,7 @@ from passthru.controller.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    TooLargeError,
     UnauthorizedError,
 )
 from passthru.controller.reports import StaleInventoryError
@@ -50,6 +51,7 @@ _STATUS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
     (UnauthorizedError, HTTPStatus.UNAUTHORIZED),
     (ForbiddenError, HTTPStatus.FORBIDDEN),
     (ConflictError, HTTPStatus.CONFLICT),
+    (TooLargeError, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     (StaleInventoryError, HTTPStatus.CONFLICT),
     (ClaimError, HTTPStatus.CONFLICT),
     (PciValueError, HTTPStatus.BAD_REQUEST),

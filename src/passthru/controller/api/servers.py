@@ -15,7 +15,7 @@ from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Name
 from passthru.controller.auth import Principal
-from passthru.controller.boot import BootRequest, NicRequest
+from passthru.controller.boot import MAX_USER_DATA, BootRequest, NicRequest, decode_user_data
 from passthru.controller.launch import launch
 from passthru.controller.lookup import find
 from passthru.controller.mapping import device_from_row, request_from_row
@@ -47,6 +47,12 @@ class ServerCreate(BaseModel):
     networks: list[Nic] = Field(default_factory=list, max_length=32)
     min_count: int = Field(1, ge=1, le=1000, description="boot this many servers, all placed "
                            "or none; names get -1, -2, ... when more than one")
+    key_name: Name | None = Field(None, description="a keypair of the project: its public "
+                                  "key goes into the cloud-init seed")
+    # Room for the base64 of MAX_USER_DATA with line breaks; the decoded size is checked.
+    user_data: str | None = Field(None, max_length=MAX_USER_DATA * 3 // 2,
+                                  description="base64 of the cloud-init user-data, at most "
+                                  "64 KiB decoded")
 
 
 class ServerCreateBody(BaseModel):
@@ -76,6 +82,7 @@ class Server(BaseModel):
     image: str | None
     host: str | None
     ports: list[str]
+    key_name: str | None
     pci_requests: list[RequestDevices]
     domain_xml: str | None = Field(None, description="the libvirt domain XML the host's "
                                    "agent started the server with")
@@ -102,7 +109,7 @@ def server_view(row: ServerRow) -> Server:
                   fault=row.fault, flavor=row.flavor.name if row.flavor else None,
                   image=row.image.name if row.image else None,
                   host=row.host.name if row.host else None,
-                  ports=[p.id for p in row.ports],
+                  ports=[p.id for p in row.ports], key_name=row.key_name,
                   pci_requests=[_request_view(r) for r in row.requests],
                   domain_xml=row.domain_xml,
                   created=row.created_at, updated=row.updated_at)
@@ -142,8 +149,10 @@ def create_server(tenant_id: str, who: TenantCaller, store: StoreDep,
                             pci_flavor=n.pci_flavor) for n in spec.networks)
     names = ([spec.name] if spec.min_count == 1
              else [f"{spec.name}-{n}" for n in range(1, spec.min_count + 1)])
+    user_data = decode_user_data(spec.user_data) if spec.user_data is not None else None
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
-                         nics=nics) for name in names]
+                         nics=nics, key_name=spec.key_name, user_data=user_data)
+             for name in names]
     uuids = launch(store, scheduler, boots)
     with store.read() as session:
         rows = {row.uuid: row for row in session.scalars(

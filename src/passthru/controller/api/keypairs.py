@@ -1,0 +1,102 @@
+"""Keypairs: a project's SSH public keys, Nova's `os-keypairs` resource and bodies.
+
+A server booted with `key_name` gets the key in its cloud-init seed. Only public keys are
+taken (passthru makes no private keys), checked as `controller.keypairs` says. A key
+cannot be deleted while a server that names it waits to be spawned: the spawn order reads
+it then.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import Name
+from passthru.controller.errors import ConflictError
+from passthru.controller.keypairs import find_keypair, parse_public_key
+from passthru.controller.models import KeypairRow, ServerRow, ServerStatus
+
+router = APIRouter(prefix="/v2/{tenant_id}/os-keypairs", tags=["keypairs"],
+                   responses=ERROR_RESPONSES)
+
+
+class KeypairCreate(BaseModel):
+    name: Name
+    public_key: str = Field(min_length=1, max_length=16384,
+                            description="one OpenSSH public key line, as in id_ed25519.pub")
+
+
+class KeypairCreateBody(BaseModel):
+    keypair: KeypairCreate
+
+
+class Keypair(BaseModel):
+    name: str
+    type: str
+    public_key: str
+    fingerprint: str
+
+
+class KeypairBody(BaseModel):
+    keypair: Keypair
+
+
+class KeypairList(BaseModel):
+    """Nova's list shape: each entry wrapped in its own `keypair`."""
+
+    keypairs: list[KeypairBody]
+
+
+def keypair_view(row: KeypairRow) -> Keypair:
+    return Keypair(name=row.name, type=row.public_key.split(None, 1)[0],
+                   public_key=row.public_key, fingerprint=row.fingerprint)
+
+
+@router.get("", response_model=KeypairList, summary="List the project's keypairs")
+def list_keypairs(tenant_id: str, who: TenantCaller, store: StoreDep) -> KeypairList:
+    with store.read() as session:
+        rows = session.scalars(select(KeypairRow).where(KeypairRow.project == tenant_id)
+                               .order_by(KeypairRow.name))
+        return KeypairList(keypairs=[KeypairBody(keypair=keypair_view(r)) for r in rows])
+
+
+@router.post("", status_code=201, response_model=KeypairBody,
+             summary="Import an SSH public key")
+def create_keypair(tenant_id: str, who: TenantCaller, store: StoreDep,
+                   body: KeypairCreateBody) -> KeypairBody:
+    spec = body.keypair
+    key = parse_public_key(spec.public_key)
+    with store.write() as session:
+        if session.scalars(select(KeypairRow.id).where(KeypairRow.project == tenant_id,
+                                                       KeypairRow.name == spec.name)).first():
+            raise ConflictError(f"project {tenant_id} has a keypair named {spec.name!r} "
+                                "already")
+        row = KeypairRow(name=spec.name, project=tenant_id, public_key=key.line,
+                         fingerprint=key.fingerprint)
+        session.add(row)
+        session.flush()
+        return KeypairBody(keypair=keypair_view(row))
+
+
+@router.get("/{name}", response_model=KeypairBody, summary="Show a keypair")
+def show_keypair(tenant_id: str, who: TenantCaller, store: StoreDep, name: str) -> KeypairBody:
+    with store.read() as session:
+        return KeypairBody(keypair=keypair_view(find_keypair(session, tenant_id, name)))
+
+
+@router.delete("/{name}", status_code=204, summary="Delete a keypair")
+def delete_keypair(tenant_id: str, who: TenantCaller, store: StoreDep, name: str) -> Response:
+    with store.write() as session:
+        row = find_keypair(session, tenant_id, name)
+        waiting = session.scalar(select(func.count()).select_from(ServerRow).where(
+            ServerRow.project == tenant_id, ServerRow.key_name == name,
+            ServerRow.status == ServerStatus.BUILD))
+        if waiting:
+            raise ConflictError(f"keypair {name} is named by {waiting} server(s) still being "
+                                "built, which get it when spawned; delete it once they are "
+                                "ACTIVE")
+        session.delete(row)
+    return Response(status_code=204)

@@ -1,0 +1,124 @@
+"""SSH public keys as `passthru keypair-create` takes them: one OpenSSH line, checked.
+
+The line is `TYPE BASE64 [COMMENT]` (what `ssh-keygen` writes to `id_*.pub`). The base64
+body is the key in SSH wire format, which names its type again and then carries the key
+itself; the whole of it is read, so that a truncated or pasted-together key is refused
+here rather than by cloud-init inside a guest nobody can log into. The fingerprint is
+`ssh-keygen -l`'s: SHA256 of the body, in unpadded base64.
+
+Keys belong to a project: `find_keypair` looks one up by name there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller.errors import NotFoundError
+from passthru.controller.models import KeypairRow
+from passthru.pci.errors import PciValueError
+
+_ED25519 = "ssh-ed25519"
+_RSA = "ssh-rsa"
+#: ECDSA curves and the length of one point coordinate on each, in bytes.
+_ECDSA = {"ecdsa-sha2-nistp256": 32, "ecdsa-sha2-nistp384": 48, "ecdsa-sha2-nistp521": 66}
+KEY_TYPES = (_ED25519, _RSA, *_ECDSA)
+_MIN_RSA_BITS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    type: str
+    line: str
+    fingerprint: str
+
+
+class _Wire:
+    """Reads SSH wire-format strings (a 4-byte big-endian length, then the bytes)."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob, self.at = blob, 0
+
+    def string(self, what: str) -> bytes:
+        if self.at + 4 > len(self.blob):
+            raise _TruncatedError(what)
+        size = int.from_bytes(self.blob[self.at:self.at + 4], "big")
+        start, self.at = self.at + 4, self.at + 4 + size
+        if self.at > len(self.blob):
+            raise _TruncatedError(what)
+        return self.blob[start:self.at]
+
+    def done(self) -> bool:
+        return self.at == len(self.blob)
+
+
+class _TruncatedError(Exception):
+    pass
+
+
+def _check_body(kind: str, wire: _Wire) -> str | None:
+    """Why the key after the type is not a `kind` key, or None when it is one."""
+    if kind == _ED25519:
+        if len(wire.string("key")) != 32:
+            return "an ed25519 key is 32 bytes"
+    elif kind == _RSA:
+        wire.string("exponent")
+        modulus = wire.string("modulus").lstrip(b"\0")
+        if len(modulus) * 8 < _MIN_RSA_BITS:
+            return f"an RSA key needs at least {_MIN_RSA_BITS} bits"
+    else:
+        curve = wire.string("curve").decode(errors="replace")
+        if kind != f"ecdsa-sha2-{curve}":
+            return f"it names curve {curve!r}"
+        point = wire.string("point")
+        if len(point) != 1 + 2 * _ECDSA[kind] or point[0] != 4:
+            return "its point is not an uncompressed point on the curve"
+    return None if wire.done() else "extra bytes follow the key"
+
+
+def parse_public_key(text: str) -> PublicKey:
+    """The checked key of one OpenSSH public key line, or a PciValueError saying why not."""
+    line = text.strip()
+    advice = "give the .pub file ssh-keygen wrote (e.g. ~/.ssh/id_ed25519.pub)"
+    if not line or "\n" in line or "\r" in line:
+        raise PciValueError(f"the public key must be one line 'TYPE BASE64 [COMMENT]'; {advice}")
+    words = line.split(None, 2)
+    kind = words[0]
+    if kind not in KEY_TYPES:
+        if "PRIVATE KEY" in line:
+            raise PciValueError(f"this is a private key, not a public one; {advice}")
+        raise PciValueError(f"public key type {kind[:40]!r} is not one of "
+                            f"{', '.join(KEY_TYPES)}; {advice}")
+    if len(words) < 2:
+        raise PciValueError(f"the {kind} public key has no key after its type; {advice}")
+    try:
+        blob = base64.b64decode(words[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise PciValueError(f"the {kind} public key's body is not base64; {advice}") from None
+    wire = _Wire(blob)
+    try:
+        named = wire.string("type").decode(errors="replace")
+        if named != kind:
+            raise PciValueError(f"the public key line says {kind} but its body is a "
+                                f"{named[:40]!r} key; {advice}")
+        problem = _check_body(kind, wire)
+    except _TruncatedError as cut:
+        problem = f"it ends before its {cut}"
+    if problem is not None:
+        raise PciValueError(f"the {kind} public key is damaged: {problem}; {advice}")
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return PublicKey(kind, " ".join(words), f"SHA256:{digest}")
+
+
+def find_keypair(session: Session, project: str, name: str) -> KeypairRow:
+    row = session.scalars(select(KeypairRow).where(KeypairRow.project == project,
+                                                   KeypairRow.name == name)).first()
+    if row is None:
+        raise NotFoundError(f"project {project} has no keypair {name!r} (list them with "
+                            "passthru keypair-list)")
+    return row
