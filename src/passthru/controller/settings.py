@@ -35,6 +35,13 @@ class Settings:
     #: How often the scheduler's index is checked against the store, which other
     #: controller replicas change too.
     resync_interval: float = 10.0
+    #: Spawns a server gets, each on another host, before it goes to ERROR.
+    max_build_attempts: int = 3
+    #: A server still BUILD this many seconds after it was created goes to ERROR.
+    build_timeout: float = 1800.0
+    #: A server left BUILD with no host this long (its controller stopped between creating
+    #: and placing it) is picked up by the build sweep.
+    unplaced_grace: float = 120.0
 
     @property
     def database_url(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -13,7 +13,7 @@ from passthru.host.agent import StaleReportError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
-from passthru.pci.work import OrderResult, Orders
+from passthru.pci.work import OrderResult, Orders, PowerAction, PowerState
 
 _ORDERS = TypeAdapter(Orders)
 _RESULT = TypeAdapter(OrderResult)
@@ -82,5 +82,15 @@ class HttpLink:
         self._call("POST", f"/orders/{result.server_uuid}/destroyed",
                    _RESULT.dump_python(result, mode="json"))
 
+    def powered(self, result: OrderResult, action: PowerAction) -> None:
+        self._call("POST", f"/orders/{result.server_uuid}/powered?action={action}",
+                   _RESULT.dump_python(result, mode="json"))
+
     def lost(self, server_uuid: str, reason: str) -> None:
         self._call("POST", f"/orders/{server_uuid}/lost", {"reason": reason})
+
+    def power_states(self, states: Mapping[str, PowerState]) -> None:
+        self._call("POST", "/power-states", {uuid: str(state) for uuid, state in states.items()})
+
+    def console(self, server_uuid: str, text: str) -> None:
+        self._call("POST", f"/orders/{server_uuid}/console", {"output": text})

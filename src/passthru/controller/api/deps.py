@@ -11,6 +11,7 @@ from passthru.controller.auth import Principal, digest, principal_of
 from passthru.controller.db import Store
 from passthru.controller.errors import UnauthorizedError
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
                      "`passthru token-create` or the data dir's admin-token file")
@@ -30,6 +31,14 @@ def _scheduler(request: Request) -> Scheduler:
 
 
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _caller(request: Request, store: StoreDep,
