@@ -51,6 +51,12 @@ def serve(
     weigher: Annotated[Weigher, typer.Option(
         "--weigher", help="pack: fill the fullest hosts first, keeping whole hosts free for "
         "big VMs; spread: the emptiest first, balancing load.")] = Weigher.PACK,
+    max_build_attempts: Annotated[int, typer.Option(
+        "--max-build-attempts", min=1,
+        help="Spawns a server gets, each on another host, before it goes to ERROR.")] = 3,
+    build_timeout: Annotated[float, typer.Option(
+        "--build-timeout", min=1.0,
+        help="Seconds after which a server still being built goes to ERROR.")] = 1800.0,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -65,7 +71,8 @@ def serve(
     from passthru.controller.app import create_app
 
     host, port = split_listen(listen)
-    settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher)
+    settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
+                        max_build_attempts=max_build_attempts, build_timeout=build_timeout)
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as error:

@@ -164,9 +164,10 @@ def powered(session: Session, host: str, result: OrderResult,
         return server
     pending = pending_action(server)
     if pending is None or (action is not None and action is not pending):
-        raise PciValueError(f"server {server.uuid} is {describe_state(server)}: no "
-                            f"{action or 'power change'} is pending; ask for this host's "
-                            "orders again")
+        now = (f"the {action} answered was replaced by {pending}" if pending is not None
+               else "no power change is pending")
+        raise PciValueError(f"server {server.uuid} is {describe_state(server)}: {now}; ask "
+                            "for this host's orders again")
     rule = RULES[pending]
     server.task_state = None
     if result.ok:
