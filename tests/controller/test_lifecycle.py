@@ -153,6 +153,9 @@ def test_stop_start_and_reboots_follow_novas_states(api: Api, one: Compute) -> N
     assert (stopped["status"], stopped["task_state"]) == ("SHUTOFF", None)
     assert not one.active(vm["id"])
     assert held(api) == devices  # a stopped server keeps its devices, as in Nova
+    # A restarted agent keeps a stopped server's domain, and the server keeps its state.
+    assert [d.server_uuid for d in one.worker.start().kept] == [vm["id"]]
+    assert server(api, "vm")["status"] == "SHUTOFF" and held(api) == devices
 
     starting = act(api, "vm", START)["server"]
     assert (starting["status"], starting["task_state"]) == ("SHUTOFF", "powering-on")
