@@ -368,13 +368,18 @@ def test_a_build_that_takes_too_long_fails_and_frees_all(api: Api, one: Compute)
     vm = boot(api, "vm", "m1.gpu", uuid="prod", vnic_type="direct")
     assert _sweep(api, seconds=60).failed == []
     assert server(api, "vm")["status"] == "BUILD"
+    order = one.link.orders().spawn[0]  # the agent is slow with it...
     assert _sweep(api, seconds=1801).failed == [vm["id"]]
     failed = server(api, "vm")
     assert failed["status"] == "ERROR"
     assert failed["fault"] == "build timed out after 1800 s on compute-1"
     assert held(api) == {} and api.ok("GET", f"{V2}/ports")["ports"] == []
-    one.run()  # its host has nothing left to do for it
-    assert one.driver.domains() == []
+    assert one.link.orders().spawn == []
+    # ...and answers once the controller has given up: what it made is removed again,
+    # since the controller counts those devices free.
+    one.worker.spawn(order)
+    assert one.driver.domains() == [] and one.applier.configured == {}
+    assert server(api, "vm")["status"] == "ERROR" and held(api) == {}
 
 
 def test_a_build_on_a_host_that_went_down_moves_to_another(

@@ -100,7 +100,7 @@ def test_power_shutdown_start_reboot_and_reset(driver: LibvirtDriver) -> None:
     name, vm_uuid = unique_vm()
     driver.define(build_domain_xml(replace(spec(name), uuid=vm_uuid)))
     assert driver.state(name) is PowerState.SHUTOFF
-    with pytest.raises(LibvirtError, match="not running.*reboot it --hard"):
+    with pytest.raises(LibvirtError, match=r"not running.*reboot it --hard"):
         driver.reboot(name)
     driver.reset(name)  # a hard reboot starts a stopped domain
     assert driver.state(name) is PowerState.RUNNING

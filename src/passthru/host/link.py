@@ -10,6 +10,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from passthru.host.agent import StaleReportError
+from passthru.host.worker import AnswerRefusedError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
@@ -21,6 +22,10 @@ _RESULT = TypeAdapter(OrderResult)
 
 class LinkError(PassthruError):
     """The controller refused a report or could not be reached."""
+
+
+class RefusedError(LinkError, AnswerRefusedError):
+    """The controller understood the call and refused it (an HTTP 4xx answer)."""
 
 
 def connect(controller: str, host: str, token: str, *, timeout: float = 30.0) -> HttpLink:
@@ -54,8 +59,9 @@ class HttpLink:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:300]
-            raise LinkError(f"controller refused {method} {path} for host {self.host} "
-                            f"({response.status_code}): {message}")
+            refused = RefusedError if response.status_code < 500 else LinkError
+            raise refused(f"controller refused {method} {path} for host {self.host} "
+                          f"({response.status_code}): {message}")
         return response.json()
 
     def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str]) -> int:

@@ -20,12 +20,15 @@ from passthru.host.console import console_path, read_console_tail
 from passthru.host.reconcile import reconcile
 from passthru.pci.errors import PassthruError
 from passthru.pci.work import (
+    DestroyOrder,
     KnownServer,
     OrderResult,
     Orders,
     PowerAction,
+    PowerOrder,
     PowerState,
     ReconcileReport,
+    SpawnOrder,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,23 @@ class OrderLink(Protocol):
     def power_states(self, states: Mapping[str, PowerState]) -> None: ...
 
     def console(self, server_uuid: str, text: str) -> None: ...
+
+
+class AnswerRefusedError(PassthruError):
+    """The controller refused what the agent said of one server: it has moved on from
+    that order (the server was deleted, timed out, or placed elsewhere)."""
+
+
+def _answer(send: Callable[[OrderResult], None], result: OrderResult) -> bool:
+    """Send an order's answer; whether the controller took it. A refusal concerns that
+    server only (the order comes again if it still stands); an unreachable controller
+    fails the round."""
+    try:
+        send(result)
+    except AnswerRefusedError as error:
+        log.warning("answer for server %s not taken: %s", result.server_uuid, error)
+        return False
+    return True
 
 
 def _isolated(server_uuid: str, what: str, run: Callable[[], OrderResult]) -> OrderResult:
@@ -86,42 +106,46 @@ class OrderWorker:
         host's servers are doing; returns how many orders ran."""
         orders = self.link.orders()
         for destroy in orders.destroy:
-            result = _isolated(destroy.server_uuid, "destroy",
-                               lambda order=destroy: self.attacher.destroy(order))
-            if result.ok:
-                log.info("destroyed server %s (%s)", destroy.name, destroy.server_uuid)
-            else:
-                log.warning("destroying server %s: %s", destroy.server_uuid, result.fault)
-            self._answer(self.link.destroyed, result)
+            self.destroy(destroy)
         for spawn in orders.spawn:
-            result = _isolated(spawn.server_uuid, "spawn",
-                               lambda order=spawn: self.attacher.spawn(order))
-            if result.ok:
-                log.info("started server %s (%s) with %s", spawn.name, spawn.server_uuid,
-                         ", ".join(d.device.address for d in spawn.devices) or "no devices")
-            else:
-                log.warning("spawning server %s: %s", spawn.server_uuid, result.fault)
-            self._answer(self.link.spawned, result)
+            self.spawn(spawn)
         for power in orders.power:
-            result = _isolated(power.server_uuid, str(power.action),
-                               lambda order=power: self.attacher.power(order))
-            if result.ok:
-                log.info("%s server %s (%s) done", power.action, power.name, power.server_uuid)
-            else:
-                log.warning("%s server %s: %s", power.action, power.server_uuid, result.fault)
-            self._answer(lambda r, action=power.action: self.link.powered(r, action), result)
+            self.power(power)
         self.report_power_states(orders.running)
         self.send_consoles(orders.running)
         return len(orders.destroy) + len(orders.spawn) + len(orders.power)
 
-    @staticmethod
-    def _answer(send: Callable[[OrderResult], None], result: OrderResult) -> None:
-        # A refused answer is the controller's word on this server only (it moved on, e.g.
-        # deleted or timed out); the order comes again if it still stands.
-        try:
-            send(result)
-        except PassthruError as error:
-            log.warning("answer for server %s not taken: %s", result.server_uuid, error)
+    def destroy(self, order: DestroyOrder) -> None:
+        result = _isolated(order.server_uuid, "destroy", lambda: self.attacher.destroy(order))
+        if result.ok:
+            log.info("destroyed server %s (%s)", order.name, order.server_uuid)
+        else:
+            log.warning("destroying server %s: %s", order.server_uuid, result.fault)
+        _answer(self.link.destroyed, result)
+
+    def spawn(self, order: SpawnOrder) -> None:
+        result = _isolated(order.server_uuid, "spawn", lambda: self.attacher.spawn(order))
+        if result.ok:
+            log.info("started server %s (%s) with %s", order.name, order.server_uuid,
+                     ", ".join(d.device.address for d in order.devices) or "no devices")
+        else:
+            log.warning("spawning server %s: %s", order.server_uuid, result.fault)
+        if not _answer(self.link.spawned, result) and result.ok:
+            # The controller moved on (the build timed out, or went to another host) and
+            # counts the devices free: the domain must not keep them.
+            undone = self.attacher.destroy(DestroyOrder(order.server_uuid, order.name,
+                                                        result.domain_xml))
+            log.warning("removed server %s again: %s", order.server_uuid,
+                        "done" if undone.ok else undone.fault)
+
+    def power(self, order: PowerOrder) -> None:
+        result = _isolated(order.server_uuid, str(order.action),
+                           lambda: self.attacher.power(order))
+        if result.ok:
+            log.info("%s server %s (%s) done", order.action, order.name, order.server_uuid)
+        else:
+            log.warning("%s server %s: %s", order.action, order.server_uuid, result.fault)
+        _answer(lambda answer: self.link.powered(answer, order.action), result)
 
     def report_power_states(self, servers: Sequence[str]) -> None:
         """Tell the controller which of `servers` run and which are shut off, read after
@@ -155,7 +179,7 @@ class OrderWorker:
                 continue
             try:
                 self.link.console(uuid, text)
-            except PassthruError as error:
+            except AnswerRefusedError as error:
                 log.warning("console log of server %s not taken: %s", uuid, error)
                 continue
             self._console_sent[uuid] = digest
