@@ -198,6 +198,30 @@ def test_a_hard_reboot_replaces_a_soft_one_still_pending(api: Api, one: Compute)
     assert server(api, "vm")["status"] == "ACTIVE"
 
 
+def test_a_failed_power_change_keeps_the_state_before_with_the_fault(
+        api: Api, one: Compute) -> None:
+    vm = boot(api, "vm")
+    one.run()
+    devices = held(api)
+    # The guest is gone when the soft reboot comes: libvirt cannot reboot it.
+    one.driver.stop(domain_name(vm["id"]))
+    act(api, "vm", SOFT)
+    one.worker.power(one.link.orders().power[0])
+    failed = server(api, "vm")
+    assert (failed["status"], failed["task_state"]) == ("ACTIVE", None)
+    assert failed["fault"].startswith("reboot failed on compute-1: reboot failed for domain")
+    assert "is not running" in failed["fault"]
+    assert "power-failed" in kinds(api, vm["id"])
+    # The round's power report then finds the domain off.
+    one.run()
+    assert server(api, "vm")["status"] == "SHUTOFF"
+    assert held(api) == devices
+    act(api, "vm", START)
+    one.run()
+    started = server(api, "vm")
+    assert (started["status"], started["fault"]) == ("ACTIVE", None)
+
+
 def test_transitions_nova_forbids_are_refused_with_the_state_and_what_it_allows(
         api: Api, one: Compute) -> None:
     boot(api, "vm", "m1.small")
