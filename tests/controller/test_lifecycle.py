@@ -90,6 +90,19 @@ def catalog(api: Api) -> None:
 
 
 @pytest.fixture
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """SQLite, or PostgreSQL for the tests parametrized with `ON_BOTH`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return Settings(tmp_path / "data")
+    return Settings(tmp_path / "data", db_url=request.getfixturevalue("postgres").new_database())
+
+
+ON_BOTH = pytest.mark.parametrize(
+    "settings", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True)
+
+
+@pytest.fixture
 def one(api: Api, tmp_path: Path) -> Iterator[Compute]:
     compute = Compute(api, "compute-1", tmp_path / "compute-1")
     catalog(api)
@@ -140,6 +153,7 @@ STOP, START = {"os-stop": None}, {"os-start": None}
 SOFT, HARD = {"reboot": {"type": "SOFT"}}, {"reboot": {"type": "HARD"}}
 
 
+@ON_BOTH
 def test_stop_start_and_reboots_follow_novas_states(api: Api, one: Compute) -> None:
     vm = boot(api, "vm")
     one.run()
@@ -274,6 +288,7 @@ def shutoff_events(api: Api, server_id: str) -> list[str]:
         "server": server_id, "kind": "server-shutoff"})["events"]]
 
 
+@ON_BOTH
 def test_a_guest_that_shuts_itself_down_becomes_shutoff(api: Api, one: Compute) -> None:
     vm = boot(api, "vm")
     stopping = boot(api, "stopping", "m1.small")
@@ -319,6 +334,7 @@ def test_the_console_log_goes_through_the_controller(api: Api, one: Compute) -> 
     assert "line 0\n" not in kept
 
 
+@ON_BOTH
 def test_a_failed_spawn_runs_on_another_host(api: Api, two: dict[str, Compute]) -> None:
     vm = boot(api, "vm")
     first = two[vm["host"]]
@@ -335,6 +351,7 @@ def test_a_failed_spawn_runs_on_another_host(api: Api, two: dict[str, Compute]) 
     assert set(held(api, second.name).values()) == {"allocated"}
 
 
+@ON_BOTH
 def test_a_spawn_failing_on_every_host_names_every_fault(api: Api,
                                                          two: dict[str, Compute]) -> None:
     vm = boot(api, "vm")
@@ -388,6 +405,7 @@ def _sweep(api: Api, **later: float) -> Any:
     return sweep_builds(store, scheduler, settings, now=newest + timedelta(**later))
 
 
+@ON_BOTH
 def test_a_build_that_takes_too_long_fails_and_frees_all(api: Api, one: Compute) -> None:
     vm = boot(api, "vm", "m1.gpu", uuid="prod", vnic_type="direct")
     assert _sweep(api, seconds=60).failed == []
@@ -406,6 +424,7 @@ def test_a_build_that_takes_too_long_fails_and_frees_all(api: Api, one: Compute)
     assert server(api, "vm")["status"] == "ERROR" and held(api) == {}
 
 
+@ON_BOTH
 def test_a_build_on_a_host_that_went_down_moves_to_another(
         api: Api, two: dict[str, Compute]) -> None:
     vm = boot(api, "vm")
@@ -426,6 +445,7 @@ def test_a_build_on_a_host_that_went_down_moves_to_another(
     assert server(api, "vm")["status"] == "ACTIVE"
 
 
+@ON_BOTH
 def test_a_server_its_controller_never_placed_is_failed_after_a_grace(
         api: Api, one: Compute) -> None:
     with api.client.app.state.store.write() as session:  # type: ignore[attr-defined]
