@@ -18,6 +18,7 @@ from sqlalchemy import update
 from passthru.controller.boot import BootRequest, boot_server
 from passthru.controller.db import Store
 from passthru.controller.models import HostRow, HostStatus, ServerRow
+from passthru.controller.orders import spawned
 from passthru.controller.reschedule import sweep_builds
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
@@ -456,3 +457,26 @@ def test_a_server_its_controller_never_placed_is_failed_after_a_grace(
     failed = server(api, "orphan")
     assert failed["status"] == "ERROR" and "never placed" in failed["fault"]
     assert held(api) == {}
+
+
+@ON_BOTH
+def test_a_controller_stopped_between_a_failed_spawn_and_the_new_placement(
+        api: Api, two: dict[str, Compute]) -> None:
+    vm = boot(api, "vm")
+    first = two[vm["host"]]
+    second = next(c for c in two.values() if c is not first)
+    app = api.client.app
+    # The failed spawn's answer is recorded, then the controller dies before placing again.
+    with app.state.store.write() as session:  # type: ignore[attr-defined]
+        spawned(session, first.name, OrderResult(vm["id"], ok=False, fault="it broke"), 3)
+    app.state.scheduler.refresh([first.name])  # type: ignore[attr-defined]
+    left = server(api, "vm")
+    assert (left["status"], left["host"]) == ("BUILD", None)
+    assert held(api) == {}
+    assert _sweep(api, seconds=10).placed_again == []
+    assert _sweep(api, seconds=121).placed_again == [vm["id"]]
+    assert server(api, "vm")["host"] == second.name
+    second.run()
+    assert server(api, "vm")["status"] == "ACTIVE"
+    # The first host's GPUs are free for the next VM.
+    assert boot(api, "next")["host"] == first.name
