@@ -55,8 +55,8 @@ class Compute:
         self.sim: SimHost = make_host(root)
         self.driver = LibvirtDriver(self.sim.uri)
         self.applier = RecordingApplier()
-        client = TestClient(api.client.app,
-                            headers={"Authorization": f"Bearer {api.agent(name)}"})
+        self.token = api.agent(name)
+        client = TestClient(api.client.app, headers={"Authorization": f"Bearer {self.token}"})
         self.link = HttpLink(client, name)
         config = self.sim.config()
         Agent(scan=lambda: offered(config), link=self.link,
@@ -204,9 +204,9 @@ def test_a_hard_reboot_replaces_a_soft_one_still_pending(api: Api, one: Compute)
     order = one.link.orders().power[0]
     assert act(api, "vm", HARD)["server"]["status"] == "HARD_REBOOT"
     # The soft reboot's late answer does not end the hard one.
-    refused = one.link._http.post(f"/v2/agent/hosts/compute-1/orders/{vm['id']}/powered",
-                                  params={"action": "reboot"},
-                                  json={"server_uuid": order.server_uuid, "ok": True})
+    refused = api.call("POST", f"/v2/agent/hosts/compute-1/orders/{vm['id']}/powered",
+                       one.token, params={"action": "reboot"},
+                       json={"server_uuid": order.server_uuid, "ok": True})
     assert refused.status_code == 400 and "replaced by hard-reboot" in refused.text
     assert server(api, "vm")["task_state"] == "rebooting_hard"
     one.run()
@@ -326,6 +326,11 @@ def test_the_console_log_goes_through_the_controller(api: Api, one: Compute) -> 
                   params={"lines": 2})["output"] == "Linux version 6.1\nlogin: \n"
     nova = act(api, "vm", {"os-getConsoleOutput": {"length": 1}}, expect=200)
     assert nova == {"output": "login: \n"}
+    # Sent only when it changed: a log the agent already sent is not sent again.
+    with api.client.app.state.store.write() as session:  # type: ignore[attr-defined]
+        session.get_one(ServerRow, vm["id"]).console_log = "marker\n"
+    one.run()
+    assert api.ok("GET", f"{V2}/servers/vm/console-log")["output"] == "marker\n"
     # A guest that logs without end: only the tail reaches the controller, from a line on.
     log.write_text("".join(f"line {n}\n" for n in range(20000)))
     one.run()
