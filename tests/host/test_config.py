@@ -57,6 +57,13 @@ def test_relative_sysfs_root_is_next_to_the_file(tmp_path: Path) -> None:
     assert config.sysfs_root == tmp_path / "sim/sys"
 
 
+def test_instances_path_defaults_and_a_relative_one_is_next_to_the_file(
+        tmp_path: Path) -> None:
+    assert host_config_from({}).instances_path == Path("/var/lib/passthru/instances")
+    config = load_host_config(write(tmp_path, 'instances_path = "sim/instances"'))
+    assert config.instances_path == tmp_path / "sim/instances"
+
+
 def test_seed_names_in_pool_attrs() -> None:
     config = host_config_from({"pool_attrs": ["device_id", "vendor_id", "physical_network"]})
     assert config.pool_attrs == ("product_id", "vendor_id", PHYSICAL_NETWORK)

@@ -10,6 +10,7 @@ import pytest
 
 from passthru.host.domain_xml import build_domain_xml, read_domain_devices, validate_domain_xml
 from passthru.host.libvirt_driver import DomainNotFoundError, LibvirtDriver, LibvirtError
+from passthru.pci.work import PowerState
 from tests.host.test_domain_xml import every_shape, spec
 
 URI = "test:///default"
@@ -93,3 +94,24 @@ def test_unreachable_libvirt_names_the_uri_and_the_setting() -> None:
     with pytest.raises(LibvirtError, match=r"cannot connect to libvirt at "
                                            r"test:///nonexistent/node.xml: .*libvirt_uri"):
         LibvirtDriver("test:///nonexistent/node.xml")
+
+
+def test_power_shutdown_start_reboot_and_reset(driver: LibvirtDriver) -> None:
+    name, vm_uuid = unique_vm()
+    driver.define(build_domain_xml(replace(spec(name), uuid=vm_uuid)))
+    assert driver.state(name) is PowerState.SHUTOFF
+    with pytest.raises(LibvirtError, match=r"not running.*reboot it --hard"):
+        driver.reboot(name)
+    driver.reset(name)  # a hard reboot starts a stopped domain
+    assert driver.state(name) is PowerState.RUNNING
+    driver.reboot(name)
+    assert driver.state(name) is PowerState.RUNNING
+    assert driver.shutdown(name, timeout=5, poll=0.01)  # the test driver's guest obeys
+    assert driver.state(name) is PowerState.SHUTOFF
+    assert driver.shutdown(name, timeout=5)  # nothing to do: it is off
+    driver.start(name)
+    assert driver.state(name) is PowerState.RUNNING
+    with pytest.raises(DomainNotFoundError):
+        driver.state("vm-that-is-not-there")
+    driver.stop(name)
+    driver.undefine(name)

@@ -38,7 +38,9 @@ def agent(
     marked down and receives no new VMs. Every `order_interval` seconds it asks for
     orders: it destroys deleted servers (resetting their VFs) and spawns new ones through
     libvirt at `libvirt_uri` (binding ports, configuring VFs, writing the domain XML); a
-    failed spawn is undone completely and reported. On start it keeps the domains of
+    failed spawn is undone completely and reported; it stops, starts and reboots
+    servers, reports which of them run, and sends the tail of each one's console log
+    (INSTANCES_PATH/UUID/console.log). On start it keeps the domains of
     running servers and removes leftovers. VFs are configured through netlink; a
     simulated host (`passthru sim`) has no SR-IOV hardware, so with `vf_applier =
     "simulated"` their settings are recorded in SYSFS_ROOT/vf-state.json. The token must
@@ -72,7 +74,7 @@ def agent(
                   else NetlinkVfApplier())
             attacher = Attacher(driver, vf, config.sysfs_root,
                                 host_devices=lambda: scan(config))
-            agent.worker = OrderWorker(link, attacher)
+            agent.worker = OrderWorker(link, attacher, config.instances_path)
             stop = threading.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())

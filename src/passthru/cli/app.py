@@ -25,9 +25,9 @@ PANELS: dict[str, tuple[str, ...]] = {
         "flavor-create", "flavor-key", "flavor-list", "flavor-show", "flavor-delete",
         "image-create", "image-list", "image-show", "image-delete",
         "net-create", "net-list", "net-show", "net-delete"),
-    "Servers and ports": ("boot", "list", "show", "delete", "port-create", "port-list",
-                          "port-show", "port-delete", "keypair-create", "keypair-list",
-                          "keypair-delete"),
+    "Servers and ports": ("boot", "list", "show", "stop", "start", "reboot", "console-log",
+                          "delete", "port-create", "port-list", "port-show", "port-delete",
+                          "keypair-create", "keypair-list", "keypair-delete"),
     "The fleet (operator)": ("host-list", "pci-device-list", "pci-stats", "events"),
 }
 

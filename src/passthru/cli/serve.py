@@ -56,6 +56,12 @@ def serve(
         "--max-image-size", min=1, metavar="GiB",
         help="The largest image file (disk, kernel, initrd) an upload may bring.")
     ] = DEFAULT_MAX_IMAGE_GB,
+    max_build_attempts: Annotated[int, typer.Option(
+        "--max-build-attempts", min=1,
+        help="Spawns a server gets, each on another host, before it goes to ERROR.")] = 3,
+    build_timeout: Annotated[float, typer.Option(
+        "--build-timeout", min=1.0,
+        help="Seconds after which a server still being built goes to ERROR.")] = 1800.0,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -71,7 +77,8 @@ def serve(
 
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
-                        max_image_bytes=max_image_size << 30)
+                        max_image_bytes=max_image_size << 30,
+                        max_build_attempts=max_build_attempts, build_timeout=build_timeout)
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as error:

@@ -1,4 +1,5 @@
-"""`passthru boot`, `list`, `show`, `delete`: servers and the devices they hold."""
+"""`passthru boot`, `list`, `show`, `delete`, `stop`, `start`, `reboot`, `console-log`:
+servers and the devices they hold."""
 
 from __future__ import annotations
 
@@ -139,3 +140,50 @@ def delete(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
     with Client(url, token) as api:
         api.call("DELETE", api.tenant(f"/servers/{ref}"))
     out.print(f"deleted server {ref}", highlight=False)
+
+
+def _power(ref: str, action: dict[str, Any], url: str | None, token: str | None,
+           as_json: bool) -> None:
+    with Client(url, token) as api:
+        server = api.call("POST", api.tenant(f"/servers/{ref}/action"), json=action)["server"]
+    pending = f" ({server['task_state']})" if server["task_state"] else ""
+    show(server, as_json, lambda: out.print(
+        f"server {server['name']}: {server['status']}{pending}", highlight=False))
+
+
+@command("stop")
+def stop(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+         url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """Shut a server down (ACTIVE; its guest gets a minute to stop, then is powered off).
+    It is SHUTOFF once its host has done it, and keeps its devices."""
+    _power(ref, {"os-stop": None}, url, token, as_json)
+
+
+@command("start")
+def start(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+          url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """Start a SHUTOFF server again, with the devices it kept."""
+    _power(ref, {"os-start": None}, url, token, as_json)
+
+
+@command("reboot")
+def reboot(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+           hard: Annotated[bool, typer.Option(
+               "--hard", help="Power-cycle the server instead of asking its guest; also "
+               "starts a SHUTOFF server and rescues one stuck in REBOOT.")] = False,
+           url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """Reboot an ACTIVE server: REBOOT (or HARD_REBOOT) until its host has done it."""
+    _power(ref, {"reboot": {"type": "HARD" if hard else "SOFT"}}, url, token, as_json)
+
+
+@command("console-log")
+def console_log(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
+                lines: Annotated[int | None, typer.Option(
+                    "--lines", min=0, help="Only the last LINES lines.")] = None,
+                url: Url = None, token: Token = None) -> None:
+    """Print the tail of a server's serial console log, as its host last sent it."""
+    with Client(url, token) as api:
+        log = api.call("GET", api.tenant(f"/servers/{ref}/console-log"),
+                       params={"lines": lines} if lines is not None else None)
+    out.print(log["output"], markup=False, highlight=False, emoji=False, soft_wrap=True,
+              end="")

@@ -3,7 +3,8 @@
 Creating the app prepares the store: it applies the packaged migrations and makes sure
 the data dir holds a working admin token, and loads the scheduler's index from the store.
 Uploaded image files are kept in the data dir too (`images/`).
-While the app runs, a sweep marks hosts down whose agents stopped heart-beating, and the
+While the app runs, a sweep marks hosts down whose agents stopped heart-beating and then
+sees to stalled builds (timed out, on a host that went down, never placed), and the
 index is checked against the store, which other controller replicas change too.
 """
 
@@ -38,6 +39,7 @@ from passthru.controller.db import Store
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.migrate import upgrade
 from passthru.controller.reports import mark_silent_hosts_down
+from passthru.controller.reschedule import sweep_builds
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
 from passthru.web import routes as web
@@ -60,13 +62,18 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def _sweep_once(store: Store, scheduler: Scheduler, timeout: float) -> None:
+def _sweep_once(store: Store, scheduler: Scheduler, settings: Settings) -> None:
     with store.write() as session:
-        down = mark_silent_hosts_down(session, timeout)
+        down = mark_silent_hosts_down(session, settings.heartbeat_timeout)
     for name in down:
         log.warning("host %s stopped heart-beating; marked down", name)
     if down:
         scheduler.refresh(down)
+    swept = sweep_builds(store, scheduler, settings)
+    for uuid in swept.failed:
+        log.warning("build of server %s failed (timed out, or no host left)", uuid)
+    for uuid in swept.placed_again:
+        log.info("build of server %s: placing it on another host", uuid)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -78,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_every, max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
-                             store, scheduler, settings.heartbeat_timeout)
+                             store, scheduler, settings)
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             yield
             tasks.cancel_scope.cancel()
@@ -94,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.image_files = ImageFiles(settings.image_dir, settings.max_image_bytes)
+    app.state.settings = settings
     app.state.principals = {}
     install_error_handlers(app)
     for router in ROUTERS:

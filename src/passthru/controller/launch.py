@@ -45,10 +45,12 @@ def fail(store: Store, uuids: Sequence[str], reason: str) -> None:
     """Servers that cannot be placed: ERROR with the reason. Like any server they keep
     their ports until deleted, so the tenant sees what was asked for."""
     with store.write() as session:
-        # Conditional: a delete that commits meanwhile is not turned back into ERROR.
+        # Conditional: a delete that commits meanwhile is not turned back into ERROR, nor
+        # a server that another replica's build sweep has placed or failed.
         failed = session.scalars(
             update(ServerRow).where(ServerRow.uuid.in_(uuids),
-                                    ServerRow.status != ServerStatus.DELETED)
+                                    ServerRow.status == ServerStatus.BUILD,
+                                    ServerRow.host_id.is_(None))
             .values(status=ServerStatus.ERROR, fault=reason).returning(ServerRow.uuid)
             .execution_options(synchronize_session=False)).all()
         for uuid in sorted(failed):

@@ -1,18 +1,21 @@
 """Work for host agents, derived from the servers' state, and what their answers change.
 
 Nothing is queued: a server BUILD on a host is a spawn order for that host, a DELETED
-server still on a host is a destroy order, and the ACTIVE ones are listed so that a
-restarted agent can tell its domains apart. An answer moves the server on — ACTIVE with its
-devices allocated and ports bound, or ERROR with the fault and nothing held — and a
-destroyed server leaves its host. Asking twice gives the same orders, so an agent that
-restarts mid-way loses nothing.
+server still on a host is a destroy order, a placed server with a power change pending
+(`task_state`) is a power order, and every placed server (ACTIVE, SHUTOFF, rebooting) is
+listed so that a restarted agent can tell its domains apart and each round reports their
+power state and console. A spawn answer moves the server on — ACTIVE with its devices
+allocated and ports bound, or, failed, off to another host (`reschedule`) or ERROR with
+the fault and nothing held; a destroyed server leaves its host; a power answer sets the
+status the action ends in. Asking twice gives the same orders, so an agent that restarts
+mid-way loses nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.events import EventKind, record
@@ -26,10 +29,27 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
-from passthru.controller.release import free_devices, release_ports
+from passthru.controller.power import PLACED, RULES, describe_state, pending_action
+from passthru.controller.release import fail_server
+from passthru.controller.reschedule import leave_host
 from passthru.pci import claims
 from passthru.pci.errors import PciValueError
-from passthru.pci.work import AttachedDevice, DestroyOrder, OrderResult, Orders, SpawnOrder
+from passthru.pci.work import (
+    AttachedDevice,
+    DestroyOrder,
+    OrderResult,
+    Orders,
+    PowerAction,
+    PowerOrder,
+    PowerState,
+    SpawnOrder,
+)
+
+#: What a power answer records when the action is done.
+_DONE_EVENTS = {PowerAction.STOP: EventKind.SERVER_SHUTOFF,
+                PowerAction.START: EventKind.SERVER_STARTED,
+                PowerAction.REBOOT: EventKind.SERVER_REBOOTED,
+                PowerAction.HARD_REBOOT: EventKind.SERVER_REBOOTED}
 
 
 def spawn_order(server: ServerRow, public_key: str | None = None) -> SpawnOrder:
@@ -57,24 +77,28 @@ def _public_keys(session: Session, servers: Iterable[ServerRow]
     return {(project, name): key for project, name, key in rows}
 
 
+def _on_host(host: str) -> ColumnElement[bool]:
+    return ServerRow.host_id == select(HostRow.id).where(HostRow.name == host).scalar_subquery()
+
+
 def pending_orders(session: Session, host: str) -> Orders:
     """Asked every few seconds by each agent: one light query over the host's servers,
     and the devices, ports, image and keys loaded only for those to spawn."""
-    on_host = (ServerRow.host_id == select(HostRow.id).where(HostRow.name == host)
-               .scalar_subquery())
     orders = Orders()
     to_spawn: list[str] = []
-    for uuid, name, status in session.execute(
-            select(ServerRow.uuid, ServerRow.name, ServerRow.status)
-            .where(on_host, ServerRow.status.in_(
-                (ServerStatus.BUILD, ServerStatus.ACTIVE, ServerStatus.DELETED)))
+    for uuid, name, status, task_state in session.execute(
+            select(ServerRow.uuid, ServerRow.name, ServerRow.status, ServerRow.task_state)
+            .where(_on_host(host), ServerRow.status.in_(
+                {ServerStatus.BUILD, ServerStatus.DELETED, *PLACED}))
             .order_by(ServerRow.created_at)):
         if status is ServerStatus.DELETED:
             orders.destroy.append(DestroyOrder(uuid, name))
-        elif status is ServerStatus.ACTIVE:
-            orders.running.append(uuid)
-        else:
+        elif status is ServerStatus.BUILD:
             to_spawn.append(uuid)
+        else:
+            orders.running.append(uuid)
+            if task_state:
+                orders.power.append(PowerOrder(uuid, name, PowerAction(task_state)))
     if orders.destroy:
         xml = dict(session.execute(select(ServerRow.uuid, ServerRow.domain_xml).where(
             ServerRow.uuid.in_([order.server_uuid for order in orders.destroy]))).all())
@@ -105,10 +129,12 @@ def _server_on(session: Session, host: str, uuid: str) -> ServerRow:
     return server
 
 
-def spawned(session: Session, host: str, result: OrderResult) -> ServerRow:
-    """Record how a spawn went: ACTIVE with its devices allocated, or ERROR with the fault
-    and nothing held. A spawn that ends after its server was deleted changes nothing: the
-    destroy order that follows removes its domain."""
+def spawned(session: Session, host: str, result: OrderResult,
+            max_attempts: int = 1) -> ServerRow:
+    """Record how a spawn went: ACTIVE with its devices allocated; or failed, BUILD with
+    no host and nothing held, to be placed on another host while it has attempts left of
+    `max_attempts`, else ERROR with every host's fault. A spawn that ends after its server
+    was deleted changes nothing: the destroy order that follows removes its domain."""
     server = _server_on(session, host, result.server_uuid)
     if server.status is ServerStatus.DELETED:
         return server
@@ -118,25 +144,74 @@ def spawned(session: Session, host: str, result: OrderResult) -> ServerRow:
     if result.ok:
         _activate(session, host, server, result)
     else:
-        _fail(session, host, server, result.fault or "the host gave no reason")
+        leave_host(session, server, host, result.fault or "the host gave no reason",
+                   max_attempts)
     return server
 
 
-def _fail(session: Session, host: str, server: ServerRow, fault: str) -> None:
-    server.status, server.fault = ServerStatus.ERROR, fault
-    server.host = None
-    free_devices(session, server)
-    release_ports(session, server)
-    record(session, EventKind.SERVER_ERROR, fault, host=host, server=server.uuid)
-
-
 def lost(session: Session, host: str, server_uuid: str, reason: str) -> ServerRow:
-    """A server ACTIVE here whose domain the host no longer has: ERROR, nothing held."""
+    """A server placed here whose domain the host no longer has: ERROR, nothing held."""
     server = _server_on(session, host, server_uuid)
-    if server.status is not ServerStatus.ACTIVE:
-        raise PciValueError(f"server {server.uuid} is {server.status}, not ACTIVE; "
-                            "only a running server can be lost")
-    _fail(session, host, server, reason)
+    if server.status not in PLACED:
+        raise PciValueError(f"server {server.uuid} is {server.status}, not placed with a "
+                            "domain; only a running or stopped server can be lost")
+    fail_server(session, server, reason, host)
+    return server
+
+
+def powered(session: Session, host: str, result: OrderResult,
+            action: PowerAction | None = None) -> ServerRow:
+    """Record how a power change went: the status the action ends in, or, failed, the
+    status before it with the fault. `action` names the order answered: an answer to one
+    that was replaced meanwhile (a hard reboot asked during a soft one) is refused, and
+    the pending one stays."""
+    server = _server_on(session, host, result.server_uuid)
+    if server.status is ServerStatus.DELETED:
+        return server
+    pending = pending_action(server)
+    if pending is None or (action is not None and action is not pending):
+        now = (f"the {action} answered was replaced by {pending}" if pending is not None
+               else "no power change is pending")
+        raise PciValueError(f"server {server.uuid} is {describe_state(server)}: {now}; ask "
+                            "for this host's orders again")
+    rule = RULES[pending]
+    server.task_state = None
+    if result.ok:
+        server.status, server.fault = rule.done, None
+        record(session, _DONE_EVENTS[pending], host=host, server=server.uuid,
+               message=f"{pending} of server {server.name} done on {host}")
+    else:
+        server.status = rule.failed
+        server.fault = f"{pending} failed on {host}: {result.fault or 'the host gave no reason'}"
+        record(session, EventKind.POWER_FAILED, server.fault, host=host, server=server.uuid)
+    return server
+
+
+def power_states(session: Session, host: str, states: Mapping[str, PowerState]) -> list[str]:
+    """What the agent found: a server ACTIVE here with no power change pending whose domain
+    is shut off (its guest shut itself down) becomes SHUTOFF, as Nova's power-state sync.
+    Conditional, so a stop or reboot asked meanwhile is not overtaken. Returns those."""
+    off = [uuid for uuid, state in states.items() if state is PowerState.SHUTOFF]
+    if not off:
+        return []
+    stopped = sorted(session.scalars(
+        update(ServerRow).where(_on_host(host), ServerRow.uuid.in_(off),
+                                ServerRow.status == ServerStatus.ACTIVE,
+                                ServerRow.task_state.is_(None))
+        .values(status=ServerStatus.SHUTOFF).returning(ServerRow.uuid)
+        .execution_options(synchronize_session=False)).all())
+    for uuid in stopped:
+        record(session, EventKind.SERVER_SHUTOFF, host=host, server=uuid,
+               message=f"its domain on {host} stopped without being asked (the guest shut "
+                       "itself down)")
+    return stopped
+
+
+def console_output(session: Session, host: str, server_uuid: str, text: str) -> ServerRow:
+    """Keep the tail of the server's console log as its host last sent it."""
+    server = _server_on(session, host, server_uuid)
+    if server.status is not ServerStatus.DELETED:
+        server.console_log = text
     return server
 
 

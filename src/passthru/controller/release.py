@@ -1,4 +1,5 @@
-"""Giving back what a server holds: its devices and its ports."""
+"""Giving back what a server holds: its devices and its ports; and failing a server, which
+gives back everything."""
 
 from __future__ import annotations
 
@@ -56,7 +57,16 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
     hosts = hosts_holding(session, server)
     free_devices(session, server)
     release_ports(session, server)
-    server.status = ServerStatus.DELETED
+    server.status, server.task_state = ServerStatus.DELETED, None
     record(session, EventKind.SERVER_DELETED, server=server.uuid,
            host=server.host.name if server.host else None, message=f"server {server.name}")
     return hosts
+
+
+def fail_server(session: Session, server: ServerRow, fault: str, host: str | None) -> None:
+    """ERROR with `fault`, off its host, holding nothing (`host` names it for the event)."""
+    server.status, server.fault, server.task_state = ServerStatus.ERROR, fault, None
+    server.host = None
+    free_devices(session, server)
+    release_ports(session, server)
+    record(session, EventKind.SERVER_ERROR, fault, host=host, server=server.uuid)

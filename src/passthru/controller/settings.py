@@ -40,6 +40,13 @@ class Settings:
     resync_interval: float = 10.0
     #: The largest file an image upload may bring (disk, kernel or initrd), in bytes.
     max_image_bytes: int = DEFAULT_MAX_IMAGE_GB << 30
+    #: Spawns a server gets, each on another host, before it goes to ERROR.
+    max_build_attempts: int = 3
+    #: A server still BUILD this many seconds after it was created goes to ERROR.
+    build_timeout: float = 1800.0
+    #: A server left BUILD with no host this long (its controller stopped between creating
+    #: and placing it) is picked up by the build sweep.
+    unplaced_grace: float = 120.0
 
     @property
     def database_url(self) -> str:

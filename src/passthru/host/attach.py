@@ -1,4 +1,5 @@
-"""Spawn and destroy a server's libvirt domain with its passthrough devices, all or nothing.
+"""Spawn and destroy a server's libvirt domain with its passthrough devices, all or nothing,
+and change its power state.
 
 A spawn binds the ports, sets up each port's VF (MAC, VLAN, spoof checking, trust, rate),
 then defines and starts the domain. When a step fails, everything done before it is undone
@@ -37,7 +38,15 @@ from passthru.host.vf import (
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import DevType, PciDevice
 from passthru.pci.errors import PassthruError
-from passthru.pci.work import DestroyOrder, OrderResult, PortBinding, SpawnOrder
+from passthru.pci.work import (
+    DestroyOrder,
+    OrderResult,
+    PortBinding,
+    PowerAction,
+    PowerOrder,
+    PowerState,
+    SpawnOrder,
+)
 
 DOMAIN_PREFIX = "passthru-"
 
@@ -127,11 +136,42 @@ class Attacher:
     """
 
     def __init__(self, driver: LibvirtDriver, vf: VfApplier, sysfs_root: Path | str,
-                 host_devices: HostDevices) -> None:
+                 host_devices: HostDevices, shutdown_timeout: float = 60.0) -> None:
         self.driver = driver
         self.vf = vf
         self.sysfs_root = Path(sysfs_root)
         self.host_devices = host_devices
+        #: How long a stop waits for the guest to shut down before powering it off.
+        self.shutdown_timeout = shutdown_timeout
+
+    def power(self, order: PowerOrder) -> OrderResult:
+        """Stop, start or reboot the server's domain. Its devices stay with it throughout
+        (a stopped server keeps what it holds, as in Nova), so nothing is undone."""
+        name = domain_name(order.server_uuid)
+        actions: dict[PowerAction, Callable[[], object]] = {
+            PowerAction.STOP: lambda: self.driver.shutdown(name, self.shutdown_timeout),
+            PowerAction.START: lambda: self._power_on(name),
+            PowerAction.REBOOT: lambda: self.driver.reboot(name),
+            PowerAction.HARD_REBOOT: lambda: self.driver.reset(name),
+        }
+        try:
+            with _step(str(order.action), f"domain {name}"):
+                actions[order.action]()
+        except _StepError as failure:
+            return OrderResult(order.server_uuid, ok=False, fault=str(failure))
+        return OrderResult(order.server_uuid, ok=True)
+
+    def _power_on(self, name: str) -> None:
+        # A start asked again (its answer was lost) finds the domain running: done.
+        if self.driver.state(name) is PowerState.SHUTOFF:
+            self.driver.start(name)
+
+    def power_state(self, server_uuid: str) -> PowerState | None:
+        """Whether the server's domain runs; None when it has none here."""
+        try:
+            return self.driver.state(domain_name(server_uuid))
+        except DomainNotFoundError:
+            return None
 
     def spawn(self, order: SpawnOrder) -> OrderResult:
         rollback = _Rollback()

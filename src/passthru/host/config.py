@@ -7,6 +7,7 @@ token = "..."                       # default: $PASSTHRU_TOKEN
 source = "sysfs"                    # or "libvirt" (node devices)
 sysfs_root = "/sys"                 # relative paths are relative to this file
 libvirt_uri = "qemu:///system"
+instances_path = "/var/lib/passthru/instances"   # per server: console.log; relative as sysfs_root
 vf_applier = "netlink"              # "simulated": record VF settings (passthru sim hosts)
 interval = 60                       # seconds between re-scans
 pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
@@ -77,6 +78,7 @@ class HostConfig(BaseModel):
     source: Literal["sysfs", "libvirt"] = "sysfs"
     sysfs_root: Path = Path("/sys")
     libvirt_uri: str = "qemu:///system"
+    instances_path: Path = Path("/var/lib/passthru/instances")
     vf_applier: Literal["netlink", "simulated"] = "netlink"
     interval: float = Field(default=60, gt=0)
     order_interval: float = Field(default=2, gt=0)
@@ -148,7 +150,8 @@ def host_config_from(data: dict[str, Any], origin: str = "host config") -> HostC
 
 
 def load_host_config(path: Path) -> HostConfig:
-    """Read and check a host config file; a relative `sysfs_root` is taken from its folder."""
+    """Read and check a host config file; a relative `sysfs_root` or `instances_path` is
+    taken from its folder."""
     try:
         with path.open("rb") as file:
             data = tomllib.load(file)
@@ -156,9 +159,10 @@ def load_host_config(path: Path) -> HostConfig:
         raise HostConfigError(f"cannot read host config {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise HostConfigError(f"host config {path} is not valid TOML: {error}") from None
-    root = data.get("sysfs_root")
-    if isinstance(root, str) and not Path(root).is_absolute():
-        data["sysfs_root"] = str(path.parent / root)
+    for key in ("sysfs_root", "instances_path"):
+        folder = data.get(key)
+        if isinstance(folder, str) and not Path(folder).is_absolute():
+            data[key] = str(path.parent / folder)
     return host_config_from(data, f"host config {path}")
 
 

@@ -1,4 +1,5 @@
-"""The host's libvirt connection: define, start, stop and undefine domains, read them back.
+"""The host's libvirt connection: define, start, stop and undefine domains, read them back,
+and change their power state (shut down, reboot, reset).
 
 The URI is host config: `qemu:///system` in production, `test:///default` in tests. The
 test driver keeps domains in memory and assigns no hardware: it accepts any well-formed
@@ -10,6 +11,7 @@ netlink, libvirt's refusal of a VLAN tag next to an 802.1Qbh profile). Those onl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import libvirt
 
 from passthru.host.domain_xml import DomainDevices, read_domain_devices
 from passthru.pci.errors import PassthruError
+from passthru.pci.work import PowerState
 
 # Snapshots and managed-save images would otherwise make undefine fail; passthru writes
 # no NVRAM, and the test driver refuses that flag.
@@ -96,6 +99,47 @@ class LibvirtDriver:
         domain = self._lookup(name, "start")
         with self._call("start", name):
             domain.create()
+
+    def shutdown(self, name: str, timeout: float, poll: float = 0.5) -> bool:
+        """Ask the guest to shut down (ACPI) and wait up to `timeout` seconds; a guest that
+        does not stop by then is powered off. Returns whether it shut down by itself."""
+        domain = self._lookup(name, "shut down")
+        with self._call("shut down", name):
+            if not domain.isActive():
+                return True
+            domain.shutdown()
+            deadline = time.monotonic() + timeout
+            while domain.isActive():
+                if time.monotonic() >= deadline:
+                    domain.destroy()
+                    return False
+                time.sleep(poll)
+        return True
+
+    def reboot(self, name: str) -> None:
+        """Ask the running guest to reboot itself (ACPI)."""
+        domain = self._lookup(name, "reboot")
+        with self._call("reboot", name):
+            if not domain.isActive():
+                raise LibvirtError(f"domain {name!r} is not running at {self.uri}, so it "
+                                   "cannot reboot; start it or reboot it --hard")
+            domain.reboot(0)
+
+    def reset(self, name: str) -> None:
+        """Power the domain off and start it again from its definition (a hard reboot),
+        whether it was running or not."""
+        domain = self._lookup(name, "reset")
+        with self._call("reset", name):
+            if domain.isActive():
+                domain.destroy()
+            domain.create()
+
+    def state(self, name: str) -> PowerState:
+        """Whether the domain runs (paused or suspended counts as running: it holds its
+        devices and comes back by itself)."""
+        domain = self._lookup(name, "read the state of")
+        with self._call("read the state of", name):
+            return PowerState.RUNNING if domain.isActive() else PowerState.SHUTOFF
 
     def stop(self, name: str) -> None:
         """Power the domain off at once (passthrough devices need no guest shutdown to be

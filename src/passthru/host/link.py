@@ -3,7 +3,7 @@ image files its servers boot (streamed to disk, never held in memory)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,11 @@ import httpx
 from pydantic import TypeAdapter
 
 from passthru.host.agent import StaleReportError
+from passthru.host.worker import AnswerRefusedError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
-from passthru.pci.work import ImagePart, OrderResult, Orders
+from passthru.pci.work import ImagePart, OrderResult, Orders, PowerAction, PowerState
 
 _ORDERS = TypeAdapter(Orders)
 _RESULT = TypeAdapter(OrderResult)
@@ -23,6 +24,10 @@ _RESULT = TypeAdapter(OrderResult)
 
 class LinkError(PassthruError):
     """The controller refused a report or could not be reached."""
+
+
+class RefusedError(LinkError, AnswerRefusedError):
+    """The controller understood the call and refused it (an HTTP 4xx answer)."""
 
 
 def connect(controller: str, host: str, token: str, *, timeout: float = 30.0) -> HttpLink:
@@ -51,8 +56,9 @@ class HttpLink:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text[:300]
-        return LinkError(f"controller refused {method} {path} for host {self.host} "
-                         f"({response.status_code}): {message}")
+        refused = RefusedError if response.status_code < 500 else LinkError
+        return refused(f"controller refused {method} {path} for host {self.host} "
+                       f"({response.status_code}): {message}")
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
@@ -108,5 +114,15 @@ class HttpLink:
         self._call("POST", f"/orders/{result.server_uuid}/destroyed",
                    _RESULT.dump_python(result, mode="json"))
 
+    def powered(self, result: OrderResult, action: PowerAction) -> None:
+        self._call("POST", f"/orders/{result.server_uuid}/powered?action={action}",
+                   _RESULT.dump_python(result, mode="json"))
+
     def lost(self, server_uuid: str, reason: str) -> None:
         self._call("POST", f"/orders/{server_uuid}/lost", {"reason": reason})
+
+    def power_states(self, states: Mapping[str, PowerState]) -> None:
+        self._call("POST", "/power-states", {uuid: str(state) for uuid, state in states.items()})
+
+    def console(self, server_uuid: str, text: str) -> None:
+        self._call("POST", f"/orders/{server_uuid}/console", {"output": text})

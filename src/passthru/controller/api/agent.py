@@ -1,5 +1,6 @@
 """What host agents call: inventory reports (full or delta), heart-beats, their orders
-(servers to spawn and destroy) with the answers, and the image files their servers boot.
+(servers to spawn, destroy and power) with the answers, what they find of the servers
+placed on them (power states, console logs), and the image files their servers boot.
 
 A full report replaces what the controller knows of the host; a delta carries only the
 devices added, changed and removed since the generation the agent last got back, and is
@@ -11,24 +12,47 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
 
-from passthru.controller.api.deps import Caller, ImageFilesDep, SchedulerDep, StoreDep
+from passthru.controller.api.deps import (
+    Caller,
+    ImageFilesDep,
+    SchedulerDep,
+    SettingsDep,
+    StoreDep,
+)
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
 from passthru.controller.errors import NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.mapping import image_files
 from passthru.controller.models import HostRow, HostStatus, ImageRow, ServerRow, ServerStatus
-from passthru.controller.orders import destroyed, lost, pending_orders, spawned
+from passthru.controller.orders import (
+    console_output,
+    destroyed,
+    lost,
+    pending_orders,
+    power_states,
+    powered,
+    spawned,
+)
 from passthru.controller.reports import heartbeat, report_delta, report_full
+from passthru.controller.reschedule import place_again
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
-from passthru.pci.work import SHA256_HEADER, ImagePart, OrderResult, Orders, canonical_uuid
+from passthru.pci.work import (
+    SHA256_HEADER,
+    ImagePart,
+    OrderResult,
+    Orders,
+    PowerAction,
+    PowerState,
+    canonical_uuid,
+)
 
 router = APIRouter(prefix="/v2/agent/hosts/{host}", tags=["agent"], responses=ERROR_RESPONSES)
 
@@ -122,14 +146,21 @@ def get_orders(host: str, who: Caller, store: StoreDep) -> Orders:
 
 
 @router.post("/orders/{server}/spawned", response_model=ServerState,
-             summary="How a spawn went: the server becomes ACTIVE, or ERROR and frees all")
+             summary="How a spawn went: the server becomes ACTIVE, or is placed on another "
+                     "host, or goes to ERROR; a failed one frees what it held here")
 def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
-                 scheduler: SchedulerDep, body: OrderResult) -> ServerState:
+                 scheduler: SchedulerDep, settings: SettingsDep,
+                 body: OrderResult) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
     with store.write() as session:
-        state = _state(spawned(session, host, body))
+        row = spawned(session, host, body, settings.max_build_attempts)
+        state = _state(row)
     scheduler.refresh([host])
+    if state.status is ServerStatus.BUILD and state.host is None:
+        place_again(store, scheduler, state.server)
+        with store.read() as session:
+            state = _state(session.get_one(ServerRow, state.server))
     return state
 
 
@@ -141,6 +172,55 @@ def post_destroyed(host: str, server: str, who: Caller, store: StoreDep,
     _same_server(server, body)
     with store.write() as session:
         return _state(destroyed(session, host, body))
+
+
+@router.post("/orders/{server}/powered", response_model=ServerState,
+             summary="How a stop, start or reboot went: the status it ends in, or the one "
+                     "before with the fault")
+def post_powered(host: str, server: str, who: Caller, store: StoreDep, body: OrderResult,
+                 action: PowerAction | None = Query(
+                     None, description="the action answered; an answer to one replaced "
+                     "meanwhile is refused")) -> ServerState:
+    who.require_host(host)
+    _same_server(server, body)
+    with store.write() as session:
+        return _state(powered(session, host, body, action))
+
+
+class PowerStates(BaseModel):
+    shutoff: list[str] = Field(description="servers ACTIVE with nothing pending whose guest "
+                               "shut itself down: now SHUTOFF")
+
+
+@router.post("/power-states", response_model=PowerStates,
+             summary="The power state of each server's domain, as the agent finds it")
+def post_power_states(host: str, who: Caller, store: StoreDep,
+                      body: dict[str, PowerState] = Body(
+                          max_length=100_000, examples=[{
+                              "6f1d6a43-0000-4000-8000-000000000001": "running"}]),
+                      ) -> PowerStates:
+    who.require_host(host)
+    states = {canonical_uuid(uuid): state for uuid, state in body.items()}
+    with store.write() as session:
+        return PowerStates(shutoff=power_states(session, host, states))
+
+
+#: As much of a console log as the agent sends (`host.console.CONSOLE_TAIL`).
+CONSOLE_LIMIT = 64 * 1024
+
+
+class ConsoleOutput(BaseModel):
+    output: str = Field(max_length=CONSOLE_LIMIT, description="the tail of the server's "
+                        "serial console log")
+
+
+@router.post("/orders/{server}/console", response_model=ServerState,
+             summary="The tail of a server's serial console log")
+def post_console(host: str, server: str, who: Caller, store: StoreDep,
+                 body: ConsoleOutput) -> ServerState:
+    who.require_host(host)
+    with store.write() as session:
+        return _state(console_output(session, host, canonical_uuid(server), body.output))
 
 
 class Lost(BaseModel):

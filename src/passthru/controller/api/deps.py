@@ -12,6 +12,7 @@ from passthru.controller.db import Store
 from passthru.controller.errors import UnauthorizedError
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
                      "`passthru token-create` or the data dir's admin-token file")
@@ -39,6 +40,12 @@ def _image_files(request: Request) -> ImageFiles:
 
 
 ImageFilesDep = Annotated[ImageFiles, Depends(_image_files)]
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _caller(request: Request, store: StoreDep,

@@ -1,12 +1,14 @@
 """Servers: boot with a flavor's PCI requests and SR-IOV nics, show where each request's
-devices are, delete (which frees every device and port the server held)."""
+devices are, stop, start and reboot them (Nova's server actions), read their console log,
+delete (which frees every device and port the server held, in any state)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -16,14 +18,18 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Name
 from passthru.controller.auth import Principal
 from passthru.controller.boot import MAX_USER_DATA, BootRequest, NicRequest, decode_user_data
+from passthru.controller.db import Store
 from passthru.controller.launch import launch
 from passthru.controller.lookup import find
 from passthru.controller.mapping import device_from_row, request_from_row
 from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
+from passthru.controller.power import TASK_STATES, pending_action, request_power
 from passthru.controller.release import delete_server
 from passthru.pci.binding import VnicType
 from passthru.pci.device import PciDevice
+from passthru.pci.errors import PciValueError
 from passthru.pci.request import PciRequest
+from passthru.pci.work import PowerAction
 
 router = APIRouter(prefix="/v2/{tenant_id}/servers", tags=["servers"],
                    responses=ERROR_RESPONSES)
@@ -77,6 +83,9 @@ class Server(BaseModel):
     name: str
     project_id: str
     status: ServerStatus
+    task_state: str | None = Field(None, description="the power change the host has yet to "
+                                   "answer, in Nova's words: powering-off, powering-on, "
+                                   "rebooting, rebooting_hard")
     fault: str | None
     flavor: str | None
     image: str | None
@@ -105,8 +114,10 @@ def _request_view(row: PciRequestRow) -> RequestDevices:
 
 
 def server_view(row: ServerRow) -> Server:
+    pending = pending_action(row)
     return Server(id=row.uuid, name=row.name, project_id=row.project, status=row.status,
-                  fault=row.fault, flavor=row.flavor.name if row.flavor else None,
+                  task_state=TASK_STATES[pending] if pending else None, fault=row.fault,
+                  flavor=row.flavor.name if row.flavor else None,
                   image=row.image.name if row.image else None,
                   host=row.host.name if row.host else None,
                   ports=[p.id for p in row.ports], key_name=row.key_name,
@@ -176,3 +187,85 @@ def delete(tenant_id: str, who: TenantCaller, store: StoreDep, scheduler: Schedu
     if freed_on:
         scheduler.refresh(freed_on)
     return Response(status_code=204)
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RebootType(BaseModel):
+    type: Literal["SOFT", "HARD"] = "SOFT"
+
+
+class ConsoleLength(BaseModel):
+    length: int | None = Field(None, ge=-1, description="the last LENGTH lines; -1 or null: "
+                               "all that the controller has")
+
+
+class ServerAction(BaseModel):
+    """One of Nova's server actions: `{"os-stop": null}`, `{"os-start": null}`,
+    `{"reboot": {"type": "SOFT"|"HARD"}}`, `{"os-getConsoleOutput": {"length": N}}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    stop: Empty | None = Field(None, alias="os-stop")
+    start: Empty | None = Field(None, alias="os-start")
+    reboot: RebootType | None = None
+    console: ConsoleLength | None = Field(None, alias="os-getConsoleOutput")
+
+
+class ConsoleLog(BaseModel):
+    output: str = Field(description="the tail of the serial console log, as the host last "
+                        "sent it (empty before it sent any)")
+
+
+def _tail(text: str | None, lines: int | None) -> str:
+    if not text or lines is None or lines < 0:
+        return text or ""
+    return "".join(text.splitlines(keepends=True)[-lines:]) if lines else ""
+
+
+def _console(store: Store, who: Principal, tenant_id: str, server: str,
+             lines: int | None) -> ConsoleLog:
+    with store.read() as session:
+        return ConsoleLog(output=_tail(_find(session, who, tenant_id, server).console_log,
+                                       lines))
+
+
+@router.post("/{server}/action", status_code=202, response_model=ServerBody,
+             responses={200: {"model": ConsoleLog,
+                              "description": "os-getConsoleOutput: the console log"}},
+             summary="Stop, start or reboot a server, or read its console log")
+def server_action(tenant_id: str, who: TenantCaller, store: StoreDep, server: str,
+                  body: ServerAction) -> Any:
+    """Stop from ACTIVE (SHUTOFF once the host answers), start from SHUTOFF, soft reboot
+    from ACTIVE (REBOOT until answered), hard reboot from ACTIVE, SHUTOFF or REBOOT
+    (HARD_REBOOT until answered); anything else is refused with 409, naming the server's
+    state and what it allows. A stopped server keeps its devices."""
+    given = body.model_fields_set
+    if len(given) != 1:
+        raise PciValueError("give exactly one action: os-stop, os-start, reboot or "
+                            f"os-getConsoleOutput (got {len(given)})")
+    (name,) = given
+    if name == "console":
+        length = body.console.length if body.console is not None else None
+        return JSONResponse(_console(store, who, tenant_id, server, length).model_dump())
+    hard = body.reboot is not None and body.reboot.type == "HARD"
+    action = {"stop": PowerAction.STOP, "start": PowerAction.START}.get(
+        name, PowerAction.HARD_REBOOT if hard else PowerAction.REBOOT)
+    with store.write() as session:
+        row = _find(session, who, tenant_id, server)
+        request_power(session, row, action)
+        uuid = row.uuid
+    with store.read() as session:
+        return ServerBody(server=server_view(session.scalars(
+            select(ServerRow).where(ServerRow.uuid == uuid).options(*_LOAD)).one()))
+
+
+@router.get("/{server}/console-log", response_model=ConsoleLog,
+            summary="The tail of a server's serial console log")
+def console_log(tenant_id: str, who: TenantCaller, store: StoreDep, server: str,
+                lines: int | None = Query(None, ge=0, le=1_000_000,
+                                          description="only the last LINES lines")
+                ) -> ConsoleLog:
+    return _console(store, who, tenant_id, server, lines)

@@ -60,7 +60,7 @@ _BLOCK = (update(_DEVICES)
           .returning(_DEVICES.c.address, _DEVICES.c.generation))
 _HOSTS = HostRow.__table__
 _SERVERS = ServerRow.__table__
-_LOCK_SERVERS = (select(_SERVERS.c.uuid, _SERVERS.c.status)
+_LOCK_SERVERS = (select(_SERVERS.c.uuid, _SERVERS.c.status, _SERVERS.c.host_id)
                  .where(_SERVERS.c.uuid.in_(bindparam("owners", expanding=True)))
                  .order_by(_SERVERS.c.uuid).with_for_update())
 _LOCK_HOST = select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host")).with_for_update()
@@ -84,19 +84,26 @@ class LostRaceError(PassthruError):
 
 
 class ServerGoneError(PassthruError):
-    """A server was deleted while its devices were being claimed: nothing to place."""
+    """A server was deleted (or placed by someone else) while its devices were being
+    claimed: nothing to place."""
 
-    def __init__(self, server: str) -> None:
-        super().__init__(f"server {server} was deleted while it was being placed")
+    def __init__(self, server: str, what: str = "deleted") -> None:
+        super().__init__(f"server {server} was {what} while it was being placed")
         self.server = server
 
 
 def lock_servers(session: Session, owners: Collection[str]) -> None:
-    """Lock the servers a claim places; raises ServerGoneError unless all are being built."""
-    found = dict(session.connection().execute(_LOCK_SERVERS, {"owners": sorted(owners)}).all())
+    """Lock the servers a claim places; raises ServerGoneError unless all are being built
+    and on no host yet (a server placed again after a failed build could otherwise be
+    placed twice, by its spawn's answer and by the build sweep)."""
+    found = {uuid: (status, host) for uuid, status, host in session.connection().execute(
+        _LOCK_SERVERS, {"owners": sorted(owners)})}
     for owner in sorted(owners):
-        if found.get(owner) != ServerStatus.BUILD:
+        status, host = found.get(owner, (None, None))
+        if status != ServerStatus.BUILD:
             raise ServerGoneError(owner)
+        if host is not None:
+            raise ServerGoneError(owner, "placed on another host")
 
 
 def is_lost_race(error: DBAPIError) -> bool:

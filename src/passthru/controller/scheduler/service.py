@@ -115,9 +115,11 @@ class Scheduler:
         """Place one VM and claim its devices in the store."""
         return self.schedule_many([(owner, requests)])[0]
 
-    def schedule_many(self, vms: Sequence[Vm]) -> list[Placement]:
-        """Place every VM and claim all their devices in one transaction, or none."""
-        tried: set[str] = set()
+    def schedule_many(self, vms: Sequence[Vm],
+                      exclude: Collection[str] = frozenset()) -> list[Placement]:
+        """Place every VM, on none of the hosts in `exclude`, and claim all their devices
+        in one transaction, or none."""
+        tried: set[str] = set(exclude)
         resynced = False
         while True:
             try:
