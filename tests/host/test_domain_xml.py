@@ -1,4 +1,4 @@
-"""Domain XML: every shape we write validates with virt-xml-validate and reads back."""
+"""Domain XML: every shape we write validates against libvirt's schema and reads back."""
 
 from __future__ import annotations
 
