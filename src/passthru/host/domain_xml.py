@@ -358,13 +358,21 @@ class BridgeTap:
     vlan: int | None
 
 
+def _port_vlans(root: etree._Element) -> dict[str, int]:
+    return {str(port.get("mac")): int(str(port.get("vlan")))
+            for port in root.iterfind(f"metadata/{{{METADATA_NS}}}ports/{{{METADATA_NS}}}port")}
+
+
+def read_port_vlans(xml: str) -> dict[str, int]:
+    """The VLAN of each tagged bridge NIC of a domain, by MAC (from our `<metadata>`)."""
+    return _port_vlans(_parse(xml))
+
+
 def read_bridge_taps(xml: str) -> list[BridgeTap]:
     """The taps of a running domain's bridge NICs (the live XML names them), with the VLANs
     our `<metadata>` asks for, in document order."""
     root = _parse(xml)
-    vlans = {port.get("mac"): int(port.get("vlan"))
-             for port in root.iterfind(f"metadata/{{{METADATA_NS}}}ports/"
-                                       f"{{{METADATA_NS}}}port")}
+    vlans = _port_vlans(root)
     taps = []
     for interface in root.iterfind("devices/interface[@type='bridge']"):
         mac, bridge = interface.find("mac"), interface.find("source")

@@ -5,14 +5,17 @@ test driver keeps domains in memory and assigns no hardware: it accepts any well
 `<hostdev>` and `<interface type='hostdev'|'direct'>` and starts the domain, without the
 checks a real host makes at start (vfio-pci binding, IOMMU groups, VF MAC/VLAN through
 netlink, libvirt's refusal of a VLAN tag next to an 802.1Qbh profile). Those only fail on
-`qemu:///system`.
+`qemu:///system`. It cannot start a domain paused either; there a paused start is a start
+and a suspend.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from types import TracebackType
 
 import libvirt
@@ -32,6 +35,14 @@ class LibvirtError(PassthruError):
 
 class DomainNotFoundError(LibvirtError):
     """No domain of that name is defined on this host."""
+
+
+class PowerState(StrEnum):
+    """A domain's power as the controller shows it: a paused or crashed domain is running
+    or not by whether its qemu process is there."""
+
+    RUNNING = "running"
+    SHUTOFF = "shutoff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,7 @@ class LibvirtDriver:
             raise LibvirtError(
                 f"cannot connect to libvirt at {uri}: {error.get_error_message()}; check "
                 f"libvirt_uri in the host config and that the libvirt daemon runs") from None
+        self._test_driver = self._conn.getType() == "TEST"
 
     def __enter__(self) -> LibvirtDriver:
         return self
@@ -92,10 +104,50 @@ class LibvirtDriver:
         with self._call("define"):
             return str(self._conn.defineXML(xml).name())
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, *, paused: bool = False) -> None:
+        """Start the defined domain; `paused` leaves its vCPUs stopped until `resume`."""
         domain = self._lookup(name, "start")
         with self._call("start", name):
-            domain.create()
+            if paused and self._test_driver:
+                domain.create()
+                domain.suspend()
+            else:
+                domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+    def resume(self, name: str) -> None:
+        domain = self._lookup(name, "resume")
+        with self._call("resume", name):
+            domain.resume()
+
+    def state(self, name: str) -> PowerState:
+        domain = self._lookup(name, "read the state of")
+        with self._call("read the state of", name):
+            return PowerState.RUNNING if domain.isActive() else PowerState.SHUTOFF
+
+    def shutdown(self, name: str, timeout: float, poll: float = 0.5) -> bool:
+        """Ask the guest to power off (ACPI power button: our domains have no guest agent,
+        so libvirt's default method is that) and wait up to `timeout` seconds;
+        a guest that does not is powered off at once. Returns whether it shut down itself.
+        A domain that is not running is left as it is."""
+        domain = self._lookup(name, "shut down")
+        with self._call("shut down", name):
+            if not domain.isActive():
+                return True
+            domain.shutdown()
+            deadline = time.monotonic() + timeout
+            while domain.isActive():
+                if time.monotonic() >= deadline:
+                    domain.destroy()  # the guest ignored the button
+                    return False
+                time.sleep(poll)
+            return True
+
+    def reboot(self, name: str) -> None:
+        """Ask the running guest to reboot (ACPI power button; libvirt restarts it once it
+        powers off), keeping its qemu process and so its devices and taps."""
+        domain = self._lookup(name, "reboot")
+        with self._call("reboot", name):
+            domain.reboot(0)
 
     def stop(self, name: str) -> None:
         """Power the domain off at once (passthrough devices need no guest shutdown to be
