@@ -20,7 +20,7 @@ from passthru.host.attach import Attacher, GuestHost, domain_name
 from passthru.host.bridge import BridgeError
 from passthru.host.image_cache import ImageCache
 from passthru.host.instance import Instances
-from passthru.host.libvirt_driver import LibvirtDriver, PowerState
+from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.pci.binding import NetworkSpec, PortSpec
 from passthru.pci.work import (
     AttachedPort,
@@ -31,6 +31,7 @@ from passthru.pci.work import (
     ImageRef,
     PowerAction,
     PowerOrder,
+    PowerState,
     SpawnOrder,
 )
 from tests.host.simhost import RecordingApplier, SimHost, make_host

@@ -22,7 +22,7 @@ from passthru.host.domain_type import resolve_domain_type
 from passthru.host.domain_xml import build_domain_xml, read_bridge_taps, read_domain_devices
 from passthru.host.image_cache import ImageCache
 from passthru.host.instance import GIB, Instances
-from passthru.host.libvirt_driver import LibvirtDriver, PowerState
+from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.pci.binding import NetworkSpec, PortSpec
 from passthru.pci.work import (
     AttachedPort,
@@ -33,6 +33,7 @@ from passthru.pci.work import (
     ImageRef,
     PowerAction,
     PowerOrder,
+    PowerState,
     SpawnOrder,
 )
 from passthru.sim.guest import MARKER, GuestImage, build_guest_image

@@ -40,7 +40,7 @@ from passthru.host.domain_xml import (
 )
 from passthru.host.image_cache import ImageCache, ImageError
 from passthru.host.instance import Instances
-from passthru.host.libvirt_driver import DomainNotFoundError, LibvirtDriver, PowerState
+from passthru.host.libvirt_driver import DomainNotFoundError, LibvirtDriver
 from passthru.host.numa import node_cpus
 from passthru.host.vf import (
     VfConfig,
@@ -61,6 +61,7 @@ from passthru.pci.work import (
     PortBinding,
     PowerAction,
     PowerOrder,
+    PowerState,
     SpawnOrder,
 )
 
@@ -260,8 +261,12 @@ class Attacher:
             return OrderResult(order.server_uuid, ok=False, fault=str(failure))
         return OrderResult(order.server_uuid, ok=True)
 
-    def power_state(self, server_uuid: str) -> PowerState:
-        return self.driver.state(domain_name(server_uuid))
+    def power_state(self, server_uuid: str) -> PowerState | None:
+        """Whether the server's domain runs; None when it has none here."""
+        try:
+            return self.driver.state(domain_name(server_uuid))
+        except DomainNotFoundError:
+            return None
 
     def _shutdown_timeout(self) -> float:
         return self.guests.shutdown_timeout if self.guests is not None else 0.0

@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 
 import libvirt
 
 from passthru.host.domain_xml import DomainDevices, read_domain_devices
 from passthru.pci.errors import PassthruError
+from passthru.pci.work import PowerState
 
 # Snapshots and managed-save images would otherwise make undefine fail; passthru writes
 # no NVRAM, and the test driver refuses that flag.
@@ -35,14 +35,6 @@ class LibvirtError(PassthruError):
 
 class DomainNotFoundError(LibvirtError):
     """No domain of that name is defined on this host."""
-
-
-class PowerState(StrEnum):
-    """A domain's power as the controller shows it: a paused or crashed domain is running
-    or not by whether its qemu process is there."""
-
-    RUNNING = "running"
-    SHUTOFF = "shutoff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +112,8 @@ class LibvirtDriver:
             domain.resume()
 
     def state(self, name: str) -> PowerState:
+        """Whether the domain runs (paused or suspended counts as running: it holds its
+        devices and comes back by itself)."""
         domain = self._lookup(name, "read the state of")
         with self._call("read the state of", name):
             return PowerState.RUNNING if domain.isActive() else PowerState.SHUTOFF

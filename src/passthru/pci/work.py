@@ -208,6 +208,13 @@ class PowerAction(StrEnum):
     HARD_REBOOT = "hard-reboot"
 
 
+class PowerState(StrEnum):
+    """Whether a server's domain runs, as the host's agent finds it each orders round."""
+
+    RUNNING = "running"
+    SHUTOFF = "shutoff"
+
+
 @dataclass(slots=True)
 class PowerOrder:
     """Change the power state of server `server_uuid`'s domain on this host."""
