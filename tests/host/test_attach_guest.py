@@ -18,6 +18,7 @@ from lxml import etree
 
 from passthru.host.attach import Attacher, GuestHost, domain_name
 from passthru.host.bridge import BridgeError
+from passthru.host.config import host_config_from
 from passthru.host.image_cache import ImageCache
 from passthru.host.instance import Instances
 from passthru.host.libvirt_driver import LibvirtDriver
@@ -232,3 +233,14 @@ def test_a_host_without_guest_setup_refuses_images_and_normal_ports(guests: Gues
     assert not result.ok
     assert result.fault is not None and "not set up for real guests" in result.fault
     assert guests.driver.domains() == []
+
+
+def test_the_guest_setup_comes_from_the_host_config(tmp_path: Path) -> None:
+    config = host_config_from({"instances_path": str(tmp_path / "vms"),
+                               "image_cache": str(tmp_path / "images"), "domain_type": "qemu",
+                               "bridge_mappings": {"physnet1": "br-prov"}})
+    with LibvirtDriver("test:///default") as driver:
+        guests = GuestHost.from_config(config, driver, lambda *_: None)
+    assert (guests.instances.root, guests.images.root) == (tmp_path / "vms",
+                                                           tmp_path / "images")
+    assert (guests.bridge_mappings, guests.domain_type) == ({"physnet1": "br-prov"}, "qemu")

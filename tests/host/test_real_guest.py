@@ -93,9 +93,7 @@ def host(real_libvirtd: Libvirtd, guest_image: GuestImage, tmp_path: Path) -> It
     instances = Instances(tmp_path / "instances")
     try:
         with LibvirtDriver(real_libvirtd.uri) as driver:
-            conn = libvirt.open(real_libvirtd.uri)
-            domain_type = resolve_domain_type("auto", conn)
-            conn.close()
+            domain_type = resolve_domain_type("auto", driver)
             guests = GuestHost(instances, ImageCache(tmp_path / "images", fetch),
                                {"physnet1": BRIDGE}, NetlinkBridgePorts(real_libvirtd.netns),
                                domain_type=domain_type, shutdown_timeout=BOOT_SECONDS)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from passthru.host.bridge import BridgePorts, bridge_for
+from passthru.host.bridge import BridgePorts, NetlinkBridgePorts, bridge_for
+from passthru.host.config import HostConfig
+from passthru.host.domain_type import resolve_domain_type
 from passthru.host.domain_xml import (
     BridgeNic,
     DomainDevices,
@@ -38,7 +40,7 @@ from passthru.host.domain_xml import (
     read_domain_devices,
     read_port_vlans,
 )
-from passthru.host.image_cache import ImageCache, ImageError
+from passthru.host.image_cache import ImageCache, ImageError, ImageFetch
 from passthru.host.instance import Instances
 from passthru.host.libvirt_driver import DomainNotFoundError, LibvirtDriver
 from passthru.host.numa import node_cpus
@@ -123,6 +125,16 @@ class GuestHost:
     bridges: BridgePorts
     domain_type: str = "kvm"
     shutdown_timeout: float = 60.0
+
+    @staticmethod
+    def from_config(config: HostConfig, driver: LibvirtDriver, fetch: ImageFetch,
+                    netns: str | None = None) -> GuestHost:
+        """The host config's guest settings; `fetch` is the controller link's image
+        download, `netns` where libvirt makes its taps (None: the agent's own)."""
+        return GuestHost(Instances(config.instances_path),
+                         ImageCache(config.image_cache, fetch), dict(config.bridge_mappings),
+                         NetlinkBridgePorts(netns),
+                         resolve_domain_type(config.domain_type, driver))
 
 
 class _StepError(Exception):

@@ -21,22 +21,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import libvirt
-from lxml import etree
+from passthru.host.libvirt_driver import LibvirtDriver
 
 log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 10.0
 _BANNER = b"Linux version"
-
-
-def _kvm_emulator(conn: libvirt.virConnect, arch: str, machine: str) -> str | None:
-    """The qemu binary libvirt would run for a KVM guest, or None if it offers no KVM."""
-    try:
-        caps = conn.getDomainCapabilities(None, arch, machine, "kvm", 0)
-    except libvirt.libvirtError:
-        return None
-    return etree.fromstring(caps.encode()).findtext("path") or None
 
 
 def probe_kernel(boot: Path = Path("/boot")) -> Path | None:
@@ -83,12 +73,12 @@ def kvm_runs_guests(emulator: str, kernel: Path) -> bool:
                          _BANNER, PROBE_SECONDS)
 
 
-def resolve_domain_type(setting: str, conn: libvirt.virConnect, arch: str = "x86_64",
+def resolve_domain_type(setting: str, driver: LibvirtDriver, arch: str = "x86_64",
                         machine: str = "q35") -> str:
     """`kvm` or `qemu` for the host config's `domain_type` (`auto` probes)."""
     if setting != "auto":
         return setting
-    emulator = _kvm_emulator(conn, arch, machine)
+    emulator = driver.kvm_emulator(arch, machine)
     if emulator is None:
         return "qemu"
     kernel = probe_kernel()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import libvirt
+from lxml import etree
 
 from passthru.host.domain_xml import DomainDevices, read_domain_devices
 from passthru.pci.errors import PassthruError
@@ -90,6 +91,15 @@ class LibvirtDriver:
     def _lookup(self, name: str, action: str) -> libvirt.virDomain:
         with self._call(action, name):
             return self._conn.lookupByName(name)
+
+    def kvm_emulator(self, arch: str, machine: str) -> str | None:
+        """The qemu binary libvirt would run a KVM guest of `arch` and `machine` with; None
+        when libvirt offers no KVM for them."""
+        try:
+            caps = self._conn.getDomainCapabilities(None, arch, machine, "kvm", 0)
+        except libvirt.libvirtError:
+            return None
+        return etree.fromstring(caps.encode()).findtext("path") or None
 
     def define(self, xml: str) -> str:
         """Define (or redefine) a persistent domain from `xml`; returns its name."""
