@@ -84,6 +84,8 @@ def _write_config(root: Path) -> None:
 
 def _connect(uri: str, daemon: subprocess.Popen[bytes], root: Path,
              seconds: float = 60.0) -> None:
+    # Quiet: libvirt would print every refused connection while the daemon comes up.
+    libvirt.registerErrorHandler(lambda _context, _error: None, None)
     deadline = time.monotonic() + seconds
     while True:
         if daemon.poll() is not None:
