@@ -50,6 +50,7 @@ class RecordingBridges:
     bridges: set[str] = field(default_factory=lambda: {"br-prov", "br-ext"})
     filtering: set[str] = field(default_factory=lambda: {"br-prov"})
     tagged: list[tuple[str, int]] = field(default_factory=list)
+    refuse_tags: bool = False
 
     def check(self, bridge: str, tagged: bool) -> None:
         if bridge not in self.bridges:
@@ -58,6 +59,8 @@ class RecordingBridges:
             raise BridgeError(f"bridge {bridge!r} has VLAN filtering off")
 
     def tag(self, tap: str, vlan: int) -> None:
+        if self.refuse_tags:
+            raise BridgeError(f"cannot put tap {tap!r} on VLAN {vlan}: operation not supported")
         self.tagged.append((tap, vlan))
 
 
@@ -200,6 +203,17 @@ def test_a_vlan_port_is_tagged_on_each_start(guests: Guests) -> None:
     assert power(PowerOrder(spawn.server_uuid, "web-1", PowerAction.HARD_REBOOT)).ok
     assert [vlan for _, vlan in guests.bridges.tagged] == [100, 100]
     assert guests.attacher.power_state(spawn.server_uuid) is PowerState.RUNNING
+
+
+def test_a_tap_that_cannot_be_tagged_stops_the_domain(guests: Guests) -> None:
+    spawn = order(guests)
+    assert guests.attacher.spawn(spawn).ok
+    guests.attacher.power(PowerOrder(spawn.server_uuid, "web-1", PowerAction.STOP))
+    guests.bridges.refuse_tags = True
+    result = guests.attacher.power(PowerOrder(spawn.server_uuid, "web-1", PowerAction.START))
+    assert not result.ok
+    assert result.fault is not None and "on VLAN 100: operation not supported" in result.fault
+    assert guests.attacher.power_state(spawn.server_uuid) is PowerState.SHUTOFF
 
 
 def test_power_stop_start_reboot(guests: Guests) -> None:

@@ -138,11 +138,13 @@ def test_a_real_guest_boots_reads_its_seed_and_obeys_power_orders(
     files = host.instances.files(server)
     started = time.monotonic()
     result = host.attacher.spawn(order)
+    spawned = time.monotonic() - started
     assert result.ok, result.fault
     first_line = first_output(files.console_log) - started
     console = wait_for(files.console_log, f"{MARKER} ready")
     with capsys.disabled():
-        print(f"\nspawn to first console line: {first_line:.1f} s; to ready: "
+        print(f"\nspawn returned after {spawned:.1f} s; first console line after "
+              f"{first_line:.1f} s; guest ready after "
               f"{time.monotonic() - started:.1f} s (domain type {host.attacher.guests.domain_type})")  # type: ignore[union-attr]
 
     assert f"{MARKER} booted" in console

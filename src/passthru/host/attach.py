@@ -185,7 +185,7 @@ def _devices_of(name: str, order: SpawnOrder) -> str:
 
 
 class Attacher:
-    """Runs spawn and destroy orders on one host.
+    """Runs spawn, destroy and power orders on one host.
 
     `sysfs_root` is where the PFs' `virtfnN` links are read to number the VFs, and the
     NUMA nodes' CPUs; `host_devices` gives the host's functions, to find each VF's PF and
@@ -318,9 +318,13 @@ class Attacher:
         self.driver.start(name, paused=tagged)
         if not tagged or self.guests is None:
             return
-        for tap in read_bridge_taps(self.driver.xml(name)):
-            if tap.vlan is not None:
-                self.guests.bridges.tag(tap.tap, tap.vlan)
+        try:
+            for tap in read_bridge_taps(self.driver.xml(name)):
+                if tap.vlan is not None:
+                    self.guests.bridges.tag(tap.tap, tap.vlan)
+        except PassthruError:
+            self.driver.stop(name)  # never left paused, holding its devices, half-wired
+            raise
         self.driver.resume(name)
 
     def _need_guests(self, what: str) -> GuestHost:
