@@ -166,6 +166,7 @@ def downloaded_kernel(cache: Path, package: str = KERNEL_PACKAGE) -> KernelTree:
         partial.rename(root)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    deb.unlink()  # unpacked, it is not needed again
     tree = _tree_in(root)
     assert tree is not None
     return tree
