@@ -19,6 +19,7 @@ from lxml import etree
 from passthru.host.attach import Attacher, GuestHost, domain_name
 from passthru.host.bridge import BridgeError
 from passthru.host.config import host_config_from
+from passthru.host.domain_xml import validate_domain_xml
 from passthru.host.image_cache import ImageCache
 from passthru.host.instance import Instances
 from passthru.host.libvirt_driver import LibvirtDriver
@@ -122,6 +123,8 @@ def test_spawn_makes_the_vms_files_and_a_domain_that_uses_them(guests: Guests) -
     spawn = order(guests)
     result = guests.attacher.spawn(spawn)
     assert result.ok, result.fault
+    assert result.domain_xml is not None
+    validate_domain_xml(result.domain_xml)
     files = guests.instances.files(spawn.server_uuid)
     assert files.disk.exists() and files.seed.exists()
     root = etree.fromstring(guests.driver.xml(domain_name(spawn.server_uuid)).encode())
