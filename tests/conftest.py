@@ -20,3 +20,7 @@ def sim_sysfs(tmp_path: Path) -> Callable[[str | HostProfile], Path]:
         return build_sysfs(chosen, tmp_path / f"sys-{chosen.name}")
 
     return build
+
+
+# The private libvirtd fixture (`real_libvirtd`), for any test directory.
+pytest_plugins = ["tests.support.libvirtd"]

@@ -57,11 +57,17 @@ def test_relative_sysfs_root_is_next_to_the_file(tmp_path: Path) -> None:
     assert config.sysfs_root == tmp_path / "sim/sys"
 
 
-def test_instances_path_defaults_and_a_relative_one_is_next_to_the_file(
-        tmp_path: Path) -> None:
-    assert host_config_from({}).instances_path == Path("/var/lib/passthru/instances")
-    config = load_host_config(write(tmp_path, 'instances_path = "sim/instances"'))
-    assert config.instances_path == tmp_path / "sim/instances"
+def test_guest_settings_and_their_relative_paths(tmp_path: Path) -> None:
+    config = load_host_config(write(tmp_path, 'instances_path = "vms"\n'
+                                              'image_cache = "/srv/images"\n'
+                                              'domain_type = "qemu"\n'
+                                              'bridge_mappings = { physnet1 = "br-prov" }\n'))
+    assert (config.instances_path, config.image_cache) == (tmp_path / "vms",
+                                                           Path("/srv/images"))
+    assert (config.domain_type, config.bridge_mappings) == ("qemu", {"physnet1": "br-prov"})
+    defaults = host_config_from({})
+    assert (defaults.instances_path, defaults.image_cache, defaults.domain_type) == (
+        Path("/var/lib/passthru/instances"), Path("/var/lib/passthru/images"), "auto")
 
 
 def test_seed_names_in_pool_attrs() -> None:
@@ -96,6 +102,9 @@ def test_three_spellings_take_the_same_devices(
         ("intervall = 5", "unknown key 'intervall' (did you mean 'interval'?)"),
         ("interval = 0", "key 'interval': Input should be greater than 0 (got 0)"),
         ('source = "udev"', "key 'source': Input should be 'sysfs' or 'libvirt' (got 'udev')"),
+        ('domain_type = "xen"', "key 'domain_type': Input should be 'auto', 'kvm' or 'qemu'"),
+        ('bridge_mappings = { physnet1 = "br/x" }',
+         "key 'bridge_mappings': 'physnet1' = 'br/x' does not map a physical network"),
         ('pool_attrs = ["vendor"]', "pool attribute 'vendor' is not exposed by devices"),
         ("pci_information = 5", "key 'pci_information': write [[pci_information]] tables"),
         ('[[pci_information]]\nmatch = { vendor_id = "zz" }',

@@ -12,7 +12,7 @@ import typer
 
 from passthru.cli.output import command, err
 from passthru.host.agent import Agent
-from passthru.host.attach import Attacher, NetlinkVfApplier
+from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
 from passthru.host.config import HostConfigError, load_host_config, offered, scan
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import connect
@@ -73,7 +73,8 @@ def agent(
             vf = (SimulatedVfApplier(config.sysfs_root) if config.vf_applier == "simulated"
                   else NetlinkVfApplier())
             attacher = Attacher(driver, vf, config.sysfs_root,
-                                host_devices=lambda: scan(config))
+                                host_devices=lambda: scan(config),
+                                guests=GuestHost.from_config(config, driver, link.fetch_image))
             agent.worker = OrderWorker(link, attacher, config.instances_path)
             stop = threading.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,13 @@ in reverse order, so the controller can free the claim knowing that nothing on t
 still holds a device. A destroy reads the devices from the domain's own XML, so it works
 for domains an earlier agent process started.
 
+On a host set up for real guests (`GuestHost`) a spawn also makes the VM's files first:
+the image's files in the host's cache, the VM's disk overlay and NoCloud seed in its own
+instance directory; it plugs normal ports into the bridges of their physical networks,
+and pins a NUMA-placed VM to its node. A destroy removes the instance directory, whose
+path follows from the server's uuid alone. Power orders stop, start and reboot a domain;
+each start (a spawn's too) tags the VM's taps before its vCPUs run.
+
 The domain is named after the server (`passthru-<uuid>`) so that reconciliation maps
 domains to servers; the server's own name goes into the domain's `<title>`.
 """
@@ -20,13 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from passthru.host.bridge import BridgePorts, NetlinkBridgePorts, bridge_for
+from passthru.host.config import HostConfig
+from passthru.host.domain_type import resolve_domain_type
 from passthru.host.domain_xml import (
+    BridgeNic,
     DomainDevices,
     DomainSpec,
+    GuestDisks,
+    NumaPlacement,
     build_domain_xml,
+    read_bridge_taps,
     read_domain_devices,
+    read_port_vlans,
 )
+from passthru.host.image_cache import ImageCache, ImageError, ImageFetch
+from passthru.host.instance import Instances
 from passthru.host.libvirt_driver import DomainNotFoundError, LibvirtDriver
+from passthru.host.numa import node_cpus
 from passthru.host.vf import (
     VfConfig,
     VfConfigError,
@@ -40,6 +58,8 @@ from passthru.pci.device import DevType, PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.work import (
     DestroyOrder,
+    GuestSpec,
+    ImagePart,
     OrderResult,
     PortBinding,
     PowerAction,
@@ -89,6 +109,35 @@ class NetlinkVfApplier:
         reset_vf(vf.pf_netdev, vf.index, netns=self.netns)
 
 
+#: The kernel command line of a direct-kernel-boot image that names none.
+DEFAULT_KERNEL_ARGS = "root=/dev/vda console=ttyS0"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestHost:
+    """What a host needs to run real guests: where VMs' files go, the image cache, which
+    bridge each physical network is on, how taps are tagged, the domain type it runs
+    (`kvm` or `qemu`, resolved from the host config's `domain_type`), and how long a guest
+    gets to shut down before it is powered off."""
+
+    instances: Instances
+    images: ImageCache
+    bridge_mappings: Mapping[str, str]
+    bridges: BridgePorts
+    domain_type: str = "kvm"
+    shutdown_timeout: float = 60.0
+
+    @staticmethod
+    def from_config(config: HostConfig, driver: LibvirtDriver, fetch: ImageFetch,
+                    netns: str | None = None) -> GuestHost:
+        """The host config's guest settings; `fetch` is the controller link's image
+        download, `netns` where libvirt makes its taps (None: the agent's own)."""
+        return GuestHost(Instances(config.instances_path),
+                         ImageCache(config.image_cache, fetch), dict(config.bridge_mappings),
+                         NetlinkBridgePorts(netns),
+                         resolve_domain_type(config.domain_type, driver))
+
+
 class _StepError(Exception):
     """A step of an order failed; the message names the step, its subject and the reason."""
 
@@ -123,55 +172,35 @@ class _Rollback:
         return problems
 
 
+class DomainNotRunningError(PassthruError):
+    """A reboot of a domain that is shut off."""
+
+
+def _hostname(order: SpawnOrder, guest: GuestSpec) -> str:
+    return guest.hostname or order.name
+
+
 def _devices_of(name: str, order: SpawnOrder) -> str:
     addresses = ", ".join(attached.device.address for attached in order.devices)
     return f"domain {name} (devices {addresses or 'none'})"
 
 
 class Attacher:
-    """Runs spawn and destroy orders on one host.
+    """Runs spawn, destroy and power orders on one host.
 
-    `sysfs_root` is where the PFs' `virtfnN` links are read to number the VFs;
-    `host_devices` gives the host's functions, to find each VF's PF and its netdev.
+    `sysfs_root` is where the PFs' `virtfnN` links are read to number the VFs, and the
+    NUMA nodes' CPUs; `host_devices` gives the host's functions, to find each VF's PF and
+    its netdev. Without `guests` the host runs VMs of devices alone (no disk, no normal
+    ports), as a simulated host does.
     """
 
     def __init__(self, driver: LibvirtDriver, vf: VfApplier, sysfs_root: Path | str,
-                 host_devices: HostDevices, shutdown_timeout: float = 60.0) -> None:
+                 host_devices: HostDevices, guests: GuestHost | None = None) -> None:
         self.driver = driver
         self.vf = vf
         self.sysfs_root = Path(sysfs_root)
         self.host_devices = host_devices
-        #: How long a stop waits for the guest to shut down before powering it off.
-        self.shutdown_timeout = shutdown_timeout
-
-    def power(self, order: PowerOrder) -> OrderResult:
-        """Stop, start or reboot the server's domain. Its devices stay with it throughout
-        (a stopped server keeps what it holds, as in Nova), so nothing is undone."""
-        name = domain_name(order.server_uuid)
-        actions: dict[PowerAction, Callable[[], object]] = {
-            PowerAction.STOP: lambda: self.driver.shutdown(name, self.shutdown_timeout),
-            PowerAction.START: lambda: self._power_on(name),
-            PowerAction.REBOOT: lambda: self.driver.reboot(name),
-            PowerAction.HARD_REBOOT: lambda: self.driver.reset(name),
-        }
-        try:
-            with _step(str(order.action), f"domain {name}"):
-                actions[order.action]()
-        except _StepError as failure:
-            return OrderResult(order.server_uuid, ok=False, fault=str(failure))
-        return OrderResult(order.server_uuid, ok=True)
-
-    def _power_on(self, name: str) -> None:
-        # A start asked again (its answer was lost) finds the domain running: done.
-        if self.driver.state(name) is PowerState.SHUTOFF:
-            self.driver.start(name)
-
-    def power_state(self, server_uuid: str) -> PowerState | None:
-        """Whether the server's domain runs; None when it has none here."""
-        try:
-            return self.driver.state(domain_name(server_uuid))
-        except DomainNotFoundError:
-            return None
+        self.guests = guests
 
     def spawn(self, order: SpawnOrder) -> OrderResult:
         rollback = _Rollback()
@@ -202,7 +231,9 @@ class Attacher:
                     xml = None
                 known = xml or order.domain_xml
                 if known is None:
-                    return OrderResult(order.server_uuid, ok=True)
+                    problems = self._remove_files(order.server_uuid)
+                    return OrderResult(order.server_uuid, ok=not problems,
+                                       fault="; ".join(problems) or None)
                 devices = read_domain_devices(known)
             if xml is not None:
                 with _step("remove domain", name):
@@ -212,10 +243,47 @@ class Attacher:
         except _StepError as failure:
             return OrderResult(order.server_uuid, ok=False, fault=str(failure))
         problems = self._reset_vfs(devices, inventory)
+        problems += self._remove_files(order.server_uuid)
         if problems:
             fault = f"domain {name} is gone, but " + "; ".join(problems)
             return OrderResult(order.server_uuid, ok=False, fault=fault)
         return OrderResult(order.server_uuid, ok=True)
+
+    def power(self, order: PowerOrder) -> OrderResult:
+        """Stop (gracefully, powered off after the host's shutdown timeout), start, reboot
+        (ACPI) or hard-reboot (power off and start) the server's domain. Stopping a stopped
+        domain or starting a running one is done already."""
+        name = domain_name(order.server_uuid)
+        try:
+            with _step(f"{order.action} domain", name):
+                running = self.driver.state(name) is PowerState.RUNNING
+                if order.action is PowerAction.STOP:
+                    self.driver.shutdown(name, self._shutdown_timeout())
+                elif order.action is PowerAction.START:
+                    if not running:
+                        self._boot(name)
+                elif order.action is PowerAction.HARD_REBOOT:
+                    # As Nova's: from any state, the domain ends up running afresh.
+                    self.driver.stop(name)
+                    self._boot(name)
+                elif not running:
+                    raise DomainNotRunningError(f"domain {name} is shut off; start it "
+                                                f"instead of rebooting it")
+                else:
+                    self.driver.reboot(name)
+        except _StepError as failure:
+            return OrderResult(order.server_uuid, ok=False, fault=str(failure))
+        return OrderResult(order.server_uuid, ok=True)
+
+    def power_state(self, server_uuid: str) -> PowerState | None:
+        """Whether the server's domain runs; None when it has none here."""
+        try:
+            return self.driver.state(domain_name(server_uuid))
+        except DomainNotFoundError:
+            return None
+
+    def _shutdown_timeout(self) -> float:
+        return self.guests.shutdown_timeout if self.guests is not None else 0.0
 
     def _spawn(self, order: SpawnOrder, rollback: _Rollback) -> tuple[list[Binding], str]:
         name = domain_name(order.server_uuid)
@@ -224,10 +292,15 @@ class Attacher:
                     if attached.port is not None and attached.network is not None]
         hostdevs = tuple(attached.device.address for attached in order.devices
                          if attached.port is None)
+        nics = self._bridge_nics(order)
+        numa = self._numa(order)
+        disks = self._guest_files(order, rollback)
+        domain_type = self.guests.domain_type if self.guests is not None else "kvm"
         with _step("build domain XML", _devices_of(name, order)):
             xml = build_domain_xml(DomainSpec(name, order.server_uuid, order.ram_mb,
                                               order.vcpus, hostdevs, tuple(bindings),
-                                              title=order.name))
+                                              domain_type=domain_type, title=order.name,
+                                              guest=disks, nics=nics, numa=numa))
         self._configure_vfs(bindings, rollback)
         with _step("define domain", _devices_of(name, order)):
             self.driver.define(xml)
@@ -235,8 +308,87 @@ class Attacher:
         # changes nothing.
         rollback.push(f"remove domain {name}", functools.partial(self._remove_domain, name))
         with _step("start domain", _devices_of(name, order)):
-            self.driver.start(name)
+            self._boot(name)
         return bindings, xml
+
+    def _boot(self, name: str) -> None:
+        """Start the domain; with VLAN taps, paused until its taps are tagged."""
+        tagged = bool(read_port_vlans(self.driver.xml(name)))
+        if tagged and self.guests is None:
+            raise _StepError(f"domain {name} has VLAN ports, but this host is not set up to "
+                             f"tag bridge ports; run it with a host config")
+        self.driver.start(name, paused=tagged)
+        if not tagged or self.guests is None:
+            return
+        try:
+            for tap in read_bridge_taps(self.driver.xml(name)):
+                if tap.vlan is not None:
+                    self.guests.bridges.tag(tap.tap, tap.vlan)
+        except PassthruError:
+            self.driver.stop(name)  # never left paused, holding its devices, half-wired
+            raise
+        self.driver.resume(name)
+
+    def _need_guests(self, what: str) -> GuestHost:
+        if self.guests is None:
+            raise _StepError(f"{what}: this host is not set up for real guests (no image "
+                             f"cache, instances path or bridges); run it with a host config")
+        return self.guests
+
+    def _bridge_nics(self, order: SpawnOrder) -> tuple[BridgeNic, ...]:
+        if not order.nics:
+            return ()
+        guests = self._need_guests("plug normal ports")
+        nics = []
+        for attached in order.nics:
+            port, network = attached.port, attached.network
+            with _step("plug port", f"port {port.port_id} on network {network.name}"):
+                bridge = bridge_for(guests.bridge_mappings, network.physical_network,
+                                    port.port_id)
+                guests.bridges.check(bridge, tagged=network.segmentation_id is not None)
+            nics.append(BridgeNic(port.port_id, port.mac, bridge, network.segmentation_id))
+        return tuple(nics)
+
+    def _numa(self, order: SpawnOrder) -> NumaPlacement | None:
+        if order.numa_node is None:
+            return None
+        with _step("pin to NUMA node", f"server {order.server_uuid}"):
+            return NumaPlacement(order.numa_node, node_cpus(self.sysfs_root, order.numa_node),
+                                 tuple(order.pinned_cpus))
+
+    def _guest_files(self, order: SpawnOrder, rollback: _Rollback) -> GuestDisks | None:
+        guest = order.guest
+        image = guest.image
+        if image is None:
+            return None
+        guests = self._need_guests(f"boot image {image.name}")
+        where = f"image {image.name} ({image.id})"
+        with _step("fetch image", where):
+            base = guests.images.get(image, ImagePart.DISK)
+            if base is None:
+                raise ImageError(f"{where} has no disk file; upload its disk to the "
+                                 f"controller before booting it")
+            kernel = guests.images.get(image, ImagePart.KERNEL)
+            initrd = guests.images.get(image, ImagePart.INITRD) if kernel else None
+        with _step("make VM files", f"server {order.server_uuid}"):
+            files = guests.instances.create(order.server_uuid)
+            rollback.push(f"remove {files.directory}",
+                          functools.partial(guests.instances.remove, order.server_uuid))
+            guests.instances.create_disk(files, base, image.disk_format, guest.disk_gb)
+            guests.instances.create_seed(files, order.server_uuid, _hostname(order, guest),
+                                         guest.public_keys, guest.user_data)
+        cmdline = (image.kernel_args or DEFAULT_KERNEL_ARGS) if kernel else None
+        return GuestDisks(files.disk, "qcow2", kernel, initrd, cmdline, files.seed,
+                          files.console_log)
+
+    def _remove_files(self, server_uuid: str) -> list[str]:
+        if self.guests is None:
+            return []
+        try:
+            self.guests.instances.remove(server_uuid)
+        except OSError as error:
+            return [f"removing the files of server {server_uuid} failed: {error}"]
+        return []
 
     @staticmethod
     def _bind(port: PortSpec, network: NetworkSpec, device: PciDevice) -> Binding:

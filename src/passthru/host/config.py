@@ -11,6 +11,10 @@ instances_path = "/var/lib/passthru/instances"   # per server: console.log; rela
 vf_applier = "netlink"              # "simulated": record VF settings (passthru sim hosts)
 interval = 60                       # seconds between re-scans
 pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
+instances_path = "/var/lib/passthru/instances"  # per-VM disk overlay, seed ISO, console log
+image_cache = "/var/lib/passthru/images"        # images fetched from the controller, once
+domain_type = "auto"                # "kvm", or "qemu" (TCG); auto: kvm if it runs guests
+bridge_mappings = { physnet1 = "br-prov" }      # normal ports: physical network → bridge
 
 [[pci_information]]
 match = { vendor_id = "8086", product_id = "154c", address = "0000:0a:00.0" }
@@ -85,6 +89,10 @@ class HostConfig(BaseModel):
     pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
     pci_information: list[Any] | str | None = None
     device_spec: list[str] | None = None
+    instances_path: Path = Path("/var/lib/passthru/instances")
+    image_cache: Path = Path("/var/lib/passthru/images")
+    domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+    bridge_mappings: dict[str, str] = Field(default_factory=dict)
 
     _whitelist: Whitelist = PrivateAttr()
 
@@ -102,6 +110,17 @@ class HostConfig(BaseModel):
     @classmethod
     def _known_pool_attrs(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_pool_attr(name) for name in names)
+
+    @field_validator("bridge_mappings")
+    @classmethod
+    def _bridge_names(cls, mappings: dict[str, str]) -> dict[str, str]:
+        for physnet, bridge in mappings.items():
+            # A Linux interface name: at most 15 bytes, no '/', no whitespace.
+            if not physnet or not bridge or len(bridge.encode()) > 15 or any(
+                    c in bridge for c in "/ \t\n:"):
+                raise ValueError(f"{physnet!r} = {bridge!r} does not map a physical network to "
+                                 f"a bridge name (1 to 15 characters, no '/', ':' or spaces)")
+        return mappings
 
     def model_post_init(self, context: Any, /) -> None:
         # The spec parsers' errors name and quote their entry already: pydantic reports
@@ -149,9 +168,11 @@ def host_config_from(data: dict[str, Any], origin: str = "host config") -> HostC
         raise HostConfigError(f"{origin}: {error}") from None
 
 
+_PATH_KEYS = ("sysfs_root", "instances_path", "image_cache")
+
+
 def load_host_config(path: Path) -> HostConfig:
-    """Read and check a host config file; a relative `sysfs_root` or `instances_path` is
-    taken from its folder."""
+    """Read and check a host config file; relative paths are taken from its folder."""
     try:
         with path.open("rb") as file:
             data = tomllib.load(file)
@@ -159,10 +180,10 @@ def load_host_config(path: Path) -> HostConfig:
         raise HostConfigError(f"cannot read host config {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise HostConfigError(f"host config {path} is not valid TOML: {error}") from None
-    for key in ("sysfs_root", "instances_path"):
-        folder = data.get(key)
-        if isinstance(folder, str) and not Path(folder).is_absolute():
-            data[key] = str(path.parent / folder)
+    for key in _PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data[key] = str(path.parent / value)
     return host_config_from(data, f"host config {path}")
 
 

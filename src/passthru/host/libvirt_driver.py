@@ -6,7 +6,8 @@ test driver keeps domains in memory and assigns no hardware: it accepts any well
 `<hostdev>` and `<interface type='hostdev'|'direct'>` and starts the domain, without the
 checks a real host makes at start (vfio-pci binding, IOMMU groups, VF MAC/VLAN through
 netlink, libvirt's refusal of a VLAN tag next to an 802.1Qbh profile). Those only fail on
-`qemu:///system`.
+`qemu:///system`. It cannot start a domain paused either; there a paused start is a start
+and a suspend.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import libvirt
+from lxml import etree
 
 from passthru.host.domain_xml import DomainDevices, read_domain_devices
 from passthru.pci.errors import PassthruError
@@ -63,6 +65,7 @@ class LibvirtDriver:
             raise LibvirtError(
                 f"cannot connect to libvirt at {uri}: {error.get_error_message()}; check "
                 f"libvirt_uri in the host config and that the libvirt daemon runs") from None
+        self._test_driver = self._conn.getType() == "TEST"
 
     def __enter__(self) -> LibvirtDriver:
         return self
@@ -90,19 +93,47 @@ class LibvirtDriver:
         with self._call(action, name):
             return self._conn.lookupByName(name)
 
+    def kvm_emulator(self, arch: str, machine: str) -> str | None:
+        """The qemu binary libvirt would run a KVM guest of `arch` and `machine` with; None
+        when libvirt offers no KVM for them."""
+        try:
+            caps = self._conn.getDomainCapabilities(None, arch, machine, "kvm", 0)
+        except libvirt.libvirtError:
+            return None
+        return etree.fromstring(caps.encode()).findtext("path") or None
+
     def define(self, xml: str) -> str:
         """Define (or redefine) a persistent domain from `xml`; returns its name."""
         with self._call("define"):
             return str(self._conn.defineXML(xml).name())
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, *, paused: bool = False) -> None:
+        """Start the defined domain; `paused` leaves its vCPUs stopped until `resume`."""
         domain = self._lookup(name, "start")
         with self._call("start", name):
-            domain.create()
+            if paused and self._test_driver:
+                domain.create()
+                domain.suspend()
+            else:
+                domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+    def resume(self, name: str) -> None:
+        domain = self._lookup(name, "resume")
+        with self._call("resume", name):
+            domain.resume()
+
+    def state(self, name: str) -> PowerState:
+        """Whether the domain runs (paused or suspended counts as running: it holds its
+        devices and comes back by itself)."""
+        domain = self._lookup(name, "read the state of")
+        with self._call("read the state of", name):
+            return PowerState.RUNNING if domain.isActive() else PowerState.SHUTOFF
 
     def shutdown(self, name: str, timeout: float, poll: float = 0.5) -> bool:
-        """Ask the guest to shut down (ACPI) and wait up to `timeout` seconds; a guest that
-        does not stop by then is powered off. Returns whether it shut down by itself."""
+        """Ask the guest to power off (ACPI power button: our domains have no guest agent,
+        so libvirt's default method is that) and wait up to `timeout` seconds;
+        a guest that does not is powered off at once. Returns whether it shut down itself.
+        A domain that is not running is left as it is."""
         domain = self._lookup(name, "shut down")
         with self._call("shut down", name):
             if not domain.isActive():
@@ -111,35 +142,17 @@ class LibvirtDriver:
             deadline = time.monotonic() + timeout
             while domain.isActive():
                 if time.monotonic() >= deadline:
-                    domain.destroy()
+                    domain.destroy()  # the guest ignored the button
                     return False
                 time.sleep(poll)
-        return True
+            return True
 
     def reboot(self, name: str) -> None:
-        """Ask the running guest to reboot itself (ACPI)."""
+        """Ask the running guest to reboot (ACPI power button; libvirt restarts it once it
+        powers off), keeping its qemu process and so its devices and taps."""
         domain = self._lookup(name, "reboot")
         with self._call("reboot", name):
-            if not domain.isActive():
-                raise LibvirtError(f"domain {name!r} is not running at {self.uri}, so it "
-                                   "cannot reboot; start it or reboot it --hard")
             domain.reboot(0)
-
-    def reset(self, name: str) -> None:
-        """Power the domain off and start it again from its definition (a hard reboot),
-        whether it was running or not."""
-        domain = self._lookup(name, "reset")
-        with self._call("reset", name):
-            if domain.isActive():
-                domain.destroy()
-            domain.create()
-
-    def state(self, name: str) -> PowerState:
-        """Whether the domain runs (paused or suspended counts as running: it holds its
-        devices and comes back by itself)."""
-        domain = self._lookup(name, "read the state of")
-        with self._call("read the state of", name):
-            return PowerState.RUNNING if domain.isActive() else PowerState.SHUTOFF
 
     def stop(self, name: str) -> None:
         """Power the domain off at once (passthrough devices need no guest shutdown to be

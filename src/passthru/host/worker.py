@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from passthru.host.attach import Attacher
-from passthru.host.console import console_path, read_console_tail
+from passthru.host.instance import Instances, read_console_tail
 from passthru.host.reconcile import reconcile
 from passthru.pci.errors import PassthruError
 from passthru.pci.work import (
@@ -168,7 +168,7 @@ class OrderWorker:
             return
         for uuid in servers:
             try:
-                text = read_console_tail(console_path(self.instances_path, uuid))
+                text = read_console_tail(Instances(self.instances_path).files(uuid).console_log)
             except OSError as error:
                 log.warning("cannot read the console log of server %s: %s", uuid, error)
                 continue

@@ -205,7 +205,7 @@ def post_power_states(host: str, who: Caller, store: StoreDep,
         return PowerStates(shutoff=power_states(session, host, states))
 
 
-#: As much of a console log as the agent sends (`host.console.CONSOLE_TAIL`).
+#: As much of a console log as the agent sends (`host.instance.CONSOLE_TAIL`).
 CONSOLE_LIMIT = 64 * 1024
 
 
