@@ -55,11 +55,8 @@ BOOT_SECONDS = 600.0
 
 
 @pytest.fixture(scope="module")
-def guest_image(tmp_path_factory: pytest.TempPathFactory,
-                request: pytest.FixtureRequest) -> GuestImage:
-    # The downloaded kernel package is kept in pytest's cache between runs.
-    cache = Path(request.config.cache.mkdir("passthru-guest-kernel"))
-    return build_guest_image(tmp_path_factory.mktemp("guest-image"), cache)
+def guest_image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
+    return build_guest_image(tmp_path_factory.mktemp("guest-image"))
 
 
 def image_ref(image: GuestImage) -> tuple[ImageRef, dict[ImagePart, Path]]:

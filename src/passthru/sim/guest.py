@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 MARKER = "passthru-guest:"
 KERNEL_PACKAGE = "linux-image-amd64"
 BUSYBOX = Path("/bin/busybox")
@@ -296,10 +298,20 @@ def build_initrd(tree: KernelTree, busybox: Path = BUSYBOX,
     return gzip.compress(archive.finish(), compresslevel=6, mtime=0)
 
 
-def build_guest_image(directory: Path, cache: Path, disk_mb: int = 64,
+def default_cache() -> Path:
+    """Where the downloaded kernel package is kept between builds: the user's cache dir
+    (`PASSTHRU_GUEST_CACHE` overrides it), shared by the demo, the tests and the
+    benchmarks so that one machine downloads it once."""
+    if override := os.environ.get("PASSTHRU_GUEST_CACHE"):
+        return Path(override)
+    return Path(platformdirs.user_cache_dir("passthru")) / "guest"
+
+
+def build_guest_image(directory: Path, cache: Path | None = None, disk_mb: int = 64,
                       package: str = KERNEL_PACKAGE) -> GuestImage:
     """Write the guest's kernel, initrd and empty qcow2 disk into `directory`; the kernel
-    package is kept in `cache` for the next build."""
+    package is kept in `cache` (default: `default_cache()`) for the next build."""
+    cache = cache if cache is not None else default_cache()
     directory.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     tree = kernel_tree(cache, package)
