@@ -12,6 +12,9 @@ apt_packages=(
   qemu-system-x86    # the hypervisor (TCG where KVM does not run guests)
   qemu-utils         # qemu-img: image checks, per-VM copy-on-write disks
   busybox-static     # the init of the small guest the demo and tests boot
+  kmod               # depmod: the guest kernel's module dependencies
+  cpio               # tests read back the guest's initrd
+  openssh-client     # ssh-keygen: the keypair tests' real keys
   pci.ids            # vendor and device names
   postgresql         # the store tests start a throwaway cluster
   iproute2           # network namespaces for multi-host tests

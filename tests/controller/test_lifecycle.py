@@ -225,7 +225,7 @@ def test_a_failed_power_change_keeps_the_state_before_with_the_fault(
     failed = server(api, "vm")
     assert (failed["status"], failed["task_state"]) == ("ACTIVE", None)
     assert failed["fault"].startswith("reboot failed on compute-1: reboot failed for domain")
-    assert "is not running" in failed["fault"]
+    assert "is shut off; start it" in failed["fault"]
     assert "power-failed" in kinds(api, vm["id"])
     # The round's power report then finds the domain off.
     one.run()

@@ -255,7 +255,7 @@ class Attacher:
         domain or starting a running one is done already."""
         name = domain_name(order.server_uuid)
         try:
-            with _step(f"{order.action} domain", name):
+            with _step(str(order.action), f"domain {name}"):
                 running = self.driver.state(name) is PowerState.RUNNING
                 if order.action is PowerAction.STOP:
                     self.driver.shutdown(name, self._shutdown_timeout())
