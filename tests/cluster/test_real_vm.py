@@ -71,7 +71,8 @@ def _host(home: Path, controller: str, token: str, libvirtd: Libvirtd) -> RealHo
     sysfs = build_sysfs(profile, home / "sys")
     settings = {"token": token, "interval": 2, "order_interval": 0.3,
                 "libvirt_uri": libvirtd.uri, "instances_path": str(home / "instances"),
-                "image_cache": str(home / "images"), "domain_type": "auto"}
+                "image_cache": str(home / "images"), "domain_type": "auto",
+                "libvirt_netns": libvirtd.netns}
     head = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
     head += f'bridge_mappings = {{ mgmt = "{BRIDGE}" }}\n'
     config = home / "host.toml"

@@ -128,13 +128,12 @@ class GuestHost:
     shutdown_timeout: float = 60.0
 
     @staticmethod
-    def from_config(config: HostConfig, driver: LibvirtDriver, fetch: ImageFetch,
-                    netns: str | None = None) -> GuestHost:
+    def from_config(config: HostConfig, driver: LibvirtDriver, fetch: ImageFetch) -> GuestHost:
         """The host config's guest settings; `fetch` is the controller link's image
-        download, `netns` where libvirt makes its taps (None: the agent's own)."""
+        download."""
         return GuestHost(Instances(config.instances_path),
                          ImageCache(config.image_cache, fetch), dict(config.bridge_mappings),
-                         NetlinkBridgePorts(netns),
+                         NetlinkBridgePorts(config.libvirt_netns),
                          resolve_domain_type(config.domain_type, driver))
 
 

@@ -15,6 +15,7 @@ instances_path = "/var/lib/passthru/instances"  # per-VM disk overlay, seed ISO,
 image_cache = "/var/lib/passthru/images"        # images fetched from the controller, once
 domain_type = "auto"                # "kvm", or "qemu" (TCG); auto: kvm if it runs guests
 bridge_mappings = { physnet1 = "br-prov" }      # normal ports: physical network → bridge
+libvirt_netns = "vms"               # where libvirtd makes bridges' taps (default: the agent's)
 
 [[pci_information]]
 match = { vendor_id = "8086", product_id = "154c", address = "0000:0a:00.0" }
@@ -93,6 +94,9 @@ class HostConfig(BaseModel):
     image_cache: Path = Path("/var/lib/passthru/images")
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     bridge_mappings: dict[str, str] = Field(default_factory=dict)
+    #: The network namespace libvirtd runs in, which holds the bridges and the VMs' taps;
+    #: None for the agent's own (a libvirtd of the host's, as in production).
+    libvirt_netns: str | None = Field(default=None, min_length=1, max_length=255)
 
     _whitelist: Whitelist = PrivateAttr()
 
