@@ -17,3 +17,4 @@ lint: setup
 bench: setup
 	.venv/bin/python bench/discovery.py
 	.venv/bin/python bench/scheduler.py
+	.venv/bin/python bench/boot.py
