@@ -27,6 +27,9 @@ def demo(
     listen: Annotated[str | None, typer.Option(
         "--listen", metavar="HOST:PORT", show_default="a free port on 127.0.0.1",
         help="Where the demo's controller listens.")] = None,
+    real_vm: Annotated[bool, typer.Option(
+        "--real-vm/--no-real-vm", help="Also boot a real VM on this machine's libvirtd and "
+        "qemu, where it can run one (root, libvirtd and qemu installed).")] = True,
 ) -> None:
     """Start a passthru cluster on this machine and walk the seed's use cases on it.
 
@@ -36,8 +39,12 @@ def demo(
     QuickAssist host). Each use case (GPU flavors, wild-card and grouping flavors, SR-IOV
     NICs by PCI flavor and by network, macvtap and whole PFs, encryption cards with
     images, refusals) is played with the printed `passthru` commands, and marked met
-    only when the VMs are ACTIVE where they should be with the right devices. VMs are
-    libvirt test-driver domains: nothing runs and no device leaves this machine.
+    only when the VMs are ACTIVE where they should be with the right devices. Those VMs
+    are libvirt test-driver domains: nothing runs and no device leaves this machine.
+
+    Where this machine can run one, a last use case boots a real VM on a private libvirtd
+    with the qemu driver (TCG where KVM does not really run guests): an image with a
+    kernel, a keypair, a disk, a NIC on a management bridge, its console and power.
 
     Everything is stopped and removed at the end, on Ctrl-C, or on an error. Exit
     status 0 when every use case was met, 1 otherwise.
@@ -50,7 +57,7 @@ def demo(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        every = run_demo(Console(), listen=listen, keep=keep)
+        every = run_demo(Console(), listen=listen, keep=keep, real_vm=real_vm)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: the demo cluster was stopped and removed")
         raise typer.Exit(INTERRUPTED) from None

@@ -51,7 +51,8 @@ class DemoHost:
         return vf_state_path(self.sysfs_root)
 
 
-def _checked(text: str, path: Path) -> HostConfig:
+def checked_config(text: str, path: Path) -> HostConfig:
+    """Write a host config and check it as the agent will read it."""
     path.write_text(text)
     return host_config_from(tomllib.loads(text), f"host config {path}")
 
@@ -64,7 +65,7 @@ def simulated_host(profile: HostProfile, home: Path, controller: str) -> DemoHos
     node.write_text(nodedev_xml(profile))
     text = _TIMING + host_config_toml(profile, sysfs_root=sysfs, nodedev_xml=node,
                                       controller=controller)
-    config = _checked(text, home / "agent.toml")
+    config = checked_config(text, home / "agent.toml")
     return DemoHost(config.host, profile.description, home / "agent.toml",
                     len(offered(config)), sysfs, profile.name)
 
@@ -105,7 +106,7 @@ def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> 
     ]
     if bridges:
         lines.append(f"exclude = {json.dumps(bridges)}")
-    config = _checked("\n".join(lines) + "\n", home / "agent.toml")
+    config = checked_config("\n".join(lines) + "\n", home / "agent.toml")
     return DemoHost(config.host, f"this machine: {len(candidates)} PCI devices of its own",
                     home / "agent.toml", len(offered(config)),
                     sysfs_root, profile=None)

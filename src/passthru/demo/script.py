@@ -10,6 +10,7 @@ that decide whether it was met, made on what the controller reports afterwards.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from passthru.demo.outcome import (
     server,
     tagged,
 )
+from passthru.demo.real_vm import RealVmHost
+from passthru.demo.real_vm import play as play_real_vm
 from passthru.demo.walk import Walk
 from passthru.pci.device import PHYSICAL_NETWORK
 from passthru.sim.hardware import (
@@ -334,8 +337,9 @@ def refusals(walk: Walk) -> list[Check]:
     ]
 
 
-def use_cases(hosts: Sequence[DemoHost]) -> list[UseCase]:
-    """The use cases to walk; this machine's own devices only when it offers some."""
+def use_cases(hosts: Sequence[DemoHost], real: RealVmHost | None = None) -> list[UseCase]:
+    """The use cases to walk; this machine's own devices only when it offers some, and a
+    real VM where the machine runs one (`real`)."""
     cases = [
         UseCase(
             "General PCI passthrough", seed="A compute node has one GPU, 8086:0001. PCI "
@@ -407,4 +411,12 @@ def use_cases(hosts: Sequence[DemoHost]) -> list[UseCase]:
         "boot the VM.",
         here="Too many GPUs, and plan A set up wrong; each is refused with the reason.",
         play=refusals))
+    if real is not None:
+        cases.append(UseCase(
+            "A real VM", seed="(not in the seed) What the VMs above would be on a real "
+            "hypervisor: an image with a disk, a keypair, a flavor with a disk, a NIC on "
+            "the management network.",
+            here=f"{real.host.name}'s libvirt is a real libvirtd with the qemu driver; the "
+            "image is a Debian kernel with a busybox init that prints what it sees.",
+            play=functools.partial(play_real_vm, real=real)))
     return cases

@@ -88,15 +88,17 @@ class Walk:
     def run(self, *args: str, quiet: bool = False, note: str | None = None) -> Ran:
         return self.shell.run(*args, quiet=quiet, note=note)
 
-    def boot(self, name: str, *args: str, note: str | None = None) -> dict[str, Any]:
-        """Boot `name`, wait for its host's agent, and show what it got."""
+    def boot(self, name: str, *args: str, note: str | None = None,
+             timeout: float = 30.0) -> dict[str, Any]:
+        """Boot `name`, wait (up to `timeout` seconds) for its host's agent, and show what
+        it got."""
         ran = self.shell.run("boot", name, *args, quiet=True, note=note)
         if not ran.ok:
             raise StepFailedError(f"boot {name} was refused")
         placed = server(self.api, name)
         self.note(f"the scheduler placed {name} on {placed['host']} and claimed its "
                   f"devices; waiting for that host's agent to start it ...")
-        found = settled(self.api, name)
+        found = settled(self.api, name, timeout)
         self.console.print(Padding(
             f"[bold]{name}[/] is [bold]{found['status']}[/] on [bold]{found['host']}[/]"
             + (f": {found['fault']}" if found["fault"] else ""), _INDENT), highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from rich.table import Table
 from passthru.cli.client import Client
 from passthru.demo.cluster import Cluster, temporary_cluster
 from passthru.demo.outcome import Check, check, met
+from passthru.demo.real_vm import RealVmHost, real_hypervisor
 from passthru.demo.script import UseCase, use_cases
 from passthru.demo.shell import Shell, pointed_at
 from passthru.demo.startup import build_hosts, start_agents, start_controller, wait_for_hosts
@@ -30,9 +32,13 @@ walks the use cases of the PCI passthrough / SR-IOV design (the seed wiki) with 
 
 The hosts: this machine itself (its own PCI devices, read from /sys) and simulated hosts
 of real hardware shapes (sysfs trees as `passthru sim` builds them), each with its own
-agent process. Each host's libvirt is libvirt's *test* driver, so the VMs are real libvirt
+agent process. Their libvirt is libvirt's *test* driver, so those VMs are real libvirt
 domains with real device XML, but nothing runs and no device leaves this machine; the
 simulated hosts record their VF settings instead of sending them to hardware.
+
+Where this machine has libvirtd and qemu, one more host runs **real VMs**: its libvirt is
+a private libvirtd with the qemu driver, and the last use case boots a small Linux guest
+there with a disk, a cloud-init seed and a NIC, and reads its console.
 """
 
 
@@ -81,11 +87,11 @@ def summary(console: Console, results: Sequence[Result]) -> None:
     console.print(table)
 
 
-def _walk(cluster: Cluster, console: Console, shell: Shell) -> list[Result]:
-    console.print()
-    console.print(Rule("[bold]The cluster", align="left"))
-    start_controller(cluster, shell)
+def _walk(cluster: Cluster, real: RealVmHost | None, console: Console,
+          shell: Shell) -> list[Result]:
     hosts = build_hosts(cluster, console)
+    if real is not None:
+        hosts.append(real.host)
     start_agents(cluster, hosts, shell)
     wait_for_hosts(cluster, hosts, console)
     results = []
@@ -93,7 +99,7 @@ def _walk(cluster: Cluster, console: Console, shell: Shell) -> list[Result]:
             pointed_at(cluster.url, cluster.admin_token):
         shell.run("host-list", note="every host up, with the devices its whitelist offers")
         walk = Walk(console, shell, api, {h.name: h for h in hosts})
-        for number, case in enumerate(use_cases(hosts), 1):
+        for number, case in enumerate(use_cases(hosts, real), 1):
             results.append(play(walk, number, case))
             cluster.check_running()
     return results
@@ -115,13 +121,23 @@ def _keep_running(cluster: Cluster, console: Console) -> None:
         console.print()
 
 
-def run_demo(console: Console, listen: str | None = None, keep: bool = False) -> bool:
-    """Run the whole demo; True when every use case was met."""
+def run_demo(console: Console, listen: str | None = None, keep: bool = False,
+             real_vm: bool = True) -> bool:
+    """Run the whole demo, with a real VM where `real_vm` and the machine can run one;
+    True when every use case was met."""
     started = time.monotonic()
     console.print(Markdown(_INTRO))
     shell = Shell(console)
-    with temporary_cluster(listen) as cluster:
-        results = _walk(cluster, console, shell)
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(temporary_cluster(listen))
+        console.print()
+        console.print(Rule("[bold]The cluster", align="left"))
+        start_controller(cluster, shell)
+        real = (stack.enter_context(real_hypervisor(cluster.root / "real", cluster.url,
+                                                    console)) if real_vm else None)
+        # On the way out the agents stop before the hypervisor they run VMs on.
+        stack.callback(cluster.stop)
+        results = _walk(cluster, real, console, shell)
         summary(console, results)
         if keep:
             _keep_running(cluster, console)
