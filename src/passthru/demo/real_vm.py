@@ -120,6 +120,8 @@ def play(walk: Walk, real: RealVmHost) -> list[Check]:
     found = walk.boot("vm-real", "--flavor", "m1.vm", "--image", "guest", "--key-name",
                       "demo", "--nic", f"net-id={MGMT}", timeout=_GUEST_SECONDS)
     uuid = found["id"]
+    if found["status"] != "ACTIVE":
+        raise StepFailedError(f"vm-real is {found['status']}, not ACTIVE")
     walk.note("waiting for the guest to boot (under TCG this takes a while) ...")
     _wait("the guest's boot", lambda: f"{MARKER} ready" in _console(walk, "vm-real"))
     walk.run("console-log", "vm-real", "--lines", "9",
