@@ -75,7 +75,8 @@ def real_hypervisor(root: Path, controller: str, console: Console) -> Iterator[R
     console.print("Building the demo guest: a Debian kernel (downloaded once), an initrd "
                   "with busybox, a qcow2 disk ...", highlight=False)
     guest = build_guest_image(root / "guest")
-    with running_libvirtd(root / "libvirtd", f"passthru-demo-{root.name[-8:]}") as libvirtd:
+    # Named after the demo's own temporary dir: two demos at once get two namespaces.
+    with running_libvirtd(root / "libvirtd", f"ptd-{root.parent.name[-12:]}") as libvirtd:
         libvirtd.ip("link", "add", BRIDGE, "type", "bridge")
         libvirtd.ip("link", "set", BRIDGE, "up")
         home = root / "hosts" / HOST
