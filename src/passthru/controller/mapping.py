@@ -1,16 +1,22 @@
-"""Rows ↔ the core's `PciDevice`, `Pool` and `PciRequest`: the only place that converts
-between them."""
+"""Rows ↔ the core's `PciDevice`, `Pool`, `PciRequest`, `HostResources` and `VmSize`:
+the only place that converts between them."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from dataclasses import fields
+from typing import Any
 
-from passthru.controller.models import DeviceRow, PciRequestRow, PoolRow
+from pydantic import TypeAdapter
+
+from passthru.controller.models import DeviceRow, PciRequestRow, PoolRow, ServerRow
 from passthru.pci.device import PciDevice
 from passthru.pci.pool import Pool, PoolKey
 from passthru.pci.request import PciRequest
+from passthru.pci.resources import CPU_POLICY_KEY, HostResources, VmSize, parse_cpu_policy
+
+_RESOURCES = TypeAdapter(HostResources)
 
 DEVICE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PciDevice))
 
@@ -73,3 +79,20 @@ def new_request_row(request: PciRequest, position: int,
                          numa_policy=request.numa_policy,
                          physical_network=request.physical_network,
                          dev_type=request.dev_type, soft=request.soft)
+
+
+def resources_json(resources: HostResources) -> dict[str, Any]:
+    """`HostRow.resources`: the reported HostResources as plain JSON."""
+    return dict(_RESOURCES.dump_python(resources, mode="json"))
+
+
+def resources_from_json(stored: dict[str, Any] | None) -> HostResources | None:
+    return _RESOURCES.validate_python(stored) if stored is not None else None
+
+
+def server_size(server: ServerRow) -> VmSize:
+    """What the server takes of its host: the sizes fixed at boot, and its flavor's
+    `hw:cpu_policy` (shared when the flavor is gone)."""
+    policy = (parse_cpu_policy(server.flavor.extra_specs.get(CPU_POLICY_KEY))
+              if server.flavor is not None else parse_cpu_policy(None))
+    return VmSize(server.vcpus, server.ram_mb, server.disk_gb, policy)

@@ -13,6 +13,7 @@ from passthru.host.agent import StaleReportError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
+from passthru.pci.resources import HostResources
 from passthru.pci.work import OrderResult, Orders
 
 _ORDERS = TypeAdapter(Orders)
@@ -58,8 +59,10 @@ class HttpLink:
                             f"({response.status_code}): {message}")
         return response.json()
 
-    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str]) -> int:
-        body = {"pool_attrs": list(pool_attrs), "devices": [asdict(d) for d in devices]}
+    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str],
+                    resources: HostResources | None = None) -> int:
+        body = {"pool_attrs": list(pool_attrs), "devices": [asdict(d) for d in devices],
+                "resources": asdict(resources) if resources is not None else None}
         return int(self._call("PUT", "/inventory", body)["generation"])
 
     def report_delta(self, delta: InventoryDelta, pool_attrs: Sequence[str],

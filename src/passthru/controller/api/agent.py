@@ -1,7 +1,8 @@
 """What host agents call: inventory reports (full or delta), heart-beats, and their
 orders (servers to spawn and destroy) with the answers.
 
-A full report replaces what the controller knows of the host; a delta carries only the
+A full report replaces what the controller knows of the host (its devices, and its CPUs,
+memory and disk when the agent reports them); a delta carries only the
 devices added, changed and removed since the generation the agent last got back, and is
 refused with 409 when the store moved on (the agent then sends a full report). Pools are
 grouped here from the reported `pool_attrs` with the same core function the agent uses.
@@ -24,6 +25,7 @@ from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.pci.resources import HostResources
 from passthru.pci.work import OrderResult, Orders, canonical_uuid
 
 router = APIRouter(prefix="/v2/agent/hosts/{host}", tags=["agent"], responses=ERROR_RESPONSES)
@@ -36,6 +38,9 @@ _POOL_ATTRS = Field(list(DEFAULT_POOL_ATTRS), max_length=64,
 class FullInventory(BaseModel):
     pool_attrs: PoolAttrs = _POOL_ATTRS
     devices: list[PciDevice] = Field(max_length=65536)
+    resources: HostResources | None = Field(
+        None, description="the host's CPUs, NUMA memory, disk, allocation ratios and "
+        "reservations; without them VMs' vCPUs, memory and disk are not counted on the host")
 
 
 class DeltaInventory(BaseModel):
@@ -67,7 +72,8 @@ def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerD
                   body: FullInventory) -> InventoryAccepted:
     who.require_host(host)
     with store.write() as session:
-        accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs))
+        accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs,
+                                         body.resources))
     scheduler.refresh([host])
     return accepted
 
