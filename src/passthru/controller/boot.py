@@ -42,6 +42,7 @@ from passthru.pci.request import (
     narrow_to_supported,
     parse_numa_policy,
 )
+from passthru.pci.resources import CPU_POLICY_KEY, parse_cpu_policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,12 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
                   create_hint="list them with passthru flavor-list")
     image = (find(session, ImageRow, boot.image, "image",
                   create_hint="list them with passthru image-list") if boot.image else None)
+    parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists
+    # The size is fixed now: the host counts it for the server's life, whatever becomes
+    # of the flavor.
     server = ServerRow(name=boot.name, project=boot.project, flavor=flavor, image=image,
-                       status=ServerStatus.BUILD)
+                       status=ServerStatus.BUILD, vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
+                       disk_gb=flavor.disk_gb)
     session.add(server)
     session.flush()
     ports = [_nic_port(session, server, nic, i) for i, nic in enumerate(boot.nics)]

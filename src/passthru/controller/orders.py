@@ -23,7 +23,7 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
-from passthru.controller.release import free_devices, release_ports
+from passthru.controller.release import free_devices, free_resources, release_ports
 from passthru.pci import claims
 from passthru.pci.binding import NetworkSpec, PortSpec
 from passthru.pci.errors import PciValueError
@@ -46,9 +46,9 @@ def spawn_order(server: ServerRow) -> SpawnOrder:
         spec, network = _port_spec(port) if port is not None else (None, None)
         devices += [AttachedDevice(device_from_row(row), request.uuid, spec, network)
                     for row in sorted(request.devices, key=lambda d: d.address)]
-    flavor = server.flavor
-    return SpawnOrder(server.uuid, server.name, flavor.vcpus if flavor else 1,
-                      flavor.ram_mb if flavor else 512, devices)
+    # The size fixed at boot, which is what the host counts, whatever became of the flavor.
+    return SpawnOrder(server.uuid, server.name, server.vcpus, server.ram_mb, devices,
+                      numa_node=server.numa_node, pinned_cpus=list(server.pinned_cpus))
 
 
 def pending_orders(session: Session, host: str) -> Orders:
@@ -115,9 +115,10 @@ def spawned(session: Session, host: str, result: OrderResult) -> ServerRow:
 
 
 def _fail(session: Session, host: str, server: ServerRow, fault: str) -> None:
-    server.status, server.fault = ServerStatus.ERROR, fault
-    server.host = None
     free_devices(session, server)
+    free_resources(session, server)
+    server.status, server.fault = ServerStatus.ERROR, fault
+    server.host, server.numa_node = None, None
     release_ports(session, server)
     record(session, EventKind.SERVER_ERROR, fault, host=host, server=server.uuid)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Sequence
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from passthru.controller.db import Store
 from passthru.controller.scheduler.claim import (
@@ -33,6 +33,7 @@ from passthru.controller.scheduler.claim import (
 )
 from passthru.controller.scheduler.index import HostIndex
 from passthru.controller.scheduler.placement import (
+    DEFAULT_SIZE,
     NoValidHostError,
     Placement,
     place_many,
@@ -45,6 +46,7 @@ from passthru.controller.scheduler.snapshot import (
 )
 from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.request import PciRequest
+from passthru.pci.resources import VmSize
 
 #: A VM: the server that will own the devices, and its PCI requests.
 Vm = tuple[str, Sequence[PciRequest]]
@@ -107,23 +109,28 @@ class Scheduler:
 
     def _adopt(self, host: StoredHost) -> None:
         self._hosts[host.name] = host
-        self.index.report(host.name, host.pools, up=host.up)
+        self.index.report(host.name, host.pools, up=host.up, socket_of=host.socket_of,
+                          capacity=host.capacity, usage=host.usage)
 
     # --- placing ------------------------------------------------------------------------
 
-    def schedule(self, owner: str, requests: Sequence[PciRequest]) -> Placement:
-        """Place one VM and claim its devices in the store."""
-        return self.schedule_many([(owner, requests)])[0]
+    def schedule(self, owner: str, requests: Sequence[PciRequest],
+                 size: VmSize = DEFAULT_SIZE) -> Placement:
+        """Place one VM and claim its devices and room in the store."""
+        return self.schedule_many([(owner, requests)], [size])[0]
 
-    def schedule_many(self, vms: Sequence[Vm]) -> list[Placement]:
-        """Place every VM and claim all their devices in one transaction, or none."""
+    def schedule_many(self, vms: Sequence[Vm],
+                      sizes: Sequence[VmSize] | None = None) -> list[Placement]:
+        """Place every VM (of its size in `sizes`, which should be its server row's, as
+        the store counts those) and claim all their devices and room in one transaction,
+        or none."""
         tried: set[str] = set()
         resynced = False
         while True:
             try:
                 with self._lock:
                     placements = place_many(self.index, vms, weigher=self.weigher,
-                                            exclude=frozenset(tried))
+                                            exclude=frozenset(tried), sizes=sizes)
             except NoValidHostError:
                 if resynced or not self.resync():
                     raise
@@ -148,12 +155,18 @@ class Scheduler:
                 for owner, placement in sorted(placed, key=lambda item: item[1].host):
                     host = self._hosts[placement.host]
                     devices = self.index.hosts[placement.host].devices
-                    changed.append((host, claim_in_store(session, host, placement.selection,
-                                                         owner, devices)))
+                    changed.append((host, claim_in_store(
+                        session, host, placement.selection, owner, devices,
+                        numa_node=placement.numa_node, cpus=placement.cpus)))
         except BaseException as error:
             with self._lock:
                 for owner, placement in placed:
                     self.index.free(placement.host, owner)
+            if isinstance(error, IntegrityError):
+                # Only pins can collide (claim_in_store turns its own into LostRaceError);
+                # a commit-time one names no host either.
+                raise LostRaceError(placed[0][1].host, reason="had a chosen CPU pinned "
+                                    "by another VM") from error
             if isinstance(error, DBAPIError) and is_lost_race(error):
                 # The database does not say which row it fought over; the first host is
                 # read again and passed over, which is enough to make progress.
