@@ -117,7 +117,7 @@ def place(index: HostIndex, requests: Sequence[PciRequest], *,
         placement = fit(entry, requests, index.pool_filter(entry, requests), bound, size)
         if placement is not None:
             return placement
-    raise (_no_room(index, demands, requests, bound, weigher, exclude, size)
+    raise (_no_room(index, demands, requests, bound, weigher, size)
            or _explain(index, demands, requests, bound, exclude))
 
 
@@ -177,19 +177,23 @@ def _candidates(index: HostIndex, demands: list[_Demand], requests: Sequence[Pci
 
 
 def _no_room(index: HostIndex, demands: list[_Demand], requests: Sequence[PciRequest],
-             bound: bool, weigher: Weigher, exclude: frozenset[str],
-             size: VmSize) -> NoValidHostError | None:
+             bound: bool, weigher: Weigher, size: VmSize) -> NoValidHostError | None:
     """The refusal when some host has the devices but none has room; None when no host
     has the devices either (the device explanation then says what is missing)."""
     short: dict[str, tuple[str, Usage, int | None]] = {}
-    for host in _candidates(index, demands, requests, bound, weigher, exclude):
+    # Hosts already tried are read again since, so what they lack is current: they count
+    # here (a lost race for room is explained by the room that is left).
+    for host in _candidates(index, demands, requests, bound, weigher, frozenset()):
         entry = index.hosts[host]
         if host in short:
             continue  # a host is walked again for each soft request it may serve
         placement = fit(entry, requests, index.pool_filter(entry, requests), bound, None)
-        if placement is not None:
-            why = entry.room(size, placement.numa_node) or "has no room"
-            short[host] = (why, entry.usage, placement.numa_node)
+        node = placement.numa_node if placement is not None else None
+        if placement is not None or (bound and not entry.numa_nodes):
+            # (A host that knows no NUMA node fits no bound VM; its room says why.)
+            why = entry.room(size, node)
+            if why is not None:
+                short[host] = (why, entry.usage, node)
     if not short:
         return None
     wanted = f"no host has room for {size.describe()}"
@@ -242,6 +246,9 @@ def _explain(index: HostIndex, demands: list[_Demand], requests: Sequence[PciReq
              bound: bool, exclude: frozenset[str]) -> NoValidHostError:
     if not demands:
         untried = " that was not tried already" if exclude else ""
+        if bound and any(e.up and h not in exclude for h, e in index.hosts.items()):
+            return NoValidHostError(f"no host that is up{untried} knows its NUMA nodes, "
+                                    "which a NUMA-bound VM needs")
         return NoValidHostError(f"no host is up{untried}")
     demands = sorted(demands, key=_Demand.selectivity)
     for demand in demands:

@@ -47,9 +47,11 @@ class Fingerprint:
     up: bool
     devices: int
     generations: int
-    #: Capacity and use: (vCPUs, MiB, GB) each, capacity None when not counted.
+    #: Capacity and use: (vCPUs, MiB, GB) each, capacity None when not counted; and
+    #: how many CPUs are pinned.
     capacity: tuple[int | None, int | None, int | None]
     used: tuple[int, int, int]
+    pinned: int
 
 
 @dataclass(slots=True)
@@ -71,7 +73,8 @@ class StoredHost:
         capacity = ((self.capacity.vcpus, self.capacity.ram_mb, self.capacity.disk_gb)
                     if self.capacity is not None else (None, None, None))
         return Fingerprint(self.up, len(self.refs), sum(r.generation for r in self.refs.values()),
-                           capacity, (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb))
+                           capacity, (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb),
+                           len(self.usage.pinned))
 
 
 def load_flavors(session: Session) -> dict[str, PciFlavor]:
@@ -134,12 +137,14 @@ def _stored_host(row: Row[Any], pinned: set[int]) -> StoredHost:
 
 def fingerprints(session: Session) -> dict[str, Fingerprint]:
     """Every host's fingerprint, computed by the database in one pass."""
+    pinned = (select(func.count()).select_from(CpuPinRow)
+              .where(CpuPinRow.host_id == HostRow.id).correlate(HostRow).scalar_subquery())
     query: Select[tuple[Any, ...]] = (
         select(HostRow.name, HostRow.status, func.count(DeviceRow.id),
                func.coalesce(func.sum(DeviceRow.generation), 0),
                HostRow.vcpus_capacity, HostRow.ram_mb_capacity, HostRow.disk_gb_capacity,
-               HostRow.vcpus_used, HostRow.ram_mb_used, HostRow.disk_gb_used)
+               HostRow.vcpus_used, HostRow.ram_mb_used, HostRow.disk_gb_used, pinned)
         .outerjoin(DeviceRow, DeviceRow.host_id == HostRow.id).group_by(HostRow.id))
     return {row[0]: Fingerprint(row[1] is HostStatus.UP, row[2], row[3],
-                                (row[4], row[5], row[6]), (row[7], row[8], row[9]))
+                                (row[4], row[5], row[6]), (row[7], row[8], row[9]), row[10])
             for row in session.execute(query)}
