@@ -98,8 +98,8 @@ _LOST_RACE_STATES = {"40001", "40P01"}
 
 
 class LostRaceError(PassthruError):
-    """A chosen device was taken or changed, or its host went down, since the scheduler
-    chose it."""
+    """Since the scheduler chose it, a chosen device was taken or changed, its host went
+    down or ran out of room, or a chosen CPU was pinned by another VM."""
 
     def __init__(self, host: str, address: str | None = None,
                  reason: str = "was taken or changed") -> None:
