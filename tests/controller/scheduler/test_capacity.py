@@ -29,7 +29,7 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
-from passthru.controller.orders import pending_orders, spawned
+from passthru.controller.orders import lost, pending_orders, spawned
 from passthru.controller.release import delete_server
 from passthru.controller.reports import heartbeat, report_full
 from passthru.controller.scheduler import NoValidHostError
@@ -249,6 +249,18 @@ def test_a_failed_spawn_then_a_delete_gives_back_once(fleet: Store) -> None:
                                                                        None, [])
         delete_server(session, server)
     assert used(fleet) == (0, 0, 0)
+
+
+def test_a_lost_server_gives_back_its_room_and_pins(fleet: Store) -> None:
+    report(fleet, "compute-1", machine(4))
+    scheduler = replica(fleet)
+    owner = boot(scheduler, VmSize(2, 1024, 5, DEDICATED))
+    with fleet.write() as session:
+        spawned(session, "compute-1", OrderResult(owner, ok=True, domain_xml="<domain/>"))
+    assert used(fleet) == (2, 1024, 5) and sorted(pins(fleet)) == [0, 1]
+    with fleet.write() as session:
+        lost(session, "compute-1", owner, "the domain is gone")
+    assert used(fleet) == (0, 0, 0) and pins(fleet) == {}
 
 
 def test_a_spawn_order_names_the_node_and_the_pinned_cpus(fleet: Store) -> None:
