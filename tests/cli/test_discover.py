@@ -78,3 +78,27 @@ def test_unreadable_source_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["discover", "--config", str(config), "--json"])
     assert result.exit_code == 1
     assert "is not a sysfs mount" in result.stderr
+
+
+def test_resources_and_capacity_are_shown(tmp_path: Path) -> None:
+    config = sim_config(tmp_path, "gpu-2numa")
+    config.write_text(config.read_text().replace(
+        "pool_attrs", "reserved_cpus = [0, 32]\ncpu_allocation_ratio = 2.0\npool_attrs", 1))
+    document = json.loads(runner.invoke(app, ["discover", "--config", str(config),
+                                              "--json"]).stdout)
+    found = document["resources"]
+    assert (len(found["cpus"]), [n["memory_mb"] for n in found["numa"]]) == (64, [262144] * 2)
+    assert found["capacity"]["vcpus"] == 62 * 2
+    assert found["capacity"]["pinnable"]["1"] == list(range(33, 64))
+    table = runner.invoke(app, ["discover", "--config", str(config)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "capacity: 124 vCPUs (64 CPUs, reserved 0,32, x2)" in table.stdout
+    assert "16 x 1024 MiB" in table.stdout  # node 0's 1-GiB hugepages
+
+
+def test_a_reserved_cpu_the_host_lacks_exits_2(tmp_path: Path) -> None:
+    config = sim_config(tmp_path, "x710-2x")
+    config.write_text(config.read_text().replace("pool_attrs", "reserved_cpus = [64]\npool_attrs", 1))
+    result = runner.invoke(app, ["discover", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "reserved_cpus names CPU 64" in result.stderr

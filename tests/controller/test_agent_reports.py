@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from passthru.host.agent import Agent
-from passthru.host.config import host_config_from, offered
+from passthru.host.config import host_config_from, offered, resources
 from passthru.host.link import HttpLink, LinkError
 from passthru.pci.device import DeviceStatus
 from passthru.sim import PROFILES, HostProfile, build_sysfs
@@ -119,3 +119,40 @@ def test_an_agent_token_reports_only_its_own_host(api: Api, gpu_host) -> None:
     with pytest.raises(LinkError, match="compute-2"):
         agent.report_once()
     assert devices_of(api, "compute-2") == {}
+
+
+def test_the_agent_reports_the_hosts_resources_and_a_change_in_full(api: Api, gpu_host) -> None:
+    root = gpu_host(GPU_HOST)
+    settings: dict[str, object] = {"host": "compute-1", "sysfs_root": str(root),
+                                   "pci_information": [dict(e) for e in GPU_HOST.pci_information]}
+    agent = agent_for(api, "compute-1", root, GPU_HOST)
+    agent.resources = lambda: resources(host_config_from(settings))
+    assert agent.report_once() is None
+
+    def capacity() -> tuple[int | None, int | None, int]:
+        host = api.ok("GET", "/v2/admin/os-hosts/compute-1")["host"]
+        return host["vcpus_capacity"], host["ram_mb_capacity"], host["vcpus_used"]
+
+    assert capacity() == (64 * 4, 2 * 262144 - 512, 0)
+    assert not agent.report_once()  # nothing changed: no report at all
+    settings["reserved_cpus"] = [0, 1, 2, 3]
+    assert agent.report_once() is None  # the devices did not change, the resources did
+    assert capacity() == (60 * 4, 2 * 262144 - 512, 0)
+
+
+def test_an_agent_without_resources_leaves_the_host_uncounted(api: Api, gpu_host) -> None:
+    agent = agent_for(api, "compute-1", gpu_host(GPU_HOST), GPU_HOST)
+    agent.report_once()
+    host = api.ok("GET", "/v2/admin/os-hosts/compute-1")["host"]
+    assert (host["vcpus_capacity"], host["ram_mb_capacity"], host["disk_gb_capacity"]) == (
+        None, None, None)
+
+
+def test_impossible_resources_are_refused_with_the_reason(api: Api) -> None:
+    token = api.agent("compute-1")
+    resources_body = {"cpus": [{"id": 0, "node": 0, "socket": 0}],
+                      "numa": [{"id": 0, "memory_mb": 1024}], "reserved_cpus": [7]}
+    answer = api.call("PUT", "/v2/agent/hosts/compute-1/inventory", token,
+                      json={"devices": [], "resources": resources_body})
+    assert 400 <= answer.status_code < 500
+    assert "reserved CPU 7 is not one of the host's CPUs" in answer.text

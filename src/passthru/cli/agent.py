@@ -13,7 +13,7 @@ import typer
 from passthru.cli.output import command, err
 from passthru.host.agent import Agent
 from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
-from passthru.host.config import HostConfigError, load_host_config, offered, scan
+from passthru.host.config import HostConfigError, load_host_config, offered, resources, scan
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import connect
 from passthru.host.sim_vf import SimulatedVfApplier
@@ -29,7 +29,8 @@ def agent(
         "--once", help="Report the inventory once, heart-beat, and exit (no orders).")
     ] = False,
 ) -> None:
-    """Report this host's PCI devices to the controller and keep the report current.
+    """Report this host's PCI devices, CPUs, memory and disk to the controller and keep
+    the report current.
 
     The first report is complete; then every `interval` seconds (with jitter) the host
     is scanned again and only changes are sent: hot-added devices appear, free devices
@@ -49,6 +50,7 @@ def agent(
     """
     try:
         config = load_host_config(config_file)
+        resources(config)  # a reserved CPU the host does not have is a config error
     except HostConfigError as error:
         err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -63,7 +65,7 @@ def agent(
     link = connect(config.controller, config.host, config.token)
     agent = Agent(scan=lambda: offered(config), link=link,
                   pool_attrs=config.pool_attrs, interval=config.interval,
-                  order_interval=config.order_interval)
+                  order_interval=config.order_interval, resources=lambda: resources(config))
     try:
         if once:
             agent.report_once()

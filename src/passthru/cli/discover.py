@@ -12,9 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from passthru.cli.app import app, panel_of
-from passthru.host.config import HostConfig, HostConfigError, load_host_config, scan
+from passthru.host.config import HostConfig, HostConfigError, load_host_config, resources, scan
+from passthru.host.topology import format_cpulist
 from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool, build_pools, pool_summary
+from passthru.pci.resources import HostResources
 from passthru.pci.spec import Decision
 
 #: What the controller tracks about a device's use: meaningless before it is reported.
@@ -77,6 +79,43 @@ def _pools_table(pools: list[Pool]) -> Table:
     return table
 
 
+def _resources_json(found: HostResources | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    capacity = found.capacity()
+    return {**asdict(found), "capacity": {
+        "vcpus": capacity.vcpus, "ram_mb": capacity.ram_mb, "disk_gb": capacity.disk_gb,
+        "pinnable": {str(node): list(cpus) for node, cpus in capacity.pinnable.items()}}}
+
+
+def _resources_table(found: HostResources, config: HostConfig) -> Table:
+    capacity = found.capacity()
+    table = Table(title=f"Resources (disk: {config.instances_path})", title_justify="left",
+                  header_style="bold")
+    for column in ("NUMA node", "Socket", "CPUs", "Pinnable", "Memory MiB", "Hugepages"):
+        table.add_column(column, overflow="fold")
+    socket_of = found.socket_of()
+    for node in found.numa:
+        cpus = [cpu.id for cpu in found.cpus if cpu.node == node.id]
+        pages = ", ".join(f"{count} x {size // 1024} MiB"
+                          for size, count in node.hugepages.items() if count)
+        table.add_row(str(node.id), str(socket_of.get(node.id, "-")), format_cpulist(cpus),
+                      format_cpulist(list(capacity.pinnable_on(node.id))) or "-",
+                      str(node.memory_mb), pages or "-")
+    return table
+
+
+def _capacity_line(found: HostResources) -> str:
+    capacity = found.capacity()
+    reserved = format_cpulist(list(found.reserved_cpus)) or "none"
+    return (
+        f"[bold]capacity[/]: {capacity.vcpus} vCPUs ({len(found.cpus)} CPUs, reserved {reserved}, "
+        f"x{found.cpu_allocation_ratio:g}), {capacity.ram_mb} MiB memory ({found.memory_mb} "
+        f"less {found.reserved_host_memory_mb} reserved, x{found.ram_allocation_ratio:g}), "
+        f"{capacity.disk_gb} GB disk ({found.disk_gb} less {found.reserved_host_disk_gb} "
+        f"reserved, x{found.disk_allocation_ratio:g})")
+
+
 DISCOVER_HELP = (
     "Show what this host would offer for passthrough, without contacting the controller."
     "\n\n"
@@ -84,7 +123,9 @@ DISCOVER_HELP = (
     "whitelist and groups the offered devices into pools by pool_attrs, exactly as "
     "`passthru agent` would. Every device is listed with its properties; an offered device "
     "shows the whitelist entry that took it and its tags, any other device the reason it "
-    "was left out (no entry matched, or the entry whose exclude list names it)."
+    "was left out (no entry matched, or the entry whose exclude list names it). Then the "
+    "host's CPUs, NUMA nodes and disk, and the capacity the controller will count VMs "
+    "against (after cpu/ram/disk_allocation_ratio and the reserved_* settings)."
     "\n\n"
     "Exit status: 0 when read, 2 for a bad host config (the message quotes the file, key "
     "and entry), 1 when the devices cannot be read."
@@ -111,6 +152,7 @@ def discover(
     try:
         config = load_host_config(config_path)
         decisions = config.whitelist.apply(scan(config))
+        found = resources(config)
     except HostConfigError as error:
         err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -126,6 +168,7 @@ def discover(
             "pool_attrs": list(config.pool_attrs),
             "devices": [_device_json(decision) for decision in decisions],
             "pools": [_pool_json(pool) for pool in pools],
+            "resources": _resources_json(found),
         }
         typer.echo(json.dumps(document, indent=2))
         return
@@ -135,3 +178,9 @@ def discover(
               f"{_where(config)}; {offered} offered in {len(pools)} pools", highlight=False)
     out.print(_devices_table(decisions))
     out.print(_pools_table(pools))
+    if found is None:
+        out.print(f"[dim]no CPU topology under {config.sysfs_root}/devices/system: the "
+                  "controller will not count VMs' vCPUs, memory and disk on this host[/]")
+    else:
+        out.print(_resources_table(found, config))
+        out.print(_capacity_line(found), highlight=False)

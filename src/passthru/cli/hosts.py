@@ -28,15 +28,25 @@ def ago(timestamp: str | None, now: datetime | None = None) -> str:
 
 @command("host-list")
 def host_list(url: Url = None, token: Token = None, as_json: Json = False) -> None:
-    """(admin) List hosts: up or down, last heart-beat, devices and how many are free."""
+    """(admin) List hosts: up or down, last heart-beat, devices and how many are free,
+    and the vCPUs, memory (MiB) and disk (GB) VMs use of each host's capacity."""
     with Client(url, token) as api:
         hosts = api.call("GET", api.tenant("/os-hosts"))["hosts"]
     rows = [{**h, "heartbeat": ago(h["last_heartbeat"]),
-             "pool_attrs": ", ".join(h["pool_attrs"])} for h in hosts]
+             "pool_attrs": ", ".join(h["pool_attrs"]),
+             **{what: _of(h.get(f"{what}_used", 0), h.get(f"{what}_capacity"))
+                for what in ("vcpus", "ram_mb", "disk_gb")}} for h in hosts]
     show(hosts, as_json, lambda: print_table(
-        rows, ("name", "status", "heartbeat", "devices", "free", "pool_attrs"),
-        headers=("Host", "Status", "Last heart-beat", "Devices", "Free", "Pool attrs"),
+        rows, ("name", "status", "heartbeat", "devices", "free", "vcpus", "ram_mb", "disk_gb",
+               "pool_attrs"),
+        headers=("Host", "Status", "Last heart-beat", "Devices", "Free", "vCPUs", "MiB", "GB",
+                 "Pool attrs"),
         title="Hosts"))
+
+
+def _of(used: int, capacity: int | None) -> str:
+    """'used/capacity'; 'used/-' on a host that reports no resources (not counted)."""
+    return f"{used}/{capacity}" if capacity is not None else f"{used}/-"
 
 
 @command("pci-device-list")

@@ -49,6 +49,7 @@ from passthru.pci.request import (
     narrow_to_supported,
     parse_numa_policy,
 )
+from passthru.pci.resources import CPU_POLICY_KEY, parse_cpu_policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,9 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
             find_keypair(session, boot.project, boot.key_name)
         except NotFoundError as error:
             raise PciValueError(f"key_name: {error}") from None
+    parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists
+    # The size is fixed now: the host counts it for the server's life, whatever becomes
+    # of the flavor.
     server = ServerRow(name=boot.name, project=boot.project, flavor=flavor, image=image,
                        status=ServerStatus.BUILD, vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
                        disk_gb=flavor.disk_gb, key_name=boot.key_name,

@@ -35,6 +35,7 @@ class EventKind(StrEnum):
     HOST_ADDED = "host-added"
     HOST_UP = "host-up"
     HOST_DOWN = "host-down"
+    HOST_RESOURCES = "host-resources"
 
 
 def record(session: Session, kind: EventKind, message: str = "", *, host: str | None = None,

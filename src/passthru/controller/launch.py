@@ -14,7 +14,7 @@ from sqlalchemy import update
 from passthru.controller.boot import BootRequest, boot_server
 from passthru.controller.db import Store
 from passthru.controller.events import EventKind, record
-from passthru.controller.mapping import request_from_row
+from passthru.controller.mapping import request_from_row, server_size
 from passthru.controller.models import ServerRow, ServerStatus
 from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.placement import NoValidHostError
@@ -29,9 +29,10 @@ def launch(store: Store, scheduler: Scheduler, boots: Sequence[BootRequest]) -> 
     with store.write() as session:
         servers = [boot_server(session, boot) for boot in boots]
         vms = [(row.uuid, [request_from_row(r) for r in row.requests]) for row in servers]
+        sizes = [server_size(row) for row in servers]
     uuids = [uuid for uuid, _ in vms]
     try:
-        scheduler.schedule_many(vms)
+        scheduler.schedule_many(vms, sizes)
     except NoValidHostError as error:
         fail(store, uuids, str(error))
     except ServerGoneError as error:

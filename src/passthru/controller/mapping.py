@@ -1,5 +1,6 @@
-"""Rows ↔ the core's `PciDevice`, `Pool`, `PciRequest`, port and network specs, and the
-image and guest parts of a spawn order: the only place that converts between them."""
+"""Rows ↔ the core's `PciDevice`, `Pool`, `PciRequest`, `HostResources`, `VmSize`, port
+and network specs, and the image and guest parts of a spawn order: the only place that
+converts between them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from passthru.controller.models import (
     DeviceRow,
@@ -21,10 +24,12 @@ from passthru.pci.binding import NetworkSpec, PortSpec, VnicType
 from passthru.pci.device import PciDevice
 from passthru.pci.pool import Pool, PoolKey
 from passthru.pci.request import PciRequest
+from passthru.pci.resources import CPU_POLICY_KEY, HostResources, VmSize, parse_cpu_policy
 from passthru.pci.work import AttachedPort, GuestSpec, ImageFile, ImagePart, ImageRef
 
 #: The image property holding a direct-kernel-boot image's kernel command line.
 COMMAND_LINE_KEY = "os_command_line"
+_RESOURCES = TypeAdapter(HostResources)
 
 DEVICE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PciDevice))
 
@@ -137,3 +142,18 @@ def guest_spec(server: ServerRow, public_key: str | None) -> GuestSpec:
         hostname=hostname_of(server.name, server.uuid),
         public_keys={key: public_key} if key is not None and public_key is not None else {},
         user_data=server.user_data)
+def resources_json(resources: HostResources) -> dict[str, Any]:
+    """`HostRow.resources`: the reported HostResources as plain JSON."""
+    return dict(_RESOURCES.dump_python(resources, mode="json"))
+
+
+def resources_from_json(stored: dict[str, Any] | None) -> HostResources | None:
+    return _RESOURCES.validate_python(stored) if stored is not None else None
+
+
+def server_size(server: ServerRow) -> VmSize:
+    """What the server takes of its host: the sizes fixed at boot, and its flavor's
+    `hw:cpu_policy` (shared when the flavor is gone)."""
+    policy = (parse_cpu_policy(server.flavor.extra_specs.get(CPU_POLICY_KEY))
+              if server.flavor is not None else parse_cpu_policy(None))
+    return VmSize(server.vcpus, server.ram_mb, server.disk_gb, policy)

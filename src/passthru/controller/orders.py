@@ -61,9 +61,11 @@ def spawn_order(server: ServerRow, public_key: str | None = None) -> SpawnOrder:
         spec, network = port_spec(port) if port is not None else (None, None)
         devices += [AttachedDevice(device_from_row(row), request.uuid, spec, network)
                     for row in sorted(request.devices, key=lambda d: d.address)]
+    # The size fixed at boot, which is what the host counts, whatever became of the flavor.
     return SpawnOrder(server.uuid, server.name, server.vcpus, server.ram_mb, devices,
                       nics=attached_ports(server.ports),
-                      guest=guest_spec(server, public_key))
+                      guest=guest_spec(server, public_key),
+                      numa_node=server.numa_node, pinned_cpus=list(server.pinned_cpus))
 
 
 def _public_keys(session: Session, servers: Iterable[ServerRow]

@@ -1,14 +1,29 @@
-"""Giving back what a server holds: its devices and its ports; and failing a server, which
-gives back everything."""
+"""Giving back what a server holds: its devices, its room on its host, and its ports; and
+failing a server, which gives back everything.
+
+A server holds its size (vCPUs, memory, disk, pinned CPUs) on `host_id` from the claim
+that placed it until it is deleted or leaves the host, whichever comes first; a deleted
+server stays on its host until the agent destroyed it, but holds nothing there any more.
+`free_resources` gives the size back under exactly that rule, so calling it twice (a
+delete after a failed spawn, say) subtracts once: call it before the server's status
+becomes DELETED or its host None.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host
-from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus
+from passthru.controller.models import (
+    CpuPinRow,
+    DeviceRow,
+    HostRow,
+    PortRow,
+    ServerRow,
+    ServerStatus,
+)
 from passthru.pci import claims
 
 
@@ -38,6 +53,23 @@ def free_devices(session: Session, server: ServerRow) -> list[str]:
     return freed
 
 
+def holds_resources(server: ServerRow) -> bool:
+    return server.host_id is not None and server.status is not ServerStatus.DELETED
+
+
+def free_resources(session: Session, server: ServerRow) -> None:
+    """Give back the vCPUs, memory, disk and pinned CPUs the server holds on its host
+    (nothing when it holds none: see the module's docstring)."""
+    if not holds_resources(server):
+        return
+    session.execute(update(HostRow).where(HostRow.id == server.host_id).values(
+        vcpus_used=HostRow.vcpus_used - server.vcpus,
+        ram_mb_used=HostRow.ram_mb_used - server.ram_mb,
+        disk_gb_used=HostRow.disk_gb_used - server.disk_gb))
+    session.execute(delete(CpuPinRow).where(CpuPinRow.server_uuid == server.uuid))
+    server.pinned_cpus = []
+
+
 def release_ports(session: Session, server: ServerRow) -> None:
     """Ports a boot made die with the server; ports the tenant made are unbound and kept."""
     for port in session.scalars(select(PortRow).where(PortRow.device_id == server.uuid)):
@@ -50,12 +82,15 @@ def release_ports(session: Session, server: ServerRow) -> None:
 
 
 def delete_server(session: Session, server: ServerRow) -> list[str]:
-    """Delete the server; returns the hosts whose devices it freed."""
+    """Delete the server; returns the hosts whose devices or room it freed."""
     # The server before its hosts, as claims lock them: a claim in flight either commits
     # first (and its devices are freed here) or finds the server deleted.
     session.refresh(server, with_for_update=True)
     hosts = hosts_holding(session, server)
+    if holds_resources(server) and server.host is not None:
+        hosts = sorted({*hosts, server.host.name})
     free_devices(session, server)
+    free_resources(session, server)
     release_ports(session, server)
     server.status, server.task_state = ServerStatus.DELETED, None
     record(session, EventKind.SERVER_DELETED, server=server.uuid,
@@ -65,8 +100,9 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
 
 def fail_server(session: Session, server: ServerRow, fault: str, host: str | None) -> None:
     """ERROR with `fault`, off its host, holding nothing (`host` names it for the event)."""
-    server.status, server.fault, server.task_state = ServerStatus.ERROR, fault, None
-    server.host = None
     free_devices(session, server)
+    free_resources(session, server)
+    server.status, server.fault, server.task_state = ServerStatus.ERROR, fault, None
+    server.host, server.numa_node = None, None
     release_ports(session, server)
     record(session, EventKind.SERVER_ERROR, fault, host=host, server=server.uuid)

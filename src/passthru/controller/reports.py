@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host, lock_or_create_host
+from passthru.controller.mapping import resources_json
 from passthru.controller.models import HostRow, HostStatus, utcnow
 from passthru.pci.address import PciAddress
 from passthru.pci.device import DeviceStatus, PciDevice, normalize_id
 from passthru.pci.errors import PassthruError, PciValueError
 from passthru.pci.inventory import InventoryDelta, apply_delta, diff_inventory
 from passthru.pci.match import tag_key
+from passthru.pci.resources import HostResources
 
 
 class StaleInventoryError(PassthruError):
@@ -64,15 +66,43 @@ def _apply(session: Session, host: HostRow, state: HostDevices, delta: Inventory
 
 
 def report_full(session: Session, host_name: str, devices: Sequence[PciDevice],
-                pool_attrs: Sequence[str]) -> HostRow:
-    """Make the stored inventory of `host_name` what the agent sees now."""
+                pool_attrs: Sequence[str], resources: HostResources | None = None) -> HostRow:
+    """Make the stored inventory of `host_name` what the agent sees now: its devices and
+    its CPUs, memory and disk (None: the agent reports none, and VMs are not counted
+    against the host)."""
     reported = [checked_device(d) for d in devices]
     _refuse_duplicates(reported)
     host = lock_or_create_host(session, host_name)
     state = HostDevices.load(session, host)
     present = {a: d for a, d in state.devices.items() if d.status is not DeviceStatus.REMOVED}
     _apply(session, host, state, diff_inventory(present, reported), pool_attrs)
+    set_resources(session, host, resources)
     return host
+
+
+def set_resources(session: Session, host: HostRow, resources: HostResources | None) -> None:
+    """Store what the host has and the capacity it gives. The VMs already counted stay
+    counted even when the new capacity is below them (a host is never emptied by a
+    report); claims simply find no room until enough of them are gone."""
+    stored = resources_json(resources) if resources is not None else None
+    if stored == host.resources:
+        return
+    capacity = resources.capacity() if resources is not None else None
+    host.resources = stored
+    host.vcpus_capacity = capacity.vcpus if capacity else None
+    host.ram_mb_capacity = capacity.ram_mb if capacity else None
+    host.disk_gb_capacity = capacity.disk_gb if capacity else None
+    if capacity is None:
+        what = "no resources reported: VMs are not counted against the host"
+    else:
+        what = (f"capacity {capacity.vcpus} vCPUs, {capacity.ram_mb} MiB memory, "
+                f"{capacity.disk_gb} GB disk")
+        if (host.vcpus_used > capacity.vcpus or host.ram_mb_used > capacity.ram_mb
+                or host.disk_gb_used > capacity.disk_gb):
+            what += (f", below what its VMs hold ({host.vcpus_used} vCPUs, "
+                     f"{host.ram_mb_used} MiB, {host.disk_gb_used} GB): they keep running, "
+                     "new VMs go elsewhere")
+    record(session, EventKind.HOST_RESOURCES, host=host.name, message=what)
 
 
 def report_delta(session: Session, host_name: str, delta: InventoryDelta,

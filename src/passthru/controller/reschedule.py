@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session, selectinload
 from passthru.controller.db import Store
 from passthru.controller.events import EventKind, record
 from passthru.controller.launch import fail
-from passthru.controller.mapping import request_from_row
+from passthru.controller.mapping import request_from_row, server_size
 from passthru.controller.models import HostRow, HostStatus, ServerRow, ServerStatus, utcnow
-from passthru.controller.release import fail_server, free_devices
+from passthru.controller.release import fail_server, free_devices, free_resources
 from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.placement import NoValidHostError
 from passthru.controller.scheduler.service import Scheduler
@@ -47,8 +47,9 @@ def leave_host(session: Session, server: ServerRow, host: str, fault: str,
         fail_server(session, server, f"could not be built in {server.attempts} attempt"
                     f"{'s' if server.attempts > 1 else ''}: {faults}", host)
         return False
-    server.host, server.fault = None, faults
     free_devices(session, server)
+    free_resources(session, server)
+    server.host, server.fault, server.numa_node = None, faults, None
     record(session, EventKind.SERVER_RESCHEDULED, host=host, server=server.uuid,
            message=f"building server {server.name} on {host} failed (attempt "
                    f"{server.attempts} of {max_attempts}); placing it on another host")
@@ -63,9 +64,10 @@ def place_again(store: Store, scheduler: Scheduler, server_uuid: str) -> None:
         if server is None or server.status is not ServerStatus.BUILD or server.host_id:
             return
         requests = [request_from_row(row) for row in server.requests]
+        size = server_size(server)
         tried, faults = frozenset(server.tried_hosts), server.fault
     try:
-        scheduler.schedule_many([(server_uuid, requests)], exclude=tried)
+        scheduler.schedule_many([(server_uuid, requests)], [size], exclude=tried)
     except NoValidHostError as error:
         fail(store, [server_uuid], f"could not be built: {faults}; and no other host fits: "
                                    f"{error}")

@@ -1,9 +1,11 @@
 """The host agent: report this host's devices, then keep the controller's picture true,
 and carry out the controller's orders (spawn and destroy servers).
 
-The first report after start is complete; later ones carry only what changed since the
-last report the controller accepted. Every report also heart-beats, so a host whose agent
-stops is marked down by the controller and no longer scheduled to. Orders are asked for
+The first report after start is complete, with the host's CPUs, memory and disk; later
+ones carry only what changed since the last report the controller accepted, and are
+complete again whenever those resources change (a CPU taken offline, a config edit).
+Every report also heart-beats, so a host whose agent stops is marked down by the
+controller and no longer scheduled to. Orders are asked for
 more often than the host is scanned, so that a boot does not wait for a re-scan.
 """
 
@@ -20,6 +22,7 @@ from typing import Protocol
 from passthru.host.worker import OrderWorker
 from passthru.pci.device import PciDevice
 from passthru.pci.inventory import InventoryDelta, diff_inventory
+from passthru.pci.resources import HostResources
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,8 @@ class StaleReportError(Exception):
 class ControllerLink(Protocol):
     """How the agent talks to the controller; `passthru.host.link` speaks HTTP."""
 
-    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str]) -> int:
+    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str],
+                    resources: HostResources | None = None) -> int:
         """Replace the host's inventory; returns the new inventory generation."""
 
     def report_delta(self, delta: InventoryDelta, pool_attrs: Sequence[str],
@@ -51,15 +55,19 @@ class Agent:
     jitter: float = 0.1
     worker: OrderWorker | None = None
     order_interval: float = 2.0
+    #: The host's CPUs, memory and disk; None (or returning None): not reported.
+    resources: Callable[[], HostResources | None] | None = None
     _reported: dict[str, PciDevice] | None = field(default=None, init=False)
+    _resources: HostResources | None = field(default=None, init=False)
     _generation: int = field(default=0, init=False)
 
     def report_once(self) -> InventoryDelta | None:
         """Scan and report. Returns what was sent as a delta (None for a full report)."""
         devices = self.scan()
+        found = self.resources() if self.resources is not None else None
         delta: InventoryDelta | None = None
-        if self._reported is None:
-            self._generation = self.link.report_full(devices, self.pool_attrs)
+        if self._reported is None or found != self._resources:
+            self._generation = self.link.report_full(devices, self.pool_attrs, found)
         else:
             delta = diff_inventory(self._reported, devices)
             if delta:
@@ -68,13 +76,14 @@ class Agent:
                                                               self._generation)
                 except StaleReportError:
                     log.info("controller's inventory moved on; sending a full report")
-                    self._generation = self.link.report_full(devices, self.pool_attrs)
+                    self._generation = self.link.report_full(devices, self.pool_attrs, found)
                     delta = None
         self._reported = {d.address: d for d in devices}
+        self._resources = found
         if self.link.heartbeat() != self._generation:
             # The controller's copy is not the one this agent built (a restore, or another
             # agent reporting for this host): make it true again.
-            self._generation = self.link.report_full(devices, self.pool_attrs)
+            self._generation = self.link.report_full(devices, self.pool_attrs, found)
             delta = None
         return delta
 

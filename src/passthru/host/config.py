@@ -11,11 +11,17 @@ instances_path = "/var/lib/passthru/instances"   # per server: console.log; rela
 vf_applier = "netlink"              # "simulated": record VF settings (passthru sim hosts)
 interval = 60                       # seconds between re-scans
 pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
-instances_path = "/var/lib/passthru/instances"  # per-VM disk overlay, seed ISO, console log
+instances_path = "/var/lib/passthru/instances"  # VM disks, seed ISOs, console logs; its disk
 image_cache = "/var/lib/passthru/images"        # images fetched from the controller, once
 domain_type = "auto"                # "kvm", or "qemu" (TCG); auto: kvm if it runs guests
 bridge_mappings = { physnet1 = "br-prov" }      # normal ports: physical network → bridge
 libvirt_netns = "vms"               # where libvirtd makes bridges' taps (default: the agent's)
+cpu_allocation_ratio = 4.0          # vCPUs per host CPU (Nova's defaults)
+ram_allocation_ratio = 1.0
+disk_allocation_ratio = 1.0
+reserved_cpus = [0, 1]              # host CPUs kept for the host itself
+reserved_host_memory_mb = 512
+reserved_host_disk_gb = 0
 
 [[pci_information]]
 match = { vendor_id = "8086", product_id = "154c", address = "0000:0a:00.0" }
@@ -24,6 +30,10 @@ exclude = ["0000:0a:02.7"]
 ```
 The whitelist may instead be `device_spec = ['<Nova JSON>', ...]` or the seed's one-liner
 `pci_information = '[ {...}, {...} ]'`; one of the three, not several.
+
+The host's CPUs, NUMA memory and disk are read from sysfs and `instances_path`
+(`host.topology`); the ratios and reservations above turn them into the capacity the
+controller counts VMs against (`pci.resources.HostResources.capacity`).
 """
 
 from __future__ import annotations
@@ -32,16 +42,18 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from passthru.host.nodedev import discover_libvirt
 from passthru.host.sysfs import discover_sysfs
+from passthru.host.topology import disk_gb, format_cpulist, read_topology
 from passthru.pci.device import BASE_ATTRS, PciDevice
 from passthru.pci.errors import PassthruError, PciValueError
 from passthru.pci.match import did_you_mean, tag_key
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.pci.resources import HostResources
 from passthru.pci.spec import (
     MATCH_ALIASES,
     Whitelist,
@@ -97,6 +109,12 @@ class HostConfig(BaseModel):
     #: The network namespace libvirtd runs in, which holds the bridges and the VMs' taps;
     #: None for the agent's own (a libvirtd of the host's, as in production).
     libvirt_netns: str | None = Field(default=None, min_length=1, max_length=255)
+    cpu_allocation_ratio: float = Field(default=4.0, gt=0)
+    ram_allocation_ratio: float = Field(default=1.0, gt=0)
+    disk_allocation_ratio: float = Field(default=1.0, gt=0)
+    reserved_cpus: tuple[Annotated[int, Field(ge=0)], ...] = ()
+    reserved_host_memory_mb: int = Field(default=512, ge=0)
+    reserved_host_disk_gb: int = Field(default=0, ge=0)
 
     _whitelist: Whitelist = PrivateAttr()
 
@@ -196,6 +214,28 @@ def scan(config: HostConfig) -> list[PciDevice]:
     if config.source == "libvirt":
         return discover_libvirt(config.libvirt_uri)
     return discover_sysfs(config.sysfs_root)
+
+
+def resources(config: HostConfig) -> HostResources | None:
+    """The host's CPUs, NUMA memory and disk with the config's ratios and reservations;
+    None when sysfs shows no CPU topology (the controller then counts nothing)."""
+    topology = read_topology(config.sysfs_root)
+    if topology is None:
+        return None
+    known = {cpu.id for cpu in topology.cpus}
+    unknown = sorted(set(config.reserved_cpus) - known)
+    if unknown:
+        raise HostConfigError(
+            f"reserved_cpus names CPU {', '.join(map(str, unknown))}, which the host does not "
+            f"have online (its CPUs: {format_cpulist(sorted(known))}); reserve only CPUs it has")
+    return HostResources(
+        cpus=topology.cpus, numa=topology.numa, disk_gb=disk_gb(config.instances_path),
+        cpu_allocation_ratio=config.cpu_allocation_ratio,
+        ram_allocation_ratio=config.ram_allocation_ratio,
+        disk_allocation_ratio=config.disk_allocation_ratio,
+        reserved_cpus=tuple(sorted(set(config.reserved_cpus))),
+        reserved_host_memory_mb=config.reserved_host_memory_mb,
+        reserved_host_disk_gb=config.reserved_host_disk_gb)
 
 
 def offered(config: HostConfig) -> list[PciDevice]:

@@ -16,6 +16,7 @@ from passthru.host.worker import AnswerRefusedError
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
+from passthru.pci.resources import HostResources
 from passthru.pci.work import ImagePart, OrderResult, Orders, PowerAction, PowerState
 
 _ORDERS = TypeAdapter(Orders)
@@ -90,8 +91,10 @@ class HttpLink:
             dest.unlink(missing_ok=True)
             raise
 
-    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str]) -> int:
-        body = {"pool_attrs": list(pool_attrs), "devices": [asdict(d) for d in devices]}
+    def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str],
+                    resources: HostResources | None = None) -> int:
+        body = {"pool_attrs": list(pool_attrs), "devices": [asdict(d) for d in devices],
+                "resources": asdict(resources) if resources is not None else None}
         return int(self._call("PUT", "/inventory", body)["generation"])
 
     def report_delta(self, delta: InventoryDelta, pool_attrs: Sequence[str],

@@ -91,6 +91,30 @@ class HostResources:
     reserved_host_memory_mb: int = 512
     reserved_host_disk_gb: int = 0
 
+    def __post_init__(self) -> None:
+        ids = [cpu.id for cpu in self.cpus]
+        nodes = {node.id for node in self.numa}
+        problems = [f"{name} is {value}, not a number above 0" for name, value in (
+            ("cpu_allocation_ratio", self.cpu_allocation_ratio),
+            ("ram_allocation_ratio", self.ram_allocation_ratio),
+            ("disk_allocation_ratio", self.disk_allocation_ratio))
+            if not 0 < value < math.inf]
+        problems += [f"{name} is {value}, below 0" for name, value in (
+            ("disk_gb", self.disk_gb), ("reserved_host_memory_mb", self.reserved_host_memory_mb),
+            ("reserved_host_disk_gb", self.reserved_host_disk_gb),
+            *((f"NUMA node {node.id} memory_mb", node.memory_mb) for node in self.numa))
+            if value < 0]
+        if len(set(ids)) != len(ids):
+            problems.append("a CPU is listed twice")
+        if len(nodes) != len(self.numa):
+            problems.append("a NUMA node is listed twice")
+        problems += [f"CPU {cpu.id} is on NUMA node {cpu.node}, which is not listed"
+                     for cpu in self.cpus if cpu.node not in nodes]
+        problems += [f"reserved CPU {cpu} is not one of the host's CPUs"
+                     for cpu in sorted(set(self.reserved_cpus) - set(ids))]
+        if problems:
+            raise PciValueError(f"host resources: {'; '.join(problems)}")
+
     @property
     def memory_mb(self) -> int:
         return sum(node.memory_mb for node in self.numa)
@@ -151,12 +175,15 @@ def shortfall(capacity: Capacity, usage: Usage, size: VmSize,
               node: int | None = None) -> str | None:
     """Why `size` does not fit next to `usage` (None: it fits). `node` is the NUMA node a
     NUMA-bound VM is on, which is where its dedicated CPUs must come from."""
+    # Free counts are never shown below 0: a host whose capacity shrank under its VMs
+    # keeps them, and simply has nothing free.
     if usage.vcpus + size.vcpus > capacity.vcpus:
-        return f"{capacity.vcpus - usage.vcpus} of {capacity.vcpus} vCPUs free"
+        return f"{max(0, capacity.vcpus - usage.vcpus)} of {capacity.vcpus} vCPUs free"
     if usage.ram_mb + size.ram_mb > capacity.ram_mb:
-        return f"{capacity.ram_mb - usage.ram_mb} of {capacity.ram_mb} MiB memory free"
+        return (f"{max(0, capacity.ram_mb - usage.ram_mb)} of {capacity.ram_mb} "
+                "MiB memory free")
     if usage.disk_gb + size.disk_gb > capacity.disk_gb:
-        return f"{capacity.disk_gb - usage.disk_gb} of {capacity.disk_gb} GB disk free"
+        return f"{max(0, capacity.disk_gb - usage.disk_gb)} of {capacity.disk_gb} GB disk free"
     if size.cpu_policy is CpuPolicy.DEDICATED:
         free = [c for c in capacity.pinnable_on(node) if c not in usage.pinned]
         if len(free) < size.vcpus:

@@ -5,7 +5,7 @@ Tests, `passthru demo` and operators' dry runs (`passthru sim`) all build hosts 
 
 from passthru.sim.config_snippet import host_config_toml
 from passthru.sim.nodedev_xml import nodedev_xml
-from passthru.sim.profile import Card, HostProfile, SimFunction, expand
+from passthru.sim.profile import Card, HostProfile, SimFunction, Topology, expand
 from passthru.sim.profiles import PROFILES, big
 from passthru.sim.sysfs_tree import SimRootError, build_sysfs
 
@@ -15,6 +15,7 @@ __all__ = [
     "HostProfile",
     "SimFunction",
     "SimRootError",
+    "Topology",
     "big",
     "build_sysfs",
     "expand",

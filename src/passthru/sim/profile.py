@@ -1,4 +1,5 @@
-"""A simulated host: the cards in its slots, and the PCI functions they show the kernel."""
+"""A simulated host: the cards in its slots, the PCI functions they show the kernel, and
+its CPUs and NUMA memory."""
 
 from __future__ import annotations
 
@@ -36,11 +37,39 @@ class Card:
 
 
 @dataclass(frozen=True, slots=True)
+class Topology:
+    """A host's sockets, NUMA nodes and memory as the kernel numbers them: node `n` holds
+    logical CPUs `n * cpus_per_node` onwards and sits on socket `n // nodes_per_socket`.
+    `hugepages` is what each node has reserved (page size in KiB → pages)."""
+
+    sockets: int = 2
+    nodes_per_socket: int = 1
+    cpus_per_node: int = 16
+    memory_mb_per_node: int = 131072
+    hugepages: Mapping[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("sockets", "nodes_per_socket", "cpus_per_node", "memory_mb_per_node"):
+            if getattr(self, name) < 1:
+                raise PciValueError(f"topology {name}={getattr(self, name)} must be at least 1")
+
+    @property
+    def nodes(self) -> range:
+        return range(self.sockets * self.nodes_per_socket)
+
+    def cpus_of(self, node: int) -> range:
+        return range(node * self.cpus_per_node, (node + 1) * self.cpus_per_node)
+
+    def socket_of(self, node: int) -> int:
+        return node // self.nodes_per_socket
+
+
+@dataclass(frozen=True, slots=True)
 class HostProfile:
     """A host's hardware and a host config that fits it (for demos and dry runs).
 
     `pci_information` holds entries in the host config's TOML shape: dicts with `match`,
-    `extra` and `exclude`.
+    `extra` and `exclude`. Every card's NUMA node must be one of the topology's.
     """
 
     name: str
@@ -48,6 +77,15 @@ class HostProfile:
     cards: tuple[Card, ...]
     pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
     pci_information: tuple[Mapping[str, object], ...] = field(default=())
+    topology: Topology = field(default_factory=Topology)
+
+    def __post_init__(self) -> None:
+        for card in self.cards:
+            if card.numa_node is not None and card.numa_node not in self.topology.nodes:
+                raise PciValueError(
+                    f"profile {self.name!r}: card {card.model.key} at {card.address} is on "
+                    f"NUMA node {card.numa_node}, but the host has nodes "
+                    f"0-{len(self.topology.nodes) - 1}; give it a bigger topology")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from passthru.sim.hardware import (
     T4,
     X710,
 )
-from passthru.sim.profile import Card, HostProfile
+from passthru.sim.profile import Card, HostProfile, Topology
 
 # Every host has a chipset and an on-board management NIC that it keeps for itself.
 _CHIPSET = (Card(HOST_BRIDGE, "0000:00:00.0"), Card(I350, "0000:02:00.0", ports=2))
@@ -101,8 +101,9 @@ CONNECTX_HOST = HostProfile(
 
 GPU_2NUMA = HostProfile(
     name="gpu-2numa",
-    description="GPU host, two NUMA nodes: four NVIDIA A100 on vfio-pci (two per node) and "
-    "two Tesla T4 (one per node), all tagged e.group=gpu",
+    description="GPU host, two sockets of one NUMA node each (32 CPUs, 256 GiB and 16 1-GiB "
+    "hugepages per node): four NVIDIA A100 on vfio-pci (two per node) and two Tesla T4 (one "
+    "per node), all tagged e.group=gpu",
     cards=(
         *_CHIPSET,
         Card(A100, "0000:17:00.0", numa_node=0, bound_to="vfio-pci"),
@@ -114,6 +115,8 @@ GPU_2NUMA = HostProfile(
     ),
     pool_attrs=("vendor_id", "product_id", "e.group"),
     pci_information=(_entry({"vendor_id": "10de"}, {"e.group": "gpu"}),),
+    topology=Topology(sockets=2, cpus_per_node=32, memory_mb_per_node=262144,
+                      hugepages={1048576: 16}),
 )
 
 QAT_HOST = HostProfile(

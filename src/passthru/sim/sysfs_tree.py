@@ -5,6 +5,9 @@
     driver -> ../../../bus/pci/drivers/i40e     iommu_group -> ../../../kernel/iommu_groups/N
     sriov_totalvfs sriov_numvfs virtfn0 -> ../0000:3b:02.0     net/enp59s0f0/address
 <root>/bus/pci/devices/0000:3b:00.0 -> ../../../devices/pci0000:3b/0000:3b:00.0
+<root>/devices/system/cpu/online                 0-31
+<root>/devices/system/cpu/cpu5/topology/physical_package_id
+<root>/devices/system/node/node0/cpulist meminfo hugepages/hugepages-2048kB/nr_hugepages
 ```
 All links are relative, so a tree can be moved or copied as a whole.
 """
@@ -16,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from passthru.pci.errors import PassthruError
-from passthru.sim.profile import HostProfile, SimFunction, expand
+from passthru.sim.profile import HostProfile, SimFunction, Topology, expand
 
 #: Marks a directory as ours, so that rebuilding may replace it and nothing else.
 MARKER = ".passthru-sim"
@@ -79,6 +82,34 @@ def _write_function(root: Path, function: SimFunction) -> None:
     _link(root / "bus" / "pci" / "devices" / function.address, directory)
 
 
+def _write_topology(root: Path, topology: Topology) -> None:
+    """CPUs and NUMA nodes as the kernel shows them (every CPU online)."""
+    cpus, nodes = root / "devices" / "system" / "cpu", root / "devices" / "system" / "node"
+    last_cpu = len(topology.nodes) * topology.cpus_per_node - 1
+    cpus.mkdir(parents=True)
+    nodes.mkdir(parents=True)
+    _write(cpus / "online", f"0-{last_cpu}")
+    _write(cpus / "present", f"0-{last_cpu}")
+    _write(nodes / "online", f"0-{len(topology.nodes) - 1}")
+    for node in topology.nodes:
+        node_dir = nodes / f"node{node}"
+        node_dir.mkdir()
+        span = topology.cpus_of(node)
+        _write(node_dir / "cpulist", f"{span.start}-{span.stop - 1}")
+        total_kb = topology.memory_mb_per_node * 1024
+        _write(node_dir / "meminfo", f"Node {node} MemTotal:       {total_kb} kB\n"
+               f"Node {node} MemFree:        {total_kb // 2} kB")
+        for size_kb in sorted({2048, 1048576, *topology.hugepages}):
+            pages = node_dir / "hugepages" / f"hugepages-{size_kb}kB"
+            pages.mkdir(parents=True)
+            _write(pages / "nr_hugepages", topology.hugepages.get(size_kb, 0))
+        for cpu in span:
+            cpu_dir = cpus / f"cpu{cpu}"
+            (cpu_dir / "topology").mkdir(parents=True)
+            _write(cpu_dir / "topology" / "physical_package_id", topology.socket_of(node))
+            _link(node_dir / f"cpu{cpu}", cpu_dir)
+
+
 def _link(link: Path, target: Path) -> None:
     link.symlink_to(os.path.relpath(target, link.parent))
 
@@ -93,5 +124,6 @@ def build_sysfs(profile: HostProfile, root: Path) -> Path:
     (root / "bus" / "pci" / "drivers").mkdir()
     for function in expand(profile):
         _write_function(root, function)
+    _write_topology(root, profile.topology)
     _write(root / MARKER, profile.name)
     return root

@@ -2,7 +2,8 @@
 
 Random fleets go through random claims, frees, hosts going down and up, and inventory
 reports. At every step placement must agree with a brute-force scan of every host with
-the core's `select_devices`, and every ranking must equal one built from scratch.
+the core's `select_devices` and `shortfall` (hosts have random capacities, VMs random
+sizes, some with dedicated CPUs), and every ranking must equal one built from scratch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from passthru.pci.claims import flavor_filter, select_devices
 from passthru.pci.device import PciDevice
 from passthru.pci.pool import build_pools
 from passthru.pci.request import NumaPolicy, PciRequest
+from passthru.pci.resources import Capacity, CpuPolicy, VmSize, shortfall
 from tests.controller.scheduler.fleet import (
     FLAVORS,
     gpu,
@@ -57,23 +59,40 @@ requests = st.one_of(
               st.integers(1, 2), physnet, policy),
 )
 
+capacities = st.one_of(
+    st.none(),
+    st.builds(lambda vcpus, ram, cpus: Capacity(vcpus, ram, 20, {0: cpus[:2], 1: cpus[2:]}),
+              st.integers(0, 8), st.sampled_from([512, 2048]),
+              st.sampled_from([(), (0, 1, 2, 3), (0, 1, 2)])))
+sizes = st.builds(VmSize, st.integers(1, 3), st.sampled_from([256, 1024]), st.integers(0, 10),
+                  st.sampled_from([CpuPolicy.SHARED, CpuPolicy.SHARED, CpuPolicy.DEDICATED]))
+
 operations = st.one_of(
-    st.tuples(st.just("place"), st.lists(requests, min_size=1, max_size=3),
-              st.sampled_from(list(Weigher))),
+    st.tuples(st.just("place"), st.lists(requests, min_size=0, max_size=3),
+              st.sampled_from(list(Weigher)), sizes),
     st.tuples(st.just("free"), st.integers(0, 50)),
     st.tuples(st.just("toggle"), st.integers(0, 50)),
     st.tuples(st.just("report"), st.integers(0, 50), st.integers(0, 50)),
 )
 
 
-def fits(entry: HostEntry, vm: list[PciRequest]) -> bool:
-    """Brute force: the core's exact check, with the documented NUMA-bound rule."""
+def has_room(entry: HostEntry, size: VmSize, node: int | None) -> bool:
+    if entry.capacity is None:  # not counted: any shared VM, no CPU to pin
+        return size.cpu_policy is CpuPolicy.SHARED
+    return shortfall(entry.capacity, entry.usage, size, node) is None
+
+
+def fits(entry: HostEntry, vm: list[PciRequest], size: VmSize) -> bool:
+    """Brute force: the core's exact checks, with the documented NUMA-bound rule."""
     serves = flavor_filter(FLAVORS)
-    if all(r.numa_policy is NumaPolicy.LEGACY for r in vm):
-        return select_devices(entry.pools, vm, serves) is not None
+    if (size.cpu_policy is CpuPolicy.SHARED
+            and all(r.numa_policy is NumaPolicy.LEGACY for r in vm)):
+        return has_room(entry, size, None) and select_devices(entry.pools, vm,
+                                                              serves) is not None
     nodes = set(entry.socket_of) | {p.numa_node for p in entry.pools if p.numa_node is not None}
-    return any(select_devices(entry.pools, vm, serves, numa_cells=frozenset({node}),
-                              socket_of=entry.socket_of) is not None for node in nodes)
+    return any(has_room(entry, size, node)
+               and select_devices(entry.pools, vm, serves, numa_cells=frozenset({node}),
+                                  socket_of=entry.socket_of) is not None for node in nodes)
 
 
 def assert_rankings_current(index: HostIndex, seen: set[tuple[Criteria, Locality]]) -> None:
@@ -89,28 +108,39 @@ def assert_rankings_current(index: HostIndex, seen: set[tuple[Criteria, Locality
 @settings(max_examples=150, deadline=None)
 @given(fleet=st.lists(hosts(), min_size=1, max_size=4),
        sockets=st.sampled_from([{}, {0: 0, 1: 0}, {0: 0, 1: 1}]),
+       room=st.lists(capacities, min_size=4, max_size=4),
        steps=st.lists(operations, max_size=12))
 def test_placement_agrees_with_a_scan_of_every_host(
-        fleet: list[list[PciDevice]], sockets: dict[int, int],
+        fleet: list[list[PciDevice]], sockets: dict[int, int], room: list[Capacity | None],
         steps: list[tuple]) -> None:  # type: ignore[type-arg]
     names = [f"compute-{n}" for n in range(len(fleet))]
     index = index_of(dict(zip(names, fleet, strict=True)), {name: sockets for name in names})
+    for name, capacity in zip(names, room, strict=False):
+        entry = index.hosts[name]
+        index.report(name, entry.pools, socket_of=entry.socket_of, capacity=capacity)
     owners: list[tuple[str, str]] = []
     seen: set[tuple[Criteria, Locality]] = set()
     for number, step in enumerate(steps):
         if step[0] == "place":
-            _, vm, weigher = step
+            _, vm, weigher, size = step
             seen |= {(Criteria.of(r), locality) for r in vm for locality in Locality}
             fitting = {name for name, entry in index.hosts.items()
-                       if entry.up and fits(entry, vm)}
+                       if entry.up and fits(entry, vm, size)}
             try:
-                placement = place(index, vm, weigher=weigher)
+                placement = place(index, vm, weigher=weigher, size=size)
             except NoValidHostError:
                 assert not fitting
             else:
                 assert placement.host in fitting
+                entry = index.hosts[placement.host]
+                before = entry.usage
+                assert len(placement.cpus) == (
+                    size.vcpus if size.cpu_policy is CpuPolicy.DEDICATED else 0)
+                assert not set(placement.cpus) & before.pinned
                 owner = f"vm{number}"
-                index.claim(placement.host, placement.selection, owner)
+                index.claim(placement.host, placement.selection, owner, placement.size,
+                            placement.cpus)
+                assert entry.usage == before.plus(size, placement.cpus)
                 owners.append((placement.host, owner))
         elif step[0] == "free" and owners:
             host, owner = owners.pop(step[1] % len(owners))
@@ -126,5 +156,5 @@ def test_placement_agrees_with_a_scan_of_every_host(
             if free_ones:
                 devices.remove(free_ones[step[2] % len(free_ones)])
             index.report(entry.name, build_pools(devices), socket_of=entry.socket_of,
-                         up=entry.up)
+                         up=entry.up, capacity=entry.capacity, usage=entry.usage)
         assert_rankings_current(index, seen)

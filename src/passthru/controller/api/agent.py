@@ -2,7 +2,8 @@
 (servers to spawn, destroy and power) with the answers, what they find of the servers
 placed on them (power states, console logs), and the image files their servers boot.
 
-A full report replaces what the controller knows of the host; a delta carries only the
+A full report replaces what the controller knows of the host (its devices, and its CPUs,
+memory and disk when the agent reports them); a delta carries only the
 devices added, changed and removed since the generation the agent last got back, and is
 refused with 409 when the store moved on (the agent then sends a full report). Pools are
 grouped here from the reported `pool_attrs` with the same core function the agent uses.
@@ -44,6 +45,7 @@ from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.pci.resources import HostResources
 from passthru.pci.work import (
     SHA256_HEADER,
     ImagePart,
@@ -64,6 +66,9 @@ _POOL_ATTRS = Field(list(DEFAULT_POOL_ATTRS), max_length=64,
 class FullInventory(BaseModel):
     pool_attrs: PoolAttrs = _POOL_ATTRS
     devices: list[PciDevice] = Field(max_length=65536)
+    resources: HostResources | None = Field(
+        None, description="the host's CPUs, NUMA memory, disk, allocation ratios and "
+        "reservations; without them VMs' vCPUs, memory and disk are not counted on the host")
 
 
 class DeltaInventory(BaseModel):
@@ -95,7 +100,8 @@ def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerD
                   body: FullInventory) -> InventoryAccepted:
     who.require_host(host)
     with store.write() as session:
-        accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs))
+        accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs,
+                                         body.resources))
     scheduler.refresh([host])
     return accepted
 

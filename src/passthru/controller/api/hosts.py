@@ -1,4 +1,5 @@
-"""The fleet, for admins: hosts, their PCI devices, and PCI stats (pools with free/used)."""
+"""The fleet, for admins: hosts (with their capacity and use), their PCI devices, and PCI
+stats (pools with free/used)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RES
 
 
 class Host(BaseModel):
+    """A host; `*_capacity` is what VMs may take after ratios and reserves (None: the
+    agent reports no resources, and VMs are not counted), `*_used` what they hold."""
+
     name: str
     status: HostStatus
     last_heartbeat: datetime | None
@@ -30,6 +34,12 @@ class Host(BaseModel):
     pool_attrs: list[str]
     devices: int
     free: int
+    vcpus_capacity: int | None = None
+    vcpus_used: int = 0
+    ram_mb_capacity: int | None = None
+    ram_mb_used: int = 0
+    disk_gb_capacity: int | None = None
+    disk_gb_used: int = 0
 
 
 class HostList(BaseModel):
@@ -87,7 +97,10 @@ def _hosts(session: Session, name: str | None = None) -> list[Host]:
         views.append(Host(name=host.name, status=host.status,
                           last_heartbeat=host.last_heartbeat, generation=host.generation,
                           pool_attrs=host.pool_attrs, devices=tally["count"],
-                          free=tally["free"]))
+                          free=tally["free"], vcpus_capacity=host.vcpus_capacity,
+                          vcpus_used=host.vcpus_used, ram_mb_capacity=host.ram_mb_capacity,
+                          ram_mb_used=host.ram_mb_used, disk_gb_capacity=host.disk_gb_capacity,
+                          disk_gb_used=host.disk_gb_used))
     return views
 
 

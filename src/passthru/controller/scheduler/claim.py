@@ -17,6 +17,13 @@ use any more, make the PF available next to the VF this claim takes (the claim l
 already unavailable PF alone, so no row lock of its own would stop that write).
 Frees go through the store's host rules (`release.py`).
 
+The VM's vCPUs, memory and disk are added to the host's `*_used` columns by one
+conditional update that holds only while they stay within the host's capacity (hosts
+that report no resources have none and always pass, but are still counted); the amounts
+come from the server row itself, so that a free, which subtracts the row's amounts, gives
+back exactly what was added. Dedicated CPUs are rows keyed by (host, CPU): a CPU pinned
+by another VM meanwhile makes the insert fail, and the claim with it.
+
 Before any host, the claim locks the servers it places and goes on only while they are
 still being built: a delete locks its server first too, so a server deleted while its
 claim is in flight either has its devices freed after the claim commits, or makes the
@@ -28,12 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ScalarSelect, bindparam, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from passthru.controller.events import EventKind
 from passthru.controller.models import (
+    CpuPinRow,
     DeviceRow,
     EventRow,
     HostRow,
@@ -64,17 +72,34 @@ _LOCK_SERVERS = (select(_SERVERS.c.uuid, _SERVERS.c.status, _SERVERS.c.host_id)
                  .where(_SERVERS.c.uuid.in_(bindparam("owners", expanding=True)))
                  .order_by(_SERVERS.c.uuid).with_for_update())
 _LOCK_HOST = select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host")).with_for_update()
-_PLACE_SERVER = (update(ServerRow.__table__)
-                 .where(ServerRow.__table__.c.uuid == bindparam("owner"))
-                 .values(host_id=bindparam("host")))
+_PLACE_SERVER = (update(_SERVERS)
+                 .where(_SERVERS.c.uuid == bindparam("owner"))
+                 .values(host_id=bindparam("host"), numa_node=bindparam("node"),
+                         pinned_cpus=bindparam("cpus")))
+
+
+def _size_of_owner(column: str) -> ScalarSelect[int]:
+    return (select(_SERVERS.c[column]).where(_SERVERS.c.uuid == bindparam("owner"))
+            .scalar_subquery())
+
+
+_SIZE = {column: _size_of_owner(column) for column in ("vcpus", "ram_mb", "disk_gb")}
+_COUNT = (update(_HOSTS)
+          .where(_HOSTS.c.id == bindparam("host"),
+                 *(or_(_HOSTS.c[f"{column}_capacity"].is_(None),
+                       _HOSTS.c[f"{column}_used"] + amount <= _HOSTS.c[f"{column}_capacity"])
+                   for column, amount in _SIZE.items()))
+          .values({f"{column}_used": _HOSTS.c[f"{column}_used"] + amount
+                   for column, amount in _SIZE.items()}))
+_PIN = insert(CpuPinRow.__table__)
 _RECORD = insert(EventRow.__table__)
 # PostgreSQL's serialization failure and deadlock: the database picked another winner.
 _LOST_RACE_STATES = {"40001", "40P01"}
 
 
 class LostRaceError(PassthruError):
-    """A chosen device was taken or changed, or its host went down, since the scheduler
-    chose it."""
+    """Since the scheduler chose it, a chosen device was taken or changed, its host went
+    down or ran out of room, or a chosen CPU was pinned by another VM."""
 
     def __init__(self, host: str, address: str | None = None,
                  reason: str = "was taken or changed") -> None:
@@ -111,11 +136,13 @@ def is_lost_race(error: DBAPIError) -> bool:
 
 
 def claim_in_store(session: Session, host: StoredHost, selection: Selection, owner: str,
-                   devices: Mapping[str, PciDevice]) -> dict[str, int]:
+                   devices: Mapping[str, PciDevice], *, numa_node: int | None = None,
+                   cpus: Collection[int] = ()) -> dict[str, int]:
     """Claim the selection for `owner` on `host` (whose devices, for finding relatives,
-    are `devices`) and place the server there. Returns the new generation of every row it
-    changed; raises LostRaceError, leaving the caller to roll back, if any chosen device
-    is no longer what the scheduler saw."""
+    are `devices`), count the server's size against the host, pin `cpus` to it and place
+    it there (on `numa_node`). Returns the new generation of every device row it changed;
+    raises LostRaceError, leaving the caller to roll back, if any chosen device is no
+    longer what the scheduler saw, the host has no room left or a CPU was pinned."""
     chosen = sorted(((request_id, device) for request_id, picked in selection.devices.items()
                      for device in picked), key=lambda item: host.refs[item[1].address].id)
     # Plain statements on the session's connection: a claim needs no ORM unit of work.
@@ -135,7 +162,17 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
     if blocked:
         changed.update({address: generation for address, generation
                         in connection.execute(_BLOCK, {"rows": blocked})})
-    connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id})
+    if connection.execute(_COUNT, {"host": host.id, "owner": owner}).rowcount != 1:
+        raise LostRaceError(host.name, reason="ran out of room for the VM")
+    if cpus:
+        try:
+            connection.execute(_PIN, [{"host_id": host.id, "cpu": cpu, "server_uuid": owner}
+                                      for cpu in sorted(cpus)])
+        except IntegrityError:
+            raise LostRaceError(host.name, reason="had a chosen CPU pinned by another VM"
+                                ) from None
+    connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id, "node": numa_node,
+                                       "cpus": sorted(cpus)})
     if chosen:
         connection.execute(_RECORD, [
             {"kind": EventKind.DEVICE_CLAIMED, "host": host.name, "device_address": device.address,

@@ -1,11 +1,15 @@
 """The scheduler's in-memory picture of the fleet, indexed so that a decision never scans
 every host.
 
-Per host: its pools (core `Pool`s holding core `PciDevice`s), whether it is up, and its
-NUMA node → socket map. Across hosts: one `Shape` per request criteria, created on first
-use and from then on kept current in O(changed pools) whenever a host's devices change
-(claim, free, inventory report, host up/down). Whether a PCI flavor matches is asked
-once per (flavor, pool signature) and remembered.
+Per host: its pools (core `Pool`s holding core `PciDevice`s), whether it is up, its
+NUMA node → socket map, and its capacity with what VMs use of it (vCPUs, memory, disk and
+pinned CPUs; capacity None: not counted). Capacity is checked per candidate host in O(1)
+(O(CPUs) for dedicated CPUs), so it needs no index of its own.
+
+Across hosts: one `Shape` per request criteria, created on first use and from then on kept
+current in O(changed pools) whenever a host's devices change (claim, free, inventory
+report, host up/down). Whether a PCI flavor matches is asked once per (flavor, pool
+signature) and remembered.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool
 from passthru.pci.request import PciRequest
+from passthru.pci.resources import Capacity, CpuPolicy, Usage, VmSize, pick_cpus, shortfall
 
 
 class UnknownHostError(PassthruError):
@@ -52,6 +57,11 @@ class HostEntry:
     signature_by_pool: dict[int, Signature] = field(default_factory=dict)
     #: The NUMA nodes a NUMA-bound VM may sit on: those of the socket map and the devices.
     numa_nodes: tuple[int, ...] = ()
+    capacity: Capacity | None = None
+    usage: Usage = field(default_factory=Usage)
+    #: What each VM claimed here in the index (not yet, or also, in the store), so that a
+    #: claim given back gives back exactly that.
+    held: dict[str, tuple[VmSize, tuple[int, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         nodes = set(self.socket_of)
@@ -67,6 +77,21 @@ class HostEntry:
     @property
     def pools(self) -> list[Pool]:
         return [slot.pool for slot in self.slots]
+
+    def room(self, size: VmSize, node: int | None = None) -> str | None:
+        """Why the VM does not fit here besides devices (None: it fits). A host that
+        reports no resources takes any VM of shared vCPUs, but has no CPU to pin."""
+        if self.capacity is None:
+            if size.cpu_policy is CpuPolicy.DEDICATED:
+                return "reports no CPUs to pin"
+            return None
+        return shortfall(self.capacity, self.usage, size, node)
+
+    def cpus_for(self, size: VmSize, node: int | None = None) -> tuple[int, ...]:
+        """The host CPUs a VM that has room here gets pinned to (() for shared vCPUs)."""
+        if self.capacity is None:
+            return ()
+        return pick_cpus(self.capacity, self.usage, size, node)
 
 
 class _RememberedMatch:
@@ -104,14 +129,16 @@ class HostIndex:
             shapes.clear()
 
     def report(self, host: str, pools: Iterable[Pool], *,
-               socket_of: Mapping[int, int] | None = None, up: bool = True) -> None:
-        """The whole truth about a host's devices (from its agent or the store)."""
+               socket_of: Mapping[int, int] | None = None, up: bool = True,
+               capacity: Capacity | None = None, usage: Usage | None = None) -> None:
+        """The whole truth about a host's devices and capacity (from the store)."""
         old = self.hosts.get(host)
         if old is not None:
             for shape in self._shapes_of(old):
                 shape.forget(host)
         entry = HostEntry(host, [_Slot(p, signature_of(p), p.free) for p in pools],
-                          dict(socket_of or {}), up)
+                          dict(socket_of or {}), up, capacity=capacity,
+                          usage=usage or Usage())
         self.hosts[host] = entry
         for slot in entry.slots:
             for shape in self._register(slot.signature):
@@ -131,16 +158,23 @@ class HostIndex:
         for shape in self._shapes_of(entry):
             shape.rerank(host, entry.socket_of, up)
 
-    def claim(self, host: str, selection: Selection, owner: str) -> list[PciDevice]:
-        """Apply a selection to the in-memory devices (the core's claim rules)."""
+    def claim(self, host: str, selection: Selection, owner: str,
+              size: VmSize | None = None, cpus: tuple[int, ...] = ()) -> list[PciDevice]:
+        """Apply a selection to the in-memory devices (the core's claim rules), and count
+        the VM's size and pinned CPUs against the host."""
         entry = self.entry(host)
         changed = claim(entry.devices, selection, owner)
+        if size is not None:
+            entry.usage = entry.usage.plus(size, cpus)
+            entry.held[owner] = (size, cpus)
         self.recount(host, changed)
         return changed
 
     def free(self, host: str, owner: str) -> list[PciDevice]:
         entry = self.entry(host)
         changed = free(entry.devices, owner)
+        if owner in entry.held:
+            entry.usage = entry.usage.minus(*entry.held.pop(owner))
         self.recount(host, changed)
         return changed
 

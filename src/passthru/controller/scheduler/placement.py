@@ -11,7 +11,14 @@ NUMA: a VM is NUMA-bound when any of its requests has a policy other than `legac
 is what gives the VM its topology). A NUMA-bound VM is one cell: each NUMA node of the
 host is tried in turn as that cell, and every request — `legacy` ones included — is
 then held to its policy relative to that node. A host that knows no NUMA node cannot
-take a NUMA-bound VM.
+take a NUMA-bound VM. A VM with dedicated CPUs (`hw:cpu_policy=dedicated`) is NUMA-bound
+too, as in Nova: its CPUs are pinned on the node it sits on.
+
+Room: every candidate host must also have room for the VM's vCPUs, memory and disk (and,
+for dedicated CPUs, enough unpinned CPUs on the VM's node); that check is a few integer
+comparisons per host and runs before the exact device check. When no host fits, hosts
+whose devices would have fitted but that lacked room are looked for first, so that the
+error says what was short ("no host has room for 8 vCPUs, ...; closest: ...").
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.claims import PoolFilter, Selection, select_devices
 from passthru.pci.errors import PassthruError
 from passthru.pci.request import NumaPolicy, PciRequest
+from passthru.pci.resources import CpuPolicy, Usage, VmSize, shortfall
+
+#: What a VM takes when the caller does not say: a server row's defaults.
+DEFAULT_SIZE = VmSize()
 
 
 class NoValidHostError(PassthruError):
@@ -40,8 +51,14 @@ class NoValidHostError(PassthruError):
 
 @dataclass(frozen=True, slots=True)
 class Placement:
+    """A host and the devices the VM gets there; the NUMA node of a NUMA-bound VM and the
+    host CPUs its dedicated vCPUs are pinned to; and the size counted against the host."""
+
     host: str
     selection: Selection
+    size: VmSize = DEFAULT_SIZE
+    numa_node: int | None = None
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,62 +80,67 @@ class _Demand:
         return f"{count} free {rest}{self.ranking.locality.phrase()}"
 
 
-def numa_bound(requests: Sequence[PciRequest]) -> bool:
-    return any(r.numa_policy is not NumaPolicy.LEGACY for r in requests)
+def numa_bound(requests: Sequence[PciRequest], size: VmSize = DEFAULT_SIZE) -> bool:
+    return (size.cpu_policy is CpuPolicy.DEDICATED
+            or any(r.numa_policy is not NumaPolicy.LEGACY for r in requests))
 
 
 def fit(entry: HostEntry, requests: Sequence[PciRequest], serves: PoolFilter,
-        bound: bool) -> Selection | None:
-    """The exact check on one host, trying each NUMA node as the cell of a bound VM."""
+        bound: bool, size: VmSize | None = DEFAULT_SIZE) -> Placement | None:
+    """The exact check on one host, trying each NUMA node as the cell of a bound VM: room
+    for `size` there (None: devices only), then the devices."""
     pools = entry.pools
-    if not bound:
-        return select_devices(pools, requests, serves)
-    for node in entry.numa_nodes:
-        selection = select_devices(pools, requests, serves, numa_cells=frozenset((node,)),
-                                   socket_of=entry.socket_of)
+    for node in entry.numa_nodes if bound else (None,):
+        if size is not None and entry.room(size, node) is not None:
+            continue
+        cells = frozenset((node,)) if node is not None else None
+        selection = select_devices(pools, requests, serves, numa_cells=cells,
+                                   socket_of=entry.socket_of if bound else None)
         if selection is not None:
-            return selection
+            if size is None:
+                return Placement(entry.name, selection, numa_node=node)
+            return Placement(entry.name, selection, size, node, entry.cpus_for(size, node))
     return None
 
 
 def place(index: HostIndex, requests: Sequence[PciRequest], *,
-          weigher: Weigher = Weigher.PACK, exclude: frozenset[str] = frozenset()) -> Placement:
-    """The best host for one VM and the devices it gets there; nothing is claimed."""
-    bound = numa_bound(requests)
+          weigher: Weigher = Weigher.PACK, exclude: frozenset[str] = frozenset(),
+          size: VmSize = DEFAULT_SIZE) -> Placement:
+    """The best host for one VM of `size` and the devices it gets there; nothing is
+    claimed."""
+    bound = numa_bound(requests, size)
     demands = _demands(index, requests, bound)
-    if demands:
-        primary = min(demands, key=_Demand.selectivity)
-        others = [d for d in demands if d is not primary]
-        candidates = primary.ranking.walk(primary.need, weigher.fewest_first)
-    else:
-        others = []
-        candidates = _anywhere(index, requests, bound, weigher)
-    for host in candidates:
-        if host in exclude or not all(d.met_by(host) for d in others):
-            continue
+    for host in _candidates(index, demands, requests, bound, weigher, exclude):
         entry = index.hosts[host]
-        selection = fit(entry, requests, index.pool_filter(entry, requests), bound)
-        if selection is not None:
-            return Placement(host, selection)
-    raise _explain(index, demands, requests, bound, exclude)
+        if not bound and entry.room(size) is not None:
+            continue  # the cheap check first; a bound VM's room depends on its node
+        placement = fit(entry, requests, index.pool_filter(entry, requests), bound, size)
+        if placement is not None:
+            return placement
+    raise (_no_room(index, demands, requests, bound, weigher, size)
+           or _explain(index, demands, requests, bound, exclude))
 
 
 def place_many(index: HostIndex, vms: Sequence[tuple[str, Sequence[PciRequest]]], *,
-               weigher: Weigher = Weigher.PACK,
-               exclude: frozenset[str] = frozenset()) -> list[Placement]:
-    """Place every (owner, requests) VM or none: each placement is claimed in the index
-    so the next VM sees it; if one fails, all of them are released again."""
+               weigher: Weigher = Weigher.PACK, exclude: frozenset[str] = frozenset(),
+               sizes: Sequence[VmSize] | None = None) -> list[Placement]:
+    """Place every (owner, requests) VM, each of its size in `sizes` (default: a server
+    row's defaults), or none: each placement is claimed in the index so the next VM sees
+    it; if one fails, all of them are released again."""
     placed: list[tuple[str, Placement]] = []
     try:
         for number, (owner, requests) in enumerate(vms, 1):
+            size = sizes[number - 1] if sizes is not None else DEFAULT_SIZE
             try:
-                placement = place(index, requests, weigher=weigher, exclude=exclude)
+                placement = place(index, requests, weigher=weigher, exclude=exclude,
+                                  size=size)
             except NoValidHostError as error:
                 if len(vms) == 1:
                     raise
                 raise NoValidHostError(f"VM {number} of {len(vms)}: {error}", error.request,
                                        error.closest) from None
-            index.claim(placement.host, placement.selection, owner)
+            index.claim(placement.host, placement.selection, owner, placement.size,
+                        placement.cpus)
             placed.append((owner, placement))
     except BaseException:
         for owner, placement in reversed(placed):
@@ -137,6 +159,69 @@ def _demands(index: HostIndex, requests: Sequence[PciRequest], bound: bool) -> l
         grouped[key] = (example, need + request.count)
     return [_Demand(example, need, index.ranking(*key))
             for key, (example, need) in grouped.items()]
+
+
+def _candidates(index: HostIndex, demands: list[_Demand], requests: Sequence[PciRequest],
+                bound: bool, weigher: Weigher, exclude: frozenset[str]) -> Iterator[str]:
+    """Hosts that may fit, best first: those with enough for the most selective request
+    that also have enough for each other one (or, with no hard request, any host up)."""
+    if demands:
+        primary = min(demands, key=_Demand.selectivity)
+        others = [d for d in demands if d is not primary]
+        candidates = primary.ranking.walk(primary.need, weigher.fewest_first)
+    else:
+        others = []
+        candidates = _anywhere(index, requests, bound, weigher)
+    return (host for host in candidates
+            if host not in exclude and all(d.met_by(host) for d in others))
+
+
+def _no_room(index: HostIndex, demands: list[_Demand], requests: Sequence[PciRequest],
+             bound: bool, weigher: Weigher, size: VmSize) -> NoValidHostError | None:
+    """The refusal when some host has the devices but none has room; None when no host
+    has the devices either (the device explanation then says what is missing)."""
+    short: dict[str, tuple[str, Usage, int | None]] = {}
+    # Hosts already tried are read again since, so what they lack is current: they count
+    # here (a lost race for room is explained by the room that is left).
+    for host in _candidates(index, demands, requests, bound, weigher, frozenset()):
+        entry = index.hosts[host]
+        if host in short:
+            continue  # a host is walked again for each soft request it may serve
+        placement = fit(entry, requests, index.pool_filter(entry, requests), bound, None)
+        node = placement.numa_node if placement is not None else None
+        if placement is not None or (bound and not entry.numa_nodes):
+            # (A host that knows no NUMA node fits no bound VM; its room says why.)
+            why = entry.room(size, node)
+            if why is not None:
+                short[host] = (why, entry.usage, node)
+    if not short:
+        return None
+    wanted = f"no host has room for {size.describe()}"
+    capacities = {host: index.hosts[host].capacity for host in short}
+    counted = {host: c for host, c in capacities.items() if c is not None}
+    if len(counted) == len(short):
+        too_small = {host: shortfall(c, Usage(), size, short[host][2])
+                     for host, c in counted.items()}
+        if all(too_small.values()):
+            host = max(counted, key=lambda h: (counted[h].vcpus, counted[h].ram_mb))
+            return NoValidHostError(
+                f"{wanted}: the flavor is larger than any host (the largest, {host}, has "
+                f"{counted[host].vcpus} vCPUs, {counted[host].ram_mb} MiB memory and "
+                f"{counted[host].disk_gb} GB disk in all)", closest=host)
+
+    def free(host: str) -> tuple[int, int, int]:
+        capacity, usage = capacities[host], short[host][1]
+        if capacity is None:
+            return (0, 0, 0)
+        return (capacity.vcpus - usage.vcpus, capacity.ram_mb - usage.ram_mb,
+                capacity.disk_gb - usage.disk_gb)
+
+    host = max(short, key=free)
+    return NoValidHostError(f"{wanted}; closest: {host} {_has(short[host][0])}", closest=host)
+
+
+def _has(why: str) -> str:
+    return why if why.startswith(("has ", "reports ")) else f"has {why}"
 
 
 def _anywhere(index: HostIndex, requests: Sequence[PciRequest], bound: bool,
@@ -161,6 +246,9 @@ def _explain(index: HostIndex, demands: list[_Demand], requests: Sequence[PciReq
              bound: bool, exclude: frozenset[str]) -> NoValidHostError:
     if not demands:
         untried = " that was not tried already" if exclude else ""
+        if bound and any(e.up and h not in exclude for h, e in index.hosts.items()):
+            return NoValidHostError(f"no host that is up{untried} knows its NUMA nodes, "
+                                    "which a NUMA-bound VM needs")
         return NoValidHostError(f"no host is up{untried}")
     demands = sorted(demands, key=_Demand.selectivity)
     for demand in demands:

@@ -3,9 +3,11 @@ placement made durable by a conditional claim.
 
 A decision and its tentative claim in the index happen under a lock (so two requests of
 this replica never pick the same devices); the store transaction runs outside it. If the
-store says a device was taken meanwhile (by another replica, or an inventory report), the
-tentative claim is dropped, that host is read again from the store, and the VM is placed
-again without it; the last failure is the placement's own message. Before saying that no
+store says a device was taken meanwhile (by another replica, or an inventory report), or
+the host's room or a chosen CPU went to another VM, the tentative claim is dropped, that
+host is read again from the store, and the VM is placed again, the host included once more
+(what it has left may still do) and passed over after a second loss; the last failure is
+the placement's own message. Before saying that no
 host fits, the index is checked against the store once (other replicas may have freed
 devices since).
 
@@ -20,6 +22,7 @@ a free or a host going up or down, `flavors_changed()` after PCI flavor edits.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Collection, Sequence
 
 from sqlalchemy.exc import DBAPIError
@@ -33,6 +36,7 @@ from passthru.controller.scheduler.claim import (
 )
 from passthru.controller.scheduler.index import HostIndex
 from passthru.controller.scheduler.placement import (
+    DEFAULT_SIZE,
     NoValidHostError,
     Placement,
     place_many,
@@ -45,6 +49,11 @@ from passthru.controller.scheduler.snapshot import (
 )
 from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.request import PciRequest
+from passthru.pci.resources import VmSize
+
+#: A host that lost this many claims of one placement is passed over: the first loss
+#: only re-reads it (another device, another CPU or the room left may still do).
+_LOSSES_PER_HOST = 2
 
 #: A VM: the server that will own the devices, and its PCI requests.
 Vm = tuple[str, Sequence[PciRequest]]
@@ -101,31 +110,43 @@ class Scheduler:
             stale = {name for name, print_ in stored.items()
                      if name not in self._hosts or self._hosts[name].fingerprint != print_}
             stale |= set(self._hosts) - set(stored)
+            # A refresh that read the store while a claim of ours committed can leave the
+            # index's use apart from the host's (tentative claims in flight do too; reading
+            # those hosts again costs at most one lost race).
+            stale |= {name for name, host in self._hosts.items()
+                      if name in self.index.hosts and self.index.hosts[name].usage != host.usage}
         if stale:
             self.refresh(stale)
         return bool(stale)
 
     def _adopt(self, host: StoredHost) -> None:
         self._hosts[host.name] = host
-        self.index.report(host.name, host.pools, up=host.up)
+        self.index.report(host.name, host.pools, up=host.up, socket_of=host.socket_of,
+                          capacity=host.capacity, usage=host.usage)
 
     # --- placing ------------------------------------------------------------------------
 
-    def schedule(self, owner: str, requests: Sequence[PciRequest]) -> Placement:
-        """Place one VM and claim its devices in the store."""
-        return self.schedule_many([(owner, requests)])[0]
+    def schedule(self, owner: str, requests: Sequence[PciRequest],
+                 size: VmSize = DEFAULT_SIZE) -> Placement:
+        """Place one VM and claim its devices and room in the store."""
+        return self.schedule_many([(owner, requests)], [size])[0]
 
     def schedule_many(self, vms: Sequence[Vm],
+                      sizes: Sequence[VmSize] | None = None,
                       exclude: Collection[str] = frozenset()) -> list[Placement]:
-        """Place every VM, on none of the hosts in `exclude`, and claim all their devices
-        in one transaction, or none."""
-        tried: set[str] = set(exclude)
+        """Place every VM (of its size in `sizes`, which should be its server row's, as
+        the store counts those), on none of the hosts in `exclude`, and claim all their
+        devices and room in one transaction, or none."""
+        losses: Counter[str] = Counter()
         resynced = False
         while True:
             try:
                 with self._lock:
                     placements = place_many(self.index, vms, weigher=self.weigher,
-                                            exclude=frozenset(tried))
+                                            exclude=frozenset(exclude) | frozenset(
+                                                h for h, n in losses.items()
+                                                if n >= _LOSSES_PER_HOST),
+                                            sizes=sizes)
             except NoValidHostError:
                 if resynced or not self.resync():
                     raise
@@ -134,7 +155,7 @@ class Scheduler:
             try:
                 self._claim(vms, placements)
             except LostRaceError as race:
-                tried.add(race.host)
+                losses[race.host] += 1
                 self.refresh([race.host])
                 continue
             return placements
@@ -150,8 +171,9 @@ class Scheduler:
                 for owner, placement in sorted(placed, key=lambda item: item[1].host):
                     host = self._hosts[placement.host]
                     devices = self.index.hosts[placement.host].devices
-                    changed.append((host, claim_in_store(session, host, placement.selection,
-                                                         owner, devices)))
+                    changed.append((host, placement, claim_in_store(
+                        session, host, placement.selection, owner, devices,
+                        numa_node=placement.numa_node, cpus=placement.cpus)))
         except BaseException as error:
             with self._lock:
                 for owner, placement in placed:
@@ -164,6 +186,10 @@ class Scheduler:
                                     ) from error
             raise
         with self._lock:
-            for host, generations in changed:
+            # What the store holds now as far as this replica knows (a host read again
+            # meanwhile is a new object, and these go to the old one): a host whose use
+            # moved otherwise (another replica) no longer matches, and is read again.
+            for host, placement, generations in changed:
                 for address, generation in generations.items():
                     host.refs[address].generation = generation
+                host.usage = host.usage.plus(placement.size, placement.cpus)

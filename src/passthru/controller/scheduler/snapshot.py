@@ -1,5 +1,6 @@
 """Reading what the scheduler needs from the store: hosts with their pools, the row id
-and generation of every device (for conditional updates), and PCI flavors.
+and generation of every device (for conditional updates), their capacity, what VMs use
+of it and the CPUs they pinned, the NUMA node → socket map of their CPUs, and PCI flavors.
 
 Rows are read with plain column selects, streamed host by host, so that loading a large
 fleet at start-up builds no ORM objects.
@@ -10,14 +11,23 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.mapping import device_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, PciFlavorRow, PoolRow
+from passthru.controller.mapping import device_from_row, resources_from_json
+from passthru.controller.models import (
+    CpuPinRow,
+    DeviceRow,
+    HostRow,
+    HostStatus,
+    PciFlavorRow,
+    PoolRow,
+)
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Pool
+from passthru.pci.resources import Capacity, Usage
 
 _STREAM = 20_000
 
@@ -37,6 +47,11 @@ class Fingerprint:
     up: bool
     devices: int
     generations: int
+    #: Capacity and use: (vCPUs, MiB, GB) each, capacity None when not counted; and
+    #: how many CPUs are pinned.
+    capacity: tuple[int | None, int | None, int | None]
+    used: tuple[int, int, int]
+    pinned: int
 
 
 @dataclass(slots=True)
@@ -47,10 +62,19 @@ class StoredHost:
     pools: list[Pool] = field(default_factory=list)
     #: Every device row of the host, pooled or not, by address.
     refs: dict[str, DeviceRef] = field(default_factory=dict)
+    #: None: the host reports no resources, and VMs are not counted against it.
+    capacity: Capacity | None = None
+    usage: Usage = field(default_factory=Usage)
+    #: NUMA node → socket, from the host's reported CPUs.
+    socket_of: dict[int, int] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.up, len(self.refs), sum(r.generation for r in self.refs.values()))
+        capacity = ((self.capacity.vcpus, self.capacity.ram_mb, self.capacity.disk_gb)
+                    if self.capacity is not None else (None, None, None))
+        return Fingerprint(self.up, len(self.refs), sum(r.generation for r in self.refs.values()),
+                           capacity, (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb),
+                           len(self.usage.pinned))
 
 
 def load_flavors(session: Session) -> dict[str, PciFlavor]:
@@ -59,16 +83,25 @@ def load_flavors(session: Session) -> dict[str, PciFlavor]:
 
 
 def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterator[StoredHost]:
-    """Hosts (all, or those named) with their pools and device refs, one at a time."""
-    hosts_query = select(HostRow.id, HostRow.name, HostRow.status).order_by(HostRow.id)
+    """Hosts (all, or those named) with their pools, device refs, capacity and usage, one
+    at a time."""
+    hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
+                         HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
+                         HostRow.disk_gb_capacity, HostRow.vcpus_used, HostRow.ram_mb_used,
+                         HostRow.disk_gb_used).order_by(HostRow.id)
     pools_query = select(PoolRow.__table__)
     devices_query = select(DeviceRow.__table__).order_by(DeviceRow.host_id, DeviceRow.id)
+    pins_query = select(CpuPinRow.host_id, CpuPinRow.cpu)
     if names is not None:
         wanted = select(HostRow.id).where(HostRow.name.in_(names)).scalar_subquery()
         hosts_query = hosts_query.where(HostRow.id.in_(wanted))
         pools_query = pools_query.where(PoolRow.host_id.in_(wanted))
         devices_query = devices_query.where(DeviceRow.host_id.in_(wanted))
-    hosts = {row.id: StoredHost(row.name, row.id, row.status is HostStatus.UP)
+        pins_query = pins_query.where(CpuPinRow.host_id.in_(wanted))
+    pins: dict[int, set[int]] = {}
+    for host_id, cpu in session.execute(pins_query):
+        pins.setdefault(host_id, set()).add(cpu)
+    hosts = {row.id: _stored_host(row, pins.get(row.id, set()))
              for row in session.execute(hosts_query)}
     pools = {row.id: Pool(dict(row.attrs), row.dev_type, row.numa_node, row.parent_addr)
              for row in session.execute(pools_query)}
@@ -88,11 +121,30 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
 
 
+def _stored_host(row: Row[Any], pinned: set[int]) -> StoredHost:
+    host = StoredHost(row.name, row.id, row.status is HostStatus.UP,
+                      usage=Usage(row.vcpus_used, row.ram_mb_used, row.disk_gb_used,
+                                  frozenset(pinned)))
+    resources = resources_from_json(row.resources)
+    if resources is not None:
+        host.socket_of = resources.socket_of()
+    if resources is not None and row.vcpus_capacity is not None:
+        # The columns are what the store's conditional claim checks against.
+        host.capacity = Capacity(row.vcpus_capacity, row.ram_mb_capacity, row.disk_gb_capacity,
+                                 resources.capacity().pinnable)
+    return host
+
+
 def fingerprints(session: Session) -> dict[str, Fingerprint]:
     """Every host's fingerprint, computed by the database in one pass."""
-    query: Select[tuple[str, HostStatus, int, int]] = (
+    pinned = (select(func.count()).select_from(CpuPinRow)
+              .where(CpuPinRow.host_id == HostRow.id).correlate(HostRow).scalar_subquery())
+    query: Select[tuple[Any, ...]] = (
         select(HostRow.name, HostRow.status, func.count(DeviceRow.id),
-               func.coalesce(func.sum(DeviceRow.generation), 0))
+               func.coalesce(func.sum(DeviceRow.generation), 0),
+               HostRow.vcpus_capacity, HostRow.ram_mb_capacity, HostRow.disk_gb_capacity,
+               HostRow.vcpus_used, HostRow.ram_mb_used, HostRow.disk_gb_used, pinned)
         .outerjoin(DeviceRow, DeviceRow.host_id == HostRow.id).group_by(HostRow.id))
-    return {name: Fingerprint(status is HostStatus.UP, count, generations)
-            for name, status, count, generations in session.execute(query)}
+    return {row[0]: Fingerprint(row[1] is HostStatus.UP, row[2], row[3],
+                                (row[4], row[5], row[6]), (row[7], row[8], row[9]), row[10])
+            for row in session.execute(query)}
