@@ -152,8 +152,11 @@ def resources_from_json(stored: dict[str, Any] | None) -> HostResources | None:
 
 
 def server_size(server: ServerRow) -> VmSize:
-    """What the server takes of its host: the sizes fixed at boot, and its flavor's
-    `hw:cpu_policy` (shared when the flavor is gone)."""
+    """What the server takes of its host: the sizes fixed at boot, its flavor's
+    `hw:cpu_policy` (shared when the flavor is gone), and the physical networks of its
+    normal ports, which its host must bridge."""
     policy = (parse_cpu_policy(server.flavor.extra_specs.get(CPU_POLICY_KEY))
               if server.flavor is not None else parse_cpu_policy(None))
-    return VmSize(server.vcpus, server.ram_mb, server.disk_gb, policy)
+    networks = frozenset(port.network.physical_network for port in server.ports
+                         if port.vnic_type is VnicType.NORMAL)
+    return VmSize(server.vcpus, server.ram_mb, server.disk_gb, policy, networks)

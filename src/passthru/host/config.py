@@ -230,6 +230,7 @@ def resources(config: HostConfig) -> HostResources | None:
             f"have online (its CPUs: {format_cpulist(sorted(known))}); reserve only CPUs it has")
     return HostResources(
         cpus=topology.cpus, numa=topology.numa, disk_gb=disk_gb(config.instances_path),
+        networks=tuple(sorted(config.bridge_mappings)),
         cpu_allocation_ratio=config.cpu_allocation_ratio,
         ram_allocation_ratio=config.ram_allocation_ratio,
         disk_allocation_ratio=config.disk_allocation_ratio,

@@ -68,6 +68,8 @@ class Capacity:
     ram_mb: int
     disk_gb: int
     pinnable: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    #: The physical networks the host can plug normal ports into (its bridge_mappings).
+    networks: frozenset[str] = frozenset()
 
     def pinnable_on(self, node: int | None) -> tuple[int, ...]:
         """Host CPUs a dedicated vCPU may take: those of `node`, or all when None."""
@@ -90,6 +92,8 @@ class HostResources:
     reserved_cpus: tuple[int, ...] = ()
     reserved_host_memory_mb: int = 512
     reserved_host_disk_gb: int = 0
+    #: The physical networks whose normal ports the host plugs into a bridge.
+    networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         ids = [cpu.id for cpu in self.cpus]
@@ -136,17 +140,20 @@ class HostResources:
             disk_gb=max(0, math.floor((self.disk_gb - self.reserved_host_disk_gb)
                                       * self.disk_allocation_ratio)),
             pinnable={node: tuple(cpus) for node, cpus in pinnable.items()},
+            networks=frozenset(self.networks),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class VmSize:
-    """What one VM takes of a host besides devices."""
+    """What one VM takes of a host besides devices, and the physical networks its normal
+    ports need the host to bridge."""
 
     vcpus: int = 1
     ram_mb: int = 512
     disk_gb: int = 0
     cpu_policy: CpuPolicy = CpuPolicy.SHARED
+    networks: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         pinned = ", dedicated" if self.cpu_policy is CpuPolicy.DEDICATED else ""
@@ -175,6 +182,9 @@ def shortfall(capacity: Capacity, usage: Usage, size: VmSize,
               node: int | None = None) -> str | None:
     """Why `size` does not fit next to `usage` (None: it fits). `node` is the NUMA node a
     NUMA-bound VM is on, which is where its dedicated CPUs must come from."""
+    if unbridged := sorted(size.networks - capacity.networks):
+        return (f"no bridge for physical network {', '.join(unbridged)} "
+                f"(its bridge_mappings: {', '.join(sorted(capacity.networks)) or 'none'})")
     # Free counts are never shown below 0: a host whose capacity shrank under its VMs
     # keeps them, and simply has nothing free.
     if usage.vcpus + size.vcpus > capacity.vcpus:

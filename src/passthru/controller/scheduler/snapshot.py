@@ -130,8 +130,9 @@ def _stored_host(row: Row[Any], pinned: set[int]) -> StoredHost:
         host.socket_of = resources.socket_of()
     if resources is not None and row.vcpus_capacity is not None:
         # The columns are what the store's conditional claim checks against.
+        whole = resources.capacity()
         host.capacity = Capacity(row.vcpus_capacity, row.ram_mb_capacity, row.disk_gb_capacity,
-                                 resources.capacity().pinnable)
+                                 whole.pinnable, whole.networks)
     return host
 
 
