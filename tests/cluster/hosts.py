@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from passthru.host.sim_vf import read_vf_state, vf_state_path
 from passthru.sim import HostProfile, build_sysfs, host_config_toml, nodedev_xml
@@ -72,7 +72,11 @@ class AgentProcess(Child):
         return f"--- agent {self.name} ---\n{text[-2000:]}"
 
 
-def wait_for(what: str, check: Callable[[], T | None], agents: Iterable[AgentProcess] = (),
+class Logged(Protocol):
+    def log_tail(self) -> str: ...
+
+
+def wait_for(what: str, check: Callable[[], T | None], agents: Iterable[Logged] = (),
              timeout: float = 30.0) -> T:
     """Poll `check` until it gives something other than None or False; on timeout, fail
     with `what`, the last answer and the agents' logs."""

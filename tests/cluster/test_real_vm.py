@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from passthru.sim import PROFILES, build_sysfs, host_config_toml
 from passthru.sim.guest import MARKER, GuestImage, build_guest_image
 from tests.cli.live import PASSTHRU, Child, LiveController, child_env
 from tests.cli.runner import as_json, ok, run
+from tests.cluster.hosts import wait_for as cluster_wait_for
 from tests.support.libvirtd import Libvirtd
 
 pytestmark = pytest.mark.slow
@@ -59,6 +59,9 @@ class RealHost(Child):
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([str(PASSTHRU), "agent", "--config", str(self.config)],
                                             stdout=out, stderr=subprocess.STDOUT, env=child_env())
+
+    def log_tail(self) -> str:
+        return f"--- agent ---\n{self.log.read_text()[-3000:]}"
 
     def domains(self) -> list[str]:
         with contextlib.closing(libvirt.open(self.libvirtd.uri)) as conn:
@@ -107,17 +110,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         real_libvirtd.ip("link", "del", BRIDGE)
 
 
-def wait_for(what: str, check: Callable[[], T | None], host: RealHost,
-             timeout: float = GUEST_SECONDS) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = check()
-        if answer is not None and answer is not False:
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s\n"
-                                 f"--- agent ---\n{host.log.read_text()[-3000:]}")
-        time.sleep(0.5)
+def wait_for(what: str, check: Callable[[], T | None], host: RealHost) -> T:
+    return cluster_wait_for(what, check, [host], GUEST_SECONDS)
 
 
 def server(name: str) -> dict[str, Any]:
