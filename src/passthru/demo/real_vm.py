@@ -27,8 +27,8 @@ from passthru.demo.hosts import DemoHost, checked_config
 from passthru.demo.outcome import Check, check, exists, server
 from passthru.demo.walk import StepFailedError, Walk
 from passthru.sim import HostProfile, build_sysfs, host_config_toml
-from passthru.sim.guest import MARKER, GuestImage, build_guest_image
-from passthru.sim.hypervisor import Libvirtd, missing, running_libvirtd
+from passthru.sim.guest import MARKER, GuestBuildError, GuestImage, build_guest_image
+from passthru.sim.hypervisor import HypervisorError, Libvirtd, missing, running_libvirtd
 
 HOST = "real-qemu"
 BRIDGE = "br-mgmt"
@@ -74,9 +74,16 @@ def real_hypervisor(root: Path, controller: str, console: Console) -> Iterator[R
         return
     console.print("Building the demo guest: a Debian kernel (downloaded once), an initrd "
                   "with busybox, a qcow2 disk ...", highlight=False)
-    guest = build_guest_image(root / "guest")
-    # Named after the demo's own temporary dir: two demos at once get two namespaces.
-    with running_libvirtd(root / "libvirtd", f"ptd-{root.parent.name[-12:]}") as libvirtd:
+    with contextlib.ExitStack() as stack:
+        try:
+            guest = build_guest_image(root / "guest")
+            # Named after the demo's own temporary dir: two demos get two namespaces.
+            libvirtd = stack.enter_context(running_libvirtd(
+                root / "libvirtd", f"ptd-{root.parent.name[-12:]}"))
+        except (GuestBuildError, HypervisorError) as error:
+            console.print(f"No real VM in this demo: {error}", highlight=False)
+            yield None
+            return
         libvirtd.ip("link", "add", BRIDGE, "type", "bridge")
         libvirtd.ip("link", "set", BRIDGE, "up")
         home = root / "hosts" / HOST

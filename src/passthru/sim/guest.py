@@ -38,6 +38,8 @@ from pathlib import Path
 
 import platformdirs
 
+from passthru.pci.errors import PassthruError
+
 MARKER = "passthru-guest:"
 KERNEL_PACKAGE = "linux-image-amd64"
 BUSYBOX = Path("/bin/busybox")
@@ -95,7 +97,7 @@ while true; do sleep 3600; done
 """.replace("MARKER", MARKER)
 
 
-class GuestBuildError(RuntimeError):
+class GuestBuildError(PassthruError):
     """The guest could not be built: no kernel, no busybox, a module missing."""
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import libvirt
 
+from passthru.pci.errors import PassthruError
+
 QEMU_CONF = """\
 user = "root"
 group = "root"
@@ -46,7 +48,7 @@ mount --bind {root}/lib /var/lib/libvirt
 mount --bind {root}/cache /var/cache/libvirt
 mount --bind {root}/log /var/log/libvirt
 mount --bind {root}/qemu.conf /etc/libvirt/qemu.conf
-exec libvirtd -f {root}/libvirtd.conf
+exec libvirtd -f {root}/libvirtd.conf -p {root}/libvirtd.pid
 """
 
 
@@ -83,6 +85,16 @@ def _write_config(root: Path) -> None:
     (root / "start.sh").write_text(START.format(root=root))
 
 
+class HypervisorError(PassthruError):
+    """The private libvirtd did not start; the message has the end of its logs."""
+
+
+def _logs(root: Path) -> str:
+    found = [path.read_text(errors="replace")[-1500:].strip()
+             for path in (root / "daemon.out", root / "libvirtd.log") if path.exists()]
+    return "\n".join(text for text in found if text) or "(it logged nothing)"
+
+
 def _connect(uri: str, daemon: subprocess.Popen[bytes], root: Path,
              seconds: float = 60.0) -> None:
     # Quiet: libvirt would print every refused connection while the daemon comes up.
@@ -90,14 +102,14 @@ def _connect(uri: str, daemon: subprocess.Popen[bytes], root: Path,
     deadline = time.monotonic() + seconds
     while True:
         if daemon.poll() is not None:
-            raise RuntimeError(f"libvirtd exited with {daemon.returncode}: "
-                               f"{(root / 'daemon.out').read_text()[-2000:]}")
+            raise HypervisorError(f"libvirtd exited with {daemon.returncode}: {_logs(root)}")
         try:
             libvirt.open(uri).close()
             return
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as error:
             if time.monotonic() > deadline:
-                raise
+                raise HypervisorError(f"libvirtd did not answer at {uri} within "
+                                      f"{seconds:.0f} s ({error}): {_logs(root)}") from None
             time.sleep(0.2)
 
 
