@@ -76,7 +76,7 @@ def test_every_use_case_is_met_and_nothing_is_left_behind() -> None:
     if missing() is None:
         assert summary(output)["A real VM"][0] == MET, output[-5000:]
         assert "$ passthru console-log vm-real --lines 9" in output
-        assert f"{MARKER} booted" in output
+        assert f"{MARKER} ready" in output and f"{MARKER} instance-id " in output
     for command in ("$ passthru boot gpu-vm --flavor m1.small",
                     "$ passthru show plan-b-vm --xml",
                     "$ passthru boot plan-a-vm --flavor m1.tiny --nic "
