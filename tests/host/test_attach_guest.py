@@ -84,7 +84,7 @@ def qcow2(path: Path) -> bytes:
 def guests(tmp_path: Path) -> Iterator[Guests]:
     host = make_host(tmp_path)
     node = host.root / "devices/system/node/node1"
-    node.mkdir(parents=True)
+    node.mkdir(parents=True, exist_ok=True)  # the simulated tree may have it
     (node / "cpulist").write_text("4-7\n")
     files = {ImagePart.DISK: qcow2(tmp_path / "base.qcow2"), ImagePart.KERNEL: KERNEL}
     image = ImageRef("img-1", "tiny", "qcow2", [
