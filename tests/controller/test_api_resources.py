@@ -66,6 +66,23 @@ def test_a_network_with_ports_cannot_be_deleted(catalog: Api) -> None:
     catalog.call("DELETE", f"{V2}/networks/prod", expect=204)
 
 
+@pytest.mark.parametrize(("mac", "why"), [
+    ("ff:ff:ff:ff:ff:ff", "is the broadcast address"),
+    ("01:00:5E:00:00:01", "is a multicast address"),
+    ("00-00-00-00-00-00", "is all zeros"),
+])
+def test_ports_refuse_macs_no_interface_can_own(catalog: Api, mac: str, why: str) -> None:
+    answer = catalog.call("POST", f"{V2}/ports", json={"port": {
+        "network_id": "prod", "binding:vnic_type": "direct", "mac_address": mac}}, expect=400)
+    message = answer.json()["error"]["message"]
+    assert message.startswith(f"mac address {mac!r} {why}")
+    assert "needs a unicast MAC, whose first octet is even, e.g. 'fa:16:3e:12:34:56'" in message
+    assert catalog.ok("GET", f"{V2}/ports")["ports"] == []
+    port = catalog.ok("POST", f"{V2}/ports", json={"port": {
+        "network_id": "prod", "mac_address": "FA-16-3E-00-00-01"}})["port"]
+    assert port["mac_address"] == "fa:16:3e:00:00:01"
+
+
 def test_boot_turns_the_flavor_spec_and_sriov_nics_into_pci_requests(catalog: Api) -> None:
     catalog.ok("POST", f"{V2}/os-pci-flavors", json={"pci-flavor": {"name": "phyX_NIC"}})
     body = {"server": {"name": "vm1", "flavorRef": "m1.gpu", "networks": [

@@ -100,7 +100,7 @@ def test_three_spellings_take_the_same_devices(
     ("text", "expected"),
     [
         ("intervall = 5", "unknown key 'intervall' (did you mean 'interval'?)"),
-        ("interval = 0", "key 'interval': Input should be greater than 0 (got 0)"),
+        ("interval = 0", "key 'interval': 0 s is out of range; re-scan every 1 s to 86400 s"),
         ('source = "udev"', "key 'source': Input should be 'sysfs' or 'libvirt' (got 'udev')"),
         ('domain_type = "xen"', "key 'domain_type': Input should be 'auto', 'kvm' or 'qemu'"),
         ('bridge_mappings = { physnet1 = "br/x" }',
@@ -122,6 +122,47 @@ def test_errors_name_the_file_key_and_value(tmp_path: Path, text: str, expected:
         load_host_config(path)
     assert str(path) in str(error.value)
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("settings", [
+    {"interval": 1, "order_interval": 0.05}, {"interval": 86400, "order_interval": 3600},
+    {"host": "a" * 63 + "." + "b" * 63, "token": "x" * 4096},
+    {"host": "compute_1.example.org", "bridge_mappings": {"phys net": "br-x"}},
+])
+def test_the_edges_of_every_range_are_taken(settings: dict[str, object]) -> None:
+    config = host_config_from(settings)
+    assert {key: getattr(config, key) for key in settings} == settings
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"order_interval": 0.01}, "key 'order_interval': 0.01 s is out of range; poll for orders "
+                               "every 0.05 s to 3600 s (an hour)"),
+    ({"interval": 86401}, "key 'interval': 86401 s is out of range"),
+    ({"interval": float("-inf")}, "key 'interval': -inf s is out of range"),
+    ({"cpu_allocation_ratio": float("inf")}, "Input should be a finite number (got inf)"),
+    ({"ram_allocation_ratio": 1e6}, "less than or equal to 1000"),
+    ({"host": "h" * 256}, "the host name is 256 characters long ('hhhh"),
+    ({"host": "-compute"}, "'-compute' is not a host name"),
+    ({"host": "a..b"}, "'a..b' is not a host name"),
+    ({"controller": "ftp://x"}, "'ftp://x' is not the controller's URL"),
+    ({"token": "two words"}, "'two words' is not an agent token"),
+    ({"libvirt_netns": ".."}, "'..' is not a network namespace name"),
+    ({"sysfs_root": "/sys\0"}, "key 'sysfs_root': '/sys\\x00' holds a NUL character"),
+    ({"bridge_mappings": {" physnet1": "br0"}}, "' physnet1' = 'br0' names no physical network"),
+    ({"bridge_mappings": {"physnet1": "br 0"}}, "'physnet1' = 'br 0' does not map"),
+    ({"pool_attrs": ["x" * 5000]}, "pool attribute 'xxxxxxxx"),
+    ({"pci_information": [[[[[[[[[[]]]]]]]]]]}, "key 'pci_information' nests arrays or tables "
+                                                "more than 8 levels deep"),
+    ({"device_spec": ["[" * 100_000 + "]" * 100_000]},
+     "device_spec line 1: nests JSON arrays or objects too deeply to read"),
+    ({f"k{i}": 1 for i in range(1000)}, "(and 997 more problems)"),
+])
+def test_hostile_values_get_one_short_line(settings: dict[str, object], expected: str) -> None:
+    with pytest.raises(HostConfigError) as error:
+        host_config_from(settings)
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message and len(message) < 2000
 
 
 def test_missing_file(tmp_path: Path) -> None:

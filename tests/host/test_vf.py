@@ -110,7 +110,7 @@ def test_any_config_survives_pyroute2_encoding(vf: int, config: VfConfig) -> Non
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: VfConfig(mac="01:00:5e:00:00:01"), r"multicast address; a VF needs a unicast"),
+    (lambda: VfConfig(mac="01:00:5e:00:00:01"), r"is a multicast address .*; a port or VF needs a unicast MAC"),
     (lambda: VfConfig(mac="fa:16:3e"), r"VF mac address 'fa:16:3e' is not a MAC"),
     (lambda: VfConfig(vlan=4095), r"VF vlan 4095 is out of range"),
     (lambda: VfConfig(vlan=-1), r"VF vlan -1 is out of range"),

@@ -14,6 +14,7 @@ from passthru.pci.binding import (
     VnicType,
     bind_port,
     normalize_mac,
+    unicast_mac,
 )
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
 from passthru.pci.errors import PciValueError
@@ -149,6 +150,7 @@ def test_bad_networks_are_refused(args: tuple[str, str, str, int | None], messag
     ({"min_tx_rate": -1}, r"min_tx_rate -1 is negative"),
     ({"min_tx_rate": 20, "max_tx_rate": 10}, r"min_tx_rate 20 exceeds max_tx_rate 10"),
     ({"port_id": ""}, r"non-empty port_id"),
+    ({"mac": "01:00:5e:00:00:01"}, r"port p1: mac address '01:00:5e:00:00:01' is a multicast"),
 ])
 def test_bad_ports_are_refused(kwargs: dict[str, object], message: str) -> None:
     fields: dict[str, object] = {"port_id": "p1", "vnic_type": "direct",
@@ -173,3 +175,34 @@ def test_normalize_mac_round_trips_any_spelling(raw: bytes, sep: str, upper: boo
     spelled = canonical.replace(":", sep)
     assert normalize_mac(spelled.upper() if upper else spelled) == canonical
 
+
+
+@pytest.mark.parametrize(("mac", "why"), [
+    ("00:00:00:00:00:00", "is all zeros, which names no interface"),
+    ("FF-FF-FF-FF-FF-FF", "is the broadcast address"),
+    ("01:00:5e:00:00:fb", "is a multicast address"),
+    ("33:33:00:00:00:01", "is a multicast address"),
+])
+def test_only_unicast_macs_are_taken(mac: str, why: str) -> None:
+    with pytest.raises(PciValueError) as refused:
+        unicast_mac(mac)
+    assert str(refused.value) == (
+        f"mac address {mac!r} {why}" + (" (the first octet's lowest bit is 1)"
+                                        if "multicast" in why else "")
+        + "; a port or VF needs a unicast MAC, whose first octet is even, "
+          "e.g. 'fa:16:3e:12:34:56'")
+
+
+@given(st.binary(min_size=6, max_size=6))
+def test_unicast_mac_takes_exactly_the_nonzero_ones_with_an_even_first_octet(raw: bytes) -> None:
+    spelled = ":".join(f"{b:02X}" for b in raw)
+    if raw[0] & 1 or not any(raw):
+        with pytest.raises(PciValueError, match="a port or VF needs a unicast MAC"):
+            unicast_mac(spelled)
+    else:
+        assert unicast_mac(spelled) == spelled.lower()
+
+
+def test_unicast_mac_still_checks_the_spelling() -> None:
+    with pytest.raises(PciValueError, match=r"'fa:16:3e' is not a MAC address"):
+        unicast_mac("fa:16:3e")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from passthru.cli.output import command, err
+from passthru.cli.output import command, err, print_error
 from passthru.host.agent import Agent
 from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
 from passthru.host.config import HostConfigError, load_host_config, offered, resources, scan
@@ -24,7 +24,7 @@ from passthru.host.worker import OrderWorker
 def agent(
     config_file: Annotated[Path, typer.Option(
         "--config", "-c", help="Host config (TOML): controller, host, token, source, "
-        "pci_information, pool_attrs, interval.", exists=True, dir_okay=False)],
+        "pci_information, pool_attrs, interval.")],
     once: Annotated[bool, typer.Option(
         "--once", help="Report the inventory once, heart-beat, and exit (no orders).")
     ] = False,
@@ -52,12 +52,11 @@ def agent(
         config = load_host_config(config_file)
         resources(config)  # a reserved CPU the host does not have is a config error
     except HostConfigError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(error)
         raise typer.Exit(2) from None
     if not config.token:
-        err.print(f"[red]error:[/] {config_file} gives no token for host {config.host}: "
-                  "add token = '...' (from passthru host-token) or set PASSTHRU_TOKEN",
-                  highlight=False, soft_wrap=True)
+        print_error(f"{config_file} gives no token for host {config.host}: add token = '...' "
+                    "(from passthru host-token) or set PASSTHRU_TOKEN")
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Every orders poll is an HTTP call: logged, they would drown what the agent did.

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from passthru.cli.app import app, panel_of
+from passthru.cli.output import print_error
 from passthru.host.config import HostConfig, HostConfigError, load_host_config, resources, scan
 from passthru.host.topology import format_cpulist
 from passthru.pci.errors import PassthruError
@@ -148,16 +149,15 @@ def discover(
     )] = False,
 ) -> None:
     """Show what this host would offer for passthrough, without contacting the controller."""
-    err = Console(stderr=True)
     try:
         config = load_host_config(config_path)
         decisions = config.whitelist.apply(scan(config))
         found = resources(config)
     except HostConfigError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(error)
         raise typer.Exit(2) from None
     except PassthruError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(error)
         raise typer.Exit(1) from None
     pools = build_pools([d.device for d in decisions if d.taken], config.pool_attrs)
     if as_json:

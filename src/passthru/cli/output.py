@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from passthru.cli.app import app, panel_of
@@ -22,6 +23,12 @@ out = Console()
 err = Console(stderr=True)
 
 
+def print_error(error: object) -> None:
+    """The one `error:` line on stderr. The message is escaped: it quotes what the user
+    wrote, and a `[/]` in a key or value is not Rich markup."""
+    err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+
+
 def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a command whose PassthruErrors (API refusals, bad input) are printed as
     one line and exit 1."""
@@ -32,8 +39,7 @@ def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return function(*args, **kwargs)
             except PassthruError as error:
-                err.print(f"[red]error:[/] {error}", markup=True, highlight=False,
-                          soft_wrap=True)
+                print_error(error)
                 raise typer.Exit(1) from None
 
         app.command(name, rich_help_panel=panel_of(name))(run)

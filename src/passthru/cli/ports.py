@@ -26,7 +26,9 @@ def create(
     pci_flavor: Annotated[str | None, typer.Option(
         "--pci-flavor", help="Only devices of this PCI flavor (the seed's plan A).")] = None,
     name: Annotated[str, typer.Option("--name")] = "",
-    mac: Annotated[str | None, typer.Option("--mac", show_default="a random one")] = None,
+    mac: Annotated[str | None, typer.Option(
+        "--mac", show_default="a random one",
+        help="A unicast MAC (first octet even), e.g. fa:16:3e:12:34:56.")] = None,
     port_security: Annotated[bool, typer.Option(
         "--port-security/--no-port-security",
         help="Off lets the guest send from other MACs (VF spoof check off).")] = True,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from passthru.cli.app import app, panel_of
+from passthru.cli.output import print_error
 from passthru.pci.errors import PassthruError
 from passthru.pci.match import did_you_mean
 from passthru.sim import (
@@ -105,7 +106,7 @@ def sim(
             err.print(f"wrote {profile.name} as libvirt node XML to {nodedev_xml_path}",
                       highlight=False)
     except (PassthruError, OSError) as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(error)
         raise typer.Exit(1) from None
     config = host_config_toml(profile, sysfs_root=root, nodedev_xml=nodedev_xml_path)
     if as_json:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import NetworkRow, PciFlavorRow, PortRow
-from passthru.pci.binding import VnicType, normalize_mac
+from passthru.pci.binding import VnicType, unicast_mac
 from passthru.pci.errors import PciValueError
 
 
@@ -52,7 +52,7 @@ def create_port(session: Session, network: NetworkRow, project: str, *,
     if mac_address is None:
         mac = _random_mac(session, network.id)
     else:
-        mac = normalize_mac(mac_address)
+        mac = unicast_mac(mac_address)
         if session.scalars(select(PortRow.id).where(
                 PortRow.network_id == network.id, PortRow.mac_address == mac)).first():
             raise ConflictError(f"mac address {mac} is already used on network "

@@ -9,7 +9,8 @@ sysfs_root = "/sys"                 # relative paths are relative to this file
 libvirt_uri = "qemu:///system"
 instances_path = "/var/lib/passthru/instances"   # per server: console.log; relative as sysfs_root
 vf_applier = "netlink"              # "simulated": record VF settings (passthru sim hosts)
-interval = 60                       # seconds between re-scans
+interval = 60                       # seconds between re-scans (1 to 86400)
+order_interval = 2                  # seconds between order polls (0.05 to 3600)
 pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
 instances_path = "/var/lib/passthru/instances"  # VM disks, seed ISOs, console logs; its disk
 image_cache = "/var/lib/passthru/images"        # images fetched from the controller, once
@@ -31,6 +32,12 @@ exclude = ["0000:0a:02.7"]
 The whitelist may instead be `device_spec = ['<Nova JSON>', ...]` or the seed's one-liner
 `pci_information = '[ {...}, {...} ]'`; one of the three, not several.
 
+A config that cannot be used is refused with one line that names the file, the key and
+what to write instead (`HostConfigError`): a file that is missing, not a regular file,
+larger than `MAX_CONFIG_BYTES`, not UTF-8 or not TOML; values nested deeper than
+`MAX_DEPTH` (tomllib and pydantic would recurse into them); wrong types, unknown keys,
+intervals outside the ranges in `INTERVALS`, host names that are not host names.
+
 The host's CPUs, NUMA memory and disk are read from sysfs and `instances_path`
 (`host.topology`); the ratios and reservations above turn them into the capacity the
 controller counts VMs against (`pci.resources.HostResources.capacity`).
@@ -39,12 +46,24 @@ controller counts VMs against (`pci.resources.HostResources.capacity`).
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 import socket
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from passthru.host.nodedev import discover_libvirt
 from passthru.host.sysfs import discover_sysfs
@@ -56,6 +75,7 @@ from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.resources import HostResources
 from passthru.pci.spec import (
     MATCH_ALIASES,
+    DeviceSpecError,
     Whitelist,
     parse_device_spec,
     parse_pci_information,
@@ -65,6 +85,36 @@ from passthru.pci.spec import (
 
 class HostConfigError(PassthruError):
     """A host config that cannot be used; the message names the file, key and value."""
+
+
+#: A host config is a few KiB: a bigger file is the wrong one, and is not read whole.
+MAX_CONFIG_BYTES = 1 << 20
+#: The deepest a config nests (a table, pci_information, an entry, match, an address
+#: pattern is 5); the limit keeps tomllib's and pydantic's recursion far from Python's.
+MAX_DEPTH = 8
+#: Seconds: (least, most, what). Below the least the agent would spin on the host and the
+#: controller; beyond the most (or inf/nan) it would never report or take orders again.
+INTERVALS: dict[str, tuple[float, float, str]] = {
+    "interval": (1.0, 86400.0, "re-scan every 1 s to 86400 s (a day)"),
+    "order_interval": (0.05, 3600.0, "poll for orders every 0.05 s to 3600 s (an hour)"),
+}
+#: How many problems one error line lists; the rest are counted.
+_SHOWN_PROBLEMS = 3
+#: One dot-separated label of a host name (RFC 1123, and '_' as many sites use it).
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_MAX_HOST = 255  # the controller's host names are String(255)
+_MAX_PHYSNET = 255  # a network's physical_network is a 255-character name
+_MAX_RATIO = 1000.0
+_MAX_COUNT = 2**31 - 1  # the controller's Integer columns (32 bits on PostgreSQL)
+_MAX_TOKEN = 4096
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 60
+_QUOTE.maxlevel = 3
+
+
+def _quote(value: object) -> str:
+    """A value as an error line quotes it: repr, shortened (hostile values are long)."""
+    return _QUOTE.repr(value)
 
 
 def _pool_attr(name: str) -> str:
@@ -78,27 +128,28 @@ def _pool_attr(name: str) -> str:
     if name.startswith("e.") or name == "physical_network":
         return tag_key(name, what="pool attribute")
     raise PciValueError(
-        f"pool attribute {name!r} is not exposed by devices; use one of "
+        f"pool attribute {_quote(name)} is not exposed by devices; use one of "
         f"{', '.join(BASE_ATTRS)}, an extra tag such as 'e.group', or 'e.*' "
-        f"({did_you_mean(name, BASE_ATTRS)})"
+        f"({did_you_mean(name[:100], BASE_ATTRS)})"
     )
 
 
 class HostConfig(BaseModel):
     """One host's settings; `whitelist` is built from whichever spelling the file uses."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     controller: str = "http://127.0.0.1:8774"
-    host: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: Validated also when it is this machine's hostname: the controller must take it.
+    host: str = Field(default_factory=socket.gethostname, validate_default=True)
     token: str | None = Field(default_factory=lambda: os.environ.get("PASSTHRU_TOKEN"))
     source: Literal["sysfs", "libvirt"] = "sysfs"
     sysfs_root: Path = Path("/sys")
     libvirt_uri: str = "qemu:///system"
     instances_path: Path = Path("/var/lib/passthru/instances")
     vf_applier: Literal["netlink", "simulated"] = "netlink"
-    interval: float = Field(default=60, gt=0)
-    order_interval: float = Field(default=2, gt=0)
+    interval: float = Field(default=60, allow_inf_nan=True)  # refused below, with the range
+    order_interval: float = Field(default=2, allow_inf_nan=True)
     pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
     pci_information: list[Any] | str | None = None
     device_spec: list[str] | None = None
@@ -109,12 +160,13 @@ class HostConfig(BaseModel):
     #: The network namespace libvirtd runs in, which holds the bridges and the VMs' taps;
     #: None for the agent's own (a libvirtd of the host's, as in production).
     libvirt_netns: str | None = Field(default=None, min_length=1, max_length=255)
-    cpu_allocation_ratio: float = Field(default=4.0, gt=0)
-    ram_allocation_ratio: float = Field(default=1.0, gt=0)
-    disk_allocation_ratio: float = Field(default=1.0, gt=0)
-    reserved_cpus: tuple[Annotated[int, Field(ge=0)], ...] = ()
-    reserved_host_memory_mb: int = Field(default=512, ge=0)
-    reserved_host_disk_gb: int = Field(default=0, ge=0)
+    # Bounded so that the capacity they make fits the controller's integer columns.
+    cpu_allocation_ratio: float = Field(default=4.0, gt=0, le=_MAX_RATIO)
+    ram_allocation_ratio: float = Field(default=1.0, gt=0, le=_MAX_RATIO)
+    disk_allocation_ratio: float = Field(default=1.0, gt=0, le=_MAX_RATIO)
+    reserved_cpus: tuple[Annotated[int, Field(ge=0, le=_MAX_COUNT)], ...] = ()
+    reserved_host_memory_mb: int = Field(default=512, ge=0, le=_MAX_COUNT)
+    reserved_host_disk_gb: int = Field(default=0, ge=0, le=_MAX_COUNT)
 
     _whitelist: Whitelist = PrivateAttr()
 
@@ -125,8 +177,64 @@ class HostConfig(BaseModel):
             return value
         raise ValueError(
             "write [[pci_information]] tables, or the seed's one-liner as a string: "
-            f"pci_information = '[ {{...}}, {{...}} ]' (got {value!r})"
+            f"pci_information = '[ {{...}}, {{...}} ]' (got {_quote(value)})"
         )
+
+    @field_validator("controller")
+    @classmethod
+    def _controller_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{_quote(url)} is not the controller's URL; write "
+                             "controller = 'http://HOST:8774'")
+        return url
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, name: str) -> str:
+        if len(name) > _MAX_HOST:
+            raise ValueError(f"the host name is {len(name)} characters long ({_quote(name)}); "
+                             f"the controller takes at most {_MAX_HOST}")
+        if not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+            raise ValueError(f"{_quote(name)} is not a host name: write dot-separated labels "
+                             "of 1 to 63 letters, digits, '-' or '_' (no '-' at either end), "
+                             "e.g. host = 'compute-1'")
+        return name
+
+    @field_validator("token")
+    @classmethod
+    def _header_safe_token(cls, token: str | None) -> str | None:
+        # It is sent in an HTTP header: a newline or a non-ASCII byte would break the request.
+        if token is not None and not (
+                0 < len(token) <= _MAX_TOKEN and all("!" <= c <= "~" for c in token)):
+            raise ValueError(f"{_quote(token)} is not an agent token (printable ASCII without "
+                             "spaces); paste the one passthru host-token HOST printed")
+        return token
+
+    @field_validator("sysfs_root", "instances_path", "image_cache")
+    @classmethod
+    def _openable_path(cls, path: Path) -> Path:
+        if "\0" in str(path):
+            raise ValueError(f"{_quote(str(path))} holds a NUL character, which no path can; "
+                             "write the directory's path")
+        return path
+
+    @field_validator("libvirt_netns")
+    @classmethod
+    def _netns_name(cls, name: str | None) -> str | None:
+        # A name under /run/netns: anything that leaves that directory is not one.
+        if name is not None and (name in (".", "..") or any(c in name for c in "/\0")):
+            raise ValueError(f"{_quote(name)} is not a network namespace name (no '/'; see "
+                             "ip netns list), e.g. libvirt_netns = 'vms'")
+        return name
+
+    @field_validator("interval", "order_interval")
+    @classmethod
+    def _sane_interval(cls, seconds: float, info: ValidationInfo) -> float:
+        least, most, rule = INTERVALS[str(info.field_name)]
+        if not least <= seconds <= most:  # also refuses nan, which compares false
+            raise ValueError(f"{seconds:g} s is out of range; {rule}")
+        return seconds
 
     @field_validator("pool_attrs")
     @classmethod
@@ -137,11 +245,18 @@ class HostConfig(BaseModel):
     @classmethod
     def _bridge_names(cls, mappings: dict[str, str]) -> dict[str, str]:
         for physnet, bridge in mappings.items():
+            # As a network's physical_network: 1 to 255 characters, no blanks around.
+            if not physnet.strip() or physnet != physnet.strip() or len(physnet) > _MAX_PHYSNET:
+                raise ValueError(f"{_quote(physnet)} = {_quote(bridge)} names no physical "
+                                 f"network: write its name as the networks give it (1 to "
+                                 f"{_MAX_PHYSNET} characters, no blanks around), e.g. "
+                                 "{ physnet1 = 'br-prov' }")
             # A Linux interface name: at most 15 bytes, no '/', no whitespace.
-            if not physnet or not bridge or len(bridge.encode()) > 15 or any(
-                    c in bridge for c in "/ \t\n:"):
-                raise ValueError(f"{physnet!r} = {bridge!r} does not map a physical network to "
-                                 f"a bridge name (1 to 15 characters, no '/', ':' or spaces)")
+            if not bridge or len(bridge.encode()) > 15 or bridge in (".", "..") or any(
+                    c in bridge for c in "/:") or any(c.isspace() for c in bridge):
+                raise ValueError(f"{_quote(physnet)} = {_quote(bridge)} does not map a physical "
+                                 f"network to a bridge name (1 to 15 characters, no '/', ':' "
+                                 f"or spaces)")
         return mappings
 
     def model_post_init(self, context: Any, /) -> None:
@@ -165,27 +280,52 @@ class HostConfig(BaseModel):
 
 
 def _describe(error: dict[str, Any]) -> str:
-    """One line per problem: the key, what is wrong, and the value when the message does not
+    """One problem: the key, what is wrong, and the value when the message does not
     already quote it."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, DeviceSpecError):  # names its entry; quoted on the same line
+        return f"{cause.origin}: {cause.problem} (in {_QUOTE.repr(cause.source)[1:-1]})"
     message = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:
         return message  # a whitelist error: it names and quotes its entry itself
-    key = ".".join(str(part) for part in error["loc"])
+    key = _quote(".".join(str(part) for part in error["loc"]))
     if error["type"] == "extra_forbidden":
         known = list(HostConfig.model_fields)
-        return f"unknown key {key!r} ({did_you_mean(str(error['loc'][0]), known)})"
+        return f"unknown key {key} ({did_you_mean(str(error['loc'][0])[:100], known)})"
     if error["type"] == "value_error":
-        return f"key {key!r}: {message}"
-    return f"key {key!r}: {message} (got {error['input']!r})"
+        return f"key {key}: {message}"
+    return f"key {key}: {message} (got {_quote(error['input'])})"
+
+
+def _too_deep(data: dict[str, Any]) -> str | None:
+    """The top-level key whose value nests deeper than MAX_DEPTH, found without recursing."""
+    stack: list[tuple[str, object, int]] = [(key, value, 1) for key, value in data.items()]
+    while stack:
+        key, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return key
+        if isinstance(value, dict):
+            stack.extend((key, item, depth + 1) for item in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((key, item, depth + 1) for item in value)
+    return None
 
 
 def host_config_from(data: dict[str, Any], origin: str = "host config") -> HostConfig:
-    """Validate settings already read (e.g. from TOML); errors name `origin`."""
+    """Validate settings already read (e.g. from TOML); errors name `origin`, on one line."""
+    deep = _too_deep(data)
+    if deep is not None:
+        raise HostConfigError(f"{origin}: key {_quote(deep)} nests arrays or tables more than "
+                              f"{MAX_DEPTH} levels deep, which no setting needs; write it as "
+                              "the host config docs show")
     try:
         return HostConfig(**data)
     except ValidationError as error:
-        problems = "\n  ".join(_describe(e) for e in error.errors())  # type: ignore[arg-type]
-        raise HostConfigError(f"{origin}: {problems}") from None
+        problems = [_describe(e) for e in error.errors()]  # type: ignore[arg-type]
+        line = "; ".join(problems[:_SHOWN_PROBLEMS])
+        if len(problems) > _SHOWN_PROBLEMS:
+            line += f" (and {len(problems) - _SHOWN_PROBLEMS} more problems)"
+        raise HostConfigError(f"{origin}: {line}") from None
     except HostConfigError as error:
         raise HostConfigError(f"{origin}: {error}") from None
 
@@ -193,15 +333,43 @@ def host_config_from(data: dict[str, Any], origin: str = "host config") -> HostC
 _PATH_KEYS = ("sysfs_root", "instances_path", "image_cache")
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; only a regular file is read (a FIFO would block, a device never end),
+    and no more of it than a host config can be."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise HostConfigError(f"host config {path} is a directory; give the TOML file "
+                                  "itself, e.g. --config /etc/passthru/host.toml")
+        if not stat.S_ISREG(mode):
+            raise HostConfigError(f"host config {path} is not a regular file; give a TOML file")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise HostConfigError(f"cannot read host config {path}: {error.strerror}; check the "
+                              "path and that this user may read it") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise HostConfigError(f"host config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, "
+                              "far more than a host config's few KiB; is it the right file?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - raw.rfind(b"\n", 0, error.start)
+        raise HostConfigError(
+            f"host config {path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at line "
+            f"{line}, column {column}); TOML is UTF-8: save the file as UTF-8") from None
+
+
 def load_host_config(path: Path) -> HostConfig:
     """Read and check a host config file; relative paths are taken from its folder."""
     try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
-    except OSError as error:
-        raise HostConfigError(f"cannot read host config {path}: {error.strerror}") from None
+        data = tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as error:
         raise HostConfigError(f"host config {path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise HostConfigError(f"host config {path} nests arrays or inline tables too deeply "
+                              f"to read; a host config needs at most {MAX_DEPTH} levels") from None
     for key in _PATH_KEYS:
         value = data.get(key)
         if isinstance(value, str) and not Path(value).is_absolute():

@@ -17,10 +17,9 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from passthru.pci.binding import Binding, VifType, normalize_mac
+from passthru.pci.binding import ZERO_MAC, Binding, VifType, normalize_mac, unicast_mac
 from passthru.pci.errors import PassthruError, PciValueError
 
-_ZERO_MAC = "00:00:00:00:00:00"
 _MAX_VLAN = 4094
 _HINTS = {
     errno.EOPNOTSUPP: "the PF has no SR-IOV VFs or its driver does not offer this setting",
@@ -76,9 +75,8 @@ class VfConfig:
     def __post_init__(self) -> None:
         if self.mac is not None:
             mac = normalize_mac(self.mac, "VF mac address")
-            if int(mac[:2], 16) & 1:
-                raise PciValueError(f"VF mac address {self.mac!r} is a multicast address; "
-                                    f"a VF needs a unicast MAC")
+            if mac != ZERO_MAC:  # clearing the VF's MAC is the one non-unicast allowed
+                unicast_mac(self.mac, "VF mac address")
             object.__setattr__(self, "mac", mac)
         if self.vlan is not None and not 0 <= self.vlan <= _MAX_VLAN:
             raise PciValueError(f"VF vlan {self.vlan} is out of range "
@@ -87,7 +85,7 @@ class VfConfig:
 
 #: A VF after use: no MAC, untagged, spoof checking on, untrusted, link following the PF,
 #: no rate limits.
-RESET = VfConfig(mac=_ZERO_MAC, vlan=0, spoofchk=True, trust=False, link_state=LinkState.AUTO,
+RESET = VfConfig(mac=ZERO_MAC, vlan=0, spoofchk=True, trust=False, link_state=LinkState.AUTO,
                  rate=VfRate())
 
 

@@ -80,6 +80,30 @@ def normalize_mac(value: str, what: str = "mac address") -> str:
     return text
 
 
+#: The MAC that clears a VF's administrative address: no interface has it.
+ZERO_MAC = "00:00:00:00:00:00"
+_BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+def unicast_mac(value: str, what: str = "mac address") -> str:
+    """A MAC an interface can own, normalized: not all zeros, not broadcast, not multicast.
+
+    Ports and VFs share this rule so the controller refuses such a MAC up front: the host
+    kernel would refuse it only at boot, when the VF is configured (and a virtio NIC would
+    silently misbehave)."""
+    mac = normalize_mac(value, what)
+    if mac == ZERO_MAC:
+        why = "is all zeros, which names no interface"
+    elif mac == _BROADCAST_MAC:
+        why = "is the broadcast address"
+    elif int(mac[:2], 16) & 1:
+        why = "is a multicast address (the first octet's lowest bit is 1)"
+    else:
+        return mac
+    raise PciValueError(f"{what} {value!r} {why}; a port or VF needs a unicast MAC, whose "
+                        f"first octet is even, e.g. 'fa:16:3e:12:34:56'")
+
+
 def _check_rate(value: int, what: str) -> None:
     if value < 0:
         raise PciValueError(f"{what} {value} is negative (Mbit/s; 0 means no limit)")
@@ -134,7 +158,7 @@ class PortSpec:
             raise PciValueError("a port needs a non-empty port_id")
         where = f"port {self.port_id}"
         self.vnic_type = _choice(VnicType, self.vnic_type, f"{where}: vnic_type")
-        self.mac = normalize_mac(self.mac, f"{where}: mac address")
+        self.mac = unicast_mac(self.mac, f"{where}: mac address")
         if self.profile_id is not None and self.vnic_type not in (
                 VnicType.DIRECT, VnicType.MACVTAP):
             raise PciValueError(f"{where}: an 802.1Qbh port profile needs vnic_type direct or "

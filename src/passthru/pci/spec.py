@@ -332,10 +332,18 @@ def parse_device_spec(lines: Sequence[str]) -> list[DeviceSpec]:
                                   f"{error.colno}") from None
         except TypeError:
             raise DeviceSpecError(origin, repr(line), "a device_spec line must be text") from None
+        except RecursionError:  # the decoder recurses per nested array or object
+            raise DeviceSpecError(origin, line[:60], "nests JSON arrays or objects too deeply "
+                                  "to read; a device spec is one flat object") from None
         items = loaded if isinstance(loaded, list) else [loaded]
         for item_number, item in enumerate(items, start=1):
             where = f"{origin} item {item_number}" if isinstance(loaded, list) else origin
-            specs.append(_nova_spec(item, where))
+            try:
+                specs.append(_nova_spec(item, where))
+            except RecursionError:  # quoting a value just shallow enough to decode
+                raise DeviceSpecError(where, line[:60], "nests JSON arrays or objects too "
+                                      "deeply to read; a device spec is one flat object"
+                                      ) from None
     return specs
 
 

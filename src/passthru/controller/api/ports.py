@@ -29,7 +29,9 @@ class PortCreate(BaseModel):
     vnic_type: VnicType = Field(VnicType.NORMAL, alias="binding:vnic_type")
     pci_flavor: Name | None = Field(
         None, description="plan A: the PCI flavor the port's device must come from")
-    mac_address: str | None = None
+    mac_address: str | None = Field(
+        None, description="a unicast MAC (first octet even, not all zeros); default: a random "
+                          "locally administered one")
     port_security_enabled: StrictBool = True
 
 
