@@ -27,6 +27,9 @@ cleanup() {
   for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+# The chroot's / must be a mount point, as a machine's is: `ip netns exec` and `ip -n`
+# remount it as a slave.
+mountpoint -q "$root" || { mount --bind "$root" "$root"; mounts+=("$root"); }
 for fs in proc sys dev; do
   mountpoint -q "$root/$fs" || { mount --rbind "/$fs" "$root/$fs"; mounts+=("$root/$fs"); }
 done
