@@ -60,7 +60,8 @@ class LiveController(Child):
     def admin_token(self) -> str:
         return (self.data_dir / "admin-token").read_text().strip()
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
+        # Generous: a loaded 2-core machine can take a while to import and migrate.
         command = [str(PASSTHRU), "serve", "--listen", f"127.0.0.1:{self.port}",
                    "--data-dir", str(self.data_dir)]
         if self.db_url:

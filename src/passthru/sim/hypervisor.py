@@ -44,10 +44,15 @@ START = """\
 set -e
 mkdir -p /run/libvirt
 mount -t tmpfs none /run/libvirt
+# Without Debian's libvirt-daemon-system these mount points may not exist yet.
+mkdir -p /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt
 mount --bind {root}/lib /var/lib/libvirt
 mount --bind {root}/cache /var/cache/libvirt
 mount --bind {root}/log /var/log/libvirt
-mount --bind {root}/qemu.conf /etc/libvirt/qemu.conf
+# The host's libvirt config with our qemu.conf in place of its own (which it may lack).
+cp -a /etc/libvirt/. {root}/etc/ 2>/dev/null || true
+cp {root}/qemu.conf {root}/etc/qemu.conf
+mount --bind {root}/etc /etc/libvirt
 exec libvirtd -f {root}/libvirtd.conf -p {root}/libvirtd.pid
 """
 
@@ -73,7 +78,7 @@ class Libvirtd:
 
 
 def _write_config(root: Path) -> None:
-    for sub in ("lib", "cache", "log", "run"):
+    for sub in ("lib", "cache", "log", "run", "etc"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "qemu.conf").write_text(QEMU_CONF)
     (root / "libvirtd.conf").write_text(
