@@ -8,7 +8,8 @@ apt_packages=(
   libvirt-dev        # libvirt-python compiles against it
   libvirt0           # the test:/// driver, and libvirt's schemas for checking domain XML
   libvirt-clients    # virsh, for operators looking at what passthru made
-  libvirt-daemon     # libvirtd with the qemu driver: real guests in the demo and tests
+  libvirt-daemon-system  # libvirtd with the qemu driver, and the libvirt-qemu user it
+                         # needs: real guests in the demo and tests (none started here)
   qemu-system-x86    # the hypervisor (TCG where KVM does not run guests)
   qemu-utils         # qemu-img: image checks, per-VM copy-on-write disks
   busybox-static     # the init of the small guest the demo and tests boot
