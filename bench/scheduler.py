@@ -44,6 +44,7 @@ from passthru.controller.models import (
     ServerRow,
 )
 from passthru.controller.scheduler import HostIndex, NoValidHostError, place
+from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DevType, PciDevice
 from passthru.pci.flavor import PciFlavor
@@ -295,7 +296,8 @@ def part_durable(db: str) -> dict[str, Any]:
     one_more = "placed"
     try:
         scheduler.schedule(waiting[0][0], waiting[0][1])
-    except NoValidHostError as error:
+    except (NoValidHostError, ServerGoneError) as error:
+        # The full fleet's refusal; a server already placed is refused once a host fits.
         one_more = str(error)
     store.close()
     return {"servers": len(waiting), "failures": failures,
