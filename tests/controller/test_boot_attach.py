@@ -61,8 +61,8 @@ def admin(api: Api, method: str, path: str, **body: Any) -> Any:
     return api.ok(method, V2 + path, json=body or None)
 
 
-@pytest.fixture
-def catalog(api: Api, compute: Compute) -> Api:
+def seed_catalog(api: Api) -> None:
+    """A GPU flavor (2 A100s), a small one, a VLAN network and a flat one."""
     admin(api, "POST", "/os-pci-flavors", **{"pci-flavor": {"name": "a100",
                                                              "vendor_id": "10de"}})
     admin(api, "POST", "/flavors", flavor={"name": "m1.gpu", "vcpus": 2, "ram": 1024})
@@ -72,6 +72,11 @@ def catalog(api: Api, compute: Compute) -> Api:
     admin(api, "POST", "/networks", network={"name": "prod", "physical_network": "physnet1",
                                              "segmentation_id": 100})
     admin(api, "POST", "/networks", network={"name": "ext", "physical_network": "physnet2"})
+
+
+@pytest.fixture
+def catalog(api: Api, compute: Compute) -> Api:
+    seed_catalog(api)
     return api
 
 

@@ -31,6 +31,7 @@ from passthru.host.link import HttpLink
 from passthru.host.worker import OrderWorker
 from passthru.pci.work import OrderResult, PowerState, SpawnOrder
 from tests.controller.conftest import Api
+from tests.controller.test_boot_attach import seed_catalog
 from tests.host.simhost import GPUS, RecordingApplier, SimHost, make_host
 
 V2 = "/v2/admin"
@@ -79,17 +80,6 @@ class Compute:
             name=domain_name(server_id), uuid=SQUATTER, memory_mib=64, vcpus=1)))
 
 
-def catalog(api: Api) -> None:
-    admin(api, "POST", "/os-pci-flavors", **{"pci-flavor": {"name": "a100",
-                                                             "vendor_id": "10de"}})
-    admin(api, "POST", "/flavors", flavor={"name": "m1.gpu", "vcpus": 2, "ram": 1024})
-    admin(api, "POST", "/flavors/m1.gpu/os-extra_specs",
-          extra_specs={"pci_passthrough:pci_flavor": "2:a100"})
-    admin(api, "POST", "/flavors", flavor={"name": "m1.small"})
-    admin(api, "POST", "/networks", network={"name": "prod", "physical_network": "physnet1",
-                                             "segmentation_id": 100})
-
-
 @pytest.fixture
 def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """SQLite, or PostgreSQL for the tests parametrized with `ON_BOTH`."""
@@ -106,7 +96,7 @@ ON_BOTH = pytest.mark.parametrize(
 @pytest.fixture
 def one(api: Api, tmp_path: Path) -> Iterator[Compute]:
     compute = Compute(api, "compute-1", tmp_path / "compute-1")
-    catalog(api)
+    seed_catalog(api)
     yield compute
     compute.driver.close()
 
@@ -114,7 +104,7 @@ def one(api: Api, tmp_path: Path) -> Iterator[Compute]:
 @pytest.fixture
 def two(api: Api, tmp_path: Path) -> Iterator[dict[str, Compute]]:
     computes = {name: Compute(api, name, tmp_path / name) for name in ("compute-1", "compute-2")}
-    catalog(api)
+    seed_catalog(api)
     yield computes
     for compute in computes.values():
         compute.driver.close()
@@ -390,7 +380,7 @@ def test_a_spawn_with_its_attempts_used_up_goes_to_error(
 
 def test_one_bad_order_does_not_block_the_next(api: Api, tmp_path: Path) -> None:
     compute = Compute(api, "compute-1", tmp_path / "compute-1", attacher=Exploding)
-    catalog(api)
+    seed_catalog(api)
     boot(api, "bad", "m1.small", uuid="prod", vnic_type="direct")
     boot(api, "good", "m1.small", uuid="prod", vnic_type="direct")
     assert compute.run() == 2
