@@ -110,10 +110,6 @@ def two(api: Api, tmp_path: Path) -> Iterator[dict[str, Compute]]:
         compute.driver.close()
 
 
-def admin(api: Api, method: str, path: str, **body: Any) -> Any:
-    return api.ok(method, V2 + path, json=body or None)
-
-
 def boot(api: Api, name: str, flavor: str = "m1.gpu", **nic: str) -> dict[str, Any]:
     body = {"server": {"name": name, "flavorRef": flavor, "networks": [nic] if nic else []}}
     return api.ok("POST", f"{V2}/servers", json=body)["server"]
