@@ -20,11 +20,9 @@ from pathlib import Path
 
 from passthru.host.seed import write_seed_iso
 from passthru.pci.errors import PassthruError
-from passthru.pci.work import canonical_uuid
+from passthru.pci.work import CONSOLE_TAIL, canonical_uuid
 
 GIB = 1 << 30
-#: As much of a console log as the agent reads and sends: a guest can write gigabytes.
-CONSOLE_TAIL = 64 * 1024
 
 
 class InstanceError(PassthruError):

@@ -40,6 +40,11 @@ class AttachedDevice:
                                 f"a port needs the network it is on; give both or neither")
 
 
+#: As much of a server's console log as an agent reads and sends, and the controller keeps:
+#: a guest can write gigabytes to its console.
+CONSOLE_TAIL = 64 * 1024
+
+
 class ImagePart(StrEnum):
     """The files of an image: its disk, and for a direct-kernel-boot image (OpenStack's
     `kernel_id`/`ramdisk_id`) a kernel and an optional initrd."""

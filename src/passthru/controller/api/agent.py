@@ -47,6 +47,7 @@ from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.resources import HostResources
 from passthru.pci.work import (
+    CONSOLE_TAIL,
     SHA256_HEADER,
     ImagePart,
     OrderResult,
@@ -211,12 +212,10 @@ def post_power_states(host: str, who: Caller, store: StoreDep,
         return PowerStates(shutoff=power_states(session, host, states))
 
 
-#: As much of a console log as the agent sends (`host.instance.CONSOLE_TAIL`).
-CONSOLE_LIMIT = 64 * 1024
 
 
 class ConsoleOutput(BaseModel):
-    output: str = Field(max_length=CONSOLE_LIMIT, description="the tail of the server's "
+    output: str = Field(max_length=CONSOLE_TAIL, description="the tail of the server's "
                         "serial console log")
 
 
