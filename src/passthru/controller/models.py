@@ -434,6 +434,37 @@ class TokenRow(Base):
     project: Mapped[str | None] = mapped_column(String(255))
     host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: What the token is for, as its issuer named it (shown by token-list).
+    name: Mapped[str | None] = mapped_column(String(255))
+    #: None: never expires.
+    expires_at: Mapped[datetime | None] = mapped_column()
+
+
+class AnswerRow(Base):
+    """An agent's answer to an order, kept under the idempotency key it was sent with, so
+    that a replay (the agent retrying after a lost reply) gets the first result back."""
+
+    __tablename__ = "answers"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    server: Mapped[str] = mapped_column(String(36))
+    #: Which answer: spawned, destroyed, powered, lost.
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The answer's response body, returned as is to a replay.
+    result: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class TopicRow(Base):
+    """A version per piece of shared state that replicas cache (PCI flavors, tokens):
+    bumped in the same transaction as each change, so a replica that reads another
+    version than the one it cached knows to read the state again."""
+
+    __tablename__ = "topics"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class EventRow(Base):

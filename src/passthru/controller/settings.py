@@ -48,6 +48,14 @@ class Settings:
     #: and placing it) is picked up by the build sweep.
     unplaced_grace: float = 120.0
 
+    # --- request limits: body sizes, slow clients, rate limit (middleware) ---
+
+    # --- store outages ---
+
+    # --- tokens ---
+
+    # --- retention: pruning deleted servers, events and agents' answers ---
+
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / DATABASE_FILE}"
