@@ -12,7 +12,9 @@ from passthru.controller.scheduler.weighers import Weigher
 from passthru.controller.settings import (
     DATA_DIR_ENV,
     DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_KB,
     DEFAULT_MAX_IMAGE_GB,
+    DEFAULT_MAX_REPORT_MB,
     Settings,
     default_data_dir,
 )
@@ -62,6 +64,30 @@ def serve(
     build_timeout: Annotated[float, typer.Option(
         "--build-timeout", min=1.0,
         help="Seconds after which a server still being built goes to ERROR.")] = 1800.0,
+    max_body_size: Annotated[int, typer.Option(
+        "--max-body-size", min=1, metavar="KiB",
+        help="The largest request body but inventory reports and image files; larger ones "
+        "get 413 before they are read.")] = DEFAULT_MAX_BODY_KB,
+    max_report_size: Annotated[int, typer.Option(
+        "--max-report-size", min=1, metavar="MiB",
+        help="The largest inventory report an agent may send (a host of many thousand "
+        "devices sends a few MiB).")] = DEFAULT_MAX_REPORT_MB,
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", min=0.1, max=3600.0,
+        help="Seconds a client may pause while sending a request body before it gets "
+        "408 and its connection is closed.")] = 30.0,
+    rate_limit: Annotated[float, typer.Option(
+        "--rate-limit", min=0.0,
+        help="Requests per second each member token may make on average (0: no limit); "
+        "past it, 429 with Retry-After. Counted by each replica on its own. Admin and "
+        "agent tokens are not limited.")] = 20.0,
+    rate_burst: Annotated[int, typer.Option(
+        "--rate-burst", min=1,
+        help="Requests a member token may make at once before --rate-limit applies.")] = 40,
+    store_retry_after: Annotated[int, typer.Option(
+        "--store-retry-after", min=1, max=3600,
+        help="Seconds clients are told to wait (503, Retry-After) while the store cannot "
+        "be reached.")] = 2,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -78,7 +104,11 @@ def serve(
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
                         max_image_bytes=max_image_size << 30,
-                        max_build_attempts=max_build_attempts, build_timeout=build_timeout)
+                        max_build_attempts=max_build_attempts, build_timeout=build_timeout,
+                        max_body_bytes=max_body_size << 10,
+                        max_report_bytes=max_report_size << 20, body_timeout=body_timeout,
+                        rate_limit=rate_limit, rate_burst=rate_burst,
+                        store_retry_after=store_retry_after)
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as error:

@@ -2,6 +2,7 @@
 
 Creating the app prepares the store: it applies the packaged migrations and makes sure
 the data dir holds a working admin token, and loads the scheduler's index from the store.
+Every request passes `api.limits` first: a token, a rate, a body size and pace.
 Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, a sweep marks hosts down whose agents stopped heart-beating and then
 sees to stalled builds (timed out, on a host that went down, never placed), and the
@@ -34,8 +35,9 @@ from passthru.controller.api import (
     tokens,
 )
 from passthru.controller.api.errors import install_error_handlers
+from passthru.controller.api.limits import RequestLimits
 from passthru.controller.auth import ensure_admin_token
-from passthru.controller.db import Store
+from passthru.controller.db import Store, unreachable
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.migrate import upgrade
 from passthru.controller.reports import mark_silent_hosts_down
@@ -104,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.principals = {}
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, settings=settings)
     for router in ROUTERS:
         app.include_router(router)
     return app
@@ -115,5 +118,6 @@ async def _every(seconds: float, work: Callable[..., object], *args: object) -> 
         await anyio.sleep(seconds)
         try:
             await anyio.to_thread.run_sync(work, *args)
-        except Exception:
-            log.exception("%s failed; trying again in %.0f s", work.__name__, seconds)
+        except Exception as error:
+            if not unreachable(error):  # the store logs its outages, once each
+                log.exception("%s failed; trying again in %.0f s", work.__name__, seconds)

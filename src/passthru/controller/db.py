@@ -1,15 +1,80 @@
-"""Engines and sessions for SQLite (default) and PostgreSQL."""
+"""Engines and sessions for SQLite (default) and PostgreSQL.
+
+The store may become unreachable for a while: PostgreSQL restarts or its network goes,
+or SQLite stays locked past its busy timeout. `unreachable(error)` tells such errors
+from a request's own faults, so that the API answers 503 (come back later) rather than
+500. Every transaction goes through the `Store`, so it is the one that sees an outage
+begin and end: it logs one line for each, not a traceback per request. Nothing needs a
+restart afterwards: PostgreSQL connections are checked before use (`pool_pre_ping`), and
+one that broke is replaced.
+"""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+
 _READ_ONLY = "passthru_read_only"
+#: SQLite's result codes for a store that cannot be used now (locked past the busy
+#: timeout, its file gone or unwritable), rather than for a bad statement.
+_SQLITE_DOWN = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                "SQLITE_FULL", "SQLITE_READONLY")
+#: PostgreSQL's SQLSTATE classes for a server that is gone, starting, shutting down or
+#: out of connections: 08 connection exception, 53 insufficient resources, 57P operator
+#: intervention. A serialization failure or a deadlock (40) is the request's, not an outage.
+_POSTGRES_DOWN = ("08", "53", "57P")
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` means the store cannot be reached now (try again later)."""
+    if isinstance(error, InterfaceError | PoolTimeoutError):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    cause = error.orig
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorname", "").startswith(_SQLITE_DOWN)
+    # psycopg gives no SQLSTATE when it could not connect at all.
+    state: str | None = getattr(cause, "sqlstate", None)
+    return state is None or state.startswith(_POSTGRES_DOWN)
+
+
+class _Outage:
+    """Whether the store is unreachable now, logged once when that begins and ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        first_line = next(iter(str(error).splitlines()), type(error).__name__)
+        log.error("the store is unreachable, answering 503 until it is back: %s", first_line)
+
+    def succeeded(self) -> None:
+        if self._since is None:  # the common case, without taking the lock
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.warning("the store is reachable again after %.1f s", time.monotonic() - since)
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -54,16 +119,27 @@ class Store:
         self._writers = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
                                      expire_on_commit=False)
+        self._outage = _Outage()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._writers() as session, session.begin():
+        with self._watched(), self._writers() as session, session.begin():
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._readers() as session, session.begin():
+        with self._watched(), self._readers() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _watched(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            if unreachable(error):
+                self._outage.failed(error)
+            raise
+        self._outage.succeeded()
 
     def close(self) -> None:
         self.engine.dispose()

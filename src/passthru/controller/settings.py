@@ -17,6 +17,10 @@ DATABASE_FILE = "passthru.sqlite"
 IMAGES_DIR = "images"
 #: The largest image file an upload may bring, unless `passthru serve` is told otherwise.
 DEFAULT_MAX_IMAGE_GB = 64
+#: The largest request body (but reports and image files), unless serve is told otherwise.
+DEFAULT_MAX_BODY_KB = 1024
+#: The largest agent inventory report, unless `passthru serve` is told otherwise.
+DEFAULT_MAX_REPORT_MB = 64
 
 
 def default_data_dir() -> Path:
@@ -49,8 +53,24 @@ class Settings:
     unplaced_grace: float = 120.0
 
     # --- request limits: body sizes, slow clients, rate limit (middleware) ---
+    #: The largest request body, in bytes, of any request but an agent's inventory report
+    #: and an image file upload (`max_image_bytes`).
+    max_body_bytes: int = DEFAULT_MAX_BODY_KB << 10
+    #: The largest inventory report (PUT or PATCH .../inventory) an agent may send, in bytes.
+    max_report_bytes: int = DEFAULT_MAX_REPORT_MB << 20
+    #: A client that sends no byte of its request body for this many seconds gets 408 and
+    #: its connection is closed.
+    body_timeout: float = 30.0
+    #: Requests per second a member token may make, on average (0: no limit). Admin and
+    #: agent tokens are not limited: the admin is the operator, an agent's pace is its
+    #: host config's intervals.
+    rate_limit: float = 20.0
+    #: Requests a member token may make at once before `rate_limit` applies.
+    rate_burst: int = 40
 
     # --- store outages ---
+    #: Seconds a client is told to wait (Retry-After) when the store cannot be reached.
+    store_retry_after: int = 2
 
     # --- tokens ---
 

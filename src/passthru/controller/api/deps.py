@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import State
 
 from passthru.controller.auth import Principal, digest, principal_of
 from passthru.controller.db import Store
-from passthru.controller.errors import UnauthorizedError
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
@@ -48,19 +48,26 @@ def _settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def _caller(request: Request, store: StoreDep,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-            ) -> Principal:
-    if credentials is None:
-        raise UnauthorizedError("no token given: send 'Authorization: Bearer <token>' "
-                                "(the CLI takes --token or PASSTHRU_TOKEN)")
+def identify(state: State, token: str) -> Principal:
+    """Who `token` belongs to (UnauthorizedError if nobody): the one lookup of a token,
+    made by `api.limits` before a request's body is read."""
     # Tokens are never changed once issued, so a known one needs no second lookup.
-    known: dict[str, Principal] = request.app.state.principals
-    key = digest(credentials.credentials)
+    known: dict[str, Principal] = state.principals
+    key = digest(token)
     if key not in known:
+        store: Store = state.store
         with store.read() as session:
-            known[key] = principal_of(session, credentials.credentials)
+            known[key] = principal_of(session, token)
     return known[key]
+
+
+def _caller(request: Request,
+            _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+            ) -> Principal:
+    # The bearer scheme is declared for the OpenAPI document; `api.limits` has already
+    # checked the token and refused requests without a known one.
+    principal: Principal = request.state.principal
+    return principal
 
 
 Caller = Annotated[Principal, Depends(_caller)]

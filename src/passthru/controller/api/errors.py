@@ -14,11 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from passthru.controller.db import unreachable
 from passthru.controller.errors import (
     ConflictError,
     ForbiddenError,
@@ -67,6 +69,13 @@ def error_response(status: int, message: str,
         headers["WWW-Authenticate"] = "Bearer"
     body = ErrorBody(error=ErrorDetail(code=status, title=title, message=message))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def store_unreachable(retry_after: int) -> JSONResponse:
+    """503: the store cannot be reached now (PostgreSQL down, SQLite locked)."""
+    return error_response(HTTPStatus.SERVICE_UNAVAILABLE, "the controller's store cannot be "
+                          "reached now (PostgreSQL down or restarting, or SQLite locked); "
+                          f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -118,8 +127,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(HTTPStatus.CONFLICT, "a device changed while this request was "
                               "applied; retry")
 
+    async def on_store_error(request: Request, error: Exception) -> JSONResponse:
+        if not unreachable(error):
+            raise error
+        return store_unreachable(request.app.state.settings.store_retry_after)
+
     app.add_exception_handler(PassthruError, on_passthru_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(IntegrityError, on_integrity)
     app.add_exception_handler(StaleDataError, on_stale)
+    app.add_exception_handler(DBAPIError, on_store_error)
+    app.add_exception_handler(PoolTimeoutError, on_store_error)
