@@ -162,6 +162,7 @@ def test_cli_says_where_the_controller_should_be(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PASSTHRU_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("PASSTHRU_TOKEN", "pt_x")
+    monkeypatch.setenv("PASSTHRU_RETRY_SECONDS", "0")
     result = run("passthru host-list")
     assert result.exit_code == 1
     assert "cannot reach the controller at http://127.0.0.1:9" in result.output

@@ -173,7 +173,7 @@ def test_one_members_flood_does_not_limit_another(live: LiveController) -> None:
     assert {answer.status_code for answer in flood} == {200, 429}
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert limited[0].json()["error"]["message"].startswith(
-        "this token made more than 5 requests at once or 2 a second; retry in ")
+        "this token is over its rate of 2 requests a second (after 5 at once); retry in ")
     # The admin is not limited.
     for _ in range(20):
         assert httpx.get(f"{live.url}/v2/whoami", headers=_admin(live)).status_code == 200

@@ -1,10 +1,22 @@
-"""The CLI's HTTP client: where the controller is, which token to send, and errors."""
+"""The CLI's HTTP client: where the controller is, which token to send, and errors.
+
+A controller that is restarting, whose store is briefly gone (503) or that asks a caller
+to slow down (429) is waited for: a request is sent again with capped exponential
+backoff and jitter, after at least the Retry-After the controller named, for at most
+`PASSTHRU_RETRY_SECONDS` in all. Only what is safe to send twice is sent again: GET, PUT
+and DELETE; a POST only when it surely was not acted on — its connection was refused,
+or the controller answered 429 or 503 (which a POST's store outage answers before it
+commits anything, or after its last commit failed).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +31,17 @@ from passthru.pci.work import SHA256_HEADER
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
 TOKEN_ENV = "PASSTHRU_TOKEN"
+RETRY_ENV = "PASSTHRU_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 30.0
+#: Methods whose second sending does what the first did.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+#: Answers that say "later": a proxy without its controller (502, 504), a store outage
+#: (503), a rate limit (429). The last two also say nothing was done.
+_LATER = frozenset({429, 502, 503, 504})
+_NOT_DONE = frozenset({429, 503})
+#: The first pause between tries, in seconds, doubling up to the cap.
+_BACKOFF = 0.25
+_BACKOFF_CAP = 5.0
 _CHUNK = 1 << 20
 #: An upload's answer waits for the controller's checks of the file (qemu-img).
 _UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0)
@@ -50,10 +73,56 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as file:
-        while chunk := file.read(_CHUNK):
-            yield chunk
+class _FileChunks:
+    """A file's bytes, read afresh from disk each time a request (or its retry) sends it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as file:
+            while chunk := file.read(_CHUNK):
+                yield chunk
+
+
+def retryable(method: str, *, status: int | None = None,
+              error: httpx.TransportError | None = None) -> bool:
+    """Whether a request that got `status` (or failed with `error`) may be sent again."""
+    if error is not None:
+        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+            return True  # no connection, so the controller never saw the request
+        return method in _IDEMPOTENT and isinstance(error, httpx.NetworkError
+                                                    | httpx.RemoteProtocolError)
+    if status not in _LATER:
+        return False
+    return method in _IDEMPOTENT or status in _NOT_DONE
+
+
+def retry_seconds() -> float:
+    """How long a request is tried again for, from PASSTHRU_RETRY_SECONDS."""
+    text = os.environ.get(RETRY_ENV)
+    if text is None:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ApiError(f"{RETRY_ENV}={text!r} is not a number of seconds from 0 (no "
+                       f"retries) to 3600; unset it for {DEFAULT_RETRY_SECONDS:g}")
+    return seconds
+
+
+def _pause(tries: int, response: httpx.Response | None) -> float:
+    """Seconds to wait before try number `tries + 1`: backoff with jitter, and no less
+    than the controller's Retry-After."""
+    ceiling = min(_BACKOFF_CAP, _BACKOFF * 2 ** (tries - 1))
+    pause = random.uniform(ceiling / 2, ceiling)
+    if response is not None:
+        # None, or an HTTP date, counts for nothing: this controller sends seconds.
+        with suppress(ValueError):
+            pause = max(pause, float(response.headers.get("Retry-After", "")))
+    return pause
 
 
 def _message(response: httpx.Response) -> str:
@@ -87,18 +156,40 @@ class Client:
         """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller
         to check."""
         headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
-        return self._send("PUT", path, content=_chunks(file), headers=headers,
+        return self._send("PUT", path, content=_FileChunks(file), headers=headers,
                           timeout=_UPLOAD_TIMEOUT)
 
     def _send(self, method: str, path: str, **options: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **options)
-        except httpx.TransportError as error:
-            raise ApiError(f"cannot reach the controller at {self.url} ({error}); is "
-                           f"passthru serve running? (--url or {URL_ENV})") from None
-        if response.status_code >= 400:
-            raise ApiError(_message(response), response.status_code)
-        return response.json() if response.content else None
+        started = time.monotonic()
+        deadline = started + retry_seconds()
+        tries = 0
+        while True:
+            tries += 1
+            response: httpx.Response | None = None
+            try:
+                response = self._http.request(method, path, **options)
+            except httpx.TransportError as error:
+                failure, status = self._unreachable(error), None
+                if not retryable(method, error=error):
+                    raise ApiError(failure) from None
+            else:
+                if not retryable(method, status=response.status_code):
+                    if response.status_code >= 400:
+                        raise ApiError(_message(response), response.status_code)
+                    return response.json() if response.content else None
+                failure, status = _message(response), response.status_code
+            pause = _pause(tries, response)
+            if time.monotonic() + pause > deadline:
+                if tries > 1:
+                    failure += (f"; still so after {tries} tries in "
+                                f"{time.monotonic() - started:.0f} s ({RETRY_ENV})")
+                raise ApiError(failure, status)
+            time.sleep(pause)
+
+    def _unreachable(self, error: httpx.TransportError) -> str:
+        """What to say when the controller cannot be reached."""
+        return (f"cannot reach the controller at {self.url} ({error}); is passthru serve "
+                f"running? (--url or {URL_ENV})")
 
     @cached_property
     def project(self) -> str:

@@ -173,9 +173,9 @@ class RequestLimits:
                 seconds = math.ceil(wait)
                 raise _RefusedError(error_response(
                     HTTPStatus.TOO_MANY_REQUESTS,
-                    f"this token made more than {self._rates.burst} requests at once or "
-                    f"{self._rates.rate:g} a second; retry in {seconds} s (the controller's "
-                    "passthru serve --rate-limit and --rate-burst)",
+                    f"this token is over its rate of {self._rates.rate:g} requests a second "
+                    f"(after {self._rates.burst} at once); retry in {seconds} s (the "
+                    "controller's passthru serve --rate-limit and --rate-burst)",
                     {"Retry-After": str(seconds)}))
         return principal
 
