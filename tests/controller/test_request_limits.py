@@ -149,6 +149,13 @@ def test_a_stalled_body_times_out_while_others_are_served(live: LiveController) 
     assert _closed(sock)
 
 
+def test_headers_that_never_end_lose_their_connection(live: LiveController) -> None:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=60) as sock:
+        sock.sendall(b"GET /v2/whoami HTTP/1.1\r\nHost: x\r\n")  # and no end of headers
+        assert httpx.get(f"{live.url}/v2/whoami", headers=_admin(live)).status_code == 200
+        assert sock.recv(1) == b""  # closed by the controller
+
+
 def test_one_members_flood_does_not_limit_another(live: LiveController) -> None:
     flooder, other = _member(live, "p1"), _member(live, "p2")
     flood: list[httpx.Response] = []

@@ -74,8 +74,8 @@ def serve(
         "devices sends a few MiB).")] = DEFAULT_MAX_REPORT_MB,
     body_timeout: Annotated[float, typer.Option(
         "--body-timeout", min=0.1, max=3600.0,
-        help="Seconds a client may pause while sending a request body before it gets "
-        "408 and its connection is closed.")] = 30.0,
+        help="Seconds a client may take to send a request's headers, or pause while "
+        "sending its body, before its connection is closed (with 408 for a body).")] = 30.0,
     rate_limit: Annotated[float, typer.Option(
         "--rate-limit", min=0.0,
         help="Requests per second each member token may make on average (0: no limit); "
@@ -100,6 +100,7 @@ def serve(
     from sqlalchemy.exc import SQLAlchemyError
 
     from passthru.controller.app import create_app
+    from passthru.controller.http_protocol import HeaderDeadlineProtocol
 
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
@@ -116,4 +117,8 @@ def serve(
                             f"{str(error).splitlines()[0]}") from None
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # An idle keep-alive connection is closed after 5 s, request headers may take 16 KiB
+    # (uvicorn's and h11's defaults, said here) and --body-timeout seconds to arrive.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 << 10,
+                http=HeaderDeadlineProtocol.with_timeout(settings.body_timeout))

@@ -59,7 +59,7 @@ class Settings:
     #: The largest inventory report (PUT or PATCH .../inventory) an agent may send, in bytes.
     max_report_bytes: int = DEFAULT_MAX_REPORT_MB << 20
     #: A client that sends no byte of its request body for this many seconds gets 408 and
-    #: its connection is closed.
+    #: its connection is closed; so is one whose request headers take longer (uvicorn).
     body_timeout: float = 30.0
     #: Requests per second a member token may make, on average (0: no limit). Admin and
     #: agent tokens are not limited: the admin is the operator, an agent's pace is its
