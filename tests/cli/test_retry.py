@@ -69,12 +69,18 @@ def test_only_what_is_safe_to_send_twice_is_sent_again() -> None:
     request = httpx.Request("POST", "http://x")
     refused = httpx.ConnectError("refused", request=request)
     reset = httpx.ReadError("reset", request=request)
-    assert retryable("POST", error=refused)
-    assert not retryable("POST", error=reset)  # it may have been acted on
-    assert retryable("GET", error=reset)
-    assert retryable("DELETE", status=502)
-    assert not retryable("POST", status=502)
-    assert retryable("POST", status=503)
-    assert retryable("POST", status=429)
-    assert not retryable("GET", status=500)
-    assert not retryable("GET", status=409)
+
+    def answer(status: int, **headers: str) -> httpx.Response:
+        return httpx.Response(status, headers=headers, request=request)
+
+    assert retryable("POST", refused)
+    assert not retryable("POST", reset)  # it may have been acted on
+    assert retryable("GET", reset)
+    assert retryable("DELETE", answer(502))
+    assert not retryable("POST", answer(502))
+    assert retryable("POST", answer(503, **{"Retry-After": "2"}))
+    assert not retryable("POST", answer(503))  # part of it was stored
+    assert retryable("PUT", answer(503))
+    assert retryable("POST", answer(429, **{"Retry-After": "1"}))
+    assert not retryable("GET", answer(500))
+    assert not retryable("GET", answer(409))

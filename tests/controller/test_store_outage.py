@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from passthru.cli.client import Client
 from passthru.controller.db import unreachable
 from tests.cli.live import LiveController
 from tests.pg import PostgresCluster, free_port
@@ -45,12 +47,19 @@ def test_an_outage_answers_503_and_ends_without_a_restart(tmp_path: Path) -> Non
             # A token not seen before cannot be checked either: 503, not 401.
             _refused_for_now(httpx.get(f"{live.url}/v2/whoami",
                                        headers={"Authorization": "Bearer pt_new"}))
+            # The CLI's client waits for the store, sending its POST again on each 503.
+            waiting = ThreadPoolExecutor(1).submit(
+                Client(live.url, live.admin_token).call, "POST", "/v2/admin/flavors",
+                json={"flavor": {"name": "m2"}})
             time.sleep(2.5)  # the background sweep runs, and meets the outage too
             _refused_for_now(admin.get("/flavors"))
             cluster.resume()
             assert admin.get("/flavors").status_code == 200
             answer = admin.post("/flavors", json={"flavor": {"name": "m1"}})
             assert answer.status_code == 201, answer.text
+            assert waiting.result()["flavor"]["name"] == "m2"
+            names = [flavor["name"] for flavor in admin.get("/flavors").json()["flavors"]]
+            assert sorted(names) == ["m1", "m2"]
         finally:
             live.stop()
     finally:

@@ -5,8 +5,8 @@ to slow down (429) is waited for: a request is sent again with capped exponentia
 backoff and jitter, after at least the Retry-After the controller named, for at most
 `PASSTHRU_RETRY_SECONDS` in all. Only what is safe to send twice is sent again: GET, PUT
 and DELETE; a POST only when it surely was not acted on — its connection was refused,
-or the controller answered 429 or 503 (which a POST's store outage answers before it
-commits anything, or after its last commit failed).
+or the controller answered 429, or 503 with Retry-After (a store outage that met the
+request before any of it was stored; one that met it later gets no Retry-After).
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ DEFAULT_RETRY_SECONDS = 30.0
 #: Methods whose second sending does what the first did.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 #: Answers that say "later": a proxy without its controller (502, 504), a store outage
-#: (503), a rate limit (429). The last two also say nothing was done.
+#: (503), a rate limit (429). A 429, and a 503 with Retry-After, say nothing was done.
 _LATER = frozenset({429, 502, 503, 504})
-_NOT_DONE = frozenset({429, 503})
 #: The first pause between tries, in seconds, doubling up to the cap.
 _BACKOFF = 0.25
 _BACKOFF_CAP = 5.0
@@ -85,17 +84,18 @@ class _FileChunks:
                 yield chunk
 
 
-def retryable(method: str, *, status: int | None = None,
-              error: httpx.TransportError | None = None) -> bool:
-    """Whether a request that got `status` (or failed with `error`) may be sent again."""
-    if error is not None:
-        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+def retryable(method: str, outcome: httpx.Response | httpx.TransportError) -> bool:
+    """Whether a request that got this answer (or failed so) may be sent again."""
+    if isinstance(outcome, httpx.TransportError):
+        if isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout):
             return True  # no connection, so the controller never saw the request
-        return method in _IDEMPOTENT and isinstance(error, httpx.NetworkError
+        return method in _IDEMPOTENT and isinstance(outcome, httpx.NetworkError
                                                     | httpx.RemoteProtocolError)
+    status = outcome.status_code
     if status not in _LATER:
         return False
-    return method in _IDEMPOTENT or status in _NOT_DONE
+    return (method in _IDEMPOTENT or status == 429
+            or (status == 503 and "Retry-After" in outcome.headers))
 
 
 def retry_seconds() -> float:
@@ -170,10 +170,10 @@ class Client:
                 response = self._http.request(method, path, **options)
             except httpx.TransportError as error:
                 failure, status = self._unreachable(error), None
-                if not retryable(method, error=error):
+                if not retryable(method, error):
                     raise ApiError(failure) from None
             else:
-                if not retryable(method, status=response.status_code):
+                if not retryable(method, response):
                     if response.status_code >= 400:
                         raise ApiError(_message(response), response.status_code)
                     return response.json() if response.content else None

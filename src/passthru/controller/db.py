@@ -7,6 +7,10 @@ from a request's own faults, so that the API answers 503 (come back later) rathe
 begin and end: it logs one line for each, not a traceback per request. Nothing needs a
 restart afterwards: PostgreSQL connections are checked before use (`pool_pre_ping`), and
 one that broke is replaced.
+
+A 503 tells a client that sending the request again is safe only if nothing of it was
+stored: `count_commits()` counts the write transactions committed while one request is
+served (a boot commits several), so that the API can tell the two cases apart.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -51,6 +56,30 @@ def unreachable(error: BaseException) -> bool:
     # psycopg gives no SQLSTATE when it could not connect at all.
     state: str | None = getattr(cause, "sqlstate", None)
     return state is None or state.startswith(_POSTGRES_DOWN)
+
+
+class Commits:
+    """How many write transactions have been committed for one request."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_commits: ContextVar[Commits | None] = ContextVar("passthru_commits", default=None)
+
+
+def count_commits() -> Commits:
+    """A new count of the commits made from this context (a request's task) and the
+    worker threads it runs code in, which copy its context."""
+    commits = Commits()
+    _commits.set(commits)
+    return commits
+
+
+def commits_counted() -> int:
+    """The commits made so far for the request being served."""
+    commits = _commits.get()
+    return 0 if commits is None else commits.count
 
 
 class _Outage:
@@ -125,6 +154,9 @@ class Store:
     def write(self) -> Iterator[Session]:
         with self._watched(), self._writers() as session, session.begin():
             yield session
+        commits = _commits.get()
+        if commits is not None:
+            commits.count += 1
 
     @contextmanager
     def read(self) -> Iterator[Session]:

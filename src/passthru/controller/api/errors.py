@@ -20,7 +20,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from passthru.controller.db import unreachable
+from passthru.controller.db import commits_counted, unreachable
 from passthru.controller.errors import (
     ConflictError,
     ForbiddenError,
@@ -71,11 +71,15 @@ def error_response(status: int, message: str,
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+_STORE_GONE = ("the controller's store cannot be reached now (PostgreSQL down or "
+               "restarting, or SQLite locked)")
+
+
 def store_unreachable(retry_after: int) -> JSONResponse:
-    """503: the store cannot be reached now (PostgreSQL down, SQLite locked)."""
-    return error_response(HTTPStatus.SERVICE_UNAVAILABLE, "the controller's store cannot be "
-                          "reached now (PostgreSQL down or restarting, or SQLite locked); "
-                          f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
+    """503 for a request of which nothing was stored: Retry-After says to send it again."""
+    return error_response(HTTPStatus.SERVICE_UNAVAILABLE,
+                          f"{_STORE_GONE}; retry in {retry_after} s",
+                          {"Retry-After": str(retry_after)})
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -130,7 +134,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_store_error(request: Request, error: Exception) -> JSONResponse:
         if not unreachable(error):
             raise error
-        return store_unreachable(request.app.state.settings.store_retry_after)
+        if commits_counted() == 0:
+            return store_unreachable(request.app.state.settings.store_retry_after)
+        # No Retry-After: sent again, the part already stored would be made twice.
+        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, f"{_STORE_GONE} after part of "
+                              "this request was stored; see what it did (e.g. passthru list) "
+                              "before sending it again")
 
     app.add_exception_handler(PassthruError, on_passthru_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from passthru.controller.api.deps import identify
 from passthru.controller.api.errors import error_response, store_unreachable
 from passthru.controller.auth import Principal, digest
-from passthru.controller.db import unreachable
+from passthru.controller.db import count_commits, unreachable
 from passthru.controller.errors import UnauthorizedError
 from passthru.controller.models import Role
 from passthru.controller.settings import Settings
@@ -142,6 +142,7 @@ class RequestLimits:
                 refused.response.headers.update(_CLOSE)
             await refused.response(scope, receive, send)
             return
+        count_commits()  # for the 503 of a store outage: was anything of it stored?
         await self._paced(scope, receive, send, limit)
 
     def _limit_of(self, scope: Scope) -> _Limit | None:
