@@ -70,8 +70,8 @@ def serve(
         "get 413 before they are read.")] = DEFAULT_MAX_BODY_KB,
     max_report_size: Annotated[int, typer.Option(
         "--max-report-size", min=1, metavar="MiB",
-        help="The largest inventory report an agent may send (a host of many thousand "
-        "devices sends a few MiB).")] = DEFAULT_MAX_REPORT_MB,
+        help="The largest inventory report an agent may send; a report takes about "
+        "500 bytes a device.")] = DEFAULT_MAX_REPORT_MB,
     body_timeout: Annotated[float, typer.Option(
         "--body-timeout", min=0.1, max=3600.0,
         help="Seconds a client may take to send a request's headers, or pause while "
