@@ -58,22 +58,20 @@ def unreachable(error: BaseException) -> bool:
     return state is None or state.startswith(_POSTGRES_DOWN)
 
 
-class Commits:
+class _Commits:
     """How many write transactions have been committed for one request."""
 
     def __init__(self) -> None:
         self.count = 0
 
 
-_commits: ContextVar[Commits | None] = ContextVar("passthru_commits", default=None)
+_commits: ContextVar[_Commits | None] = ContextVar("passthru_commits", default=None)
 
 
-def count_commits() -> Commits:
-    """A new count of the commits made from this context (a request's task) and the
+def count_commits() -> None:
+    """Count, from zero, the commits made from this context (a request's task) and the
     worker threads it runs code in, which copy its context."""
-    commits = Commits()
-    _commits.set(commits)
-    return commits
+    _commits.set(_Commits())
 
 
 def commits_counted() -> int:
