@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from passthru.controller.auth import Principal, digest, principal_of
+from passthru.controller.auth import Principal, principal_of
 from passthru.controller.db import Store
 from passthru.controller.errors import UnauthorizedError
 from passthru.controller.image_files import ImageFiles
@@ -48,19 +48,16 @@ def _settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def _caller(request: Request, store: StoreDep,
+def _caller(store: StoreDep,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
             ) -> Principal:
     if credentials is None:
         raise UnauthorizedError("no token given: send 'Authorization: Bearer <token>' "
                                 "(the CLI takes --token or PASSTHRU_TOKEN)")
-    # Tokens are never changed once issued, so a known one needs no second lookup.
-    known: dict[str, Principal] = request.app.state.principals
-    key = digest(credentials.credentials)
-    if key not in known:
-        with store.read() as session:
-            known[key] = principal_of(session, credentials.credentials)
-    return known[key]
+    # Looked up on every request, never cached: a revoked token fails on its next use,
+    # on every replica (see controller.auth).
+    with store.read() as session:
+        return principal_of(session, credentials.credentials)
 
 
 Caller = Annotated[Principal, Depends(_caller)]
