@@ -30,6 +30,7 @@ from passthru.controller.models import (
 )
 from passthru.controller.retention import BATCH, prune
 from passthru.controller.settings import Settings
+from passthru.pci.errors import PassthruError
 from passthru.pci.request import NumaPolicy, RequestSource
 from tests.cli.runner import ok, run
 
@@ -205,3 +206,12 @@ def test_the_controller_prunes_while_it_runs(tmp_path: Path) -> None:
 def test_prune_refuses_negative_settings(option: str, tmp_path: Path) -> None:
     result = run(f"passthru prune --data-dir {tmp_path} {option}")
     assert result.exit_code == 2
+
+
+def test_an_archive_that_cannot_be_written_keeps_the_events(store: Store,
+                                                            tmp_path: Path) -> None:
+    add_events(store, 3, OLD)
+    settings = settings_for(tmp_path, events_archive=tmp_path / "no-such-dir" / "a.jsonl")
+    with pytest.raises(PassthruError, match="cannot append to the events archive"):
+        prune(store, settings, NOW)
+    assert len(event_ids(store)) == 3

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passthru.controller.errors import (
@@ -162,9 +162,10 @@ def revoke_token(session: Session, token_id: int, by: Principal) -> TokenRow:
     if row is None:
         raise NotFoundError(f"no token {token_id}; passthru token-list shows them")
     if row.role is Role.ADMIN:
-        admins = session.scalar(select(func.count()).select_from(TokenRow)
-                                .where(TokenRow.role == Role.ADMIN))
-        if admins == 1:
+        # Locked, so that two revokes at once cannot each leave the other's token last.
+        admins = session.scalars(select(TokenRow.id).where(TokenRow.role == Role.ADMIN)
+                                 .with_for_update()).all()
+        if len(admins) == 1:
             raise ConflictError(f"token {token_id} is the last admin token; replace it with "
                                 "passthru admin-token-rotate instead")
     session.delete(row)

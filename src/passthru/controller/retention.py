@@ -45,6 +45,7 @@ from passthru.controller.models import (
 )
 from passthru.controller.private_files import append_private
 from passthru.controller.settings import Settings
+from passthru.pci.errors import PassthruError
 
 #: Rows deleted per transaction.
 BATCH = 1000
@@ -98,12 +99,15 @@ def _archiver(path: Path) -> Callable[[Session, list[Any]], None]:
                                .where(EventRow.id.in_(ids)).order_by(EventRow.id))
         lines = "".join(json.dumps(event_record(row, name, project), default=str) + "\n"
                         for row, name, project in rows)
-        descriptor = append_private(path)
         try:
-            os.write(descriptor, lines.encode())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+            with os.fdopen(append_private(path), "a") as file:
+                file.write(lines)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            raise PassthruError(f"cannot append to the events archive {path} "
+                                f"({error.strerror}); the events stay in the store until "
+                                "it can be written") from None
 
     return archive
 

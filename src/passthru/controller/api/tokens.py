@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -22,6 +22,8 @@ from passthru.controller.db import Store
 from passthru.controller.models import Role, TokenRow, utcnow
 
 router = APIRouter(tags=["tokens"], responses=ERROR_RESPONSES)
+#: Token ids are the store's 32-bit integers.
+MAX_ID = 2**31 - 1
 
 
 class Identity(BaseModel):
@@ -123,7 +125,9 @@ def list_tokens(who: TenantCaller, store: StoreDep,
 
 @router.delete("/v2/{tenant_id}/tokens/{token_id}", status_code=204,
                summary="Revoke a token: it stops working at once, on every replica (admin)")
-def delete_token(who: TenantCaller, store: StoreDep, token_id: int) -> Response:
+def delete_token(who: TenantCaller, store: StoreDep,
+                 token_id: int = Path(ge=1, le=MAX_ID, description="as the list shows it"),
+                 ) -> Response:
     who.require_admin("revoking tokens")
     with store.write() as session:
         revoke_token(session, token_id, who)
