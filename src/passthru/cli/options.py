@@ -39,4 +39,5 @@ MaxEvents = Annotated[int, typer.Option(
 EventsArchive = Annotated[Path | None, typer.Option(
     "--events-archive", metavar="FILE", show_default="not kept",
     help="Append each pruned event to FILE as a JSON line (the fields passthru events "
-         "--json shows) before it is deleted.")]
+         "--json shows) before it is deleted. Replicas prune too: give each its own "
+         "archive, or --keep-events-days 0 --max-events 0 and prune with passthru prune.")]
