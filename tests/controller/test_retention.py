@@ -33,6 +33,7 @@ from passthru.controller.settings import Settings
 from passthru.pci.errors import PassthruError
 from passthru.pci.request import NumaPolicy, RequestSource
 from tests.cli.runner import ok, run
+from tests.controller.conftest import Api
 
 NOW = utcnow()
 OLD = NOW - timedelta(days=400)
@@ -215,3 +216,22 @@ def test_an_archive_that_cannot_be_written_keeps_the_events(store: Store,
     with pytest.raises(PassthruError, match="cannot append to the events archive"):
         prune(store, settings, NOW)
     assert len(event_ids(store)) == 3
+
+
+def test_servers_deleted_through_the_api_are_gone_after_their_days(
+        api: Api, settings: Settings) -> None:
+    api.ok("POST", "/v2/admin/flavors", json={"flavor": {"name": "m1"}})
+    ids = [api.ok("POST", "/v2/admin/servers", json={"server": {
+        "name": f"vm{i}", "flavorRef": "m1"}})["server"]["id"] for i in range(5)]
+    for server in ids[:4]:
+        api.ok("DELETE", f"/v2/admin/servers/{server}")
+    store: Store = api.client.app.state.store  # type: ignore[attr-defined]
+    assert prune(store, settings).servers == 0
+    later = utcnow() + timedelta(days=settings.keep_deleted_days + 1)
+    assert prune(store, settings, later).servers == 4
+    for server in ids[:4]:
+        api.call("GET", f"/v2/admin/servers/{server}", expect=404)
+    api.call("GET", f"/v2/admin/servers/{ids[4]}", expect=200)
+    kinds = {e["kind"] for e in api.ok("GET", "/v2/admin/os-events",
+                                       params={"server": ids[0]})["events"]}
+    assert "server-deleted" in kinds
