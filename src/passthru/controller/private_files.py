@@ -56,14 +56,14 @@ def tighten(root: Path) -> int:
     """Take every permission of the group and others off `root` and everything under
     it (symbolic links are left alone); returns how many entries were loose."""
     loose = 0
-    for directory, names, files in os.walk(root):
+    # os.walk does not descend into linked directories; a linked root is followed.
+    for directory, _dirs, files in os.walk(root.resolve()):
         for entry in [Path(directory), *(Path(directory, name) for name in files)]:
             mode = entry.lstat().st_mode
             if stat.S_ISLNK(mode) or not stat.S_IMODE(mode) & _LOOSE:
                 continue
             entry.chmod(DIR_MODE if stat.S_ISDIR(mode) else FILE_MODE)
             loose += 1
-        names[:] = [name for name in names if not Path(directory, name).is_symlink()]
     return loose
 
 
