@@ -235,3 +235,21 @@ def test_servers_deleted_through_the_api_are_gone_after_their_days(
     kinds = {e["kind"] for e in api.ok("GET", "/v2/admin/os-events",
                                        params={"server": ids[0]})["events"]}
     assert "server-deleted" in kinds
+
+
+def test_a_prune_told_to_stop_ends_at_a_batch_end(store: Store, tmp_path: Path) -> None:
+    add_events(store, BATCH * 3, OLD)
+
+    class StopAtFirstPause(threading.Event):
+        """The controller starts shutting down while the prune pauses after a batch."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.set()
+            return True
+
+    archive = tmp_path / "events.jsonl"
+    pruned = prune(store, settings_for(tmp_path, events_archive=archive), NOW,
+                   StopAtFirstPause())
+    assert pruned.events == BATCH
+    assert len(event_ids(store)) == BATCH * 2
+    assert len(archived(archive)) == BATCH

@@ -14,6 +14,7 @@ index is checked against the store, which other controller replicas change too. 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -84,8 +85,8 @@ def _sweep_once(store: Store, scheduler: Scheduler, settings: Settings) -> None:
         log.info("build of server %s: placing it on another host", uuid)
 
 
-def _prune_once(store: Store, settings: Settings) -> None:
-    pruned = prune(store, settings)
+def _prune_once(store: Store, settings: Settings, stopping: threading.Event) -> None:
+    pruned = prune(store, settings, stopping=stopping)
     if pruned:
         log.info("pruned %s", pruned.describe())
 
@@ -95,14 +96,20 @@ def create_app(settings: Settings) -> FastAPI:
     scheduler = Scheduler(store, settings.weigher)
     scheduler.load()
 
+    # A round of pruning (in a worker thread, which cannot be cancelled) stops at its
+    # next batch when the app shuts down, rather than keeping the shutdown waiting.
+    stopping = threading.Event()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_every, max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
                              store, scheduler, settings)
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
-            tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings)
+            tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings,
+                             stopping)
             yield
+            stopping.set()
             tasks.cancel_scope.cancel()
         store.close()
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,27 +74,36 @@ class Pruned:
                 f"{self.answers} agent answer(s), {self.tokens} expired token(s)")
 
 
-def _batches(store: Store, key: InstrumentedAttribute[Any], where: Sequence[ColumnElement[bool]],
-             each: Callable[[Session, list[Any]], None] | None = None) -> int:
-    """Delete the rows of `key`'s table that match `where`, `BATCH` at a time, oldest key
-    first; `each` sees each batch's keys before they go. Returns how many went."""
-    table = key.class_
-    total = 0
-    while True:
-        with store.write() as session:
-            query: Select[tuple[Any]] = (select(key).where(*where).order_by(key).limit(BATCH)
-                                         .with_for_update(skip_locked=True))
-            keys = list(session.scalars(query))
-            if not keys:
+class _Batches:
+    """Deletes in batches until done or until `stopping` is set (the controller is
+    shutting down: the next round goes on from there)."""
+
+    def __init__(self, store: Store, stopping: threading.Event | None) -> None:
+        self.store = store
+        self.stopping = stopping or threading.Event()
+
+    def delete(self, key: InstrumentedAttribute[Any], where: Sequence[ColumnElement[bool]],
+               each: Callable[[Session, list[Any]], None] | None = None) -> int:
+        """Delete the rows of `key`'s table that match `where`, `BATCH` at a time, oldest
+        key first; `each` sees each batch's keys before they go. Returns how many went."""
+        table = key.class_
+        total = 0
+        while not self.stopping.is_set():
+            with self.store.write() as session:
+                query: Select[tuple[Any]] = (select(key).where(*where).order_by(key)
+                                             .limit(BATCH).with_for_update(skip_locked=True))
+                keys = list(session.scalars(query))
+                if not keys:
+                    return total
+                if each is not None:
+                    each(session, keys)
+                session.execute(delete(table).where(key.in_(keys))
+                                .execution_options(synchronize_session=False))
+            total += len(keys)
+            if len(keys) < BATCH:
                 return total
-            if each is not None:
-                each(session, keys)
-            session.execute(delete(table).where(key.in_(keys))
-                            .execution_options(synchronize_session=False))
-        total += len(keys)
-        if len(keys) < BATCH:
-            return total
-        time.sleep(PAUSE)
+            self.stopping.wait(PAUSE)
+        return total
 
 
 def _archiver(path: Path) -> Callable[[Session, list[Any]], None]:
@@ -123,32 +132,35 @@ def _days(days: float) -> timedelta | None:
     return timedelta(days=days) if days > 0 else None
 
 
-def _prune_events(store: Store, settings: Settings, now: datetime) -> int:
+def _prune_events(batches: _Batches, settings: Settings, now: datetime) -> int:
     archive = _archiver(settings.events_archive) if settings.events_archive else None
     pruned = 0
     if age := _days(settings.keep_events_days):
-        pruned += _batches(store, EventRow.id, [EventRow.time < now - age], archive)
+        pruned += batches.delete(EventRow.id, [EventRow.time < now - age], archive)
     if settings.max_events > 0:
-        with store.read() as session:
+        with batches.store.read() as session:
             # The newest event beyond the limit: it and every older one go.
             last = session.scalar(select(EventRow.id).order_by(EventRow.id.desc())
                                   .offset(settings.max_events).limit(1))
         if last is not None:
-            pruned += _batches(store, EventRow.id, [EventRow.id <= last], archive)
+            pruned += batches.delete(EventRow.id, [EventRow.id <= last], archive)
     return pruned
 
 
-def prune(store: Store, settings: Settings, now: datetime | None = None) -> Pruned:
-    """One round of pruning, by the ages and count `settings` keep."""
+def prune(store: Store, settings: Settings, now: datetime | None = None,
+          stopping: threading.Event | None = None) -> Pruned:
+    """One round of pruning, by the ages and count `settings` keep; it ends early, at a
+    batch's end, once `stopping` is set."""
     now = now or utcnow()
-    events = _prune_events(store, settings, now)
+    batches = _Batches(store, stopping)
+    events = _prune_events(batches, settings, now)
     servers = tokens = answers = 0
     if age := _days(settings.keep_deleted_days):
-        servers = _batches(store, ServerRow.uuid, [
+        servers = batches.delete(ServerRow.uuid, [
             ServerRow.status == ServerStatus.DELETED, ServerRow.host_id.is_(None),
             ServerRow.updated_at < now - age])
-        tokens = _batches(store, TokenRow.id, [TokenRow.expires_at < now - age])
+        tokens = batches.delete(TokenRow.id, [TokenRow.expires_at < now - age])
     if settings.keep_answers_hours > 0:
-        answers = _batches(store, AnswerRow.key, [
+        answers = batches.delete(AnswerRow.key, [
             AnswerRow.created_at < now - timedelta(hours=settings.keep_answers_hours)])
     return Pruned(servers=servers, events=events, answers=answers, tokens=tokens)
