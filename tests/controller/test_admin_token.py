@@ -14,7 +14,7 @@ def test_first_start_writes_an_admin_token_only_its_owner_can_read(settings: Set
         mode = stat.S_IMODE(settings.admin_token_path.stat().st_mode)
         answer = client.get("/v2/whoami", headers={"Authorization": f"Bearer {token}"})
     assert mode == 0o600
-    assert answer.json() == {"role": "admin", "project": "admin", "host": None}
+    assert answer.json() == {"role": "admin", "project": "admin", "host": None, "id": 1}
 
 
 def test_a_restart_keeps_the_admin_token(settings: Settings) -> None:

@@ -18,7 +18,8 @@ app = typer.Typer(
 #: `passthru --help` lists the commands in these groups, in this order.
 PANELS: dict[str, tuple[str, ...]] = {
     "Start here": ("demo", "sim", "discover"),
-    "Run passthru": ("serve", "agent", "host-token", "token-create"),
+    "Run passthru": ("serve", "agent", "host-token", "token-create", "token-list",
+                     "token-revoke", "admin-token-rotate", "prune"),
     "PCI flavors (operator)": ("pci-flavor-create", "pci-flavor-update", "pci-flavor-list",
                                "pci-flavor-show", "pci-flavor-delete", "pci-flavor-import"),
     "Flavors, images, networks (operator)": (

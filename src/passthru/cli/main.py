@@ -8,6 +8,7 @@ import passthru.cli.flavors
 import passthru.cli.hosts
 import passthru.cli.images
 import passthru.cli.keypairs
+import passthru.cli.maintenance
 import passthru.cli.networks
 import passthru.cli.pci_flavors
 import passthru.cli.ports

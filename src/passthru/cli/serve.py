@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 
+from passthru.cli.options import (
+    DataDir,
+    Db,
+    EventsArchive,
+    KeepDeletedDays,
+    KeepEventsDays,
+    MaxEvents,
+)
 from passthru.cli.output import command, err
 from passthru.controller.scheduler.weighers import Weigher
 from passthru.controller.settings import (
-    DATA_DIR_ENV,
+    DEFAULT_KEEP_DELETED_DAYS,
+    DEFAULT_KEEP_EVENTS_DAYS,
     DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_KB,
+    DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_IMAGE_GB,
     DEFAULT_MAX_REPORT_MB,
     Settings,
     default_data_dir,
 )
 from passthru.pci.errors import PassthruError
+
+T = TypeVar("T")
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -38,16 +50,23 @@ def where_store(settings: Settings) -> str:
     return make_url(settings.db_url).render_as_string(hide_password=True)
 
 
+def opened(settings: Settings, opener: Callable[[Settings], T]) -> T:
+    """`opener(settings)`; a store that cannot be opened is one line naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return opener(settings)
+    except (SQLAlchemyError, OSError) as error:
+        raise PassthruError(f"cannot open the store {where_store(settings)}: "
+                            f"{str(error).splitlines()[0]}") from None
+
+
 @command("serve")
 def serve(
-    db: Annotated[str | None, typer.Option(
-        "--db", envvar="PASSTHRU_DB", show_default="SQLite file in the data dir",
-        help="Database URL, e.g. postgresql+psycopg://user:pass@host/passthru.")] = None,
+    db: Db = None,
     listen: Annotated[str, typer.Option(
         "--listen", help="HOST:PORT to listen on.")] = DEFAULT_LISTEN,
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", envvar=DATA_DIR_ENV, show_default="the user's data dir",
-        help="Holds the SQLite file, the admin-token file and uploaded images.")] = None,
+    data_dir: DataDir = None,
     heartbeat_timeout: Annotated[float, typer.Option(
         "--heartbeat-timeout", min=1.0,
         help="Seconds without a heart-beat after which a host is marked down.")] = 180.0,
@@ -88,6 +107,10 @@ def serve(
         "--store-retry-after", min=1, max=3600,
         help="Seconds clients are told to wait (503, Retry-After) while the store cannot "
         "be reached.")] = 2,
+    keep_deleted_days: KeepDeletedDays = DEFAULT_KEEP_DELETED_DAYS,
+    keep_events_days: KeepEventsDays = DEFAULT_KEEP_EVENTS_DAYS,
+    max_events: MaxEvents = DEFAULT_MAX_EVENTS,
+    events_archive: EventsArchive = None,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -95,9 +118,12 @@ def serve(
     PostgreSQL), applies schema migrations, and writes an admin token to
     DATA_DIR/admin-token (readable by you only), which the CLI on this machine uses
     when no --token is given. Later starts migrate the schema if passthru was upgraded.
+    The data dir and its files are made readable by you only (0700, 0600).
+
+    Every hour the controller prunes deleted servers, old events (first appended to
+    --events-archive, if given) and expired tokens; passthru prune does the same at once.
     """
     import uvicorn  # the web stack loads only for the server, not for every CLI call
-    from sqlalchemy.exc import SQLAlchemyError
 
     from passthru.controller.app import create_app
     from passthru.controller.http_protocol import HeaderDeadlineProtocol
@@ -109,12 +135,10 @@ def serve(
                         max_body_bytes=max_body_size << 10,
                         max_report_bytes=max_report_size << 20, body_timeout=body_timeout,
                         rate_limit=rate_limit, rate_burst=rate_burst,
-                        store_retry_after=store_retry_after)
-    try:
-        app = create_app(settings)
-    except (SQLAlchemyError, OSError) as error:
-        raise PassthruError(f"cannot open the store {where_store(settings)}: "
-                            f"{str(error).splitlines()[0]}") from None
+                        store_retry_after=store_retry_after,
+                        keep_deleted_days=keep_deleted_days, keep_events_days=keep_events_days,
+                        max_events=max_events, events_archive=events_archive)
+    app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
     # An idle keep-alive connection is closed after 5 s, request headers may take 16 KiB

@@ -1,17 +1,21 @@
 """The controller's web application: `create_app(settings)`.
 
 Creating the app prepares the store: it applies the packaged migrations and makes sure
-the data dir holds a working admin token, and loads the scheduler's index from the store.
+the data dir holds a working admin token (the data dir and its files are the owner's
+alone: 0700 and 0600), and loads the scheduler's index from the store.
 Every request passes `api.limits` first: a token, a rate, a body size and pace.
 Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, a sweep marks hosts down whose agents stopped heart-beating and then
 sees to stalled builds (timed out, on a host that went down, never placed), and the
-index is checked against the store, which other controller replicas change too.
+index is checked against the store, which other controller replicas change too. Every
+`prune_interval` deleted servers, old events and agents' answers are pruned
+(`controller.retention`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -40,8 +44,10 @@ from passthru.controller.auth import ensure_admin_token
 from passthru.controller.db import Store, unreachable
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.migrate import upgrade
+from passthru.controller.private_files import secure_data_dir, touch_private
 from passthru.controller.reports import mark_silent_hosts_down
 from passthru.controller.reschedule import sweep_builds
+from passthru.controller.retention import prune
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
 from passthru.web import routes as web
@@ -54,8 +60,11 @@ ROUTERS = (pci_flavors.router, flavors.router, images.router, keypairs.router,
 
 
 def open_store(settings: Settings) -> Store:
-    """The store at its newest schema, with an admin token in the data dir."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """The store at its newest schema, with an admin token in the data dir, which only
+    its owner may read."""
+    secure_data_dir(settings.data_dir)
+    if settings.db_url is None:
+        touch_private(settings.sqlite_path)
     store = Store(settings.database_url)
     upgrade(store.engine)
     with store.write() as session:
@@ -78,10 +87,20 @@ def _sweep_once(store: Store, scheduler: Scheduler, settings: Settings) -> None:
         log.info("build of server %s: placing it on another host", uuid)
 
 
+def _prune_once(store: Store, settings: Settings, stopping: threading.Event) -> None:
+    pruned = prune(store, settings, stopping=stopping)
+    if pruned:
+        log.info("pruned %s", pruned.describe())
+
+
 def create_app(settings: Settings) -> FastAPI:
     store = open_store(settings)
     scheduler = Scheduler(store, settings.weigher)
     scheduler.load()
+
+    # A round of pruning (in a worker thread, which cannot be cancelled) stops at its
+    # next batch when the app shuts down, rather than keeping the shutdown waiting.
+    stopping = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -89,7 +108,10 @@ def create_app(settings: Settings) -> FastAPI:
             tasks.start_soon(_every, max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
                              store, scheduler, settings)
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
+            tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings,
+                             stopping)
             yield
+            stopping.set()
             tasks.cancel_scope.cancel()
         store.close()
 
@@ -104,7 +126,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.image_files = ImageFiles(settings.image_dir, settings.max_image_bytes)
     app.state.settings = settings
-    app.state.principals = {}
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)
     for router in ROUTERS:

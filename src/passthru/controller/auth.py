@@ -6,6 +6,13 @@
 - agent: reports inventory and heart-beats for its one host, nothing else.
 
 Tokens are random and stored only as SHA-256 digests: a stolen database yields none.
+A token may be named and given an expiry; it stops working when it expires or when its
+row is deleted (revoked), at once and on every replica: each request looks its token up
+in the store (`principal_of`: one read by the unique digest), nothing is cached. A cache
+would have to ask the store anyway whether it is still valid (a version of the token set,
+read per request), and that read costs as much as the lookup itself (measured in-process:
+485 µs against 434 µs on SQLite, 696 against 641 on PostgreSQL, per request).
+Issuing and revoking tokens are recorded as events.
 """
 
 from __future__ import annotations
@@ -14,15 +21,26 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import ForbiddenError, UnauthorizedError
-from passthru.controller.models import Role, TokenRow
+from passthru.controller.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthorizedError,
+)
+from passthru.controller.events import EventKind, record
+from passthru.controller.models import Role, TokenRow, utcnow
+from passthru.controller.private_files import create_private
+from passthru.pci.errors import PciValueError
 
 ADMIN_PROJECT = "admin"
+#: The longest a token may be given to live.
+MAX_LIFETIME = timedelta(days=3660)
 
 
 def digest(token: str) -> str:
@@ -31,11 +49,13 @@ def digest(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a role, and the project or host the token is bound to."""
+    """Who is calling: a role, the project or host the token is bound to, and the
+    token's id (None for a principal made up outside a request)."""
 
     role: Role
     project: str | None = None
     host: str | None = None
+    token_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -65,40 +85,134 @@ class Principal:
                              f"agent a token made with passthru host-token {host}")
 
 
+def expiry(expires_in: int | None, expires_at: datetime | None,
+           now: datetime | None = None) -> datetime | None:
+    """When a new token expires: `expires_in` seconds from now, or at `expires_at` (a time
+    without a zone is UTC); None for never."""
+    now = now or utcnow()
+    if expires_in is not None and expires_at is not None:
+        raise PciValueError("give expires_in or expires_at, not both")
+    if expires_in is not None:
+        if not 0 < expires_in <= MAX_LIFETIME.total_seconds():
+            raise PciValueError(f"expires_in {expires_in} is not between 1 and "
+                                f"{MAX_LIFETIME.total_seconds():.0f} seconds")
+        return now + timedelta(seconds=expires_in)
+    if expires_at is None:
+        return None
+    try:
+        moment = (expires_at.astimezone(UTC) if expires_at.tzinfo
+                  else expires_at.replace(tzinfo=UTC))
+    except OverflowError:  # a zone's offset past year 1 or 9999
+        moment = None
+    if moment is None or not now < moment <= now + MAX_LIFETIME:
+        raise PciValueError(f"expires_at {expires_at.isoformat()} is not between now "
+                            f"({now:%Y-%m-%d %H:%M:%S} UTC) and {MAX_LIFETIME.days} days "
+                            "from now")
+    return moment
+
+
+def describe_token(row: TokenRow) -> str:
+    """A token as events and messages name it: 'member token 7 (ci) of project alpha'."""
+    name = f" ({row.name})" if row.name else ""
+    bound = (f" of host {row.host}" if row.role is Role.AGENT
+             else f" of project {row.project}" if row.project else "")
+    return f"{row.role} token {row.id}{name}{bound}"
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A token just issued: its row, and the token itself, which is never stored."""
+
+    row: TokenRow
+    token: str
+
+
 def issue_token(session: Session, role: Role, *, project: str | None = None,
-                host: str | None = None) -> str:
+                host: str | None = None, name: str | None = None,
+                expires_at: datetime | None = None, why: str = "") -> Issued:
     """A new token; only its digest is stored, so this is the one time it is seen."""
     token = "pt_" + secrets.token_urlsafe(32)
-    session.add(TokenRow(digest=digest(token), role=role, project=project, host=host))
-    return token
+    row = TokenRow(digest=digest(token), role=role, project=project, host=host, name=name,
+                   expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    until = f", expires {expires_at:%Y-%m-%d %H:%M:%S} UTC" if expires_at else ""
+    record(session, EventKind.TOKEN_ISSUED, f"{describe_token(row)}{until}{why}", host=host)
+    return Issued(row, token)
 
 
-def principal_of(session: Session, token: str) -> Principal:
+def principal_of(session: Session, token: str, now: datetime | None = None) -> Principal:
+    """Who `token` is, or UnauthorizedError if it is unknown (never issued, or revoked)
+    or expired."""
     row = session.scalars(select(TokenRow).where(TokenRow.digest == digest(token))).first()
     if row is None:
-        raise UnauthorizedError("the token is not known to this controller; use the "
-                                "admin-token file of its data dir, or ask an admin for one")
-    return Principal(row.role, row.project, row.host)
+        raise UnauthorizedError("the token is not known to this controller (never issued, "
+                                "or revoked); use the admin-token file of its data dir, or "
+                                "ask an admin for one")
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+        raise UnauthorizedError(f"the token expired at {row.expires_at:%Y-%m-%d %H:%M:%S} "
+                                "UTC; ask an admin for a new one")
+    return Principal(row.role, row.project, row.host, row.id)
+
+
+def revoke_token(session: Session, token_id: int, by: Principal) -> TokenRow:
+    """Delete token `token_id`: it stops working with the next request, on every replica.
+    The last admin token is kept: without it no one could issue tokens until a restart."""
+    row = session.get(TokenRow, token_id)
+    if row is None:
+        raise NotFoundError(f"no token {token_id}; passthru token-list shows them")
+    if row.role is Role.ADMIN:
+        # Locked, so that two revokes at once cannot each leave the other's token last.
+        admins = session.scalars(select(TokenRow.id).where(TokenRow.role == Role.ADMIN)
+                                 .with_for_update()).all()
+        if len(admins) == 1:
+            raise ConflictError(f"token {token_id} is the last admin token; replace it with "
+                                "passthru admin-token-rotate instead")
+    session.delete(row)
+    record(session, EventKind.TOKEN_REVOKED, f"{describe_token(row)}, by {by.describe()}",
+           host=row.host)
+    return row
 
 
 def _write_private(path: Path, text: str) -> None:
     """Write `text` so that only the owner can ever read it, replacing `path` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
+    temporary.unlink(missing_ok=True)
+    with os.fdopen(create_private(temporary), "w") as file:
         file.write(text + "\n")
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
 
 
+def _file_token(session: Session, path: Path) -> TokenRow | None:
+    """The admin token row of the token in `path`, if the file holds one."""
+    if not path.exists():
+        return None
+    row = session.scalars(select(TokenRow).where(
+        TokenRow.digest == digest(path.read_text().strip()))).first()
+    return row if row is not None and row.role is Role.ADMIN else None
+
+
 def ensure_admin_token(session: Session, path: Path) -> bool:
     """Make sure `path` holds a working admin token; returns True if a new one was made."""
-    if path.exists():
-        token = path.read_text().strip()
-        row = session.scalars(select(TokenRow).where(TokenRow.digest == digest(token))).first()
-        if row is not None and row.role is Role.ADMIN:
-            return False
-    _write_private(path, issue_token(session, Role.ADMIN, project=ADMIN_PROJECT))
+    if _file_token(session, path) is not None:
+        return False
+    issued = issue_token(session, Role.ADMIN, project=ADMIN_PROJECT, name=path.name,
+                         why=f", written to {path}")
+    _write_private(path, issued.token)
     return True
+
+
+def rotate_admin_token(session: Session, path: Path) -> Issued:
+    """Replace the admin token in `path` by a new one and delete the old one's row, so
+    that the old token stops working on every replica."""
+    old = _file_token(session, path)
+    issued = issue_token(session, Role.ADMIN, project=ADMIN_PROJECT, name=path.name,
+                         why=f", written to {path}")
+    if old is not None:
+        session.delete(old)
+        record(session, EventKind.TOKEN_REVOKED, f"{describe_token(old)}, replaced by "
+               f"admin token {issued.row.id} in {path}")
+    _write_private(path, issued.token)
+    return issued

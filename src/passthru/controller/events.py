@@ -1,4 +1,5 @@
-"""The history of devices and hosts, written in the same transaction as the change."""
+"""The history of devices, servers, hosts and tokens, written in the same transaction as
+the change."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class EventKind(StrEnum):
     HOST_UP = "host-up"
     HOST_DOWN = "host-down"
     HOST_RESOURCES = "host-resources"
+    TOKEN_ISSUED = "token-issued"
+    TOKEN_REVOKED = "token-revoked"
 
 
 def record(session: Session, kind: EventKind, message: str = "", *, host: str | None = None,

@@ -4,7 +4,8 @@ file passes before an image may use it.
 An upload is streamed into `<image_dir>/.incoming/` while its size and SHA-256 are
 counted, so no file is ever held in memory whatever its size. The caller moves it into
 place only once it is checked and recorded; any failure removes it, so a refused upload
-leaves nothing behind.
+leaves nothing behind. Directories are created 0700 and files 0600, as everything in
+the data dir (`controller.private_files`).
 
 A disk must be what its image declares as qemu-img reads it: a raw declared qcow2 (or any
 non-image) is refused, and so is a qcow2 declared raw, which a host would otherwise hand
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from passthru.controller.errors import TooLargeError
+from passthru.controller.private_files import create_private, private_dir
 from passthru.pci.errors import PciValueError
 from passthru.pci.work import ImagePart
 
@@ -75,14 +78,12 @@ class ImageFiles:
         limit = f"the limit is {self.max_bytes} bytes (passthru serve --max-image-size)"
         if declared_size is not None and declared_size > self.max_bytes:
             raise TooLargeError(f"the file is {declared_size} bytes; {limit}")
-        incoming = self.root / _INCOMING
-        incoming.mkdir(parents=True, exist_ok=True)
-        path = incoming / uuid.uuid4().hex
+        path = private_dir(self.root / _INCOMING) / uuid.uuid4().hex
         digest, size = hashlib.sha256(), 0
         try:
             # Plain writes on the event loop: each is one chunk into the page cache, far
             # cheaper than a thread hop per chunk.
-            with path.open("xb") as file:
+            with os.fdopen(create_private(path), "wb") as file:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_bytes:
@@ -104,7 +105,7 @@ class ImageFiles:
     def keep(self, received: Received, image_id: str, part: ImagePart) -> Path:
         """Move an uploaded file into its place."""
         target = self.path(image_id, part)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         received.path.replace(target)
         return target
 

@@ -1,6 +1,6 @@
 """Rows ↔ the core's `PciDevice`, `Pool`, `PciRequest`, `HostResources`, `VmSize`, port
-and network specs, and the image and guest parts of a spawn order: the only place that
-converts between them."""
+and network specs, the image and guest parts of a spawn order, and events as records:
+the only place that converts between them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from passthru.controller.models import (
     DeviceRow,
+    EventRow,
     ImageRow,
     PciRequestRow,
     PoolRow,
@@ -160,3 +161,12 @@ def server_size(server: ServerRow) -> VmSize:
     networks = frozenset(port.network.physical_network for port in server.ports
                          if port.vnic_type is VnicType.NORMAL)
     return VmSize(server.vcpus, server.ram_mb, server.disk_gb, policy, networks)
+
+
+def event_record(row: EventRow, server_name: str | None, project: str | None
+                 ) -> dict[str, Any]:
+    """An event as the API lists it and the events archive keeps it, with its server's
+    name and project."""
+    return {"id": row.id, "time": row.time, "kind": row.kind, "host": row.host,
+            "device": row.device_address, "server": row.server, "server_name": server_name,
+            "project": project, "message": row.message}

@@ -21,6 +21,10 @@ DEFAULT_MAX_IMAGE_GB = 64
 DEFAULT_MAX_BODY_KB = 1024
 #: The largest agent inventory report, unless `passthru serve` is told otherwise.
 DEFAULT_MAX_REPORT_MB = 64
+#: How long the store keeps deleted servers and events, and how many events at most.
+DEFAULT_KEEP_DELETED_DAYS = 30.0
+DEFAULT_KEEP_EVENTS_DAYS = 90.0
+DEFAULT_MAX_EVENTS = 1_000_000
 
 
 def default_data_dir() -> Path:
@@ -75,10 +79,29 @@ class Settings:
     # --- tokens ---
 
     # --- retention: pruning deleted servers, events and agents' answers ---
+    #: DELETED servers (that left their host) and expired tokens are pruned this many
+    #: days after; 0 keeps them for ever.
+    keep_deleted_days: float = DEFAULT_KEEP_DELETED_DAYS
+    #: Events are pruned this many days after they happened; 0: kept whatever their age.
+    keep_events_days: float = DEFAULT_KEEP_EVENTS_DAYS
+    #: Beyond this many events the oldest are pruned; 0: no limit.
+    max_events: int = DEFAULT_MAX_EVENTS
+    #: Agents' answers are kept this many hours, for the agents' replays of them.
+    keep_answers_hours: float = 24.0
+    #: Where pruned events are appended as JSON lines before they are deleted (None:
+    #: they are not kept anywhere).
+    events_archive: Path | None = None
+    #: Seconds between two rounds of pruning.
+    prune_interval: float = 3600.0
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file, used when `db_url` is None."""
+        return self.data_dir / DATABASE_FILE
 
     @property
     def database_url(self) -> str:
-        return self.db_url or f"sqlite:///{self.data_dir / DATABASE_FILE}"
+        return self.db_url or f"sqlite:///{self.sqlite_path}"
 
     @property
     def admin_token_path(self) -> Path:

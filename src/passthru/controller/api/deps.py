@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
-from passthru.controller.auth import Principal, digest, principal_of
+from passthru.controller.auth import Principal, principal_of
 from passthru.controller.db import Store
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
@@ -49,16 +49,13 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def identify(state: State, token: str) -> Principal:
-    """Who `token` belongs to (UnauthorizedError if nobody): the one lookup of a token,
-    made by `api.limits` before a request's body is read."""
-    # Tokens are never changed once issued, so a known one needs no second lookup.
-    known: dict[str, Principal] = state.principals
-    key = digest(token)
-    if key not in known:
-        store: Store = state.store
-        with store.read() as session:
-            known[key] = principal_of(session, token)
-    return known[key]
+    """Who `token` belongs to (UnauthorizedError if nobody, or if it expired): the one
+    lookup of a token, made by `api.limits` before a request's body is read. Looked up
+    on every request, never cached: a revoked token fails on its next use, on every
+    replica (see controller.auth)."""
+    store: Store = state.store
+    with store.read() as session:
+        return principal_of(session, token)
 
 
 def _caller(request: Request,

@@ -15,6 +15,7 @@ from sqlalchemy import Select, or_, select
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.events import EventKind
+from passthru.controller.mapping import event_record
 from passthru.controller.models import EventRow, ServerRow
 from passthru.pci.address import PciAddress
 from passthru.pci.errors import PciValueError
@@ -103,8 +104,5 @@ def list_events(
     who.require_admin("listing events")
     query = _events_query(host, device, server, kind, since, until).limit(limit)
     with store.read() as session:
-        return EventList(events=[
-            Event(id=row.id, time=row.time, kind=row.kind, host=row.host,
-                  device=row.device_address, server=row.server, server_name=name,
-                  project=project, message=row.message)
-            for row, name, project in session.execute(query)])
+        return EventList(events=[Event(**event_record(row, name, project))
+                                 for row, name, project in session.execute(query)])

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.auth import issue_token
+from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.errors import NotFoundError
 from passthru.controller.mapping import device_from_row
 from passthru.controller.models import DeviceRow, HostRow, HostStatus, Role
@@ -80,9 +80,12 @@ class PoolStatsList(BaseModel):
     pci_stats: list[PoolStats]
 
 
-class AgentToken(BaseModel):
+class AgentTokenCreateBody(BaseModel):
+    token: TokenOptions = TokenOptions()
+
+
+class AgentToken(IssuedToken):
     host: str
-    token: str
 
 
 def _hosts(session: Session, name: str | None = None) -> list[Host]:
@@ -124,10 +127,12 @@ def show_host(who: TenantCaller, store: StoreDep, host: str) -> HostBody:
 
 @router.post("/os-hosts/{host}/tokens", status_code=201, response_model=AgentToken,
              summary="Issue an agent token that can report only this host (admin)")
-def create_host_token(who: TenantCaller, store: StoreDep, host: str) -> AgentToken:
+def create_host_token(who: TenantCaller, store: StoreDep, host: str,
+                      body: AgentTokenCreateBody | None = None) -> AgentToken:
     who.require_admin("issuing a host token")
-    with store.write() as session:
-        return AgentToken(host=host, token=issue_token(session, Role.AGENT, host=host))
+    issued = (body or AgentTokenCreateBody()).token.issue(store, Role.AGENT, host=host)
+    return AgentToken(id=issued.row.id, role=Role.AGENT, host=host, name=issued.row.name,
+                      expires_at=issued.row.expires_at, token=issued.token)
 
 
 @router.get("/os-pci-devices", response_model=HostDeviceList,
