@@ -62,6 +62,11 @@ def serve(
     build_timeout: Annotated[float, typer.Option(
         "--build-timeout", min=1.0,
         help="Seconds after which a server still being built goes to ERROR.")] = 1800.0,
+    unplaced_grace: Annotated[float, typer.Option(
+        "--unplaced-grace", min=1.0,
+        help="Seconds after which a server left being built on no host (a controller "
+        "stopped mid-boot) is failed or placed again, its ports and devices released; "
+        "checked at start-up and then periodically.")] = 120.0,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -78,7 +83,8 @@ def serve(
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
                         max_image_bytes=max_image_size << 30,
-                        max_build_attempts=max_build_attempts, build_timeout=build_timeout)
+                        max_build_attempts=max_build_attempts, build_timeout=build_timeout,
+                        unplaced_grace=unplaced_grace)
     try:
         app = create_app(settings)
     except (SQLAlchemyError, OSError) as error:

@@ -4,7 +4,8 @@ Creating the app prepares the store: it applies the packaged migrations and make
 the data dir holds a working admin token, and loads the scheduler's index from the store.
 Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, a sweep marks hosts down whose agents stopped heart-beating and then
-sees to stalled builds (timed out, on a host that went down, never placed), and the
+sees to stalled builds (timed out, on a host that went down, never placed) — the first
+time as soon as the app starts — and the
 index is checked against the store, which other controller replicas change too.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import version
 
 import anyio
@@ -84,7 +86,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_every, max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
+            # The sweep runs at once too: builds a stopped controller left behind are seen
+            # to at start-up, not a period later.
+            tasks.start_soon(partial(_every, at_once=True),
+                             max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
                              store, scheduler, settings)
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             yield
@@ -109,10 +114,14 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _every(seconds: float, work: Callable[..., object], *args: object) -> None:
-    """Run `work` in a worker thread every `seconds`; a failed round is retried next time."""
+async def _every(seconds: float, work: Callable[..., object], *args: object,
+                 at_once: bool = False) -> None:
+    """Run `work` in a worker thread every `seconds` (the first time at once, if `at_once`);
+    a failed round is retried next time."""
     while True:
-        await anyio.sleep(seconds)
+        if not at_once:
+            await anyio.sleep(seconds)
+        at_once = False
         try:
             await anyio.to_thread.run_sync(work, *args)
         except Exception:

@@ -108,6 +108,9 @@ def delete_network(who: TenantCaller, store: StoreDep, network: str) -> Response
     who.require_admin("deleting a network")
     with store.write() as session:
         row = visible_network(session, network, None)
+        # Locked first: a port made on it meanwhile holds the row (its foreign key), and
+        # is listed here once committed.
+        session.refresh(row, with_for_update=True)
         if row.ports:
             names = ", ".join(sorted(p.name or p.id for p in row.ports)[:5])
             raise ConflictError(f"network {row.name} still has {len(row.ports)} port(s) "
