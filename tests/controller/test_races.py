@@ -9,6 +9,7 @@ clear 4xx, and nothing recorded twice.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -286,3 +287,61 @@ def test_a_pci_flavor_deleted_while_ports_and_flavors_name_it_is_deleted_only_if
         live: Live) -> None:
     for round_ in range(6):
         pci_flavor_delete_round(live, round_)
+
+
+def segment_round(live: Live, vlan: int) -> None:
+    answers = at_once([lambda n=n: live.admin.post("/networks", json={"network": {
+        "name": f"vlan{vlan}-{n}", "physical_network": "physnet1", "segmentation_id": vlan}})
+        for n in range(8)])
+    assert statuses(answers) == {201: 1, 409: 7}, [a.text for a in answers]
+    networks = ok(live.admin.get("/networks"))["networks"]
+    assert [n["segmentation_id"] for n in networks].count(vlan) == 1
+
+
+@pytest.mark.slow
+def test_networks_created_at_once_on_one_segment_give_one_network(live: Live) -> None:
+    for vlan in range(7, 13):
+        segment_round(live, vlan)
+
+
+def public_key() -> str:
+    def field(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    blob = field(b"ssh-ed25519") + field(bytes(range(32)))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} race@test"
+
+
+@pytest.mark.slow
+def test_keypairs_made_at_once_with_one_name_give_one_keypair(live: Live) -> None:
+    answers = at_once([lambda: live.member.post("/os-keypairs", json={"keypair": {
+        "name": "k", "public_key": public_key()}})] * 6)
+    assert statuses(answers) == {201: 1, 409: 5}, [a.text for a in answers]
+
+
+def keypair_delete_round(live: Live, round_: int) -> None:
+    name = f"k{round_}"
+    ok(live.member.post("/os-keypairs", json={"keypair": {"name": name,
+                                                          "public_key": public_key()}}))
+    answers = at_once([lambda: live.member.delete(f"/os-keypairs/{name}"),
+                       *(lambda n=n: boot(live.member, f"vm-{round_}-{n}", key_name=name)
+                         for n in range(3))])
+    deleted, boots = answers[0], answers[1:]
+    booted = [a.json()["server"]["id"] for a in boots if a.status_code == 202]
+    assert all(a.status_code in (202, 400) for a in boots), [a.text for a in boots]
+    if deleted.status_code == 204:
+        assert booted == [], "servers wait to be spawned with a keypair that was deleted"
+    else:
+        assert deleted.status_code == 409, deleted.text
+        assert booted
+    for server in booted:
+        ok(live.member.delete(f"/servers/{server}"))
+    if deleted.status_code == 409:
+        ok(live.member.delete(f"/os-keypairs/{name}"))
+
+
+@pytest.mark.slow
+def test_a_keypair_deleted_while_servers_boot_with_it_is_deleted_only_if_none_did(
+        live: Live) -> None:
+    for round_ in range(6):
+        keypair_delete_round(live, round_)

@@ -169,7 +169,7 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
     image = _image(session, boot.image) if boot.image else None
     if boot.key_name is not None:
         try:
-            find_keypair(session, boot.project, boot.key_name)
+            find_keypair(session, boot.project, boot.key_name, keep=True)
         except NotFoundError as error:
             raise PciValueError(f"key_name: {error}") from None
     parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists
