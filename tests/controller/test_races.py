@@ -345,3 +345,28 @@ def test_a_keypair_deleted_while_servers_boot_with_it_is_deleted_only_if_none_di
         live: Live) -> None:
     for round_ in range(6):
         keypair_delete_round(live, round_)
+
+
+def image_delete_round(live: Live, round_: int) -> None:
+    image = f"img{round_}"
+    ok(live.admin.post("/images", json={"image": {"name": image}}))
+    answers = at_once([lambda: live.admin.delete(f"/images/{image}"),
+                       *(lambda n=n: boot(live.member, f"vm-{round_}-{n}", imageRef=image)
+                         for n in range(3))])
+    deleted, boots = answers[0], answers[1:]
+    booted = [a.json()["server"] for a in boots if a.status_code == 202]
+    assert all(a.status_code in (202, 404, 409) for a in boots), [a.text for a in boots]
+    if deleted.status_code == 204:
+        assert booted == [], "servers were booted from an image that was then deleted"
+    else:
+        assert deleted.status_code == 409, deleted.text
+        assert booted and all(s["image"] == image for s in booted)
+    for server in booted:
+        ok(live.member.delete(f"/servers/{server['id']}"))
+
+
+@pytest.mark.slow
+def test_an_image_deleted_while_servers_boot_from_it_is_deleted_only_if_none_did(
+        live: Live) -> None:
+    for round_ in range(6):
+        image_delete_round(live, round_)
