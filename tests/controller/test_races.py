@@ -162,7 +162,7 @@ def port_delete_round(live: Live, round_: int) -> None:
 
 @pytest.mark.slow
 def test_a_port_deleted_while_boots_attach_it_is_either_gone_or_in_use(live: Live) -> None:
-    for round_ in range(6):
+    for round_ in range(20):
         port_delete_round(live, round_)
 
 
@@ -200,7 +200,7 @@ def power_delete_round(live: Live, round_: int) -> None:
 @pytest.mark.slow
 def test_a_power_action_racing_a_delete_is_refused_as_not_found_or_too_early(
         live: Live) -> None:
-    for round_ in range(4):
+    for round_ in range(10):
         power_delete_round(live, round_)
 
 
