@@ -111,6 +111,11 @@ def serve(
     keep_events_days: KeepEventsDays = DEFAULT_KEEP_EVENTS_DAYS,
     max_events: MaxEvents = DEFAULT_MAX_EVENTS,
     events_archive: EventsArchive = None,
+    unplaced_grace: Annotated[float, typer.Option(
+        "--unplaced-grace", min=1.0,
+        help="Seconds after which a server left being built on no host (a controller "
+        "stopped mid-boot) is failed or placed again, its ports and devices released; "
+        "checked at start-up and then periodically.")] = 120.0,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -137,7 +142,8 @@ def serve(
                         rate_limit=rate_limit, rate_burst=rate_burst,
                         store_retry_after=store_retry_after,
                         keep_deleted_days=keep_deleted_days, keep_events_days=keep_events_days,
-                        max_events=max_events, events_archive=events_archive)
+                        max_events=max_events, events_archive=events_archive,
+                        unplaced_grace=unplaced_grace)
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)

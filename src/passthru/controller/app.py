@@ -6,10 +6,10 @@ alone: 0700 and 0600), and loads the scheduler's index from the store.
 Every request passes `api.limits` first: a token, a rate, a body size and pace.
 Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, a sweep marks hosts down whose agents stopped heart-beating and then
-sees to stalled builds (timed out, on a host that went down, never placed), and the
-index is checked against the store, which other controller replicas change too. Every
-`prune_interval` deleted servers, old events and agents' answers are pruned
-(`controller.retention`).
+sees to stalled builds (timed out, on a host that went down, never placed) — the first
+time as soon as the app starts — and the index is checked against the store, which other
+controller replicas change too. Every `prune_interval` deleted servers, old events and
+agents' answers are pruned (`controller.retention`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import version
 
 import anyio
@@ -105,7 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_every, max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
+            # The sweep runs at once too: builds a stopped controller left behind are seen
+            # to at start-up, not a period later.
+            tasks.start_soon(partial(_every, at_once=True),
+                             max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
                              store, scheduler, settings)
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings,
@@ -133,10 +137,14 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _every(seconds: float, work: Callable[..., object], *args: object) -> None:
-    """Run `work` in a worker thread every `seconds`; a failed round is retried next time."""
+async def _every(seconds: float, work: Callable[..., object], *args: object,
+                 at_once: bool = False) -> None:
+    """Run `work` in a worker thread every `seconds` (the first time at once, if `at_once`);
+    a failed round is retried next time."""
     while True:
-        await anyio.sleep(seconds)
+        if not at_once:
+            await anyio.sleep(seconds)
+        at_once = False
         try:
             await anyio.to_thread.run_sync(work, *args)
         except Exception as error:

@@ -18,6 +18,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from passthru.controller.errors import ConflictError, NotFoundError
@@ -115,13 +116,21 @@ def _nic_port(session: Session, server: ServerRow, nic: NicRequest, index: int) 
             raise PciValueError(f"{where}: port {nic.port} already has its vnic type and pci "
                                 "flavor; drop vnic-type= and pci-flavor= or use net-id=")
         port = find(session, PortRow, nic.port, "port", PortRow.project == server.project)
-        if port.device_id is not None:
+        # Conditional, in the boot's transaction: of boots racing for one port, the first
+        # to write it wins, and the others (on PostgreSQL, waiting for its commit) find it
+        # taken.
+        taken = session.execute(
+            update(PortRow).where(PortRow.id == port.id, PortRow.device_id.is_(None))
+            .values(device_id=server.uuid).execution_options(synchronize_session=False))
+        if session.get(PortRow, port.id, populate_existing=True) is None:
+            raise NotFoundError(f"{where}: port {nic.port!r} was deleted meanwhile")
+        if taken.rowcount != 1:
             raise ConflictError(f"port {port.id} is in use by server {port.device_id}; "
                                 "use a free port or net-id=")
-    else:
-        network = visible_network(session, nic.network or "", server.project)
-        port = create_port(session, network, server.project, vnic_type=nic.vnic_type,
-                           pci_flavor=nic.pci_flavor, by_boot=True)
+        return port
+    network = visible_network(session, nic.network or "", server.project)
+    port = create_port(session, network, server.project, vnic_type=nic.vnic_type,
+                       pci_flavor=nic.pci_flavor, by_boot=True)
     port.device_id = server.uuid
     return port
 
@@ -160,7 +169,7 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
     image = _image(session, boot.image) if boot.image else None
     if boot.key_name is not None:
         try:
-            find_keypair(session, boot.project, boot.key_name)
+            find_keypair(session, boot.project, boot.key_name, keep=True)
         except NotFoundError as error:
             raise PciValueError(f"key_name: {error}") from None
     parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists

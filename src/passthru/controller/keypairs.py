@@ -115,9 +115,15 @@ def parse_public_key(text: str) -> PublicKey:
     return PublicKey(kind, " ".join(words), f"SHA256:{digest}")
 
 
-def find_keypair(session: Session, project: str, name: str) -> KeypairRow:
-    row = session.scalars(select(KeypairRow).where(KeypairRow.project == project,
-                                                   KeypairRow.name == name)).first()
+def find_keypair(session: Session, project: str, name: str, *, keep: bool = False,
+                 lock: bool = False) -> KeypairRow:
+    """The project's keypair `name`. `keep`: it cannot be deleted until this transaction
+    ends (a boot naming it); `lock`: nothing else may name it meanwhile (its delete). On
+    PostgreSQL FOR SHARE and FOR UPDATE; SQLite writers hold the whole store anyway."""
+    query = select(KeypairRow).where(KeypairRow.project == project, KeypairRow.name == name)
+    if keep or lock:
+        query = query.with_for_update(read=not lock)
+    row = session.scalars(query).first()
     if row is None:
         raise NotFoundError(f"project {project} has no keypair {name!r} (list them with "
                             "passthru keypair-list)")

@@ -17,8 +17,12 @@ from passthru.pci.request import PciRequest, requests_from_extra_specs
 SUPPORTED_KEY = "pci_passthrough:supported"
 
 
-def known_pci_flavors(session: Session) -> set[str]:
-    return set(session.scalars(select(PciFlavorRow.name)))
+def known_pci_flavors(session: Session, *, keep: bool = False) -> set[str]:
+    """The PCI flavors' names; with `keep`, none of them can be deleted or renamed until
+    this transaction ends (PostgreSQL: FOR SHARE, as a PCI flavor's delete and update lock
+    it FOR UPDATE), for a write that will name some of them."""
+    query = select(PciFlavorRow.name)
+    return set(session.scalars(query.with_for_update(read=True) if keep else query))
 
 
 def supported_flavors(properties: Mapping[str, str]) -> list[str] | None:

@@ -35,7 +35,10 @@ def _random_mac(session: Session, network_id: str) -> str:
 
 
 def check_pci_flavor(session: Session, name: str) -> None:
-    if session.scalars(select(PciFlavorRow.uuid).where(PciFlavorRow.name == name)).first():
+    """That PCI flavor `name` exists, and keeps existing (under that name) until this
+    transaction ends: locked as `known_pci_flavors(keep=True)` does."""
+    if session.scalars(select(PciFlavorRow.uuid).where(PciFlavorRow.name == name)
+                       .with_for_update(read=True)).first():
         return
     raise NotFoundError(f"no PCI flavor {name!r} (list them with passthru pci-flavor-list)")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import ConflictError
+from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.events import EventKind, record
 from passthru.controller.models import ServerRow, ServerStatus
 from passthru.pci.work import PowerAction
@@ -83,6 +83,8 @@ def request_power(session: Session, server: ServerRow, action: PowerAction) -> N
     # Locked, as a delete and the agent's answers lock it: the state checked is the one
     # changed.
     session.refresh(server, with_for_update=True)
+    if server.status is ServerStatus.DELETED:
+        raise NotFoundError(f"no server {server.uuid}: it was deleted meanwhile")
     rule = RULES[action]
     pending = pending_action(server)
     if server.status not in rule.statuses or pending not in rule.pending:

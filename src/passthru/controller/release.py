@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from passthru.controller.errors import NotFoundError
 from passthru.controller.events import EventKind, record
 from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.models import (
@@ -82,10 +83,14 @@ def release_ports(session: Session, server: ServerRow) -> None:
 
 
 def delete_server(session: Session, server: ServerRow) -> list[str]:
-    """Delete the server; returns the hosts whose devices or room it freed."""
+    """Delete the server; returns the hosts whose devices or room it freed. NotFoundError
+    if it is deleted already: of deletes racing for one server, exactly one does it."""
     # The server before its hosts, as claims lock them: a claim in flight either commits
     # first (and its devices are freed here) or finds the server deleted.
     session.refresh(server, with_for_update=True)
+    if server.status is ServerStatus.DELETED:
+        # Another delete committed while this one waited for the lock: it freed everything.
+        raise NotFoundError(f"no server {server.uuid}: it was deleted meanwhile")
     hosts = hosts_holding(session, server)
     if holds_resources(server) and server.host is not None:
         hosts = sorted({*hosts, server.host.name})

@@ -8,10 +8,13 @@ a boot — a second transaction, so a controller that stops in between leaves no
 and the build sweep places the server later. Only when its attempts are used up or no
 other host fits does it go to ERROR, the message naming every host's fault.
 
-The build sweep runs with the down-host sweep: it fails builds older than the build
-timeout, moves builds off hosts that went down, and picks up servers left BUILD with no
-host for longer than a grace period (a controller stopped between a boot's two
-transactions, or between a failed spawn and the new placement).
+The build sweep runs with the down-host sweep, as soon as a controller starts and then
+periodically: it fails builds older than the build timeout, moves builds off hosts that
+went down, and picks up servers left BUILD with no host for longer than a grace period
+(a controller stopped between a boot's two transactions, or between a failed spawn and
+the new placement). One never placed is failed, which deletes the ports its boot made
+and unbinds the tenant's; one that failed a spawn before is placed again. The grace
+keeps the sweep off boots another replica is placing right now.
 """
 
 from __future__ import annotations

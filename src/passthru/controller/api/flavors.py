@@ -67,7 +67,8 @@ def flavor_view(row: FlavorRow) -> Flavor:
 
 def check_extra_specs(session: Session, flavor: str, extra_specs: dict[str, str]) -> None:
     """The PCI requests the specs write must parse and name existing PCI flavors."""
-    check_flavor_names(flavor_requests(flavor, extra_specs), known_pci_flavors(session),
+    check_flavor_names(flavor_requests(flavor, extra_specs),
+                       known_pci_flavors(session, keep=True),
                        where=f"flavor {flavor}")
 
 
@@ -102,6 +103,9 @@ def delete_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> Response:
     who.require_admin("deleting a flavor")
     with store.write() as session:
         row = find(session, FlavorRow, flavor, "flavor")
+        # Locked before counting, as image deletes do: a boot that made a server of it
+        # meanwhile holds the row (its foreign key), so it is counted once committed.
+        session.refresh(row, with_for_update=True)
         users = session.scalar(select(func.count()).select_from(ServerRow).where(
             ServerRow.flavor_id == row.id, ServerRow.status != ServerStatus.DELETED))
         if users:

@@ -114,7 +114,7 @@ def create_image(who: TenantCaller, store: StoreDep, body: ImageCreateBody) -> I
             raise ConflictError(f"an image named {spec.name!r} exists already")
         names = supported_flavors(spec.properties)
         if names is not None:
-            known = known_pci_flavors(session)
+            known = known_pci_flavors(session, keep=True)
             unknown = [n for n in names if n not in known]
             if unknown or not names:
                 raise PciValueError(

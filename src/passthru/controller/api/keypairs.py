@@ -90,7 +90,7 @@ def show_keypair(tenant_id: str, who: TenantCaller, store: StoreDep, name: str) 
 @router.delete("/{name}", status_code=204, summary="Delete a keypair")
 def delete_keypair(tenant_id: str, who: TenantCaller, store: StoreDep, name: str) -> Response:
     with store.write() as session:
-        row = find_keypair(session, tenant_id, name)
+        row = find_keypair(session, tenant_id, name, lock=True)
         waiting = session.scalar(select(func.count()).select_from(ServerRow).where(
             ServerRow.project == tenant_id, ServerRow.key_name == name,
             ServerRow.status == ServerStatus.BUILD))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, StrictInt
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
+from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
@@ -65,6 +66,20 @@ def list_networks(tenant_id: str, who: TenantCaller, store: StoreDep) -> Network
         return NetworkList(networks=[network_view(r) for r in session.scalars(query)])
 
 
+#: The PostgreSQL advisory lock network creates take turns on.
+_CREATE_LOCK = 0x6E657473  # "nets"
+
+
+def _one_create_at_a_time(session: Session) -> None:
+    """A create checks that no network has its segment yet, then adds one: two creates of
+    one segment must not both pass the check. SQLite writers take turns anyway; on
+    PostgreSQL they take turns on an advisory lock held until the transaction ends (no
+    row exists yet to lock, and no unique index can say "one flat network per physical
+    network", whose segmentation id is null)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+
+
 @router.post("", status_code=201, response_model=NetworkBody,
              summary="Create a provider network")
 def create_network(who: TenantCaller, store: StoreDep, body: NetworkCreateBody) -> NetworkBody:
@@ -74,6 +89,7 @@ def create_network(who: TenantCaller, store: StoreDep, body: NetworkCreateBody) 
         NetworkType.VLAN if spec.segmentation_id is not None else NetworkType.FLAT)
     checked = NetworkSpec(spec.name, kind, spec.physical_network, spec.segmentation_id)
     with store.write() as session:
+        _one_create_at_a_time(session)
         if session.scalars(select(NetworkRow.id).where(NetworkRow.name == spec.name)).first():
             raise ConflictError(f"a network named {spec.name!r} exists already")
         clash = session.scalars(select(NetworkRow).where(
@@ -108,6 +124,9 @@ def delete_network(who: TenantCaller, store: StoreDep, network: str) -> Response
     who.require_admin("deleting a network")
     with store.write() as session:
         row = visible_network(session, network, None)
+        # Locked first: a port made on it meanwhile holds the row (its foreign key), and
+        # is listed here once committed.
+        session.refresh(row, with_for_update=True)
         if row.ports:
             names = ", ".join(sorted(p.name or p.id for p in row.ports)[:5])
             raise ConflictError(f"network {row.name} still has {len(row.ports)} port(s) "

@@ -9,6 +9,9 @@
                                    {"action": "update", "pci-flavor": {"description", <k>: <v>}}
     DELETE /v2/{tenant_id}/os-pci-flavor/{UUID|name}
 
+Every change bumps the store's topic `pci_flavors` in its transaction, so that every
+controller replica's scheduler reads the flavors again before its next placement.
+
 `update` makes the given pairs the flavor's whole definition, as the seed says; `set`
 merges them into it, a null value removing a key. Singular and plural paths both work.
 """
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from passthru.controller import topics
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.errors import ConflictError, ForbiddenError
@@ -117,12 +121,17 @@ def _is_attrs(ref: str) -> bool:
     return ref in (FLAVOR_ATTRS_UUID, FLAVOR_ATTRS_NAME)
 
 
-def _find(session: Session, ref: str) -> PciFlavorRow:
+def _find(session: Session, ref: str, *, lock: bool = True) -> PciFlavorRow:
+    """The PCI flavor to change or delete, `lock`ed: a write that names it (a flavor's extra
+    specs, an image, a port) holds it meanwhile, and is among its users once committed."""
     if _is_attrs(ref):
         raise ForbiddenError(f"{FLAVOR_ATTRS_NAME} (UUID 0) lists what hosts expose and "
                              "cannot be changed here; change the hosts' pool_attrs")
-    return find(session, PciFlavorRow, ref, "PCI flavor",
-                create_hint="create it with passthru pci-flavor-create")
+    row = find(session, PciFlavorRow, ref, "PCI flavor",
+               create_hint="create it with passthru pci-flavor-create")
+    if lock:
+        session.refresh(row, with_for_update=True)
+    return row
 
 
 def _store_spec(row: PciFlavorRow, spec: Mapping[str, str]) -> None:
@@ -163,6 +172,7 @@ def create_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
         _store_spec(row, flavor.spec)
         session.add(row)
         session.flush()
+        topics.bump(session, topics.PCI_FLAVORS)
         created = PciFlavorBody(pci_flavor=flavor_view(row))
     scheduler.flavors_changed()
     return created
@@ -173,7 +183,7 @@ def show_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> PciFlavo
         if _is_attrs(flavor):
             who.require_admin("listing the attributes hosts expose")
             return PciFlavorBody(pci_flavor=_attrs_view(session))
-        return PciFlavorBody(pci_flavor=flavor_view(_find(session, flavor)))
+        return PciFlavorBody(pci_flavor=flavor_view(_find(session, flavor, lock=False)))
 
 
 def _changed(row: PciFlavorRow, body: PciFlavorUpdateBody, session: Session) -> PciFlavor:
@@ -207,6 +217,7 @@ def update_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
         row.name, row.description = new.name, new.description
         _store_spec(row, new.spec)
         session.flush()
+        topics.bump(session, topics.PCI_FLAVORS)
         updated = PciFlavorBody(pci_flavor=flavor_view(row))
     scheduler.flavors_changed()
     return updated
@@ -222,6 +233,7 @@ def delete_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
             raise ConflictError(f"PCI flavor {row.name} is still used by {', '.join(users)}; "
                                 "change or delete them first")
         session.delete(row)
+        topics.bump(session, topics.PCI_FLAVORS)
     scheduler.flavors_changed()
     return Response(status_code=204)
 

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Name
 from passthru.controller.auth import Principal
-from passthru.controller.errors import ConflictError
+from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import PortRow
 from passthru.controller.ports import create_port, visible_network
@@ -114,8 +114,14 @@ def show_port(tenant_id: str, who: TenantCaller, store: StoreDep, port: str) -> 
 def delete_port(tenant_id: str, who: TenantCaller, store: StoreDep, port: str) -> Response:
     with store.write() as session:
         row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
-        if row.device_id is not None:
+        # Conditional: a boot that attaches the port meanwhile keeps it (on PostgreSQL
+        # this waits for that boot's commit and then finds the port in use).
+        gone = session.execute(delete(PortRow).where(PortRow.id == row.id,
+                                                     PortRow.device_id.is_(None))
+                               .execution_options(synchronize_session=False))
+        if gone.rowcount != 1:
+            if session.get(PortRow, row.id, populate_existing=True) is None:
+                raise NotFoundError(f"no port {port!r}: it was deleted meanwhile")
             raise ConflictError(f"port {row.name or row.id} is attached to server "
                                 f"{row.device_id}; delete the server first")
-        session.delete(row)
     return Response(status_code=204)

@@ -5,28 +5,37 @@ A decision and its tentative claim in the index happen under a lock (so two requ
 this replica never pick the same devices); the store transaction runs outside it. If the
 store says a device was taken meanwhile (by another replica, or an inventory report), or
 the host's room or a chosen CPU went to another VM, the tentative claim is dropped, that
-host is read again from the store, and the VM is placed again, the host included once more
-(what it has left may still do) and passed over after a second loss; the last failure is
-the placement's own message. Before saying that no
-host fits, the index is checked against the store once (other replicas may have freed
-devices since).
+host is read again from the store, and the VM is placed again, that host included: a lost
+race is someone else's win, so it never makes a host look full that still has room.
+A placement is refused only once the index, checked against the store after the last
+lost race, has nothing that fits, and no claim of this replica is in flight (one that
+fails gives its devices back); the refusal is the placement's own message.
 
 Reading a host again replaces its in-memory devices with the store's, which drops other
 requests' tentative claims on it that are not committed yet; their own store transactions
 still decide, so the worst case is one more lost race.
 
+PCI flavors can change through any replica: each change bumps the store's topic
+`pci_flavors` (`controller.topics`) in its own transaction, and each placement first
+compares that version with the one the index's flavors were read at, reading them again
+when they differ. That check is what makes the next boot on every replica honour an edit
+exactly; a push (PostgreSQL's LISTEN/NOTIFY) could only make the reload earlier, never
+the answer more right, and is left out.
+
 The API tells the scheduler what else changed: `refresh(host)` after an inventory report,
-a free or a host going up or down, `flavors_changed()` after PCI flavor edits.
+a free or a host going up or down, `flavors_changed()` after PCI flavor edits (which
+spares the replica that made them the reload at its next placement).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections import Counter
 from collections.abc import Collection, Sequence
 
 from sqlalchemy.exc import DBAPIError
 
+from passthru.controller import topics
 from passthru.controller.db import Store
 from passthru.controller.scheduler.claim import (
     LostRaceError,
@@ -51,9 +60,12 @@ from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize
 
-#: A host that lost this many claims of one placement is passed over: the first loss
-#: only re-reads it (another device, another CPU or the room left may still do).
-_LOSSES_PER_HOST = 2
+#: Placements one VM gets before it is refused though the store may have room: each
+#: lost race is another boot's win, so only a stampede of them exhausts this.
+_MAX_ROUNDS = 100
+#: The longest a placement waits for this replica's claims in flight (each is one short
+#: store transaction; the wait ends as soon as they do).
+_SETTLE_WAIT = 30.0
 
 #: A VM: the server that will own the devices, and its PCI requests.
 Vm = tuple[str, Sequence[PciRequest]]
@@ -66,15 +78,24 @@ class Scheduler:
         self.index = HostIndex()
         self._hosts: dict[str, StoredHost] = {}
         self._lock = threading.Lock()
+        #: The version of topic pci_flavors the index's flavors were read at.
+        self._flavors_version = -1
+        #: This replica's claims whose store transaction has not ended, by ticket: their
+        #: devices are held in the index, tentatively.
+        self._in_flight: set[int] = set()
+        self._tickets = itertools.count()
+        self._settled = threading.Condition(self._lock)
 
     # --- keeping the index in step with the store -------------------------------------
 
     def load(self) -> None:
         """Build the index from the store (at start-up)."""
         with self.store.read() as session:
+            seen = topics.version(session, topics.PCI_FLAVORS)
             flavors = load_flavors(session)
             with self._lock:
                 self.index = HostIndex(flavors)
+                self._flavors_version = seen
                 self._hosts.clear()
                 for host in load_hosts(session):
                     self._adopt(host)
@@ -91,10 +112,21 @@ class Scheduler:
                 self._adopt(host)
 
     def flavors_changed(self) -> None:
+        """Read the PCI flavors again (whichever replica changed them)."""
         with self.store.read() as session:
+            seen = topics.version(session, topics.PCI_FLAVORS)
             flavors = load_flavors(session)
         with self._lock:
             self.index.set_flavors(flavors)
+            self._flavors_version = seen
+
+    def _check_flavors(self) -> None:
+        """Before each placement: the PCI flavors again if any replica changed them since
+        they were read (one primary-key read when they did not)."""
+        with self.store.read() as session:
+            current = topics.version(session, topics.PCI_FLAVORS)
+        if current != self._flavors_version:
+            self.flavors_changed()
 
     def sees_up(self, name: str) -> bool:
         """Whether the index has `name` as a host that is up."""
@@ -137,30 +169,49 @@ class Scheduler:
         """Place every VM (of its size in `sizes`, which should be its server row's, as
         the store counts those), on none of the hosts in `exclude`, and claim all their
         devices and room in one transaction, or none."""
-        losses: Counter[str] = Counter()
+        self._check_flavors()
         resynced = False
-        while True:
-            try:
-                with self._lock:
+        for _ in range(_MAX_ROUNDS):
+            placements: list[Placement] | None = None
+            with self._lock:
+                try:
                     placements = place_many(self.index, vms, weigher=self.weigher,
-                                            exclude=frozenset(exclude) | frozenset(
-                                                h for h, n in losses.items()
-                                                if n >= _LOSSES_PER_HOST),
-                                            sizes=sizes)
-            except NoValidHostError:
-                if resynced or not self.resync():
-                    raise
-                resynced = True
+                                            exclude=frozenset(exclude), sizes=sizes)
+                except NoValidHostError as error:
+                    refused, busy = error, set(self._in_flight)
+                else:
+                    ticket = next(self._tickets)
+                    self._in_flight.add(ticket)
+            if placements is None:
+                if busy:
+                    # Claims of this replica in flight hold devices in the index that
+                    # their store transaction may yet give back.
+                    self._wait_for(busy)
+                elif resynced or not self.resync():
+                    raise refused
+                else:
+                    resynced = True
                 continue
             try:
-                self._claim(vms, placements)
+                self._claim(vms, placements, ticket)
             except LostRaceError as race:
-                losses[race.host] += 1
                 self.refresh([race.host])
+                resynced = False
                 continue
             return placements
+        raise NoValidHostError(f"lost the race for devices or room {_MAX_ROUNDS} times in "
+                               "a row to other boots; boot it again")
 
-    def _claim(self, vms: Sequence[Vm], placements: list[Placement]) -> None:
+    def _settle(self, ticket: int) -> None:
+        """Claim `ticket` ended (call under the lock)."""
+        self._in_flight.discard(ticket)
+        self._settled.notify_all()
+
+    def _wait_for(self, claims: set[int]) -> None:
+        with self._settled:
+            self._settled.wait_for(lambda: not claims & self._in_flight, timeout=_SETTLE_WAIT)
+
+    def _claim(self, vms: Sequence[Vm], placements: list[Placement], ticket: int) -> None:
         placed = [(owner, p) for (owner, _), p in zip(vms, placements, strict=True)]
         try:
             with self.store.write() as session:
@@ -178,14 +229,16 @@ class Scheduler:
             with self._lock:
                 for owner, placement in placed:
                     self.index.free(placement.host, owner)
+                self._settle(ticket)
             if isinstance(error, DBAPIError) and is_lost_race(error):
                 # The database does not say which row it fought over; the first host is
-                # read again and passed over, which is enough to make progress.
+                # read again, and the database let the other transaction through.
                 raise LostRaceError(placed[0][1].host,
                                     reason="was in a transaction the database rolled back"
                                     ) from error
             raise
         with self._lock:
+            self._settle(ticket)
             # What the store holds now as far as this replica knows (a host read again
             # meanwhile is a new object, and these go to the old one): a host whose use
             # moved otherwise (another replica) no longer matches, and is read again.
