@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from passthru.controller.api.fields import NamePath
 from passthru.controller.auth import Principal, digest, principal_of
 from passthru.controller.db import Store
 from passthru.controller.errors import UnauthorizedError
@@ -66,7 +67,7 @@ def _caller(request: Request, store: StoreDep,
 Caller = Annotated[Principal, Depends(_caller)]
 
 
-def _tenant_caller(tenant_id: str, who: Caller) -> Principal:
+def _tenant_caller(tenant_id: NamePath, who: Caller) -> Principal:
     who.require_project(tenant_id)
     return who
 
