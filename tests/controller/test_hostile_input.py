@@ -5,6 +5,7 @@ Each gets a 4xx JSON error that says what was wrong; none reaches the store as a
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from passthru.controller.app import create_app
+from passthru.controller.models import FlavorRow
 from passthru.controller.settings import Settings
 from tests.controller.conftest import Api
 
@@ -129,6 +131,14 @@ def test_control_characters_in_bodies_are_refused(hostile: tuple[Api, str]) -> N
             _refused(api, api.admin, method, path, json=body)
 
 
+def test_user_data_with_a_nul_is_refused(hostile: tuple[Api, str]) -> None:
+    api, member = hostile
+    message = _refused(api, member, "POST", f"{MEMBER}/servers", json={"server": {
+        "name": "x", "flavorRef": "m1", "user_data": base64.b64encode(b"#!\0").decode()}})
+    assert message == ("user_data holds a NUL byte at offset 2; it must be text (a "
+                       "#cloud-config or a script)")
+
+
 def test_a_nul_in_a_name_is_refused_saying_so(hostile: tuple[Api, str]) -> None:
     api, member = hostile
     message = _refused(api, member, "POST", f"{MEMBER}/servers", json={"server": {
@@ -228,3 +238,35 @@ def test_members_get_4xx_for_hostile_references(hostile: tuple[Api, str]) -> Non
             "name": "x", "flavorRef": "m1", "networks": [{"uuid": bad}]}})
         _refused(api, member, "POST", f"{MEMBER}/ports", json={"port": {
             "network_id": "prod", "name": bad}})
+
+
+def _store_refusals(api: Api) -> None:
+    """Routes that hand the store what it refuses, as a request that slipped past the
+    fields' checks would."""
+
+    def duplicate_flavor() -> None:
+        with api.client.app.state.store.write() as session:
+            session.add_all([FlavorRow(name="twin"), FlavorRow(name="twin")])
+
+    def nul_text() -> None:
+        with api.client.app.state.store.write() as session:
+            session.add(FlavorRow(name="a\x00b"))
+
+    api.client.app.add_api_route("/test/duplicate", duplicate_flavor, methods=["POST"])
+    api.client.app.add_api_route("/test/nul", nul_text, methods=["POST"])
+
+
+def test_the_store_s_refusals_are_4xx_in_its_words(hostile: tuple[Api, str], db_url: str
+                                                   ) -> None:
+    api, _ = hostile
+    _store_refusals(api)
+    answer = api.call("POST", "/test/duplicate", expect=409)
+    message = answer.json()["error"]["message"]
+    assert message.startswith("the request clashed with a change made at the same time")
+    assert ("UNIQUE constraint failed: flavors.name" in message
+            or "Key (name)=(twin) already exists." in message), message
+    if db_url.startswith("postgresql"):
+        answer = api.call("POST", "/test/nul", expect=400)
+        message = answer.json()["error"]["message"]
+        assert message.startswith("a value of the request cannot be stored (")
+        assert "NUL" in message and message.endswith("; shorten or correct it"), message

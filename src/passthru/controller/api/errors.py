@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -77,6 +77,15 @@ def _validation_message(error: RequestValidationError) -> str:
     return "the request is not valid: " + "; ".join(problems)
 
 
+def store_complaint(error: DBAPIError) -> str:
+    """What the store said was wrong, in its words: PostgreSQL's message and detail
+    (`Key (name)=(m1) already exists.`), SQLite's (`UNIQUE constraint failed: flavors.name`)."""
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None and diag.message_primary:
+        return "; ".join(part for part in (diag.message_primary, diag.message_detail) if part)
+    return str(error.orig).splitlines()[0] if str(error.orig) else type(error.orig).__name__
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route takes at this path (Starlette names only the first route's,
     but each method of a resource here is its own route)."""
@@ -111,8 +120,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_integrity(_request: Request, error: Exception) -> JSONResponse:
         # Two requests raced for the same name or reference: the loser is told to retry.
+        assert isinstance(error, IntegrityError)
         return error_response(HTTPStatus.CONFLICT, "the request clashed with a change made "
-                              "at the same time (a name taken, a reference removed); retry")
+                              "at the same time (a name taken, a reference removed): "
+                              f"{store_complaint(error)}; retry")
+
+    async def on_data(_request: Request, error: Exception) -> JSONResponse:
+        # The fields' types keep such values out (`api.fields`); this is the net for one
+        # that slips past them, so that it is still the caller's fault, not a 500.
+        assert isinstance(error, DataError)
+        return error_response(HTTPStatus.BAD_REQUEST, "a value of the request cannot be "
+                              f"stored ({store_complaint(error)}); shorten or correct it")
 
     async def on_stale(_request: Request, error: Exception) -> JSONResponse:
         return error_response(HTTPStatus.CONFLICT, "a device changed while this request was "
@@ -122,4 +140,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(IntegrityError, on_integrity)
+    app.add_exception_handler(DataError, on_data)
     app.add_exception_handler(StaleDataError, on_stale)
