@@ -155,6 +155,9 @@ def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
              summary="Boot servers: place each on a host and claim its devices")
 def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                   scheduler: SchedulerDep, body: ServerCreateBody) -> ServersCreated:
+    """One server that no host fits is kept in ERROR with the scheduler's message as its
+    fault (202, as Nova). A multi-create (min_count > 1) that the hosts cannot take whole
+    is refused with 409 and that message, and leaves no server and no port behind."""
     spec = body.server
     nics = tuple(NicRequest(network=n.uuid, port=n.port, vnic_type=n.vnic_type,
                             pci_flavor=n.pci_flavor) for n in spec.networks)
