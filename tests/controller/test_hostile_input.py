@@ -139,6 +139,14 @@ def test_user_data_with_a_nul_is_refused(hostile: tuple[Api, str]) -> None:
                        "#cloud-config or a script)")
 
 
+def test_multi_create_names_must_fit_with_their_suffix(hostile: tuple[Api, str]) -> None:
+    api, member = hostile
+    message = _refused(api, member, "POST", f"{MEMBER}/servers", json={"server": {
+        "name": "n" * 253, "flavorRef": "m1", "min_count": 10}})
+    assert message == ("server.name is 253 characters; with min_count 10 the servers are "
+                       "named NAME-1 ... NAME-10, so it may have at most 252")
+
+
 def test_a_nul_in_a_name_is_refused_saying_so(hostile: tuple[Api, str]) -> None:
     api, member = hostile
     message = _refused(api, member, "POST", f"{MEMBER}/servers", json={"server": {

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Name, NamePath
+from passthru.controller.api.fields import MAX_NAME, Name, NamePath
 from passthru.controller.auth import Principal
 from passthru.controller.boot import MAX_USER_DATA, BootRequest, NicRequest, decode_user_data
 from passthru.controller.db import Store
@@ -163,6 +163,11 @@ def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                             pci_flavor=n.pci_flavor) for n in spec.networks)
     names = ([spec.name] if spec.min_count == 1
              else [f"{spec.name}-{n}" for n in range(1, spec.min_count + 1)])
+    if len(names[-1]) > MAX_NAME:
+        raise PciValueError(f"server.name is {len(spec.name)} characters; with min_count "
+                            f"{spec.min_count} the servers are named NAME-1 ... "
+                            f"NAME-{spec.min_count}, so it may have at most "
+                            f"{MAX_NAME - len(names[-1]) + len(spec.name)}")
     user_data = decode_user_data(spec.user_data) if spec.user_data is not None else None
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
                          nics=nics, key_name=spec.key_name, user_data=user_data)
