@@ -150,6 +150,10 @@ def test_multi_create_names_must_fit_with_their_suffix(hostile: tuple[Api, str])
 def test_a_nul_in_a_name_is_refused_saying_so(hostile: tuple[Api, str]) -> None:
     api, member = hostile
     message = _refused(api, member, "POST", f"{MEMBER}/servers", json={"server": {
+        "name": " vm", "flavorRef": "m1"}})
+    assert message == ("the request is not valid: server.name: a name must not begin or end "
+                       "with a blank, nor hold a line break")
+    message = _refused(api, member, "POST", f"{MEMBER}/servers", json={"server": {
         "name": NUL, "flavorRef": "m1"}})
     assert "server.name" in message and "control character" in message
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from passthru.controller.api.fields import NAME_PATTERN, NAME_RULE
 from passthru.controller.errors import (
     ConflictError,
     ForbiddenError,
@@ -73,7 +74,10 @@ def _validation_message(error: RequestValidationError) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+        message = item.get("msg", "invalid")
+        if item.get("ctx", {}).get("pattern") == NAME_PATTERN:
+            message = NAME_RULE
+        problems.append(f"{where or 'body'}: {message}")
     return "the request is not valid: " + "; ".join(problems)
 
 

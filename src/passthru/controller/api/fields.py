@@ -26,7 +26,9 @@ MAX_TEXT = 4096
 #: The largest value of the store's 32-bit INTEGER columns.
 INT32_MAX = 2**31 - 1
 
-_NAME_PATTERN = r"^\S(.*\S)?$"
+NAME_PATTERN = r"^\S(.*\S)?$"
+#: What a name that does not match NAME_PATTERN is told.
+NAME_RULE = "a name must not begin or end with a blank, nor hold a line break"
 
 
 def _where(value: str, index: int) -> str:
@@ -62,7 +64,7 @@ CleanText = Annotated[str, AfterValidator(_clean_text)]
 
 #: A resource name or reference (UUID or name): 1-255 printable characters, no
 #: surrounding blanks.
-Name = Annotated[CheckedName, Field(min_length=1, max_length=MAX_NAME, pattern=_NAME_PATTERN)]
+Name = Annotated[CheckedName, Field(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
 #: The key of an extra spec, image property or PCI flavor attribute.
 Key = Annotated[CheckedName, Field(min_length=1, max_length=MAX_NAME)]
 #: Free text (a description, a value): at most MAX_TEXT characters.
