@@ -4,15 +4,16 @@ types, bodies).
 
 Each role calls with its own token: the admin anywhere, a member in its own project (its
 `tenant_id` is pinned, so that the calls reach the handlers rather than a 403). A role is
-one entry of `ROLES`; another (the agent's) is a name and a way to get its token and
-project. Examples are derandomized and bounded per operation, so a run is repeatable and
-short enough for every `make test`.
+one entry of `ROLES`, named after its token (`seeded_app` issues the agent's too).
+Examples are derandomized and bounded per operation, so a run is repeatable and short
+enough for every `make test`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from passthru.pci.work import SHA256_HEADER
 # well-shaped nonsense gets a 400; and the core's device dataclass reads "1" as the number
 # 1 where the schema says integer. Every other check runs.
 _MEANING_CHECKS = [positive_data_acceptance, negative_data_rejection]
+#: Examples per operation: few, so that `make test` stays short; a longer hunt sets
+#: PASSTHRU_FUZZ_EXAMPLES (e.g. 200).
+EXAMPLES = int(os.environ.get("PASSTHRU_FUZZ_EXAMPLES", "8"))
 #: The project the member belongs to, which holds a server and a port.
 MEMBER_PROJECT = "p1"
 _PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHKTe7aduWVrvrPD1m5Rf+stb1tuFgcsahO+z8j6QrsU"
@@ -48,9 +52,10 @@ def _seed(client: TestClient, project: str) -> None:
         "name": "key", "public_key": _PUBLIC_KEY}}).raise_for_status()
 
 
-def seeded_app(settings: Settings) -> tuple[FastAPI, str, str]:
+def seeded_app(settings: Settings) -> tuple[FastAPI, dict[str, str]]:
     """A controller with something in every table, so that lookups also find things;
-    with the admin's token and a member's of MEMBER_PROJECT."""
+    with a token for each role: the admin's, a member's of MEMBER_PROJECT, and the agent's
+    of host c1."""
     application = create_app(settings)
     admin = settings.admin_token_path.read_text().strip()
     with TestClient(application, headers={"Authorization": f"Bearer {admin}"}) as client:
@@ -72,26 +77,25 @@ def seeded_app(settings: Settings) -> tuple[FastAPI, str, str]:
             SHA256_HEADER: hashlib.sha256(disk).hexdigest()}).raise_for_status()
         client.post("/v2/admin/images", json={"image": {
             "name": "queued", "disk_format": "qcow2"}}).raise_for_status()
-        member = client.post("/v2/admin/tokens", json={"token": {
-            "project": MEMBER_PROJECT}}).json()["token"]
+        tokens = {"admin": admin, "agent": client.post("/v2/admin/os-hosts/c1/tokens").json()[
+            "token"], "member": client.post("/v2/admin/tokens", json={"token": {
+                "project": MEMBER_PROJECT}}).json()["token"]}
         _seed(client, "admin")
-        client.headers["Authorization"] = f"Bearer {member}"
+        client.headers["Authorization"] = f"Bearer {tokens['member']}"
         _seed(client, MEMBER_PROJECT)
-    return application, admin, member
+    return application, tokens
 
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """Who calls: `token` picks the token out of (admin's, member's); `project`, if
-    given, is the one tenant_id it calls."""
+    """Who calls, with `seeded_app`'s token of that name; `project`, if given, is the one
+    tenant_id it calls."""
 
     name: str
-    token: Callable[[str, str], str]
     project: str | None = None
 
 
-ROLES = (Role("admin", lambda admin, _member: admin),
-         Role("member", lambda _admin, member: member, MEMBER_PROJECT))
+ROLES = (Role("admin"), Role("member", MEMBER_PROJECT))
 
 
 @dataclass(slots=True)
@@ -103,9 +107,9 @@ class Target:
 
 @pytest.fixture(params=ROLES, ids=[role.name for role in ROLES])
 def target(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[Target]:
-    app, admin, member = seeded_app(Settings(tmp_path / "data", db_url))
+    app, tokens = seeded_app(Settings(tmp_path / "data", db_url))
     role: Role = request.param
-    yield Target(app, role.token(admin, member), role.project)
+    yield Target(app, tokens[role.name], role.project)
     app.state.store.close()
 
 
@@ -123,7 +127,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
 def test_no_server_errors_and_answers_match_the_schema(case: schemathesis.Case,
