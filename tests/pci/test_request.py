@@ -57,6 +57,11 @@ def test_nova_alias_spec(text: str, expected: list) -> None:
         ("1:big GPU", 2, "is not a PCI flavor name"),
         ("1:a,,b", 4, "a PCI flavor name is missing"),
         ("x:a", 0, "is not a whole number"),
+        ("\u00b2:a", 0, "is not a whole number (digits 0-9)"),
+        ("1:a;\u2460:b", 4, "is not a whole number (digits 0-9)"),
+        ("1025:a", 0, "count 1025 is more than the 1024 devices a request may ask for"),
+        (f"{10**20}:a", 0, "is more than the 1024 devices"),
+        (f"{'9' * 5000}:a", 0, "is more than the 1024 devices"),
         ("", 0, "empty request"),
     ],
 )
@@ -75,6 +80,11 @@ def test_nova_alias_errors() -> None:
         parse_nova_alias_spec("QA:0")
     with pytest.raises(RequestSyntaxError, match="not a whole number"):
         parse_nova_alias_spec("QA:two")
+    with pytest.raises(RequestSyntaxError, match="not a whole number"):
+        parse_nova_alias_spec("QA:\u00b2")
+    with pytest.raises(RequestSyntaxError, match="more than the 1024 devices"):
+        parse_nova_alias_spec("QA:2147483648")
+    assert [r.count for r in parse_nova_alias_spec("QA:1024, GPU:0007")] == [1024, 7]
 
 
 def test_each_request_gets_its_own_uuid() -> None:

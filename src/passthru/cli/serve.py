@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 def split_listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise PassthruError(f"--listen {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN}, "
                             "or 0.0.0.0:8774 to listen on every interface)")
     return host.strip("[]"), int(port)

@@ -68,7 +68,8 @@ def boot(
 
     The scheduler places it on a host whose free devices meet every request at once and
     claims them; the host's agent then starts it. When no host fits, the server is kept
-    in ERROR with the reason and the command fails.
+    in ERROR with the reason and the command fails; with --min-count, no server is made
+    at all and the command fails with the reason.
 
     Example: boot vm1 --flavor m1.gpu --image debian --key-name mykey
     --nic net-id=prod,vnic-type=direct

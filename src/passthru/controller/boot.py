@@ -91,10 +91,14 @@ def decode_user_data(text: str) -> str:
         raise PciValueError(f"user_data is {len(raw)} bytes decoded; at most {MAX_USER_DATA} "
                             "are taken (as Nova); fetch the rest from the guest instead")
     try:
-        return raw.decode()
+        text = raw.decode()
     except UnicodeDecodeError:
         raise PciValueError("user_data is not UTF-8 text once decoded (a #cloud-config or a "
                             "script); compressed user-data is not taken") from None
+    if "\x00" in text:
+        raise PciValueError(f"user_data holds a NUL byte at offset {raw.index(0)}; it must "
+                            "be text (a #cloud-config or a script)")
+    return text
 
 
 def _image(session: Session, ref: str) -> ImageRow:

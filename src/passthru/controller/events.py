@@ -15,6 +15,8 @@ class EventKind(StrEnum):
 
     SERVER_CREATED = "server-created"
     SERVER_ERROR = "server-error"
+    #: A multi-create that no hosts could take whole: none of its servers was kept.
+    SERVERS_REFUSED = "servers-refused"
     SERVER_ACTIVE = "server-active"
     SERVER_DELETED = "server-deleted"
     SERVER_DESTROYED = "server-destroyed"

@@ -1,21 +1,30 @@
 """Launching servers: create them, place and claim their devices, or fail them clearly.
 
 Creating the rows and claiming the devices are two transactions: the claim is the
-scheduler's conditional update, which needs the server and its requests to exist. When no
-host fits, the servers go to ERROR with the scheduler's message and keep nothing.
+scheduler's conditional update, which needs the server and its requests to exist.
+
+When no host fits, what is left follows Nova:
+- one server goes to ERROR with the scheduler's message (its fault) and holds nothing, so
+  the tenant sees what was asked for and why it failed (the boot answers 202 with it);
+- a multi-create (`min_count` > 1) is refused whole: as Nova creates no server when
+  `min_count` cannot be met, its servers, their requests and the ports the boot made are
+  removed again (ports the tenant made are freed), with one event that says so, and the
+  boot answers 409 with the scheduler's message. The tenant is left with nothing to clean.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 
 from passthru.controller.boot import BootRequest, boot_server
 from passthru.controller.db import Store
+from passthru.controller.errors import ConflictError
 from passthru.controller.events import EventKind, record
 from passthru.controller.mapping import request_from_row, server_size
-from passthru.controller.models import ServerRow, ServerStatus
+from passthru.controller.models import EventRow, ServerRow, ServerStatus
+from passthru.controller.release import release_ports
 from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.placement import NoValidHostError
 from passthru.controller.scheduler.service import Scheduler
@@ -24,7 +33,8 @@ from passthru.controller.scheduler.service import Scheduler
 def launch(store: Store, scheduler: Scheduler, boots: Sequence[BootRequest]) -> list[str]:
     """Create the servers and place them all on hosts, or none of them.
 
-    Returns their uuids; they are BUILD on their hosts, or ERROR with the reason.
+    Returns their uuids: BUILD on their hosts, or the one server ERROR with the reason.
+    A multi-create that cannot be placed leaves nothing and raises ConflictError.
     """
     with store.write() as session:
         servers = [boot_server(session, boot) for boot in boots]
@@ -33,13 +43,41 @@ def launch(store: Store, scheduler: Scheduler, boots: Sequence[BootRequest]) -> 
     uuids = [uuid for uuid, _ in vms]
     try:
         scheduler.schedule_many(vms, sizes)
-    except NoValidHostError as error:
-        fail(store, uuids, str(error))
-    except ServerGoneError as error:
-        # Deleted by its owner before it was placed: the others of a multi-create fail
-        # with it (all or none), and nothing is held.
-        fail(store, uuids, str(error))
+    except (NoValidHostError, ServerGoneError) as error:
+        # ServerGoneError: one was deleted by its owner before it was placed; the others
+        # of a multi-create go with it (all or none), and nothing is held.
+        if len(uuids) == 1:
+            fail(store, uuids, str(error))
+        else:
+            refused = f"none of the {len(uuids)} servers {_names(boots)} was created: {error}"
+            discard(store, uuids, refused, boots[0].project)
+            raise ConflictError(refused) from None
     return uuids
+
+
+def _names(boots: Sequence[BootRequest]) -> str:
+    return f"{boots[0].name} ... {boots[-1].name}" if len(boots) > 2 else " and ".join(
+        boot.name for boot in boots)
+
+
+def discard(store: Store, uuids: Sequence[str], reason: str, project: str) -> None:
+    """Remove servers a refused multi-create made, with their requests and the ports their
+    boot made (ports the tenant made are freed); one event says why. Only servers still
+    unplaced are touched: one deleted meanwhile stays deleted, and one a build sweep
+    placed or failed stays as the sweep left it."""
+    with store.write() as session:
+        rows = session.scalars(
+            select(ServerRow).where(ServerRow.uuid.in_(uuids),
+                                    ServerRow.status == ServerStatus.BUILD,
+                                    ServerRow.host_id.is_(None))
+            .with_for_update()).all()
+        for row in rows:
+            release_ports(session, row)
+            session.delete(row)
+        # Their only history is their creation, of servers that now never were.
+        session.execute(delete(EventRow).where(EventRow.server.in_([r.uuid for r in rows]),
+                                               EventRow.kind == str(EventKind.SERVER_CREATED)))
+        record(session, EventKind.SERVERS_REFUSED, f"project {project}: {reason}")
 
 
 def fail(store: Store, uuids: Sequence[str], reason: str) -> None:

@@ -229,7 +229,7 @@ def _compile_dev_class(text: str, what: str) -> ValueMatcher:
 
 def _compile_numa_node(text: str, what: str) -> ValueMatcher:
     kind, _ = classify(text)
-    if kind is MatchKind.LITERAL and not text.isdigit():
+    if kind is MatchKind.LITERAL and not (text.isascii() and text.isdigit()):
         raise PciValueError(f"{what} {text!r} is not a NUMA node number, e.g. '0'")
     return compile_value(text, what=what)
 

@@ -25,6 +25,10 @@ NOVA_ALIAS_KEY = "pci_passthrough:alias"
 NUMA_POLICY_KEY = "hw:pci_numa_affinity_policy"
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+#: The most devices one request may ask for. Counts are ASCII digits only (`str.isdigit`
+#: takes '²' and '①', which `int` then refuses) and never more than this, so that a count
+#: always fits the store's 32-bit column and no scheduler search is asked for millions.
+MAX_COUNT = 1024
 
 
 class NumaPolicy(StrEnum):
@@ -102,8 +106,12 @@ def parse_numa_policy(value: str | None) -> NumaPolicy:
 
 
 def _parse_count(text: str, token: str, start: int, key: str) -> int:
-    if not token.isdigit():
-        raise RequestSyntaxError(text, start, f"count {token!r} is not a whole number", key=key)
+    if not (token.isascii() and token.isdigit()):
+        raise RequestSyntaxError(text, start, f"count {token!r} is not a whole number "
+                                 "(digits 0-9)", key=key)
+    if len(token.lstrip("0")) > len(str(MAX_COUNT)) or int(token) > MAX_COUNT:
+        raise RequestSyntaxError(text, start, f"count {token} is more than the {MAX_COUNT} "
+                                 "devices a request may ask for", key=key)
     count = int(token)
     if count <= 0:
         raise RequestSyntaxError(text, start, f"count must be at least 1, got {count}", key=key)

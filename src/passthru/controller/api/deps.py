@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
+from passthru.controller.api.fields import NamePath
 from passthru.controller.auth import Principal, principal_of
 from passthru.controller.db import Store
 from passthru.controller.image_files import ImageFiles
@@ -70,7 +71,7 @@ def _caller(request: Request,
 Caller = Annotated[Principal, Depends(_caller)]
 
 
-def _tenant_caller(tenant_id: str, who: Caller) -> Principal:
+def _tenant_caller(tenant_id: NamePath, who: Caller) -> Principal:
     who.require_project(tenant_id)
     return who
 

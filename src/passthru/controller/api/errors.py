@@ -14,12 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from passthru.controller.api.fields import NAME_PATTERN, NAME_RULE
 from passthru.controller.db import commits_counted, unreachable
 from passthru.controller.errors import (
     ConflictError,
@@ -86,8 +87,20 @@ def _validation_message(error: RequestValidationError) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+        message = item.get("msg", "invalid")
+        if item.get("ctx", {}).get("pattern") == NAME_PATTERN:
+            message = NAME_RULE
+        problems.append(f"{where or 'body'}: {message}")
     return "the request is not valid: " + "; ".join(problems)
+
+
+def store_complaint(error: DBAPIError) -> str:
+    """What the store said was wrong, in its words: PostgreSQL's message and detail
+    (`Key (name)=(m1) already exists.`), SQLite's (`UNIQUE constraint failed: flavors.name`)."""
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None and diag.message_primary:
+        return "; ".join(part for part in (diag.message_primary, diag.message_detail) if part)
+    return str(error.orig).splitlines()[0] if str(error.orig) else type(error.orig).__name__
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -124,8 +137,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_integrity(_request: Request, error: Exception) -> JSONResponse:
         # Two requests raced for the same name or reference: the loser is told to retry.
+        assert isinstance(error, IntegrityError)
         return error_response(HTTPStatus.CONFLICT, "the request clashed with a change made "
-                              "at the same time (a name taken, a reference removed); retry")
+                              "at the same time (a name taken, a reference removed): "
+                              f"{store_complaint(error)}; retry")
+
+    async def on_data(_request: Request, error: Exception) -> JSONResponse:
+        # The fields' types keep such values out (`api.fields`); this is the net for one
+        # that slips past them, so that it is still the caller's fault, not a 500.
+        assert isinstance(error, DataError)
+        return error_response(HTTPStatus.BAD_REQUEST, "a value of the request cannot be "
+                              f"stored ({store_complaint(error)}); shorten or correct it")
 
     async def on_stale(_request: Request, error: Exception) -> JSONResponse:
         return error_response(HTTPStatus.CONFLICT, "a device changed while this request was "
@@ -145,6 +167,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(IntegrityError, on_integrity)
+    app.add_exception_handler(DataError, on_data)
     app.add_exception_handler(StaleDataError, on_stale)
     app.add_exception_handler(DBAPIError, on_store_error)
     app.add_exception_handler(PoolTimeoutError, on_store_error)

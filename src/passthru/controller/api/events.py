@@ -7,6 +7,7 @@ Events are written by the code that makes each change, in the same transaction
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -14,6 +15,7 @@ from sqlalchemy import Select, or_, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import CheckedName, name_query
 from passthru.controller.events import EventKind
 from passthru.controller.mapping import event_record
 from passthru.controller.models import EventRow, ServerRow
@@ -89,12 +91,12 @@ def _events_query(host: str | None = None, device: str | None = None,
             summary="List events: claims, frees, inventory changes, hosts up and down (admin)")
 def list_events(
     who: TenantCaller, store: StoreDep,
-    host: str | None = Query(None, max_length=255, description="only this host's events"),
+    host: Annotated[CheckedName | None, name_query("only this host's events")] = None,
     device: str | None = Query(None, max_length=64,
                                description="only this PCI address (e.g. 0000:3b:02.1 or "
                                            "3b:02.1), on any host unless host is given"),
-    server: str | None = Query(None, max_length=255,
-                               description="only this server, by UUID or name"),
+    server: Annotated[CheckedName | None,
+                      name_query("only this server, by UUID or name")] = None,
     kind: list[EventKind] | None = Query(None, description=KINDS_HELP),
     since: datetime | None = Query(None, description="only at or after this time (UTC "
                                                      "unless a zone is given)"),

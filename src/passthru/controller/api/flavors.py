@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Key, Name
+from passthru.controller.api.fields import Key, Name, NamePath, Text
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import (
@@ -57,7 +57,7 @@ class FlavorList(BaseModel):
 
 
 class ExtraSpecs(BaseModel):
-    extra_specs: dict[Key, str]
+    extra_specs: dict[Key, Text]
 
 
 def flavor_view(row: FlavorRow) -> Flavor:
@@ -93,13 +93,13 @@ def create_flavor(who: TenantCaller, store: StoreDep, body: FlavorCreateBody) ->
 
 
 @router.get("/{flavor}", response_model=FlavorBody, summary="Show a flavor by UUID or name")
-def show_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> FlavorBody:
+def show_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> FlavorBody:
     with store.read() as session:
         return FlavorBody(flavor=flavor_view(find(session, FlavorRow, flavor, "flavor")))
 
 
 @router.delete("/{flavor}", status_code=204, summary="Delete a flavor no server uses")
-def delete_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> Response:
+def delete_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> Response:
     who.require_admin("deleting a flavor")
     with store.write() as session:
         row = find(session, FlavorRow, flavor, "flavor")
@@ -117,14 +117,14 @@ def delete_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> Response:
 
 @router.get("/{flavor}/os-extra_specs", response_model=ExtraSpecs,
             summary="Show a flavor's extra specs")
-def show_extra_specs(who: TenantCaller, store: StoreDep, flavor: str) -> ExtraSpecs:
+def show_extra_specs(who: TenantCaller, store: StoreDep, flavor: NamePath) -> ExtraSpecs:
     with store.read() as session:
         return ExtraSpecs(extra_specs=find(session, FlavorRow, flavor, "flavor").extra_specs)
 
 
 @router.post("/{flavor}/os-extra_specs", response_model=ExtraSpecs,
              summary="Set extra specs (merged into the existing ones)")
-def set_extra_specs(who: TenantCaller, store: StoreDep, flavor: str,
+def set_extra_specs(who: TenantCaller, store: StoreDep, flavor: NamePath,
                     body: Annotated[ExtraSpecs, Body()]) -> ExtraSpecs:
     who.require_admin("changing a flavor's extra specs")
     with store.write() as session:
@@ -143,7 +143,8 @@ def set_extra_specs(who: TenantCaller, store: StoreDep, flavor: str,
 
 @router.delete("/{flavor}/os-extra_specs/{key}", status_code=204,
                summary="Remove one extra spec")
-def delete_extra_spec(who: TenantCaller, store: StoreDep, flavor: str, key: str) -> Response:
+def delete_extra_spec(who: TenantCaller, store: StoreDep,
+                      flavor: NamePath, key: NamePath) -> Response:
     who.require_admin("changing a flavor's extra specs")
     with store.write() as session:
         row = find(session, FlavorRow, flavor, "flavor")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import CheckedName, NamePath, name_query
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.errors import NotFoundError
 from passthru.controller.mapping import device_from_row
@@ -115,7 +117,7 @@ def list_hosts(who: TenantCaller, store: StoreDep) -> HostList:
 
 
 @router.get("/os-hosts/{host}", response_model=HostBody, summary="Show a host (admin)")
-def show_host(who: TenantCaller, store: StoreDep, host: str) -> HostBody:
+def show_host(who: TenantCaller, store: StoreDep, host: NamePath) -> HostBody:
     who.require_admin("showing a host")
     with store.read() as session:
         found = _hosts(session, host)
@@ -127,7 +129,7 @@ def show_host(who: TenantCaller, store: StoreDep, host: str) -> HostBody:
 
 @router.post("/os-hosts/{host}/tokens", status_code=201, response_model=AgentToken,
              summary="Issue an agent token that can report only this host (admin)")
-def create_host_token(who: TenantCaller, store: StoreDep, host: str,
+def create_host_token(who: TenantCaller, store: StoreDep, host: NamePath,
                       body: AgentTokenCreateBody | None = None) -> AgentToken:
     who.require_admin("issuing a host token")
     issued = (body or AgentTokenCreateBody()).token.issue(store, Role.AGENT, host=host)
@@ -138,7 +140,8 @@ def create_host_token(who: TenantCaller, store: StoreDep, host: str,
 @router.get("/os-pci-devices", response_model=HostDeviceList,
             summary="List PCI devices (admin)")
 def list_devices(who: TenantCaller, store: StoreDep,
-                 host: str | None = Query(None, description="only this host's devices"),
+                 host: Annotated[CheckedName | None,
+                                 name_query("only this host's devices")] = None,
                  status: DeviceStatus | None = Query(None, description="only in this status"),
                  ) -> HostDeviceList:
     who.require_admin("listing PCI devices")
@@ -158,7 +161,7 @@ def list_devices(who: TenantCaller, store: StoreDep,
 @router.get("/os-pci-stats", response_model=PoolStatsList,
             summary="PCI stats: each host's pools with free and used counts (admin)")
 def pci_stats(who: TenantCaller, store: StoreDep,
-              host: str | None = Query(None, description="only this host's pools")
+              host: Annotated[CheckedName | None, name_query("only this host's pools")] = None,
               ) -> PoolStatsList:
     who.require_admin("reading PCI stats")
     with store.read() as session:

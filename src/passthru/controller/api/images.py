@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from passthru.controller.api.deps import ImageFilesDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Key, Name
+from passthru.controller.api.fields import Key, Name, NamePath, Text
 from passthru.controller.db import Store
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.image_files import (
@@ -57,8 +57,8 @@ _OCTET_STREAM: dict[str, Any] = {"application/octet-stream": {
 
 class ImageCreate(BaseModel):
     name: Name
-    properties: dict[Key, str] = {}
-    disk_format: str | None = Field(None, max_length=64, description=(
+    properties: dict[Key, Text] = {}
+    disk_format: Name | None = Field(None, max_length=64, description=(
         f"{' or '.join(DISK_FORMATS)}: the image is queued until its disk is uploaded; "
         "none: a catalog-only image (properties alone, no files)"))
 
@@ -131,7 +131,7 @@ def create_image(who: TenantCaller, store: StoreDep, body: ImageCreateBody) -> I
 
 
 @router.get("/{image}", response_model=ImageBody, summary="Show an image by UUID or name")
-def show_image(who: TenantCaller, store: StoreDep, image: str) -> ImageBody:
+def show_image(who: TenantCaller, store: StoreDep, image: NamePath) -> ImageBody:
     with store.read() as session:
         return ImageBody(image=image_view(find(session, ImageRow, image, "image")))
 
@@ -195,7 +195,7 @@ def _record(store: Store, files: ImageFiles, image_id: str, part: ImagePart,
                     "image active)",
             openapi_extra={"requestBody": {"required": True, "content": _OCTET_STREAM}})
 async def upload_file(
-    who: TenantCaller, store: StoreDep, files: ImageFilesDep, image: str, part: ImagePart,
+    who: TenantCaller, store: StoreDep, files: ImageFilesDep, image: NamePath, part: ImagePart,
     request: Request,
     sha256: Annotated[Sha256, Header(alias=SHA256_HEADER, description="the file's SHA-256; "
                                      "a file that does not match it is refused")],
@@ -217,7 +217,7 @@ async def upload_file(
 @router.delete("/{image}", status_code=204,
                summary="Delete an image and its files; refused while a server uses it")
 def delete_image(who: TenantCaller, store: StoreDep, files: ImageFilesDep,
-                 image: str) -> Response:
+                 image: NamePath) -> Response:
     who.require_admin("deleting an image")
     with store.write() as session:
         row = find(session, ImageRow, image, "image")

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Name
+from passthru.controller.api.fields import CleanText, Name, NamePath
 from passthru.controller.errors import ConflictError
 from passthru.controller.keypairs import find_keypair, parse_public_key
 from passthru.controller.models import KeypairRow, ServerRow, ServerStatus
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v2/{tenant_id}/os-keypairs", tags=["keypairs"],
 
 class KeypairCreate(BaseModel):
     name: Name
-    public_key: str = Field(min_length=1, max_length=16384,
+    public_key: CleanText = Field(min_length=1, max_length=16384,
                             description="one OpenSSH public key line, as in id_ed25519.pub")
 
 
@@ -56,7 +56,7 @@ def keypair_view(row: KeypairRow) -> Keypair:
 
 
 @router.get("", response_model=KeypairList, summary="List the project's keypairs")
-def list_keypairs(tenant_id: str, who: TenantCaller, store: StoreDep) -> KeypairList:
+def list_keypairs(tenant_id: NamePath, who: TenantCaller, store: StoreDep) -> KeypairList:
     with store.read() as session:
         rows = session.scalars(select(KeypairRow).where(KeypairRow.project == tenant_id)
                                .order_by(KeypairRow.name))
@@ -65,7 +65,7 @@ def list_keypairs(tenant_id: str, who: TenantCaller, store: StoreDep) -> Keypair
 
 @router.post("", status_code=201, response_model=KeypairBody,
              summary="Import an SSH public key")
-def create_keypair(tenant_id: str, who: TenantCaller, store: StoreDep,
+def create_keypair(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                    body: KeypairCreateBody) -> KeypairBody:
     spec = body.keypair
     key = parse_public_key(spec.public_key)
@@ -82,13 +82,15 @@ def create_keypair(tenant_id: str, who: TenantCaller, store: StoreDep,
 
 
 @router.get("/{name}", response_model=KeypairBody, summary="Show a keypair")
-def show_keypair(tenant_id: str, who: TenantCaller, store: StoreDep, name: str) -> KeypairBody:
+def show_keypair(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
+                 name: NamePath) -> KeypairBody:
     with store.read() as session:
         return KeypairBody(keypair=keypair_view(find_keypair(session, tenant_id, name)))
 
 
 @router.delete("/{name}", status_code=204, summary="Delete a keypair")
-def delete_keypair(tenant_id: str, who: TenantCaller, store: StoreDep, name: str) -> Response:
+def delete_keypair(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
+                   name: NamePath) -> Response:
     with store.write() as session:
         row = find_keypair(session, tenant_id, name, lock=True)
         waiting = session.scalar(select(func.count()).select_from(ServerRow).where(

@@ -4,13 +4,13 @@ the devices tagged `e.physical_network` on the hosts (the seed's plan B)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Name
+from passthru.controller.api.fields import Int32, Name, NamePath
 from passthru.controller.errors import ConflictError
 from passthru.controller.models import NetworkRow
 from passthru.controller.ports import visible_network
@@ -25,8 +25,8 @@ class NetworkCreate(BaseModel):
     physical_network: Name
     network_type: NetworkType | None = Field(
         None, description="vlan or flat; default vlan when a segmentation_id is given")
-    segmentation_id: StrictInt | None = Field(None, description="the VLAN id of a vlan network")
-    project: str | None = Field(None, description="owning project; none: every project")
+    segmentation_id: Int32 | None = Field(None, description="the VLAN id of a vlan network")
+    project: Name | None = Field(None, description="owning project; none: every project")
 
 
 class NetworkCreateBody(BaseModel):
@@ -38,7 +38,7 @@ class Network(BaseModel):
     name: str
     project: str | None
     network_type: NetworkType
-    physical_network: str
+    physical_network: NamePath
     segmentation_id: int | None
     ports: int
 
@@ -58,7 +58,7 @@ def network_view(row: NetworkRow) -> Network:
 
 
 @router.get("", response_model=NetworkList, summary="List the networks the project can use")
-def list_networks(tenant_id: str, who: TenantCaller, store: StoreDep) -> NetworkList:
+def list_networks(tenant_id: NamePath, who: TenantCaller, store: StoreDep) -> NetworkList:
     query = select(NetworkRow).order_by(NetworkRow.name)
     if not who.is_admin:
         query = query.where(or_(NetworkRow.project.is_(None), NetworkRow.project == tenant_id))
@@ -112,7 +112,7 @@ def create_network(who: TenantCaller, store: StoreDep, body: NetworkCreateBody) 
 
 
 @router.get("/{network}", response_model=NetworkBody, summary="Show a network by UUID or name")
-def show_network(tenant_id: str, who: TenantCaller, store: StoreDep, network: str
+def show_network(tenant_id: NamePath, who: TenantCaller, store: StoreDep, network: NamePath
                  ) -> NetworkBody:
     with store.read() as session:
         row = visible_network(session, network, None if who.is_admin else tenant_id)
@@ -120,7 +120,7 @@ def show_network(tenant_id: str, who: TenantCaller, store: StoreDep, network: st
 
 
 @router.delete("/{network}", status_code=204, summary="Delete a network that has no ports")
-def delete_network(who: TenantCaller, store: StoreDep, network: str) -> Response:
+def delete_network(who: TenantCaller, store: StoreDep, network: NamePath) -> Response:
     who.require_admin("deleting a network")
     with store.write() as session:
         row = visible_network(session, network, None)

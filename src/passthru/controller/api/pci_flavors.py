@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from passthru.controller import topics
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
+from passthru.controller.api.fields import CheckedName, Key, NamePath, Text
 from passthru.controller.errors import ConflictError, ForbiddenError
 from passthru.controller.lookup import find
 from passthru.controller.models import PciFlavorRow, PciFlavorSpecRow
@@ -76,10 +77,10 @@ class PciFlavorCreate(BaseModel):
     """`name` and `description`; any further keys are match pairs."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, str] = Field(init=False)
+    __pydantic_extra__: dict[Key, Text] = Field(init=False)
 
-    name: str = Field(max_length=MAX_NAME, description=NAME_RULE)
-    description: str = Field("", max_length=4096)
+    name: CheckedName = Field(max_length=MAX_NAME, description=NAME_RULE)
+    description: Text = ""
 
 
 class PciFlavorCreateBody(BaseModel):
@@ -92,10 +93,10 @@ class PciFlavorChange(BaseModel):
     """New `name`/`description` if given; further keys are match pairs (null: remove)."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, str | None] = Field(init=False)
+    __pydantic_extra__: dict[Key, Text | None] = Field(init=False)
 
-    name: str | None = Field(None, max_length=MAX_NAME, description=NAME_RULE)
-    description: str | None = Field(None, max_length=4096)
+    name: CheckedName | None = Field(None, max_length=MAX_NAME, description=NAME_RULE)
+    description: Text | None = None
 
 
 class PciFlavorUpdateBody(BaseModel):
@@ -178,7 +179,7 @@ def create_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
     return created
 
 
-def show_pci_flavor(who: TenantCaller, store: StoreDep, flavor: str) -> PciFlavorBody:
+def show_pci_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> PciFlavorBody:
     with store.read() as session:
         if _is_attrs(flavor):
             who.require_admin("listing the attributes hosts expose")
@@ -209,7 +210,7 @@ def _changed(row: PciFlavorRow, body: PciFlavorUpdateBody, session: Session) -> 
 
 
 def update_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
-                      flavor: str, body: PciFlavorUpdateBody) -> PciFlavorBody:
+                      flavor: NamePath, body: PciFlavorUpdateBody) -> PciFlavorBody:
     who.require_admin("changing a PCI flavor")
     with store.write() as session:
         row = _find(session, flavor)
@@ -224,7 +225,7 @@ def update_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
 
 
 def delete_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
-                      flavor: str) -> Response:
+                      flavor: NamePath) -> Response:
     who.require_admin("deleting a PCI flavor")
     with store.write() as session:
         row = _find(session, flavor)

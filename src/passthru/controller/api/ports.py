@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Name
+from passthru.controller.api.fields import MAX_NAME, CheckedName, Name, NamePath, Text
 from passthru.controller.auth import Principal
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
@@ -25,11 +25,11 @@ class PortCreate(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     network_id: Name = Field(description="network UUID or name")
-    name: str = Field("", max_length=255)
+    name: CheckedName = Field("", max_length=MAX_NAME)
     vnic_type: VnicType = Field(VnicType.NORMAL, alias="binding:vnic_type")
     pci_flavor: Name | None = Field(
         None, description="plan A: the PCI flavor the port's device must come from")
-    mac_address: str | None = Field(
+    mac_address: Text | None = Field(
         None, description="a unicast MAC (first octet even, not all zeros); default: a random "
                           "locally administered one")
     port_security_enabled: StrictBool = True
@@ -79,7 +79,7 @@ def _scope(who: Principal, tenant_id: str, all_projects: bool) -> list[Any]:
 
 @router.get("", response_model=PortList, response_model_by_alias=True,
             summary="List the project's ports")
-def list_ports(tenant_id: str, who: TenantCaller, store: StoreDep,
+def list_ports(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                all_projects: bool = Query(False, description="admin: every project's ports"),
                ) -> PortList:
     query = select(PortRow).where(*_scope(who, tenant_id, all_projects)).order_by(
@@ -90,7 +90,7 @@ def list_ports(tenant_id: str, who: TenantCaller, store: StoreDep,
 
 @router.post("", status_code=201, response_model=PortBody, response_model_by_alias=True,
              summary="Create a port on a network")
-def create(tenant_id: str, who: TenantCaller, store: StoreDep, body: PortCreateBody
+def create(tenant_id: NamePath, who: TenantCaller, store: StoreDep, body: PortCreateBody
            ) -> PortBody:
     spec = body.port
     with store.write() as session:
@@ -104,14 +104,15 @@ def create(tenant_id: str, who: TenantCaller, store: StoreDep, body: PortCreateB
 
 @router.get("/{port}", response_model=PortBody, response_model_by_alias=True,
             summary="Show a port by UUID or name")
-def show_port(tenant_id: str, who: TenantCaller, store: StoreDep, port: str) -> PortBody:
+def show_port(tenant_id: NamePath, who: TenantCaller, store: StoreDep, port: NamePath) -> PortBody:
     with store.read() as session:
         row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
         return PortBody(port=port_view(row))
 
 
 @router.delete("/{port}", status_code=204, summary="Delete a port no server uses")
-def delete_port(tenant_id: str, who: TenantCaller, store: StoreDep, port: str) -> Response:
+def delete_port(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
+                port: NamePath) -> Response:
     with store.write() as session:
         row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
         # Conditional: a boot that attaches the port meanwhile keeps it (on PostgreSQL

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import Name
+from passthru.controller.api.fields import MAX_NAME, Name, NamePath
 from passthru.controller.auth import Principal
 from passthru.controller.boot import MAX_USER_DATA, BootRequest, NicRequest, decode_user_data
 from passthru.controller.db import Store
@@ -142,7 +142,7 @@ def _find(session: Session, who: Principal, tenant_id: str, ref: str) -> ServerR
 
 
 @router.get("", response_model=ServerList, summary="List the project's servers")
-def list_servers(tenant_id: str, who: TenantCaller, store: StoreDep,
+def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                  all_projects: bool = Query(False, description="admin: every project's"),
                  ) -> ServerList:
     query = (select(ServerRow).where(*_scope(who, tenant_id, all_projects))
@@ -153,13 +153,21 @@ def list_servers(tenant_id: str, who: TenantCaller, store: StoreDep,
 
 @router.post("", status_code=202, response_model=ServersCreated,
              summary="Boot servers: place each on a host and claim its devices")
-def create_server(tenant_id: str, who: TenantCaller, store: StoreDep,
+def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                   scheduler: SchedulerDep, body: ServerCreateBody) -> ServersCreated:
+    """One server that no host fits is kept in ERROR with the scheduler's message as its
+    fault (202, as Nova). A multi-create (min_count > 1) that the hosts cannot take whole
+    is refused with 409 and that message, and leaves no server and no port behind."""
     spec = body.server
     nics = tuple(NicRequest(network=n.uuid, port=n.port, vnic_type=n.vnic_type,
                             pci_flavor=n.pci_flavor) for n in spec.networks)
     names = ([spec.name] if spec.min_count == 1
              else [f"{spec.name}-{n}" for n in range(1, spec.min_count + 1)])
+    if len(names[-1]) > MAX_NAME:
+        raise PciValueError(f"server.name is {len(spec.name)} characters; with min_count "
+                            f"{spec.min_count} the servers are named NAME-1 ... "
+                            f"NAME-{spec.min_count}, so it may have at most "
+                            f"{MAX_NAME - len(names[-1]) + len(spec.name)}")
     user_data = decode_user_data(spec.user_data) if spec.user_data is not None else None
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
                          nics=nics, key_name=spec.key_name, user_data=user_data)
@@ -173,15 +181,16 @@ def create_server(tenant_id: str, who: TenantCaller, store: StoreDep,
 
 
 @router.get("/{server}", response_model=ServerBody, summary="Show a server and its devices")
-def show_server(tenant_id: str, who: TenantCaller, store: StoreDep, server: str) -> ServerBody:
+def show_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
+                server: NamePath) -> ServerBody:
     with store.read() as session:
         return ServerBody(server=server_view(_find(session, who, tenant_id, server)))
 
 
 @router.delete("/{server}", status_code=204,
                summary="Delete a server, freeing its devices and ports")
-def delete(tenant_id: str, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
-           server: str) -> Response:
+def delete(tenant_id: NamePath, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+           server: NamePath) -> Response:
     with store.write() as session:
         freed_on = delete_server(session, _find(session, who, tenant_id, server))
     if freed_on:
@@ -198,8 +207,8 @@ class RebootType(BaseModel):
 
 
 class ConsoleLength(BaseModel):
-    length: int | None = Field(None, ge=-1, description="the last LENGTH lines; -1 or null: "
-                               "all that the controller has")
+    length: int | None = Field(None, ge=-1, le=1_000_000, description="the last LENGTH "
+                               "lines; -1 or null: all that the controller has")
 
 
 class ServerAction(BaseModel):
@@ -236,7 +245,7 @@ def _console(store: Store, who: Principal, tenant_id: str, server: str,
              responses={200: {"model": ConsoleLog,
                               "description": "os-getConsoleOutput: the console log"}},
              summary="Stop, start or reboot a server, or read its console log")
-def server_action(tenant_id: str, who: TenantCaller, store: StoreDep, server: str,
+def server_action(tenant_id: NamePath, who: TenantCaller, store: StoreDep, server: NamePath,
                   body: ServerAction) -> Any:
     """Stop from ACTIVE (SHUTOFF once the host answers), start from SHUTOFF, soft reboot
     from ACTIVE (REBOOT until answered), hard reboot from ACTIVE, SHUTOFF or REBOOT
@@ -264,7 +273,7 @@ def server_action(tenant_id: str, who: TenantCaller, store: StoreDep, server: st
 
 @router.get("/{server}/console-log", response_model=ConsoleLog,
             summary="The tail of a server's serial console log")
-def console_log(tenant_id: str, who: TenantCaller, store: StoreDep, server: str,
+def console_log(tenant_id: NamePath, who: TenantCaller, store: StoreDep, server: NamePath,
                 lines: int | None = Query(None, ge=0, le=1_000_000,
                                           description="only the last LINES lines")
                 ) -> ConsoleLog:
