@@ -102,6 +102,12 @@ class LibvirtDriver:
             return None
         return etree.fromstring(caps.encode()).findtext("path") or None
 
+    def uuid(self, name: str) -> str:
+        """The domain's libvirt UUID."""
+        domain = self._lookup(name, "read the UUID of")
+        with self._call("read the UUID of", name):
+            return str(domain.UUIDString())
+
     def define(self, xml: str) -> str:
         """Define (or redefine) a persistent domain from `xml`; returns its name."""
         with self._call("define"):
