@@ -373,3 +373,23 @@ def test_one_servers_console_or_power_state_does_not_stop_the_others(
     assert api.ok("GET", f"{V2}/servers/two/console-log")["output"] == "two login: \n"
     assert server(api, "two")["status"] == "SHUTOFF"
     assert compute.attacher.power_state(one["id"]) is PowerState.RUNNING
+
+
+def test_a_domain_whose_answer_was_lost_goes_once_the_controller_moved_on(
+        api: Api, settings: Settings, compute: Compute) -> None:
+    late = boot(api, "bad", **direct())
+    [vf] = devices(api, "bad")
+    [order] = compute.link.orders().spawn
+    assert compute.attacher.spawn(order).ok  # ...and its answer never reached the controller
+    store = Store(settings.database_url)
+    with store.write() as session:
+        session.execute(update(ServerRow).where(ServerRow.uuid == late["id"]).values(
+            created_at=utcnow() - timedelta(hours=1)))
+    sweep_builds(store, Scheduler(store), settings)
+    store.close()
+    boot(api, "good", **direct())
+
+    compute.run()
+
+    assert_isolated(api, compute, "bad", "good", "build timed out")
+    assert reset(compute.vf_state()[vf])

@@ -180,6 +180,11 @@ class LibvirtDriver:
         with self._call("read the XML of", name):
             return str(domain.XMLDesc(0))
 
+    def names(self) -> list[str]:
+        """The names of every domain on the host (cheap: no XML is read)."""
+        with self._call("list"):
+            return sorted(str(domain.name()) for domain in self._conn.listAllDomains(0))
+
     def domains(self) -> list[DomainState]:
         """Every domain on the host with the devices its XML holds, sorted by name."""
         with self._call("list"):

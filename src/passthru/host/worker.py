@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from passthru.host.attach import Attacher
 from passthru.host.instance import Instances, read_console_tail
-from passthru.host.reconcile import reconcile
+from passthru.host.reconcile import reconcile, remove_strays
 from passthru.pci.errors import PassthruError
 from passthru.pci.work import (
     DestroyOrder,
@@ -198,6 +198,7 @@ class OrderWorker:
             self.spawn(spawn)
         for power in orders.power:
             self.power(power)
+        self.remove_strays(orders)
         self.report_power_states(orders.running)
         self.send_consoles(orders.running)
         return (len(orders.destroy) + len(orders.spawn) + len(orders.power)
@@ -252,6 +253,25 @@ class OrderWorker:
         else:
             log.warning("%s server %s: %s", order.action, order.server_uuid, result.fault)
         _answer(lambda answer: self.link.powered(answer, order.action), result)
+
+    def remove_strays(self, orders: ReadOrders) -> None:
+        """Destroy the domains of servers the controller no longer has here (see
+        `passthru.host.reconcile`); the round's orders name every server it has."""
+        known = {*orders.running, *(order.server_uuid for order in orders.spawn),
+                 *(order.server_uuid for order in orders.destroy),
+                 *(order.server_uuid for order in orders.unreadable if order.server_uuid)}
+        try:
+            removed = remove_strays(self.attacher, known)
+        except PassthruError as error:
+            log.warning("cannot list this host's domains: %s", error)
+            return
+        for result in removed:
+            if result.ok:
+                log.warning("removed the domain of server %s, which the controller no longer "
+                            "has on this host", result.server_uuid)
+            else:
+                log.warning("could not remove the leftover domain of server %s: %s",
+                            result.server_uuid, result.fault)
 
     def report_power_states(self, servers: Sequence[str]) -> None:
         """Tell the controller which of `servers` run and which are shut off, read after
