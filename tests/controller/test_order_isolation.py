@@ -89,6 +89,20 @@ class Compute:
                 if state.name.startswith("passthru-")}
 
 
+@pytest.fixture
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """SQLite, or PostgreSQL for the tests marked `ON_BOTH`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return Settings(tmp_path / "data")
+    return Settings(tmp_path / "data", db_url=request.getfixturevalue("postgres").new_database())
+
+
+#: For the tests whose failure the controller handles: on both stores.
+ON_BOTH = pytest.mark.parametrize(
+    "settings", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True)
+
+
 def simulated(sim: SimHost) -> VfApplier:
     return SimulatedVfApplier(sim.root)
 
@@ -293,6 +307,7 @@ def test_a_disk_overlay_that_qemu_img_cannot_make(api: Api, compute: Compute,
     assert vf not in compute.vf_state() or reset(compute.vf_state()[vf])
 
 
+@ON_BOTH
 def test_a_port_row_whose_mac_predates_the_apis_check(api: Api, settings: Settings,
                                                       compute: Compute) -> None:
     bad = boot(api, "bad", **direct())
@@ -336,6 +351,7 @@ def test_an_order_this_agent_cannot_read(api: Api, tmp_path: Path) -> None:
         compute.driver.close()
 
 
+@ON_BOTH
 def test_a_spawn_answer_the_controller_refuses(api: Api, settings: Settings,
                                                compute: Compute) -> None:
     late = boot(api, "bad", **direct())
@@ -375,6 +391,7 @@ def test_one_servers_console_or_power_state_does_not_stop_the_others(
     assert compute.attacher.power_state(one["id"]) is PowerState.RUNNING
 
 
+@ON_BOTH
 def test_a_domain_whose_answer_was_lost_goes_once_the_controller_moved_on(
         api: Api, settings: Settings, compute: Compute) -> None:
     late = boot(api, "bad", **direct())
