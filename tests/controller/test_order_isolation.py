@@ -14,6 +14,7 @@ the server booted right after it, in the same round and in the next, is ACTIVE.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -410,3 +411,32 @@ def test_a_domain_whose_answer_was_lost_goes_once_the_controller_moved_on(
 
     assert_isolated(api, compute, "bad", "good", "build timed out")
     assert reset(compute.vf_state()[vf])
+
+
+@pytest.fixture
+def small_instances(tmp_path: Path) -> Iterator[Path]:
+    """A 212 KiB file system for the VMs' files: room for a disk overlay of a small image
+    (196 KiB), none for its seed ISO after it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path = tmp_path / "small"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=212k", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_seed_iso_that_does_not_fit(api: Api, compute: Compute, tmp_path: Path,
+                                      small_instances: Path) -> None:
+    new_image(api, "tiny", qcow2(tmp_path / "disk.qcow2"))
+    compute.instances.root = small_instances
+    boot(api, "bad", image="tiny", **direct())
+    boot(api, "good", "m1.gpu")
+
+    compute.run()
+
+    assert_isolated(api, compute, "bad", "good", "make VM files failed",
+                    "writing the cloud-init seed ISO", "No space left on device")
+    assert list(small_instances.iterdir()) == []
