@@ -22,5 +22,6 @@ def sim_sysfs(tmp_path: Path) -> Callable[[str | HostProfile], Path]:
     return build
 
 
-# The private libvirtd fixture (`real_libvirtd`), for any test directory.
-pytest_plugins = ["tests.support.libvirtd"]
+# The private libvirtd (`real_libvirtd`) and PostgreSQL (`postgres`) fixtures, for any
+# test directory.
+pytest_plugins = ["tests.support.libvirtd", "tests.support.postgres"]

@@ -27,7 +27,8 @@ class AgentProcess(Child):
     """One simulated host and its `passthru agent` subprocess."""
 
     def __init__(self, profile: HostProfile, workdir: Path, controller: str, token: str,
-                 *, interval: float = 1.0, order_interval: float = 0.3) -> None:
+                 *, interval: float = 1.0, order_interval: float = 0.3,
+                 libvirt_uri: str | None = None) -> None:
         self.name = f"sim-{profile.name}"  # the host name host_config_toml gives it
         self.dir = workdir / self.name
         self.dir.mkdir(parents=True)
@@ -40,11 +41,18 @@ class AgentProcess(Child):
         # Top-level keys go before host_config_toml's [[pci_information]] tables. Its
         # config records VF settings in <sysfs_root>/vf-state.json instead of sending them
         # by netlink (kept across rebuilds: only `bus` is swapped).
-        settings = {"token": token, "interval": interval, "order_interval": order_interval}
+        # `libvirt_uri` (a libvirtd's test driver, say, whose domains outlive the agent)
+        # replaces the in-process test driver over the node XML.
+        settings: dict[str, object] = {
+            "token": token, "interval": interval, "order_interval": order_interval,
+            "instances_path": str(self.dir / "instances"), "image_cache": str(self.dir / "images")}
+        if libvirt_uri is not None:
+            settings["libvirt_uri"] = libvirt_uri
         head = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
         self.config = self.dir / "host.toml"
-        self.config.write_text(head + host_config_toml(profile, sysfs_root=self.sysfs_root,
-                                                       nodedev_xml=node, controller=controller))
+        self.config.write_text(head + host_config_toml(
+            profile, sysfs_root=self.sysfs_root, controller=controller,
+            nodedev_xml=node if libvirt_uri is None else None))
         self.log = self.dir / "agent.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -23,7 +23,7 @@ from passthru.host.domain_xml import (
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.vf import VfConfig, VfRate
 from passthru.pci.binding import NetworkSpec, PortSpec, VifType
-from passthru.pci.work import AttachedDevice, DestroyOrder, OrderResult, SpawnOrder
+from passthru.pci.work import AttachedDevice, DestroyOrder, OrderResult, PowerState, SpawnOrder
 from tests.host.simhost import (
     FLAT_NET2,
     GPUS,
@@ -280,24 +280,24 @@ def test_define_refused_for_a_name_clash_leaves_the_other_domain_alone(
     assert [slot.address for slot in applier.resets] == ["0000:5e:01.1"]
 
 
-def test_start_refused_stops_and_undefines_the_domain_and_resets_its_vfs(
+def test_a_spawn_order_that_comes_again_replaces_what_its_first_attempt_left(
         host: SimHost, driver: LibvirtDriver) -> None:
-    # libvirt refuses to start a domain that already runs: a duplicate spawn order reaches
-    # the start step with the domain defined, which must then be undone completely.
+    # The first spawn's answer never reached the controller (it was down, or the agent was
+    # killed), so the same order comes again: the leftover domain goes, VFs reset, and the
+    # spawn starts afresh instead of failing on a domain that "is already running".
     applier = RecordingApplier()
     attacher = host.attacher(driver, applier)
     order = spawn_order(nic(host, "direct", "0000:5e:01.1"), nic(host, "macvtap", "0000:5e:01.2"))
     assert attacher.spawn(order).ok
+    first = set(applier.configured)
 
     result = attacher.spawn(order)
 
-    name = domain_name(order.server_uuid)
-    assert result.fault == (f"start domain failed for domain {name} (devices 0000:5e:01.1, "
-                            f"0000:5e:01.2): libvirt at {host.uri} cannot start domain "
-                            f"'{name}': internal error: Domain '{name}' is already running")
-    assert domain_names(driver) == set()
-    assert [slot.address for slot in applier.resets] == ["0000:5e:01.2", "0000:5e:01.1"]
-    assert applier.configured == {}
+    assert result.ok, result.fault
+    assert domain_names(driver) == {domain_name(order.server_uuid)}
+    assert driver.state(domain_name(order.server_uuid)) is PowerState.RUNNING
+    assert {slot.address for slot in applier.resets} == {"0000:5e:01.1", "0000:5e:01.2"}
+    assert set(applier.configured) == first
 
 
 @pytest.mark.parametrize(("order", "fault"), [

@@ -83,10 +83,15 @@ def _on_host(host: str) -> ColumnElement[bool]:
     return ServerRow.host_id == select(HostRow.id).where(HostRow.name == host).scalar_subquery()
 
 
-def pending_orders(session: Session, host: str) -> Orders:
+def pending_orders(session: Session, host: str) -> tuple[Orders, dict[str, str]]:
     """Asked every few seconds by each agent: one light query over the host's servers,
-    and the devices, ports, image and keys loaded only for those to spawn."""
+    and the devices, ports, image and keys loaded only for those to spawn.
+
+    Also returns the servers whose spawn order cannot be made, with why (a port row
+    written before its MAC was checked, say): one such server must not keep the host's
+    other orders from being served; `fail_unbuildable` fails them."""
     orders = Orders()
+    unbuildable: dict[str, str] = {}
     to_spawn: list[str] = []
     for uuid, name, status, task_state in session.execute(
             select(ServerRow.uuid, ServerRow.name, ServerRow.status, ServerRow.task_state)
@@ -113,9 +118,29 @@ def pending_orders(session: Session, host: str) -> Orders:
                 selectinload(ServerRow.ports).selectinload(PortRow.network),
                 selectinload(ServerRow.image)))}
         keys = _public_keys(session, building.values())
-        orders.spawn = [spawn_order(server, keys.get((server.project, server.key_name)))
-                        for server in (building[uuid] for uuid in to_spawn)]
-    return orders
+        for server in (building[uuid] for uuid in to_spawn):
+            try:
+                orders.spawn.append(spawn_order(server, keys.get((server.project,
+                                                                  server.key_name))))
+            except PciValueError as error:
+                unbuildable[server.uuid] = str(error)
+    return orders, unbuildable
+
+
+def fail_unbuildable(session: Session, host: str, faults: Mapping[str, str]) -> list[str]:
+    """ERROR, holding nothing, for each server still being built on `host` whose spawn
+    order cannot be made (uuid → why): no host could be given it. Returns those failed."""
+    failed = []
+    for uuid in sorted(faults):
+        server = session.scalars(
+            select(ServerRow).where(_on_host(host), ServerRow.uuid == uuid,
+                                    ServerRow.status == ServerStatus.BUILD)
+            .with_for_update()).one_or_none()
+        if server is None:
+            continue  # deleted, or moved on, meanwhile
+        fail_server(session, server, f"its spawn order cannot be made: {faults[uuid]}", host)
+        failed.append(uuid)
+    return failed
 
 
 def _server_on(session: Session, host: str, uuid: str) -> ServerRow:

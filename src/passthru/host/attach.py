@@ -141,12 +141,23 @@ class _StepError(Exception):
     """A step of an order failed; the message names the step, its subject and the reason."""
 
 
+def _reason(error: Exception) -> str:
+    """An error as a fault: our own errors and the system's speak for themselves; anything
+    else (a library's own exception, a bug) is named by its type too."""
+    if isinstance(error, (PassthruError, OSError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 @contextmanager
 def _step(step: str, subject: str) -> Iterator[None]:
+    # Any exception: whatever a step raises must end as the order's fault, after the undo.
     try:
         yield
-    except (PassthruError, OSError) as error:
-        raise _StepError(f"{step} failed for {subject}: {error}") from error
+    except _StepError:
+        raise
+    except Exception as error:
+        raise _StepError(f"{step} failed for {subject}: {_reason(error)}") from error
 
 
 @dataclass
@@ -165,8 +176,8 @@ class _Rollback:
         for what, action in reversed(self._undo):
             try:
                 action()
-            except (PassthruError, OSError) as error:
-                problems.append(f"{what}: {error}")
+            except Exception as error:
+                problems.append(f"{what}: {_reason(error)}")
         self._undo.clear()
         return problems
 
@@ -202,11 +213,20 @@ class Attacher:
         self.guests = guests
 
     def spawn(self, order: SpawnOrder) -> OrderResult:
+        """Spawn the server, or undo everything and say why. A domain the server has here
+        already is the leftover of an earlier attempt whose answer never reached the
+        controller (it would not ask again otherwise): it is destroyed first, so that the
+        spawn starts afresh and nothing of the old attempt keeps a device. A domain of that
+        name with another UUID is not the server's: it is left alone, and libvirt refuses
+        the define."""
+        if (failed := self._remove_leftover(order)) is not None:
+            return failed
         rollback = _Rollback()
         try:
             bindings, xml = self._spawn(order, rollback)
-        except _StepError as failure:
-            fault = str(failure)
+        except Exception as failure:
+            fault = str(failure) if isinstance(failure, _StepError) else (
+                f"spawning server {order.server_uuid} failed: {_reason(failure)}")
             if problems := rollback.run():
                 fault += "; undoing the spawn also failed: " + "; ".join(problems)
             return OrderResult(order.server_uuid, ok=False, fault=fault)
@@ -216,6 +236,28 @@ class Attacher:
         return OrderResult(order.server_uuid, ok=True,
                            bindings=[PortBinding.of(binding) for binding in bindings],
                            domain_xml=xml)
+
+    def _remove_leftover(self, order: SpawnOrder) -> OrderResult | None:
+        """Remove what an earlier attempt at `order` left here; the failure if that fails."""
+        name = domain_name(order.server_uuid)
+        try:
+            with _step("read domain", name):
+                try:
+                    ours = self.driver.uuid(name) == order.server_uuid
+                except DomainNotFoundError:
+                    ours = False
+        except _StepError as failure:
+            return OrderResult(order.server_uuid, ok=False, fault=str(failure))
+        if ours:
+            undone = self.destroy(DestroyOrder(order.server_uuid, order.name))
+            problems = [undone.fault or "destroy failed"] if not undone.ok else []
+        else:
+            problems = self._remove_files(order.server_uuid)
+        if problems:
+            return OrderResult(order.server_uuid, ok=False,
+                               fault="removing what an earlier attempt left failed: "
+                                     + "; ".join(problems))
+        return None
 
     def destroy(self, order: DestroyOrder) -> OrderResult:
         """Stop and undefine the server's domain, then reset the network VFs it held. When
@@ -395,8 +437,9 @@ class Attacher:
             return bind_port(port, network, device)
 
     def _configure_vfs(self, bindings: list[Binding], rollback: _Rollback) -> None:
-        wanted = [(binding, config) for binding in bindings
-                  if (config := vf_config_for(binding)) is not None]
+        with _step("configure VFs", "the ports' VF settings"):
+            wanted = [(binding, config) for binding in bindings
+                      if (config := vf_config_for(binding)) is not None]
         if not wanted:
             return
         with _step("read host devices", "the VFs to configure"):
@@ -451,6 +494,6 @@ class Attacher:
                 slot = self._vf_slot(address, inventory)
                 if slot is not None:
                     self.vf.reset(slot)
-            except (PassthruError, OSError) as error:
-                problems.append(f"reset VF {address} failed: {error}")
+            except Exception as error:
+                problems.append(f"reset VF {address} failed: {_reason(error)}")
         return problems

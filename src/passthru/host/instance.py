@@ -99,7 +99,11 @@ class Instances:
 
     def create_seed(self, files: InstanceFiles, instance_id: str, hostname: str,
                     public_keys: Mapping[str, str], user_data: str | None) -> Path:
-        write_seed_iso(files.seed, instance_id, hostname, public_keys, user_data)
+        try:
+            write_seed_iso(files.seed, instance_id, hostname, public_keys, user_data)
+        except Exception as error:  # pycdlib's own errors too
+            raise InstanceError(f"writing the cloud-init seed ISO {files.seed} failed: "
+                                f"{error}") from error
         return files.seed
 
     def remove(self, server_uuid: str) -> None:

@@ -102,6 +102,12 @@ class LibvirtDriver:
             return None
         return etree.fromstring(caps.encode()).findtext("path") or None
 
+    def uuid(self, name: str) -> str:
+        """The domain's libvirt UUID."""
+        domain = self._lookup(name, "read the UUID of")
+        with self._call("read the UUID of", name):
+            return str(domain.UUIDString())
+
     def define(self, xml: str) -> str:
         """Define (or redefine) a persistent domain from `xml`; returns its name."""
         with self._call("define"):
@@ -173,6 +179,11 @@ class LibvirtDriver:
         domain = self._lookup(name, "read the XML of")
         with self._call("read the XML of", name):
             return str(domain.XMLDesc(0))
+
+    def names(self) -> list[str]:
+        """The names of every domain on the host (cheap: no XML is read)."""
+        with self._call("list"):
+            return sorted(str(domain.name()) for domain in self._conn.listAllDomains(0))
 
     def domains(self) -> list[DomainState]:
         """Every domain on the host with the devices its XML holds, sorted by name."""

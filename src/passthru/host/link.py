@@ -12,14 +12,13 @@ import httpx
 from pydantic import TypeAdapter
 
 from passthru.host.agent import StaleReportError
-from passthru.host.worker import AnswerRefusedError
+from passthru.host.worker import AnswerRefusedError, ReadOrders, read_orders
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.resources import HostResources
-from passthru.pci.work import ImagePart, OrderResult, Orders, PowerAction, PowerState
+from passthru.pci.work import ImagePart, OrderResult, PowerAction, PowerState
 
-_ORDERS = TypeAdapter(Orders)
 _RESULT = TypeAdapter(OrderResult)
 
 
@@ -106,8 +105,8 @@ class HttpLink:
     def heartbeat(self) -> int:
         return int(self._call("POST", "/heartbeat")["generation"])
 
-    def orders(self) -> Orders:
-        return _ORDERS.validate_python(self._call("GET", "/orders"))
+    def orders(self) -> ReadOrders:
+        return read_orders(self._call("GET", "/orders"))
 
     def spawned(self, result: OrderResult) -> None:
         self._call("POST", f"/orders/{result.server_uuid}/spawned",

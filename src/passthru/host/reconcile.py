@@ -5,18 +5,24 @@ servers still hold devices here. A domain of a server the controller still has i
 (its devices stay allocated); a domain of a server the controller deleted meanwhile is
 destroyed and its VFs reset; a server the controller believes ACTIVE here without a domain
 is reported, so that the controller can set it to ERROR and free its devices.
+
+While the agent runs, `remove_strays` does the first part each round: a domain can outlive
+what the controller knows when a spawn's answer never reached it (the controller was
+down) and the controller moved on meanwhile (the build timed out, or the host was marked
+down and the server placed elsewhere); nothing would ever ask for that domain again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from passthru.host.attach import DOMAIN_PREFIX, Attacher
-from passthru.host.libvirt_driver import DomainState, LibvirtDriver
+from passthru.host.libvirt_driver import DomainNotFoundError, DomainState, LibvirtDriver
 from passthru.pci.errors import PciValueError
 from passthru.pci.work import (
     DestroyOrder,
     KnownServer,
+    OrderResult,
     OwnedDomain,
     ReconcileReport,
     canonical_uuid,
@@ -63,3 +69,21 @@ def reconcile(attacher: Attacher, known_servers: Iterable[KnownServer]) -> Recon
     report.missing = sorted(uuid for uuid, server in known.items()
                             if server.active and uuid not in present)
     return report
+
+
+def remove_strays(attacher: Attacher, known: Collection[str]) -> list[OrderResult]:
+    """Destroy the domains passthru made for servers not in `known` (the servers the
+    controller has on this host in any state); returns how each destroy went. Only a
+    domain with the server's own UUID counts as made for it: one that merely has its
+    name is someone else's."""
+    strays = [(name, server_uuid) for name in attacher.driver.names()
+              if (server_uuid := _server_uuid(name)) is not None and server_uuid not in known]
+    return [attacher.destroy(DestroyOrder(server_uuid, name)) for name, server_uuid in strays
+            if _made_for(attacher.driver, name, server_uuid)]
+
+
+def _made_for(driver: LibvirtDriver, name: str, server_uuid: str) -> bool:
+    try:
+        return driver.uuid(name) == server_uuid
+    except DomainNotFoundError:
+        return False  # gone meanwhile

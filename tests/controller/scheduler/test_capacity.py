@@ -278,7 +278,7 @@ def test_a_spawn_order_names_the_node_and_the_pinned_cpus(fleet: Store) -> None:
                         .values(flavor_id=flavor_id))
     replica(fleet).schedule(owner, [request], size)
     with fleet.read() as session:
-        order = pending_orders(session, "compute-1").spawn[0]
+        order = pending_orders(session, "compute-1")[0].spawn[0]
     # Dedicated CPUs make the VM NUMA-bound: it sits with its GPU on node 1.
     assert (order.vcpus, order.ram_mb, order.numa_node, order.pinned_cpus) == (
         3, 2048, 1, [4, 5, 6])

@@ -33,6 +33,7 @@ from passthru.controller.models import HostRow, HostStatus, ImageRow, ServerRow,
 from passthru.controller.orders import (
     console_output,
     destroyed,
+    fail_unbuildable,
     lost,
     pending_orders,
     power_states,
@@ -146,10 +147,15 @@ def _state(row: ServerRow) -> ServerState:
 
 @router.get("/orders", response_model=Orders,
             summary="The host's work: servers to destroy, then servers to spawn")
-def get_orders(host: str, who: Caller, store: StoreDep) -> Orders:
+def get_orders(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep) -> Orders:
     who.require_host(host)
     with store.read() as session:
-        return pending_orders(session, host)
+        orders, unbuildable = pending_orders(session, host)
+    if unbuildable:
+        with store.write() as session:
+            fail_unbuildable(session, host, unbuildable)
+        scheduler.refresh([host])
+    return orders
 
 
 @router.post("/orders/{server}/spawned", response_model=ServerState,
