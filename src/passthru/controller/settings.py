@@ -49,6 +49,9 @@ class Settings:
     unplaced_grace: float = 120.0
 
     # --- request limits: body sizes, slow clients, rate limit (middleware) ---
+    #: The most devices one agent report may carry (a full report's devices, or a delta's
+    #: added, changed and removed together); a bigger one is refused whole.
+    max_report_devices: int = 65536
 
     # --- store outages ---
 

@@ -10,10 +10,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from passthru.pci.device import DevType, PciDevice, normalize_tag
+from passthru.pci.device import BASE_ATTRS, DevType, PciDevice, normalize_tag, quote
+from passthru.pci.errors import PciValueError
+from passthru.pci.match import did_you_mean, tag_key
 
 #: The seed's default: vendor_id, product_id and every extra tag (`e.*`).
 DEFAULT_POOL_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "e.*")
+
+
+def pool_attr(name: str) -> str:
+    """A pool attribute: a base attribute (the seed's `device_id` is product_id), an extra
+    tag, or `e.*` for all of them. Anything else (`address`, a typo) groups nothing and is
+    refused, in the host config and in reports alike."""
+    if name == "e.*":
+        return name
+    base = normalize_tag(name)
+    if base in BASE_ATTRS:
+        return base
+    if base.startswith("e."):
+        return tag_key(base, what="pool attribute")
+    raise PciValueError(
+        f"pool attribute {quote(name)} is not exposed by devices; use one of "
+        f"{', '.join(BASE_ATTRS)}, an extra tag such as 'e.group', or 'e.*' "
+        f"({did_you_mean(name[:100], BASE_ATTRS)})"
+    )
 
 
 @dataclass(frozen=True, slots=True)

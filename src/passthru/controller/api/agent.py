@@ -4,9 +4,13 @@ placed on them (power states, console logs), and the image files their servers b
 
 A full report replaces what the controller knows of the host (its devices, and its CPUs,
 memory and disk when the agent reports them); a delta carries only the
-devices added, changed and removed since the generation the agent last got back, and is
-refused with 409 when the store moved on (the agent then sends a full report). Pools are
-grouped here from the reported `pool_attrs` with the same core function the agent uses.
+devices added, changed and removed since the generation the agent last got back. Both
+name that generation (`base_generation`) and are refused with 409 when the store moved
+on: the agent then heart-beats for the current generation and sends a full report. A
+full report without it is taken as it comes (operators' tools, older agents). Every
+report is checked whole before anything of it is applied, and a bad one gets 400 naming
+its first problems. Pools are grouped here from the reported `pool_attrs` with the same
+core function the agent uses.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from passthru.controller.orders import (
 )
 from passthru.controller.reports import heartbeat, report_delta, report_full
 from passthru.controller.reschedule import place_again
+from passthru.controller.settings import Settings
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
@@ -65,8 +70,13 @@ _POOL_ATTRS = Field(list(DEFAULT_POOL_ATTRS), max_length=64,
 
 
 class FullInventory(BaseModel):
+    base_generation: StrictInt | None = Field(
+        None, description="the generation the agent last got back (from its last report or "
+        "heart-beat; 0 for a host never reported): the report is refused with 409 when the "
+        "store moved past it. Without it the report is taken as it comes")
     pool_attrs: PoolAttrs = _POOL_ATTRS
-    devices: list[PciDevice] = Field(max_length=65536)
+    devices: list[PciDevice] = Field(max_length=65536, description="at most the "
+                                     "controller's max_report_devices")
     resources: HostResources | None = Field(
         None, description="the host's CPUs, NUMA memory, disk, allocation ratios and "
         "reservations; without them VMs' vCPUs, memory and disk are not counted on the host")
@@ -95,14 +105,22 @@ def _accepted(row: HostRow) -> InventoryAccepted:
     return InventoryAccepted(host=row.name, generation=row.generation)
 
 
+def _refuse_too_many(count: int, settings: Settings) -> None:
+    if count > settings.max_report_devices:
+        raise PciValueError(f"the report carries {count} devices, more than the "
+                            f"{settings.max_report_devices} this controller takes in one "
+                            "report (passthru serve's max_report_devices)")
+
+
 @router.put("/inventory", response_model=InventoryAccepted,
             summary="Report the host's whole inventory")
 def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-                  body: FullInventory) -> InventoryAccepted:
+                  settings: SettingsDep, body: FullInventory) -> InventoryAccepted:
     who.require_host(host)
+    _refuse_too_many(len(body.devices), settings)
     with store.write() as session:
         accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs,
-                                         body.resources))
+                                         body.resources, base_generation=body.base_generation))
     scheduler.refresh([host])
     return accepted
 
@@ -110,8 +128,10 @@ def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerD
 @router.patch("/inventory", response_model=InventoryAccepted,
               summary="Report what changed since the last accepted report")
 def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-                    body: DeltaInventory) -> InventoryAccepted:
+                    settings: SettingsDep, body: DeltaInventory) -> InventoryAccepted:
     who.require_host(host)
+    delta = body.delta
+    _refuse_too_many(len(delta.added) + len(delta.changed) + len(delta.removed), settings)
     with store.write() as session:
         accepted = _accepted(report_delta(session, host, body.delta, body.pool_attrs,
                                           body.base_generation))
