@@ -1,6 +1,7 @@
 """What host agents call: inventory reports (full or delta), heart-beats, their orders
 (servers to spawn, destroy and power) with the answers, what they find of the servers
 placed on them (power states, console logs), and the image files their servers boot.
+Answers to orders are applied exactly once per `Idempotency-Key` (`controller.answers`).
 
 A full report replaces what the controller knows of the host (its devices, and its CPUs,
 memory and disk when the agent reports them); a delta carries only the
@@ -15,12 +16,21 @@ core function the agent uses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy.orm import Session
 
+from passthru.controller.answers import (
+    IDEMPOTENCY_HEADER,
+    KEY_PATTERN,
+    AnswerKind,
+    answer_once,
+)
 from passthru.controller.api.deps import (
     Caller,
     ImageFilesDep,
@@ -30,6 +40,7 @@ from passthru.controller.api.deps import (
 )
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
+from passthru.controller.db import Store
 from passthru.controller.errors import NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.mapping import image_files
@@ -172,17 +183,35 @@ def get_orders(host: str, who: Caller, store: StoreDep) -> Orders:
         return pending_orders(session, host)
 
 
+#: An answer's idempotency key: a replay with it gets the first answer's result back.
+AnswerKey = Annotated[str | None, Header(
+    alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
+    description="the agent's key for this answer (1 to 128 printable ASCII characters), "
+    "the same on every retry: a replay gets the first answer's result and changes nothing")]
+
+
+def _answered(store: Store, key: str | None, host: str, server: str, kind: AnswerKind,
+              apply: Callable[[Session], ServerRow]) -> tuple[ServerState, bool]:
+    """Apply an answer once (`controller.answers`); the state it left, and whether this
+    was a replay of an answer already applied."""
+    with store.write() as session:
+        result, replay = answer_once(session, key, host, server, kind,
+                                     lambda: _state(apply(session)).model_dump(mode="json"))
+    return ServerState.model_validate(result), replay
+
+
 @router.post("/orders/{server}/spawned", response_model=ServerState,
              summary="How a spawn went: the server becomes ACTIVE, or is placed on another "
                      "host, or goes to ERROR; a failed one frees what it held here")
 def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
                  scheduler: SchedulerDep, settings: SettingsDep,
-                 body: OrderResult) -> ServerState:
+                 body: OrderResult, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    with store.write() as session:
-        row = spawned(session, host, body, settings.max_build_attempts)
-        state = _state(row)
+    state, replay = _answered(store, key, host, body.server_uuid, AnswerKind.SPAWNED,
+                              lambda s: spawned(s, host, body, settings.max_build_attempts))
+    if replay:
+        return state
     scheduler.refresh([host])
     if state.status is ServerStatus.BUILD and state.host is None:
         place_again(store, scheduler, state.server)
@@ -194,11 +223,11 @@ def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
 @router.post("/orders/{server}/destroyed", response_model=ServerState,
              summary="How a destroy went: the server leaves the host")
 def post_destroyed(host: str, server: str, who: Caller, store: StoreDep,
-                   body: OrderResult) -> ServerState:
+                   body: OrderResult, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    with store.write() as session:
-        return _state(destroyed(session, host, body))
+    return _answered(store, key, host, body.server_uuid, AnswerKind.DESTROYED,
+                     lambda s: destroyed(s, host, body))[0]
 
 
 @router.post("/orders/{server}/powered", response_model=ServerState,
@@ -207,11 +236,11 @@ def post_destroyed(host: str, server: str, who: Caller, store: StoreDep,
 def post_powered(host: str, server: str, who: Caller, store: StoreDep, body: OrderResult,
                  action: PowerAction | None = Query(
                      None, description="the action answered; an answer to one replaced "
-                     "meanwhile is refused")) -> ServerState:
+                     "meanwhile is refused"), key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    with store.write() as session:
-        return _state(powered(session, host, body, action))
+    return _answered(store, key, host, body.server_uuid, AnswerKind.POWERED,
+                     lambda s: powered(s, host, body, action))[0]
 
 
 class PowerStates(BaseModel):
@@ -255,11 +284,13 @@ class Lost(BaseModel):
 @router.post("/orders/{server}/lost", response_model=ServerState,
              summary="A running server's domain is gone: ERROR, and its devices are freed")
 def post_lost(host: str, server: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-              body: Lost) -> ServerState:
+              body: Lost, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
-    with store.write() as session:
-        state = _state(lost(session, host, canonical_uuid(server), body.reason))
-    scheduler.refresh([host])
+    uuid = canonical_uuid(server)
+    state, replay = _answered(store, key, host, uuid, AnswerKind.LOST,
+                              lambda s: lost(s, host, uuid, body.reason))
+    if not replay:
+        scheduler.refresh([host])
     return state
 
 
