@@ -52,4 +52,4 @@ def record_devices(session: Session, host: str, events: Iterable[tuple[EventKind
     rows = [{"kind": str(kind), "message": "", "host": host, "device_address": address}
             for kind, address in events]
     if rows:
-        session.execute(insert(EventRow), rows)
+        session.execute(insert(EventRow.__table__), rows)

@@ -16,6 +16,8 @@ VFs of each PF are looked up in one index, never by scanning every device per PF
 
 from __future__ import annotations
 
+import operator
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +39,8 @@ from passthru.pci.match import tag_key
 # What the controller tracks about a device's use; a scan never reports these.
 _TRACKED = {"status", "owner", "request_id", "missing"}
 _DISCOVERED = tuple(f.name for f in fields(PciDevice) if f.name not in _TRACKED)
+# Their values for a device no one uses (status, owner, request_id, missing).
+_UNTRACKED = (DeviceStatus.AVAILABLE, None, None, False)
 
 
 def same_hardware(a: PciDevice, b: PciDevice) -> bool:
@@ -80,6 +84,17 @@ class InventoryChange:
     address: str
 
 
+_ALL_FIELDS = operator.attrgetter(*(f.name for f in fields(PciDevice)))
+
+
+def _fresh(device: PciDevice) -> PciDevice:
+    """A copy of a reported device, free and untouched (`replace` is 5 times slower)."""
+    fresh = PciDevice(*_ALL_FIELDS(device))
+    fresh.tags = dict(fresh.tags)
+    fresh.status, fresh.owner, fresh.request_id, fresh.missing = _UNTRACKED
+    return fresh
+
+
 def _vfs_by_pf(devices: Iterable[PciDevice]) -> dict[str, list[PciDevice]]:
     children: dict[str, list[PciDevice]] = defaultdict(list)
     for device in devices:
@@ -103,8 +118,7 @@ def apply_delta(tracked: dict[str, PciDevice], delta: InventoryDelta) -> list[In
     for device in delta.added + delta.changed:
         known = tracked.get(device.address)
         if known is None or known.status is DeviceStatus.REMOVED:
-            fresh = tracked[device.address] = replace(
-                device, status=DeviceStatus.AVAILABLE, owner=None, request_id=None, missing=False)
+            fresh = tracked[device.address] = _fresh(device)
             if fresh.dev_type is DevType.VF:
                 parent = tracked.get(fresh.parent_addr or "")
                 blocked = parent is not None and in_use(parent)
@@ -168,7 +182,14 @@ class _Problems:
             raise ReportError(self.found, self.more)
 
 
+# What agents send (sysfs spells addresses so): taken as is, without parsing.
+_CANONICAL = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]")
+_CANONICAL_ID = re.compile(r"[0-9a-f]{4}")
+
+
 def _address(text: str, name: str, where: str, problems: _Problems) -> str | None:
+    if _CANONICAL.fullmatch(text):
+        return text
     if len(text) > TEXT_LENGTHS["address"]:
         problems.add(where, f"{name} {quote(text)} is not a PCI address (DDDD:BB:SS.F)")
         return None
@@ -193,11 +214,14 @@ def _checked_device(device: PciDevice, index: int, problems: _Problems) -> PciDe
         parent = _address(device.parent_addr, "parent_addr", where, problems)
         if parent is None:
             bad.append("parent_addr")
-        values["parent_addr"] = parent
+        elif parent != device.parent_addr:
+            values["parent_addr"] = parent
     for name in ("vendor_id", "product_id", "subsystem_vendor_id", "subsystem_device_id"):
         value = getattr(device, name)
         if value is None or len(str(value)) > TEXT_LENGTHS[name]:
             continue  # a missing subsystem id is fine; a long one is named above
+        if isinstance(value, str) and _CANONICAL_ID.fullmatch(value):
+            continue
         try:
             values[name] = normalize_id(value, name)
         except PciValueError as error:
@@ -212,8 +236,15 @@ def _checked_device(device: PciDevice, index: int, problems: _Problems) -> PciDe
             bad.append("tags")
     if address is None or bad:
         return None
-    return replace(device, address=address, tags=tags, status=DeviceStatus.AVAILABLE,
-                   owner=None, request_id=None, missing=False, **values)
+    if address != device.address:
+        values["address"] = address
+    if tags != device.tags or list(tags) != list(device.tags):
+        values["tags"] = tags
+    if (device.status, device.owner, device.request_id, device.missing) != _UNTRACKED:
+        values.update(status=DeviceStatus.AVAILABLE, owner=None, request_id=None,
+                      missing=False)
+    # Most reports are canonical already: the device is taken as it is, not copied.
+    return replace(device, **values) if values else device
 
 
 def _checked_devices(devices: Iterable[PciDevice], problems: _Problems) -> list[PciDevice]:

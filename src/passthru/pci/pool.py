@@ -76,14 +76,18 @@ class Pool:
 
 def pool_values(device: PciDevice, pool_attrs: Sequence[str]) -> dict[str, str]:
     """The values of `pool_attrs` for one device; `e.*` stands for all its extra tags."""
+    return _values(device, [normalize_tag(name) for name in pool_attrs])
+
+
+def _values(device: PciDevice, names: Sequence[str]) -> dict[str, str]:
     values: dict[str, str] = {}
-    for name in pool_attrs:
+    for name in names:
         if name == "e.*":
             values.update(device.tags)
             continue
-        value = device.attr(normalize_tag(name))
+        value = device.attr(name)
         if value is not None:
-            values[normalize_tag(name)] = value
+            values[name] = value
     return values
 
 
@@ -91,9 +95,10 @@ def build_pools(
     devices: Iterable[PciDevice], pool_attrs: Sequence[str] = DEFAULT_POOL_ATTRS
 ) -> list[Pool]:
     """Partition devices into pools, in the order their first device appears."""
+    names = [normalize_tag(name) for name in pool_attrs]
     pools: dict[PoolKey, Pool] = {}
     for device in devices:
-        values = pool_values(device, pool_attrs)
+        values = _values(device, names)
         parent = device.parent_addr if device.dev_type is DevType.VF else None
         key = PoolKey(tuple(sorted(values.items())), device.dev_type, device.numa_node, parent)
         pool = pools.get(key)
