@@ -7,9 +7,10 @@ differs, so each device's generation counts its real changes.
 
 Reads and writes are bulk Core statements, not ORM objects: a report may carry 65,536
 devices, and one ORM object per row (its construction, its change tracking, its flush)
-cost 40 times what the statements do. Each row is updated on the generation it was
-read at, as the scheduler's claims update it, so a claim that commits in between makes
-the save fail (StaleDataError, answered 409) rather than be overwritten.
+cost several times what the statements do (bench/reports.py). Each row is updated on
+the generation it was read at, as the scheduler's claims update it, so a claim that
+commits in between makes the save fail (StaleDataError, answered 409) rather than be
+overwritten.
 """
 
 from __future__ import annotations

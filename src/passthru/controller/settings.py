@@ -50,7 +50,8 @@ class Settings:
 
     # --- request limits: body sizes, slow clients, rate limit (middleware) ---
     #: The most devices one agent report may carry (a full report's devices, or a delta's
-    #: added, changed and removed together); a bigger one is refused whole.
+    #: added, changed and removed together; at most 65536, the API's own bound); a bigger
+    #: one is refused whole.
     max_report_devices: int = 65536
 
     # --- store outages ---

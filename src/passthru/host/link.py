@@ -14,6 +14,7 @@ controller applies it once and returns the first result to a replay.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_delay,
+    stop_when_event_set,
     wait_random_exponential,
 )
 
@@ -85,24 +87,28 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def connect(controller: str, host: str, token: str, *, timeout: float = 30.0,
-            retry_for: float = 300.0) -> HttpLink:
-    """A link to the controller at `controller` (a URL) for `host`."""
+            retry_for: float = 300.0, stop: threading.Event | None = None) -> HttpLink:
+    """A link to the controller at `controller` (a URL) for `host`; retries end early
+    once `stop` is set (the agent is shutting down)."""
     http = httpx.Client(base_url=controller.rstrip("/"), timeout=timeout,
                         headers={"Authorization": f"Bearer {token}"})
-    return HttpLink(http, host, retry_for=retry_for)
+    return HttpLink(http, host, retry_for=retry_for, stop=stop)
 
 
 class HttpLink:
     """Reports for one host over `http`, a client that carries the host's agent token.
-    A call is retried for up to `retry_for` seconds (0: never), sleeping with `sleep`."""
+    A call is retried for up to `retry_for` seconds (0: never), sleeping with `sleep`, and
+    no more once `stop` is set."""
 
     def __init__(self, http: httpx.Client, host: str, *, retry_for: float = 300.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], object] | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.host = host
         self._base = f"/v2/agent/hosts/{host}"
         self._http = http
         self.retry_for = retry_for
-        self._sleep = sleep
+        self._stop = stop or threading.Event()
+        self._sleep = sleep or self._stop.wait
         self._backoff = wait_random_exponential(multiplier=_FIRST_WAIT, max=_MOST_WAIT)
 
     def close(self) -> None:
@@ -139,7 +145,8 @@ class HttpLink:
         """One call, sent again while the controller is away or busy (see the module)."""
         retrying = Retrying(
             retry=retry_if_exception_type((httpx.TransportError, _BusyError)),
-            stop=stop_after_delay(self.retry_for), wait=self._wait, sleep=self._sleep,
+            stop=stop_after_delay(self.retry_for) | stop_when_event_set(self._stop),
+            wait=self._wait, sleep=self._sleep,
             before_sleep=self._log_retry, reraise=True)
         try:
             for attempt in retrying:
