@@ -110,17 +110,22 @@ def timed(call: Any) -> tuple[float, httpx.Response]:
     return elapsed, response
 
 
-def heartbeats_while(serve: Serve, busy: threading.Event, host: str) -> list[float]:
-    """Heart-beat `host` every 50 ms until `busy` is cleared; the latencies."""
-    latencies: list[float] = []
-    with httpx.Client(base_url=serve.url, timeout=600.0,
+def heartbeats_while(serve: Serve, busy: threading.Event, host: str,
+                     latencies: list[float], failures: list[str]) -> None:
+    """Heart-beat `host` every 50 ms until `busy` is cleared, as an agent would (30 s
+    timeout): each one's latency, and what became of those that failed."""
+    with httpx.Client(base_url=serve.url, timeout=30.0,
                       headers=dict(serve.http.headers)) as http:
         while busy.is_set():
             start = time.perf_counter()
-            http.post(f"/v2/agent/hosts/{host}/heartbeat").raise_for_status()
+            try:
+                response = http.post(f"/v2/agent/hosts/{host}/heartbeat")
+                if response.status_code >= 400:
+                    failures.append(f"HTTP {response.status_code}")
+            except httpx.TransportError as error:
+                failures.append(type(error).__name__)
             latencies.append(time.perf_counter() - start)
             time.sleep(HEARTBEAT_EVERY)
-    return latencies
 
 
 def run_size(src: Path, work: Path, count: int, watch: bool) -> dict[str, Any]:
@@ -130,12 +135,13 @@ def run_size(src: Path, work: Path, count: int, watch: bool) -> dict[str, Any]:
         serve.http.post("/v2/agent/hosts/other-1/heartbeat").raise_for_status()
         full_body = {"devices": nic_devices(count)}
         latencies: list[float] = []
+        failures: list[str] = []
         busy = threading.Event()
         watcher = None
         if watch:
             busy.set()
-            watcher = threading.Thread(target=lambda: latencies.extend(
-                heartbeats_while(serve, busy, "other-1")))
+            watcher = threading.Thread(target=heartbeats_while,
+                                       args=(serve, busy, "other-1", latencies, failures))
             watcher.start()
             time.sleep(0.5)
         full, response = timed(lambda: serve.http.put(path, json=full_body))
@@ -153,7 +159,7 @@ def run_size(src: Path, work: Path, count: int, watch: bool) -> dict[str, Any]:
             result["other_host_heartbeat"] = {
                 "count": len(ordered), "median_s": round(statistics.median(ordered), 4),
                 "p99_s": round(ordered[int(len(ordered) * 0.99) - 1], 4),
-                "max_s": round(ordered[-1], 4)}
+                "max_s": round(ordered[-1], 4), "failed": failures}
         return result
     finally:
         serve.stop()
