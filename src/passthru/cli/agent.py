@@ -42,11 +42,14 @@ def agent(
     failed spawn is undone completely and reported; it stops, starts and reboots
     servers, reports which of them run, and sends the tail of each one's console log
     (INSTANCES_PATH/UUID/console.log). On start it keeps the domains of
-    running servers and removes leftovers. VFs are configured through netlink; a
-    simulated host (`passthru sim`) has no SR-IOV hardware, so with `vf_applier =
-    "simulated"` their settings are recorded in SYSFS_ROOT/vf-state.json. The token must
-    be this host's agent token (`passthru host-token HOST`), given in the config or as
-    PASSTHRU_TOKEN.
+    running servers and removes leftovers. A controller that is away (restarting, busy:
+    no connection, 502, 503, 504, 429) is waited for: each call is sent again with capped,
+    jittered backoff for up to 5 minutes, answers with the same idempotency key so that
+    they apply once; a refusal (any other 4xx) is not retried. VFs are configured
+    through netlink; a simulated host (`passthru sim`) has no SR-IOV hardware, so with
+    `vf_applier = "simulated"` their settings are recorded in SYSFS_ROOT/vf-state.json.
+    The token must be this host's agent token (`passthru host-token HOST`), given in the
+    config or as PASSTHRU_TOKEN.
     """
     try:
         config = load_host_config(config_file)
@@ -61,7 +64,8 @@ def agent(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Every orders poll is an HTTP call: logged, they would drown what the agent did.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    link = connect(config.controller, config.host, config.token)
+    stop = threading.Event()
+    link = connect(config.controller, config.host, config.token, stop=stop)
     agent = Agent(scan=lambda: offered(config), link=link,
                   pool_attrs=config.pool_attrs, interval=config.interval,
                   order_interval=config.order_interval, resources=lambda: resources(config))
@@ -77,7 +81,6 @@ def agent(
                                 host_devices=lambda: scan(config),
                                 guests=GuestHost.from_config(config, driver, link.fetch_image))
             agent.worker = OrderWorker(link, attacher, config.instances_path)
-            stop = threading.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
             agent.run(stop)

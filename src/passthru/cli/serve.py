@@ -91,6 +91,10 @@ def serve(
         "--max-report-size", min=1, metavar="MiB",
         help="The largest inventory report an agent may send; a report takes about "
         "500 bytes a device.")] = DEFAULT_MAX_REPORT_MB,
+    max_report_devices: Annotated[int, typer.Option(
+        "--max-report-devices", min=1, max=65536,
+        help="The most devices one inventory report may carry (a delta: added, changed "
+        "and removed together); a bigger one is refused whole.")] = 65536,
     body_timeout: Annotated[float, typer.Option(
         "--body-timeout", min=0.1, max=3600.0,
         help="Seconds a client may take to send a request's headers, or pause while "
@@ -138,7 +142,8 @@ def serve(
                         max_image_bytes=max_image_size << 30,
                         max_build_attempts=max_build_attempts, build_timeout=build_timeout,
                         max_body_bytes=max_body_size << 10,
-                        max_report_bytes=max_report_size << 20, body_timeout=body_timeout,
+                        max_report_bytes=max_report_size << 20,
+                        max_report_devices=max_report_devices, body_timeout=body_timeout,
                         rate_limit=rate_limit, rate_burst=rate_burst,
                         store_retry_after=store_retry_after,
                         keep_deleted_days=keep_deleted_days, keep_events_days=keep_events_days,

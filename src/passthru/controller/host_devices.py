@@ -4,26 +4,50 @@ Every change to a host's devices goes through here: inventory reports, claims an
 The host row is locked for the unit of work (PostgreSQL: SELECT ... FOR UPDATE; SQLite
 transactions already hold the write lock), and device rows are written only where a field
 differs, so each device's generation counts its real changes.
+
+Reads and writes are bulk Core statements, not ORM objects: a report may carry 65,536
+devices, and one ORM object per row (its construction, its change tracking, its flush)
+cost several times what the statements do (bench/reports.py). Each row is updated on
+the generation it was read at, as the scheduler's claims update it, so a claim that
+commits in between makes the save fail (StaleDataError, answered 409) rather than be
+overwritten.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from passthru.controller.events import EventKind, record
 from passthru.controller.mapping import (
-    device_from_row,
-    new_device_row,
-    new_pool_row,
+    DEVICE_FIELDS,
+    device_from_values,
+    device_values,
     pool_key_text,
-    write_device,
+    pool_record,
 )
-from passthru.controller.models import DeviceRow, HostRow, PoolRow
+from passthru.controller.models import DeviceRow, HostRow, PciRequestRow, PoolRow
 from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.pool import build_pools
+
+_DEVICES = DeviceRow.__table__
+_POOLS = PoolRow.__table__
+# The ids of rows an IN list names at once: well below SQLite's bound on parameters.
+_CHUNK = 1000
+
+_NEW = tuple(f"new_{name}" for name in DEVICE_FIELDS)
+_UPDATE = (update(_DEVICES)
+           .where(_DEVICES.c.id == bindparam("row_id"),
+                  _DEVICES.c.generation == bindparam("seen"))
+           .values(generation=bindparam("seen") + 1, pool_id=bindparam("new_pool_id"),
+                   **{name: bindparam(new) for name, new in zip(DEVICE_FIELDS, _NEW,
+                                                                 strict=True)}))
 
 
 def lock_host(session: Session, name: str) -> HostRow | None:
@@ -42,51 +66,93 @@ def lock_or_create_host(session: Session, name: str) -> HostRow:
     return host
 
 
+def _chunks(items: Sequence[int]) -> Iterator[list[int]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, _CHUNK)):
+        yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A device row as it was read: what a save compares with and updates on."""
+
+    id: int
+    generation: int
+    pool_id: int | None
+    values: tuple[Any, ...]
+
+
 @dataclass
 class HostDevices:
+    """Load once, change `devices` with core rules, save once."""
+
     host: HostRow
-    rows: dict[str, DeviceRow]
     devices: dict[str, PciDevice]
+    _stored: dict[str, _Stored] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, session: Session, host: HostRow) -> HostDevices:
-        query = (select(DeviceRow).where(DeviceRow.host_id == host.id)
-                 .options(selectinload(DeviceRow.pool)))
-        rows = {row.address: row for row in session.scalars(query)}
-        return cls(host, rows, {a: device_from_row(r) for a, r in rows.items()})
+        columns = [_DEVICES.c.id, _DEVICES.c.generation, _DEVICES.c.pool_id,
+                   *(_DEVICES.c[name] for name in DEVICE_FIELDS)]
+        devices: dict[str, PciDevice] = {}
+        stored: dict[str, _Stored] = {}
+        for row in session.execute(select(*columns).where(_DEVICES.c.host_id == host.id)):
+            device = device_from_values(row[3:])
+            devices[device.address] = device
+            stored[device.address] = _Stored(row[0], row[1], row[2], device_values(device))
+        return cls(host, devices, stored)
 
     def save(self, session: Session) -> None:
-        """Write every device back and regroup the host's pools, in one flush so that
-        each changed device row is updated (and its generation bumped) once."""
-        with session.no_autoflush:
-            for address, device in self.devices.items():
-                row = self.rows.get(address)
-                if row is None:
-                    row = self.rows[address] = new_device_row(self.host.id, device)
-                    session.add(row)
-                else:
-                    write_device(row, device)
-            self._regroup(session)
-        session.flush()
+        """Write back every device that changed, and regroup the host's pools: new rows
+        in one insert, changed ones in one update (each on the generation it was read
+        at), pools no device is left in deleted."""
+        session.flush()  # the ORM's pending changes first: the statements below follow
+        pool_of, unused = self._regroup(session)
+        new: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        for address, device in self.devices.items():
+            values, pool_id = device_values(device), pool_of.get(address)
+            was = self._stored.get(address)
+            if was is None:
+                new.append({**dict(zip(DEVICE_FIELDS, values, strict=True)),
+                            "host_id": self.host.id, "pool_id": pool_id, "generation": 1})
+            elif values != was.values or pool_id != was.pool_id:
+                changed.append({"row_id": was.id, "seen": was.generation,
+                                "new_pool_id": pool_id,
+                                **dict(zip(_NEW, values, strict=True))})
+        if changed:
+            updated = session.execute(_UPDATE, changed).rowcount
+            if updated != len(changed):
+                raise StaleDataError(f"{len(changed) - updated} devices of host "
+                                     f"{self.host.name} changed while this was applied")
+        if new:
+            session.execute(insert(_DEVICES), new)
+        for chunk in _chunks(unused):
+            session.execute(delete(_POOLS).where(_POOLS.c.id.in_(chunk)))
+        self._stored.clear()  # saved once: what it compared with is gone
+        _expire(session, self.host)
 
-    def _regroup(self, session: Session) -> None:
-        existing = {row.key: row for row in
-                    session.scalars(select(PoolRow).where(PoolRow.host_id == self.host.id))}
+    def _regroup(self, session: Session) -> tuple[dict[str, int], list[int]]:
+        """Each live device's pool id (new pools inserted), and the pools left unused."""
+        existing = dict(session.execute(
+            select(_POOLS.c.key, _POOLS.c.id).where(_POOLS.c.host_id == self.host.id)).all())
         live = [d for d in self.devices.values() if d.status is not DeviceStatus.REMOVED]
-        used: set[str] = set()
-        for pool in build_pools(live, self.host.pool_attrs):
-            key = pool_key_text(pool.key)
-            used.add(key)
-            row = existing.get(key)
-            if row is None:
-                row = existing[key] = new_pool_row(self.host.id, pool)
-                session.add(row)
-            for device in pool.devices:
-                if self.rows[device.address].pool is not row:
-                    self.rows[device.address].pool = row
-        for device in self.devices.values():
-            if device.status is DeviceStatus.REMOVED and self.rows[device.address].pool:
-                self.rows[device.address].pool = None
-        for key, row in existing.items():
-            if key not in used:
-                session.delete(row)
+        pools = build_pools(live, self.host.pool_attrs)
+        keys = [pool_key_text(pool.key) for pool in pools]
+        fresh = [pool_record(self.host.id, pool) for pool, key in zip(pools, keys, strict=True)
+                 if key not in existing]
+        if fresh:
+            existing.update(session.execute(
+                insert(_POOLS).returning(_POOLS.c.key, _POOLS.c.id), fresh).all())
+        pool_of = {device.address: existing[key]
+                   for pool, key in zip(pools, keys, strict=True) for device in pool.devices}
+        used = {existing[key] for key in keys}
+        return pool_of, [pool_id for pool_id in existing.values() if pool_id not in used]
+
+
+def _expire(session: Session, host: HostRow) -> None:
+    """ORM objects this session holds of what the statements changed are read again."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, DeviceRow | PoolRow | PciRequestRow) or obj is host:
+            session.expire(obj, None if obj is not host else ["pools", "devices"])
+

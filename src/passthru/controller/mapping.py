@@ -5,8 +5,9 @@ the only place that converts between them."""
 from __future__ import annotations
 
 import json
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -41,22 +42,23 @@ def device_from_row(row: DeviceRow) -> PciDevice:
     return PciDevice(**values)
 
 
-def _stored(device: PciDevice, name: str) -> object:
-    value = getattr(device, name)
-    return dict(value) if name == "tags" else value
+_DEVICE_VALUES = operator.attrgetter(*DEVICE_FIELDS)
+_TAGS = DEVICE_FIELDS.index("tags")
 
 
-def write_device(row: DeviceRow, device: PciDevice) -> None:
-    """Copy every field of `device` onto `row`, touching only what differs so that an
-    unchanged device keeps its generation."""
-    for name in DEVICE_FIELDS:
-        value = _stored(device, name)
-        if getattr(row, name) != value:
-            setattr(row, name, value)
+def device_values(device: PciDevice) -> tuple[Any, ...]:
+    """A device's columns in `DEVICE_FIELDS` order, as Core statements write them (bulk
+    writes of big reports); equal tuples mean an unchanged row."""
+    values = list(_DEVICE_VALUES(device))
+    values[_TAGS] = dict(values[_TAGS])
+    return tuple(values)
 
 
-def new_device_row(host_id: int, device: PciDevice) -> DeviceRow:
-    return DeviceRow(host_id=host_id, **{name: _stored(device, name) for name in DEVICE_FIELDS})
+def device_from_values(values: Sequence[Any]) -> PciDevice:
+    """The core device of a row read with Core (a `select` of the `DEVICE_FIELDS`)."""
+    device = PciDevice(*values)
+    device.tags = dict(device.tags or {})
+    return device
 
 
 def pool_key_text(key: PoolKey) -> str:
@@ -65,10 +67,11 @@ def pool_key_text(key: PoolKey) -> str:
                        key.parent_addr], separators=(",", ":"))
 
 
-def new_pool_row(host_id: int, pool: Pool) -> PoolRow:
-    return PoolRow(host_id=host_id, key=pool_key_text(pool.key), attrs=dict(pool.attrs),
-                   dev_type=pool.dev_type, numa_node=pool.numa_node,
-                   parent_addr=pool.parent_addr)
+def pool_record(host_id: int, pool: Pool) -> dict[str, Any]:
+    """A new pool row's columns, as a Core insert writes them."""
+    return {"host_id": host_id, "key": pool_key_text(pool.key), "attrs": dict(pool.attrs),
+            "dev_type": pool.dev_type, "numa_node": pool.numa_node,
+            "parent_addr": pool.parent_addr}
 
 
 def pool_from_row(row: PoolRow, devices: Iterable[DeviceRow] | None = None) -> Pool:

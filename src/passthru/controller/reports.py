@@ -1,55 +1,47 @@
 """What agents tell the controller: full and delta inventories, heart-beats; and the
-sweep that marks silent hosts down."""
+sweep that marks silent hosts down.
+
+A report is checked whole (`pci.inventory.check_report`/`check_delta`) and is then
+applied whole or not at all. Applying it is linear in the host's devices: one load of
+the host's rows, core rules in memory, and bulk writes of what changed
+(`HostDevices.save`), so that a big report holds SQLite's one write lock briefly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import EventKind, record, record_devices
 from passthru.controller.host_devices import HostDevices, lock_host, lock_or_create_host
 from passthru.controller.mapping import resources_json
 from passthru.controller.models import HostRow, HostStatus, utcnow
-from passthru.pci.address import PciAddress
-from passthru.pci.device import DeviceStatus, PciDevice, normalize_id
+from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.errors import PassthruError, PciValueError
-from passthru.pci.inventory import InventoryDelta, apply_delta, diff_inventory
-from passthru.pci.match import tag_key
+from passthru.pci.inventory import (
+    InventoryDelta,
+    apply_delta,
+    check_delta,
+    check_report,
+    diff_inventory,
+)
+from passthru.pci.pool import pool_attr
 from passthru.pci.resources import HostResources
 
 
 class StaleInventoryError(PassthruError):
-    """A delta built on a generation the store has moved past."""
+    """A report built on a generation the store has moved past."""
 
 
-def canonical_address(text: str) -> str:
-    return str(PciAddress.parse(text))
-
-
-def checked_device(device: PciDevice) -> PciDevice:
-    """A reported device with normalised ids and tag names; the store's own fields
-    (status, owner, request) are the controller's business and reset here."""
-    where = f"device {device.address}"
+def checked_pool_attrs(pool_attrs: Sequence[str]) -> list[str]:
+    """The attributes pools may group by (`pci.pool.pool_attr`), in our spelling."""
     try:
-        subsystem = {name: normalize_id(value, f"{where}: {name}")
-                     for name in ("subsystem_vendor_id", "subsystem_device_id")
-                     if (value := getattr(device, name)) is not None}
-        return replace(
-            device,
-            address=canonical_address(device.address),
-            parent_addr=(canonical_address(device.parent_addr)
-                         if device.parent_addr is not None else None),
-            vendor_id=normalize_id(device.vendor_id, f"{where}: vendor_id"),
-            product_id=normalize_id(device.product_id, f"{where}: product_id"),
-            tags={tag_key(k, what=f"{where}: tag"): v for k, v in device.tags.items()},
-            status=DeviceStatus.AVAILABLE, owner=None, request_id=None, missing=False,
-            **subsystem)
+        return [pool_attr(name) for name in pool_attrs]
     except PciValueError as error:
-        raise PciValueError(f"{error}; fix the agent's report") from None
+        raise PciValueError(f"{error}; fix the agent's pool_attrs") from None
 
 
 def _apply(session: Session, host: HostRow, state: HostDevices, delta: InventoryDelta,
@@ -60,22 +52,43 @@ def _apply(session: Session, host: HostRow, state: HostDevices, delta: Inventory
         host.pool_attrs = list(pool_attrs)
     if changes or attrs_changed:
         host.generation += 1
-    for change in changes:
-        record(session, EventKind(f"device-{change.kind}"), host=host.name, device=change.address)
+    record_devices(session, host.name, [(EventKind(f"device-{change.kind}"), change.address)
+                                        for change in changes])
     state.save(session)
 
 
+def _refuse_stale(host_name: str, host: HostRow | None, base_generation: int,
+                  what: str) -> None:
+    current = host.generation if host is not None else 0
+    if base_generation != current:
+        raise StaleInventoryError(
+            f"host {host_name}: the {what} builds on generation {base_generation} but the "
+            f"controller has generation {current}; heart-beat for the current generation "
+            "and send a full report of what the host has now")
+
+
 def report_full(session: Session, host_name: str, devices: Sequence[PciDevice],
-                pool_attrs: Sequence[str], resources: HostResources | None = None) -> HostRow:
+                pool_attrs: Sequence[str], resources: HostResources | None = None, *,
+                base_generation: int | None = None) -> HostRow:
     """Make the stored inventory of `host_name` what the agent sees now: its devices and
     its CPUs, memory and disk (None: the agent reports none, and VMs are not counted
-    against the host)."""
-    reported = [checked_device(d) for d in devices]
-    _refuse_duplicates(reported)
-    host = lock_or_create_host(session, host_name)
+    against the host).
+
+    The report is checked whole before the first statement (so before SQLite's write
+    lock is taken). `base_generation` is the generation the agent last got back (a host
+    never reported has generation 0); a report built on another one is refused, as a
+    stale delta is, so that a report delayed or replayed cannot bring back what the host
+    has since removed. None (operators' tools, older agents): taken as it comes."""
+    reported = check_report(devices)
+    attrs = checked_pool_attrs(pool_attrs)
+    host = lock_host(session, host_name)
+    if base_generation is not None:
+        _refuse_stale(host_name, host, base_generation, "full report")
+    if host is None:
+        host = lock_or_create_host(session, host_name)
     state = HostDevices.load(session, host)
     present = {a: d for a, d in state.devices.items() if d.status is not DeviceStatus.REMOVED}
-    _apply(session, host, state, diff_inventory(present, reported), pool_attrs)
+    _apply(session, host, state, diff_inventory(present, reported), attrs)
     set_resources(session, host, resources)
     return host
 
@@ -107,28 +120,18 @@ def set_resources(session: Session, host: HostRow, resources: HostResources | No
 
 def report_delta(session: Session, host_name: str, delta: InventoryDelta,
                  pool_attrs: Sequence[str], base_generation: int) -> HostRow:
-    """Apply the changes an agent saw since `base_generation`."""
+    """Apply the changes an agent saw since `base_generation`, checked whole against what
+    the store holds: refused in full, or applied in full."""
+    attrs = checked_pool_attrs(pool_attrs)
     host = lock_host(session, host_name)
-    if host is None or host.generation != base_generation:
-        current = "no inventory" if host is None else f"generation {host.generation}"
-        raise StaleInventoryError(
-            f"host {host_name}: the delta builds on generation {base_generation} but the "
-            f"controller has {current}; send a full report")
-    checked = InventoryDelta([checked_device(d) for d in delta.added],
-                             [checked_device(d) for d in delta.changed],
-                             [canonical_address(a) for a in delta.removed])
-    _refuse_duplicates(checked.added + checked.changed)
-    _apply(session, host, HostDevices.load(session, host), checked, pool_attrs)
+    if host is None:
+        raise StaleInventoryError(f"host {host_name}: the delta builds on generation "
+                                  f"{base_generation} but the controller has no inventory; "
+                                  "send a full report")
+    _refuse_stale(host_name, host, base_generation, "delta")
+    state = HostDevices.load(session, host)
+    _apply(session, host, state, check_delta(delta, state.devices), attrs)
     return host
-
-
-def _refuse_duplicates(devices: Sequence[PciDevice]) -> None:
-    seen: set[str] = set()
-    for device in devices:
-        if device.address in seen:
-            raise PciValueError(f"device {device.address} is reported twice; "
-                                "each address may appear once per report")
-        seen.add(device.address)
 
 
 def heartbeat(session: Session, host_name: str, now: datetime | None = None) -> HostRow:

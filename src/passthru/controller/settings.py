@@ -71,6 +71,10 @@ class Settings:
     rate_limit: float = 20.0
     #: Requests a member token may make at once before `rate_limit` applies.
     rate_burst: int = 40
+    #: The most devices one agent report may carry (a full report's devices, or a delta's
+    #: added, changed and removed together; at most 65536, the API's own bound); a bigger
+    #: one is refused whole.
+    max_report_devices: int = 65536
 
     # --- store outages ---
     #: Seconds a client is told to wait (Retry-After) when the store cannot be reached.

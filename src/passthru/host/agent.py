@@ -35,8 +35,9 @@ class ControllerLink(Protocol):
     """How the agent talks to the controller; `passthru.host.link` speaks HTTP."""
 
     def report_full(self, devices: Sequence[PciDevice], pool_attrs: Sequence[str],
-                    resources: HostResources | None = None) -> int:
-        """Replace the host's inventory; returns the new inventory generation."""
+                    resources: HostResources | None, base_generation: int) -> int:
+        """Replace the host's inventory; returns the new inventory generation. Raises
+        StaleReportError if `base_generation` is not the controller's."""
 
     def report_delta(self, delta: InventoryDelta, pool_attrs: Sequence[str],
                      generation: int) -> int:
@@ -59,15 +60,31 @@ class Agent:
     resources: Callable[[], HostResources | None] | None = None
     _reported: dict[str, PciDevice] | None = field(default=None, init=False)
     _resources: HostResources | None = field(default=None, init=False)
-    _generation: int = field(default=0, init=False)
+    #: The inventory generation last got back (None: not asked yet).
+    _generation: int | None = field(default=None, init=False)
+
+    def _report_full(self, devices: Sequence[PciDevice], found: HostResources | None) -> int:
+        """A full report built on the generation last got back. The controller refuses one
+        built on a generation it has moved past (this report, replayed, may be older than
+        another one that got in): the agent then reads the generation again (heart-beat)
+        and sends what it has now."""
+        if self._generation is None:
+            self._generation = self.link.heartbeat()
+        try:
+            return self.link.report_full(devices, self.pool_attrs, found, self._generation)
+        except StaleReportError:
+            log.info("controller's inventory moved on; sending a full report on its "
+                     "current generation")
+            self._generation = self.link.heartbeat()
+            return self.link.report_full(devices, self.pool_attrs, found, self._generation)
 
     def report_once(self) -> InventoryDelta | None:
         """Scan and report. Returns what was sent as a delta (None for a full report)."""
         devices = self.scan()
         found = self.resources() if self.resources is not None else None
         delta: InventoryDelta | None = None
-        if self._reported is None or found != self._resources:
-            self._generation = self.link.report_full(devices, self.pool_attrs, found)
+        if self._reported is None or self._generation is None or found != self._resources:
+            self._generation = self._report_full(devices, found)
         else:
             delta = diff_inventory(self._reported, devices)
             if delta:
@@ -76,14 +93,17 @@ class Agent:
                                                               self._generation)
                 except StaleReportError:
                     log.info("controller's inventory moved on; sending a full report")
-                    self._generation = self.link.report_full(devices, self.pool_attrs, found)
+                    self._generation = self.link.heartbeat()
+                    self._generation = self._report_full(devices, found)
                     delta = None
         self._reported = {d.address: d for d in devices}
         self._resources = found
-        if self.link.heartbeat() != self._generation:
+        alive = self.link.heartbeat()
+        if alive != self._generation:
             # The controller's copy is not the one this agent built (a restore, or another
             # agent reporting for this host): make it true again.
-            self._generation = self.link.report_full(devices, self.pool_attrs, found)
+            self._generation = alive
+            self._generation = self._report_full(devices, found)
             delta = None
         return delta
 

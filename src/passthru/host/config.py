@@ -68,13 +68,12 @@ from pydantic import (
 from passthru.host.nodedev import discover_libvirt
 from passthru.host.sysfs import discover_sysfs
 from passthru.host.topology import disk_gb, format_cpulist, read_topology
-from passthru.pci.device import BASE_ATTRS, PciDevice
-from passthru.pci.errors import PassthruError, PciValueError
-from passthru.pci.match import did_you_mean, tag_key
-from passthru.pci.pool import DEFAULT_POOL_ATTRS
+from passthru.pci.device import PciDevice
+from passthru.pci.errors import PassthruError
+from passthru.pci.match import did_you_mean
+from passthru.pci.pool import DEFAULT_POOL_ATTRS, pool_attr
 from passthru.pci.resources import HostResources
 from passthru.pci.spec import (
-    MATCH_ALIASES,
     DeviceSpecError,
     Whitelist,
     parse_device_spec,
@@ -115,23 +114,6 @@ _QUOTE.maxlevel = 3
 def _quote(value: object) -> str:
     """A value as an error line quotes it: repr, shortened (hostile values are long)."""
     return _QUOTE.repr(value)
-
-
-def _pool_attr(name: str) -> str:
-    """A pool attribute: a base attribute (the seed's `device_id` is product_id), an extra
-    tag, or `e.*` for all of them."""
-    if name == "e.*":
-        return name
-    base = MATCH_ALIASES.get(name, name)
-    if base in BASE_ATTRS:
-        return base
-    if name.startswith("e.") or name == "physical_network":
-        return tag_key(name, what="pool attribute")
-    raise PciValueError(
-        f"pool attribute {_quote(name)} is not exposed by devices; use one of "
-        f"{', '.join(BASE_ATTRS)}, an extra tag such as 'e.group', or 'e.*' "
-        f"({did_you_mean(name[:100], BASE_ATTRS)})"
-    )
 
 
 class HostConfig(BaseModel):
@@ -239,7 +221,7 @@ class HostConfig(BaseModel):
     @field_validator("pool_attrs")
     @classmethod
     def _known_pool_attrs(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_pool_attr(name) for name in names)
+        return tuple(pool_attr(name) for name in names)
 
     @field_validator("bridge_mappings")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -35,6 +36,57 @@ PHYSICAL_NETWORK = "e.physical_network"
 
 #: Attributes that every device exposes to pools and PCI flavors (besides its tags).
 BASE_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "dev_type", "dev_class")
+
+
+#: The ranges a reported device's numbers keep to: Linux's NUMA node limit (MAX_NUMNODES
+#: is at most 1024), an IOMMU group's number (a kernel int), and SR-IOV's 16-bit VF counts.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "numa_node": (0, 1023),
+    "iommu_group": (0, 2**31 - 1),
+    "sriov_totalvfs": (0, 0xFFFF),
+    "sriov_numvfs": (0, 0xFFFF),
+}
+#: The longest text each discovered field may be: what the store's columns hold.
+TEXT_LENGTHS: dict[str, int] = {
+    "address": 16, "parent_addr": 16, "vendor_id": 6, "product_id": 6,
+    "subsystem_vendor_id": 6, "subsystem_device_id": 6, "dev_class": 8,
+    "driver": 64, "netdev": 64, "vendor_name": 255, "product_name": 255,
+}
+#: Extra tags of one device: how many, and how long each value may be.
+MAX_TAGS = 64
+MAX_TAG_VALUE = 255
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 40
+
+
+def quote(value: object) -> str:
+    """A value as an error message shows it: repr, shortened (hostile values are long)."""
+    return _QUOTE.repr(value)
+
+
+def field_problems(device: PciDevice) -> list[str]:
+    """What is out of range or too long in a reported device, one line per field. Checked
+    before anything else reads the device, so no later step sees an absurd value."""
+    problems = []
+    for name, (least, most) in INT_RANGES.items():
+        value = getattr(device, name)
+        if value is not None and not (isinstance(value, int) and least <= value <= most):
+            problems.append(f"{name} {quote(value)} is out of range ({least} to {most}, "
+                            "or null)")
+    for name, most in TEXT_LENGTHS.items():
+        value = getattr(device, name)
+        if isinstance(value, str) and len(value) > most:
+            problems.append(f"{name} is {len(value)} characters long, at most {most}")
+    if len(device.tags) > MAX_TAGS:
+        problems.append(f"{len(device.tags)} tags, at most {MAX_TAGS}")
+    for key, value in device.tags.items():
+        if len(key) > MAX_TAG_VALUE:
+            problems.append(f"tag name {quote(key)} is {len(key)} characters long, at most "
+                            f"{MAX_TAG_VALUE}")
+        elif len(value) > MAX_TAG_VALUE:
+            problems.append(f"tag {key} has a value {len(value)} characters long, at most "
+                            f"{MAX_TAG_VALUE}")
+    return problems
 
 
 def normalize_id(value: str | int, what: str = "id") -> str:

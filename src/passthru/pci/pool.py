@@ -10,10 +10,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from passthru.pci.device import DevType, PciDevice, normalize_tag
+from passthru.pci.device import BASE_ATTRS, DevType, PciDevice, normalize_tag, quote
+from passthru.pci.errors import PciValueError
+from passthru.pci.match import did_you_mean, tag_key
 
 #: The seed's default: vendor_id, product_id and every extra tag (`e.*`).
 DEFAULT_POOL_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "e.*")
+
+
+def pool_attr(name: str) -> str:
+    """A pool attribute: a base attribute (the seed's `device_id` is product_id), an extra
+    tag, or `e.*` for all of them. Anything else (`address`, a typo) groups nothing and is
+    refused, in the host config and in reports alike."""
+    if name == "e.*":
+        return name
+    base = normalize_tag(name)
+    if base in BASE_ATTRS:
+        return base
+    if base.startswith("e."):
+        return tag_key(base, what="pool attribute")
+    raise PciValueError(
+        f"pool attribute {quote(name)} is not exposed by devices; use one of "
+        f"{', '.join(BASE_ATTRS)}, an extra tag such as 'e.group', or 'e.*' "
+        f"({did_you_mean(name[:100], BASE_ATTRS)})"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +76,18 @@ class Pool:
 
 def pool_values(device: PciDevice, pool_attrs: Sequence[str]) -> dict[str, str]:
     """The values of `pool_attrs` for one device; `e.*` stands for all its extra tags."""
+    return _values(device, [normalize_tag(name) for name in pool_attrs])
+
+
+def _values(device: PciDevice, names: Sequence[str]) -> dict[str, str]:
     values: dict[str, str] = {}
-    for name in pool_attrs:
+    for name in names:
         if name == "e.*":
             values.update(device.tags)
             continue
-        value = device.attr(normalize_tag(name))
+        value = device.attr(name)
         if value is not None:
-            values[normalize_tag(name)] = value
+            values[name] = value
     return values
 
 
@@ -71,9 +95,10 @@ def build_pools(
     devices: Iterable[PciDevice], pool_attrs: Sequence[str] = DEFAULT_POOL_ATTRS
 ) -> list[Pool]:
     """Partition devices into pools, in the order their first device appears."""
+    names = [normalize_tag(name) for name in pool_attrs]
     pools: dict[PoolKey, Pool] = {}
     for device in devices:
-        values = pool_values(device, pool_attrs)
+        values = _values(device, names)
         parent = device.parent_addr if device.dev_type is DevType.VF else None
         key = PoolKey(tuple(sorted(values.items())), device.dev_type, device.numa_node, parent)
         pool = pools.get(key)

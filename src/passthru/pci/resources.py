@@ -19,9 +19,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from passthru.pci.device import INT_RANGES, quote
 from passthru.pci.errors import PciValueError
 
 CPU_POLICY_KEY = "hw:cpu_policy"
+#: What the controller counts in its Integer columns (32 bits on PostgreSQL): memory in
+#: MiB, disk in GB, vCPUs, and each NUMA node's memory and hugepages.
+MAX_AMOUNT = 2**31 - 1
+MAX_NUMA_NODE = INT_RANGES["numa_node"][1]
+#: Linux's largest CPU number (NR_CPUS is at most 8192 today) with room to spare.
+MAX_CPU_ID = 65535
+#: An allocation ratio past this is a typo, not a policy (Nova's defaults are 4 to 16).
+MAX_RATIO = 1000.0
+MAX_NETWORK_NAME = 255
 
 
 class CpuPolicy(StrEnum):
@@ -98,16 +108,31 @@ class HostResources:
     def __post_init__(self) -> None:
         ids = [cpu.id for cpu in self.cpus]
         nodes = {node.id for node in self.numa}
-        problems = [f"{name} is {value}, not a number above 0" for name, value in (
-            ("cpu_allocation_ratio", self.cpu_allocation_ratio),
-            ("ram_allocation_ratio", self.ram_allocation_ratio),
-            ("disk_allocation_ratio", self.disk_allocation_ratio))
-            if not 0 < value < math.inf]
-        problems += [f"{name} is {value}, below 0" for name, value in (
-            ("disk_gb", self.disk_gb), ("reserved_host_memory_mb", self.reserved_host_memory_mb),
-            ("reserved_host_disk_gb", self.reserved_host_disk_gb),
-            *((f"NUMA node {node.id} memory_mb", node.memory_mb) for node in self.numa))
-            if value < 0]
+        problems = [f"{name} is {value}, not a number above 0 and at most {MAX_RATIO}"
+                    for name, value in (
+                        ("cpu_allocation_ratio", self.cpu_allocation_ratio),
+                        ("ram_allocation_ratio", self.ram_allocation_ratio),
+                        ("disk_allocation_ratio", self.disk_allocation_ratio))
+                    if not 0 < value <= MAX_RATIO]  # also refuses nan
+        problems += [f"{name} is {value}, {'below 0' if value < 0 else f'above {most}'}"
+                     for name, value, most in (
+            ("disk_gb", self.disk_gb, MAX_AMOUNT),
+            ("reserved_host_memory_mb", self.reserved_host_memory_mb, MAX_AMOUNT),
+            ("reserved_host_disk_gb", self.reserved_host_disk_gb, MAX_AMOUNT),
+            *((f"NUMA node {node.id} memory_mb", node.memory_mb, MAX_AMOUNT)
+              for node in self.numa),
+            *((f"NUMA node {node.id} hugepages of {size} KiB", count, MAX_AMOUNT)
+              for node in self.numa for size, count in node.hugepages.items()),
+            *((f"NUMA node {node.id} hugepage size", size, MAX_AMOUNT)
+              for node in self.numa for size in node.hugepages),
+            *(("NUMA node id", node.id, MAX_NUMA_NODE) for node in self.numa),
+            *(("CPU id", cpu.id, MAX_CPU_ID) for cpu in self.cpus),
+            *((f"CPU {cpu.id} NUMA node", cpu.node, MAX_NUMA_NODE) for cpu in self.cpus),
+            *((f"CPU {cpu.id} socket", cpu.socket, MAX_CPU_ID) for cpu in self.cpus))
+                     if not 0 <= value <= most]
+        problems += [f"physical network {quote(name)} is not 1 to {MAX_NETWORK_NAME} "
+                     "characters" for name in self.networks
+                     if not 0 < len(name) <= MAX_NETWORK_NAME]
         if len(set(ids)) != len(ids):
             problems.append("a CPU is listed twice")
         if len(nodes) != len(self.numa):
@@ -116,8 +141,16 @@ class HostResources:
                      for cpu in self.cpus if cpu.node not in nodes]
         problems += [f"reserved CPU {cpu} is not one of the host's CPUs"
                      for cpu in sorted(set(self.reserved_cpus) - set(ids))]
+        if not problems:
+            capacity = self.capacity()
+            problems += [f"the capacity this gives, {value} {unit}, is more than the "
+                         f"controller counts (at most {MAX_AMOUNT}); lower the ratio"
+                         for value, unit in ((capacity.vcpus, "vCPUs"),
+                                             (capacity.ram_mb, "MiB memory"),
+                                             (capacity.disk_gb, "GB disk"))
+                         if value > MAX_AMOUNT]
         if problems:
-            raise PciValueError(f"host resources: {'; '.join(problems)}")
+            raise PciValueError(f"host resources: {'; '.join(problems[:10])}")
 
     @property
     def memory_mb(self) -> int:

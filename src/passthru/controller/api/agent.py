@@ -1,22 +1,36 @@
 """What host agents call: inventory reports (full or delta), heart-beats, their orders
 (servers to spawn, destroy and power) with the answers, what they find of the servers
 placed on them (power states, console logs), and the image files their servers boot.
+Answers to orders are applied exactly once per `Idempotency-Key` (`controller.answers`).
 
 A full report replaces what the controller knows of the host (its devices, and its CPUs,
 memory and disk when the agent reports them); a delta carries only the
-devices added, changed and removed since the generation the agent last got back, and is
-refused with 409 when the store moved on (the agent then sends a full report). Pools are
-grouped here from the reported `pool_attrs` with the same core function the agent uses.
+devices added, changed and removed since the generation the agent last got back. Both
+name that generation (`base_generation`) and are refused with 409 when the store moved
+on: the agent then heart-beats for the current generation and sends a full report. A
+full report without it is taken as it comes (operators' tools, older agents). Every
+report is checked whole before anything of it is applied, and a bad one gets 400 naming
+its first problems. Pools are grouped here from the reported `pool_attrs` with the same
+core function the agent uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy.orm import Session
 
+from passthru.controller.answers import (
+    IDEMPOTENCY_HEADER,
+    KEY_PATTERN,
+    AnswerKind,
+    answer_once,
+)
 from passthru.controller.api.deps import (
     Caller,
     ImageFilesDep,
@@ -26,6 +40,7 @@ from passthru.controller.api.deps import (
 )
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
+from passthru.controller.db import Store
 from passthru.controller.errors import NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.mapping import image_files
@@ -42,6 +57,7 @@ from passthru.controller.orders import (
 )
 from passthru.controller.reports import heartbeat, report_delta, report_full
 from passthru.controller.reschedule import place_again
+from passthru.controller.settings import Settings
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
@@ -66,8 +82,13 @@ _POOL_ATTRS = Field(list(DEFAULT_POOL_ATTRS), max_length=64,
 
 
 class FullInventory(BaseModel):
+    base_generation: StrictInt | None = Field(
+        None, description="the generation the agent last got back (from its last report or "
+        "heart-beat; 0 for a host never reported): the report is refused with 409 when the "
+        "store moved past it. Without it the report is taken as it comes")
     pool_attrs: PoolAttrs = _POOL_ATTRS
-    devices: list[PciDevice] = Field(max_length=65536)
+    devices: list[PciDevice] = Field(max_length=65536, description="at most the "
+                                     "controller's max_report_devices")
     resources: HostResources | None = Field(
         None, description="the host's CPUs, NUMA memory, disk, allocation ratios and "
         "reservations; without them VMs' vCPUs, memory and disk are not counted on the host")
@@ -96,14 +117,22 @@ def _accepted(row: HostRow) -> InventoryAccepted:
     return InventoryAccepted(host=row.name, generation=row.generation)
 
 
+def _refuse_too_many(count: int, settings: Settings) -> None:
+    if count > settings.max_report_devices:
+        raise PciValueError(f"the report carries {count} devices, more than the "
+                            f"{settings.max_report_devices} this controller takes in one "
+                            "report (passthru serve's max_report_devices)")
+
+
 @router.put("/inventory", response_model=InventoryAccepted,
             summary="Report the host's whole inventory")
 def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-                  body: FullInventory) -> InventoryAccepted:
+                  settings: SettingsDep, body: FullInventory) -> InventoryAccepted:
     who.require_host(host)
+    _refuse_too_many(len(body.devices), settings)
     with store.write() as session:
         accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs,
-                                         body.resources))
+                                         body.resources, base_generation=body.base_generation))
     scheduler.refresh([host])
     return accepted
 
@@ -111,8 +140,10 @@ def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerD
 @router.patch("/inventory", response_model=InventoryAccepted,
               summary="Report what changed since the last accepted report")
 def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-                    body: DeltaInventory) -> InventoryAccepted:
+                    settings: SettingsDep, body: DeltaInventory) -> InventoryAccepted:
     who.require_host(host)
+    delta = body.delta
+    _refuse_too_many(len(delta.added) + len(delta.changed) + len(delta.removed), settings)
     with store.write() as session:
         accepted = _accepted(report_delta(session, host, body.delta, body.pool_attrs,
                                           body.base_generation))
@@ -158,17 +189,35 @@ def get_orders(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep)
     return orders
 
 
+#: An answer's idempotency key: a replay with it gets the first answer's result back.
+AnswerKey = Annotated[str | None, Header(
+    alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN,
+    description="the agent's key for this answer (1 to 128 printable ASCII characters), "
+    "the same on every retry: a replay gets the first answer's result and changes nothing")]
+
+
+def _answered(store: Store, key: str | None, host: str, server: str, kind: AnswerKind,
+              apply: Callable[[Session], ServerRow]) -> tuple[ServerState, bool]:
+    """Apply an answer once (`controller.answers`); the state it left, and whether this
+    was a replay of an answer already applied."""
+    with store.write() as session:
+        result, replay = answer_once(session, key, host, server, kind,
+                                     lambda: _state(apply(session)).model_dump(mode="json"))
+    return ServerState.model_validate(result), replay
+
+
 @router.post("/orders/{server}/spawned", response_model=ServerState,
              summary="How a spawn went: the server becomes ACTIVE, or is placed on another "
                      "host, or goes to ERROR; a failed one frees what it held here")
 def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
                  scheduler: SchedulerDep, settings: SettingsDep,
-                 body: OrderResult) -> ServerState:
+                 body: OrderResult, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    with store.write() as session:
-        row = spawned(session, host, body, settings.max_build_attempts)
-        state = _state(row)
+    state, replay = _answered(store, key, host, body.server_uuid, AnswerKind.SPAWNED,
+                              lambda s: spawned(s, host, body, settings.max_build_attempts))
+    if replay:
+        return state
     scheduler.refresh([host])
     if state.status is ServerStatus.BUILD and state.host is None:
         place_again(store, scheduler, state.server)
@@ -180,11 +229,11 @@ def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
 @router.post("/orders/{server}/destroyed", response_model=ServerState,
              summary="How a destroy went: the server leaves the host")
 def post_destroyed(host: str, server: str, who: Caller, store: StoreDep,
-                   body: OrderResult) -> ServerState:
+                   body: OrderResult, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    with store.write() as session:
-        return _state(destroyed(session, host, body))
+    return _answered(store, key, host, body.server_uuid, AnswerKind.DESTROYED,
+                     lambda s: destroyed(s, host, body))[0]
 
 
 @router.post("/orders/{server}/powered", response_model=ServerState,
@@ -193,11 +242,11 @@ def post_destroyed(host: str, server: str, who: Caller, store: StoreDep,
 def post_powered(host: str, server: str, who: Caller, store: StoreDep, body: OrderResult,
                  action: PowerAction | None = Query(
                      None, description="the action answered; an answer to one replaced "
-                     "meanwhile is refused")) -> ServerState:
+                     "meanwhile is refused"), key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    with store.write() as session:
-        return _state(powered(session, host, body, action))
+    return _answered(store, key, host, body.server_uuid, AnswerKind.POWERED,
+                     lambda s: powered(s, host, body, action))[0]
 
 
 class PowerStates(BaseModel):
@@ -241,11 +290,13 @@ class Lost(BaseModel):
 @router.post("/orders/{server}/lost", response_model=ServerState,
              summary="A running server's domain is gone: ERROR, and its devices are freed")
 def post_lost(host: str, server: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-              body: Lost) -> ServerState:
+              body: Lost, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
-    with store.write() as session:
-        state = _state(lost(session, host, canonical_uuid(server), body.reason))
-    scheduler.refresh([host])
+    uuid = canonical_uuid(server)
+    state, replay = _answered(store, key, host, uuid, AnswerKind.LOST,
+                              lambda s: lost(s, host, uuid, body.reason))
+    if not replay:
+        scheduler.refresh([host])
     return state
 
 
