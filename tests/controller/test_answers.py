@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passthru.controller.answers import prune_answers
 from passthru.controller.app import create_app
 from passthru.controller.models import AnswerRow, utcnow
+from passthru.controller.retention import prune
 from passthru.controller.settings import Settings
 from tests.controller.conftest import Api
 
@@ -112,8 +112,8 @@ def test_prune_answers_forgets_old_ones(api: Api, building) -> None:
     uuid, token = building
     answer(api, token, uuid, "spawned", "old")
     store = api.client.app.state.store
-    with store.write() as session:
-        assert prune_answers(session, utcnow() - timedelta(hours=1)) == 0
-        assert prune_answers(session, utcnow() + timedelta(seconds=1)) == 1
+    settings = api.client.app.state.settings
+    assert prune(store, settings, utcnow() + timedelta(hours=1)).answers == 0
+    assert prune(store, settings, utcnow() + timedelta(hours=25)).answers == 1
     with store.read() as session:
         assert session.get(AnswerRow, "old") is None

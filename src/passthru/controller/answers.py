@@ -12,11 +12,9 @@ within the agent's retry window, minutes, so a day's worth is plenty.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,10 +62,3 @@ def answer_once(session: Session, key: str | None, host: str, server: str, kind:
             f"idempotency key {key!r} was used for the {kept.kind} answer of server "
             f"{kept.server} on host {kept.host}; give each answer its own key")
     return dict(kept.result), True
-
-
-def prune_answers(session: Session, older_than: datetime) -> int:
-    """Forget answers kept before `older_than`; returns how many."""
-    gone = session.execute(delete(AnswerRow).where(AnswerRow.created_at < older_than)
-                           .execution_options(synchronize_session=False))
-    return int(gone.rowcount or 0)
