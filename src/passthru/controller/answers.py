@@ -5,8 +5,8 @@ a replay — the agent retrying after a reply it never got — gets that result 
 changes nothing, instead of being refused because the server has moved on. A key is bound
 to one host, server and kind of answer; reusing it for another is refused.
 
-Kept answers are pruned by age (`prune_answers`), by the retention sweep: a replay comes
-within the agent's retry window, minutes, so a day's worth is plenty.
+Kept answers are pruned by age, by the retention sweep (`controller.retention`): a
+replay comes within the agent's retry window, minutes, so a day's worth is plenty.
 """
 
 from __future__ import annotations
