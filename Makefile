@@ -18,3 +18,4 @@ bench: setup
 	.venv/bin/python bench/discovery.py
 	.venv/bin/python bench/scheduler.py
 	.venv/bin/python bench/boot.py
+	.venv/bin/python bench/reports.py

@@ -61,8 +61,17 @@ class Api:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(tmp_path / "data")
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """SQLite, or PostgreSQL for the tests marked `ON_BOTH`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return Settings(tmp_path / "data")
+    return Settings(tmp_path / "data", db_url=request.getfixturevalue("postgres").new_database())
+
+
+#: The `settings` (and so the `api`) of a test on both stores.
+ON_BOTH = pytest.mark.parametrize(
+    "settings", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import HttpLink
 from passthru.host.worker import OrderWorker
 from passthru.pci.work import OrderResult, PowerState, SpawnOrder
-from tests.controller.conftest import Api
+from tests.controller.conftest import ON_BOTH, Api
 from tests.controller.test_boot_attach import seed_catalog
 from tests.host.simhost import GPUS, RecordingApplier, SimHost, make_host
 
@@ -80,17 +80,6 @@ class Compute:
             name=domain_name(server_id), uuid=SQUATTER, memory_mib=64, vcpus=1)))
 
 
-@pytest.fixture
-def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    """SQLite, or PostgreSQL for the tests parametrized with `ON_BOTH`."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        return Settings(tmp_path / "data")
-    return Settings(tmp_path / "data", db_url=request.getfixturevalue("postgres").new_database())
-
-
-ON_BOTH = pytest.mark.parametrize(
-    "settings", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-    indirect=True)
 
 
 @pytest.fixture

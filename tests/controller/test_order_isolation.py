@@ -45,7 +45,7 @@ from passthru.host.vf import RESET
 from passthru.host.worker import OrderWorker, ReadOrders, read_orders
 from passthru.pci.binding import ZERO_MAC
 from passthru.pci.work import SHA256_HEADER, ImagePart, PowerState
-from tests.controller.conftest import Api
+from tests.controller.conftest import ON_BOTH, Api
 from tests.controller.test_boot_attach import held, seed_catalog
 from tests.host.simhost import PF1, PF1_NETDEV, SimHost, make_host
 from tests.host.test_attach_guest import RecordingBridges
@@ -90,18 +90,6 @@ class Compute:
                 if state.name.startswith("passthru-")}
 
 
-@pytest.fixture
-def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    """SQLite, or PostgreSQL for the tests marked `ON_BOTH`."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        return Settings(tmp_path / "data")
-    return Settings(tmp_path / "data", db_url=request.getfixturevalue("postgres").new_database())
-
-
-#: For the tests whose failure the controller handles: on both stores.
-ON_BOTH = pytest.mark.parametrize(
-    "settings", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-    indirect=True)
 
 
 def simulated(sim: SimHost) -> VfApplier:
