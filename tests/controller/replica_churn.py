@@ -118,7 +118,9 @@ class Cluster:
     the shared store."""
 
     def __init__(self, root: Path, db_url: str, replicas: int) -> None:
-        self.controllers = [LiveController(root / f"replica-{n}", db_url)
+        # The churn is a member's flood on purpose: no rate limit.
+        self.controllers = [LiveController(root / f"replica-{n}", db_url,
+                                           ("--rate-limit", "0"))
                             for n in range(replicas)]
 
     def start(self) -> None:
