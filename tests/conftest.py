@@ -22,6 +22,6 @@ def sim_sysfs(tmp_path: Path) -> Callable[[str | HostProfile], Path]:
     return build
 
 
-# The private libvirtd (`real_libvirtd`) and PostgreSQL (`postgres`) fixtures, for any
-# test directory.
-pytest_plugins = ["tests.support.libvirtd", "tests.support.postgres"]
+# The private libvirtd (`real_libvirtd`), PostgreSQL (`postgres`) and PF network namespace
+# (`pf_namespace`) fixtures, for any test directory.
+pytest_plugins = ["tests.support.libvirtd", "tests.support.postgres", "tests.support.netns"]

@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -81,3 +82,20 @@ class LiveController(Child):
                 time.sleep(0.1)
         raise RuntimeError(f"passthru serve did not answer in {timeout}s")
 
+
+
+def kill_mid_burst(controller: Child, write: Callable[[int, list[str]], None],
+                   writers: int, after: int) -> list[str]:
+    """Run `write(n, acknowledged)` in `writers` threads, each appending what the
+    controller acknowledged, and SIGKILL the controller once `after` writes are (or every
+    writer stopped); returns every acknowledged write once the writers have stopped."""
+    acknowledged: list[str] = []
+    threads = [threading.Thread(target=write, args=(n, acknowledged)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    while len(acknowledged) < after and any(t.is_alive() for t in threads):
+        time.sleep(0.01)
+    controller.kill()
+    for thread in threads:
+        thread.join()
+    return acknowledged

@@ -41,6 +41,7 @@ from tests.cli.live import LiveController
 from tests.cluster.hosts import AgentProcess, wait_for
 from tests.pg import PostgresCluster
 from tests.support.invariants import assert_invariants
+from tests.support.machine import cannot_run
 
 #: Another schedule: FAULT_SEED=n in the environment.
 SEED = int(os.environ.get("FAULT_SEED", "20261202"))
@@ -108,7 +109,7 @@ def fault_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def fleet(fault_db: str, tmp_path: Path) -> Iterator[Fleet]:
     if (reason := missing()) is not None:
-        pytest.skip(reason)
+        cannot_run(reason)
     sqlite = fault_db.startswith("sqlite")
     controller = LiveController(tmp_path / "data", None if sqlite else fault_db, options=(
         "--heartbeat-timeout", "4", "--build-timeout", str(BUILD_TIMEOUT),

@@ -3,8 +3,7 @@ there, and nothing half-written is (a server has all its ports and requests or n
 
 from __future__ import annotations
 
-import threading
-import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from passthru.controller.models import EventRow, PciRequestRow, PortRow, ServerRow
-from tests.cli.live import LiveController
+from tests.cli.live import LiveController, kill_mid_burst
 
 WRITERS = 3
 KILL_AFTER = 30  # acknowledged boots before the kill
@@ -47,17 +46,8 @@ def test_a_killed_controller_loses_no_committed_row_and_keeps_no_half_one(
         "name": "prod", "physical_network": "physnet1", "segmentation_id": 5}}
                ).raise_for_status()
 
-    acknowledged: list[str] = []
-    writers = [threading.Thread(target=boot_until_refused,
-                                args=(live.url, live.admin_token, n, acknowledged))
-               for n in range(WRITERS)]
-    for writer in writers:
-        writer.start()
-    while len(acknowledged) < KILL_AFTER and any(w.is_alive() for w in writers):
-        time.sleep(0.01)
-    live.kill()
-    for writer in writers:
-        writer.join()
+    acknowledged = kill_mid_burst(
+        live, partial(boot_until_refused, live.url, live.admin_token), WRITERS, KILL_AFTER)
     assert len(acknowledged) >= KILL_AFTER
 
     live.start()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pyroute2 import IPRoute, netns
 from sqlalchemy import update
 
 from passthru.controller.db import Store
@@ -50,6 +48,7 @@ from tests.controller.test_boot_attach import held, seed_catalog
 from tests.host.simhost import PF1, PF1_NETDEV, SimHost, make_host
 from tests.host.test_attach_guest import RecordingBridges
 from tests.pg import free_port
+from tests.support.machine import cannot_run
 
 V2 = "/v2/admin"
 HOST = "compute-1"
@@ -162,6 +161,16 @@ def reset(setting: dict[str, Any]) -> bool:
     return (setting["mac"], setting["vlan"]) == (ZERO_MAC, RESET.vlan)
 
 
+def time_out_build(settings: Settings, uuid: str) -> None:
+    """Make the server's build an hour old and run the build sweep, which fails it."""
+    store = Store(settings.database_url)
+    with store.write() as session:
+        session.execute(update(ServerRow).where(ServerRow.uuid == uuid).values(
+            created_at=utcnow() - timedelta(hours=1)))
+    sweep_builds(store, Scheduler(store), settings)
+    store.close()
+
+
 def test_a_vf_whose_sysfs_node_vanished(api: Api, compute: Compute) -> None:
     boot(api, "bad", **direct())
     [vf] = devices(api, "bad")
@@ -174,20 +183,6 @@ def test_a_vf_whose_sysfs_node_vanished(api: Api, compute: Compute) -> None:
 
     assert_isolated(api, compute, "bad", "good", "configure VF failed", vf)
     assert vf not in compute.vf_state()
-
-
-@pytest.fixture
-def pf_namespace() -> Iterator[str]:
-    """A network namespace with a veth named like the simulated E810's first PF: a real
-    netdev whose driver has no SR-IOV, so the kernel refuses every VF setting."""
-    name = f"passthru-isolation-{uuid.uuid4().hex[:8]}"
-    netns.create(name)
-    try:
-        with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("add", ifname=PF1_NETDEV, kind="veth", peer="peer0")
-        yield name
-    finally:
-        netns.remove(name)
 
 
 def test_the_kernel_refusing_a_vf_setting(api: Api, tmp_path: Path, pf_namespace: str) -> None:
@@ -348,12 +343,7 @@ def test_a_spawn_answer_the_controller_refuses(api: Api, settings: Settings,
     boot(api, "good", **direct())
     orders = compute.link.orders()
     # The build times out while the agent works on it: the controller has moved on.
-    store = Store(settings.database_url)
-    with store.write() as session:
-        session.execute(update(ServerRow).where(ServerRow.uuid == late["id"]).values(
-            created_at=utcnow() - timedelta(hours=1)))
-    sweep_builds(store, Scheduler(store), settings)
-    store.close()
+    time_out_build(settings, late["id"])
 
     for order in orders.spawn:
         compute.worker.spawn(order)
@@ -387,12 +377,7 @@ def test_a_domain_whose_answer_was_lost_goes_once_the_controller_moved_on(
     [vf] = devices(api, "bad")
     [order] = compute.link.orders().spawn
     assert compute.attacher.spawn(order).ok  # ...and its answer never reached the controller
-    store = Store(settings.database_url)
-    with store.write() as session:
-        session.execute(update(ServerRow).where(ServerRow.uuid == late["id"]).values(
-            created_at=utcnow() - timedelta(hours=1)))
-    sweep_builds(store, Scheduler(store), settings)
-    store.close()
+    time_out_build(settings, late["id"])
     boot(api, "good", **direct())
 
     compute.run()
@@ -406,7 +391,7 @@ def small_instances(tmp_path: Path) -> Iterator[Path]:
     """A 212 KiB file system for the VMs' files: room for a disk overlay of a small image
     (196 KiB), none for its seed ISO after it."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        cannot_run("mounting a small tmpfs needs root")
     path = tmp_path / "small"
     path.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=212k", "tmpfs", str(path)], check=True)

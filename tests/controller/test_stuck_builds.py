@@ -9,9 +9,9 @@ deletes, and checks the store once a restarted controller has swept.
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,7 @@ from passthru.controller.boot import BootRequest, NicRequest, boot_server
 from passthru.controller.db import Store
 from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus, utcnow
 from passthru.pci.binding import VnicType
-from tests.cli.live import LiveController
+from tests.cli.live import LiveController, kill_mid_burst
 from tests.controller.test_races import PROJECT, Live, create_catalog, ok, report_host
 
 #: Generous: the sweep runs once the app is up, on a loaded 2-core machine; the first
@@ -111,24 +111,16 @@ def boot_and_delete(url: str, token: str, writer: int, acknowledged: list[str]) 
 @pytest.mark.slow
 def test_a_controller_killed_mid_burst_leaves_no_build_on_no_host_once_restarted(
         db_url: str, tmp_path: Path) -> None:
-    controller = LiveController(tmp_path / "data", db_url)
+    # The burst is a member's flood on purpose: no rate limit cuts it short.
+    controller = LiveController(tmp_path / "data", db_url, ("--rate-limit", "0"))
     controller.start()
     live = Live(controller)
     create_catalog(live.admin)
     report_host(live.admin, controller.url)
     token = str(live.member.headers["Authorization"]).removeprefix("Bearer ")
     live.close()
-    acknowledged: list[str] = []
-    writers = [threading.Thread(target=boot_and_delete,
-                                args=(controller.url, token, n, acknowledged))
-               for n in range(WRITERS)]
-    for writer in writers:
-        writer.start()
-    while len(acknowledged) < KILL_AFTER and any(w.is_alive() for w in writers):
-        time.sleep(0.01)
-    controller.kill()
-    for writer in writers:
-        writer.join()
+    acknowledged = kill_mid_burst(
+        controller, partial(boot_and_delete, controller.url, token), WRITERS, KILL_AFTER)
     assert len(acknowledged) >= KILL_AFTER
 
     # Restarted with a short grace: whatever the kill left unplaced is past it by now.

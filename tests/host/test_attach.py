@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from pyroute2 import IPRoute, netns
 
 from passthru.host.attach import NetlinkVfApplier, VfSlot, domain_name
 from passthru.host.domain_xml import (
@@ -325,20 +324,6 @@ def test_orders_refused_before_libvirt_leave_nothing(host: SimHost, driver: Libv
     assert re.match(fault, result.fault, re.DOTALL)
     assert domain_names(driver) == set()
     assert applier.configured == {}
-
-
-@pytest.fixture
-def pf_namespace() -> Iterator[str]:
-    """A throwaway network namespace with a veth named like the simulated E810's first PF:
-    a real netdev whose kernel driver has no SR-IOV."""
-    name = f"passthru-attach-{uuid.uuid4().hex[:8]}"
-    netns.create(name)
-    try:
-        with IPRoute(netns=name, flags=0) as ipr:
-            ipr.link("add", ifname=PF1_NETDEV, kind="veth", peer="peer0")
-        yield name
-    finally:
-        netns.remove(name)
 
 
 def test_kernel_refusal_rolls_the_spawn_back(host: SimHost, driver: LibvirtDriver,
