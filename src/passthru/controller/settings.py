@@ -98,6 +98,12 @@ class Settings:
     #: Seconds between two rounds of pruning.
     prune_interval: float = 3600.0
 
+    # --- pushed orders and heart-beats ---
+
+    # --- views: pagination and summaries ---
+
+    # --- the boot path: durability and batching ---
+
     @property
     def sqlite_path(self) -> Path:
         """The SQLite file, used when `db_url` is None."""
