@@ -162,7 +162,7 @@ def _claim(session: Session, owner: str, request: PciRequest, address: str) -> N
     host = next(load_hosts(session, ["h"]))
     devices = {d.address: d for pool in host.pools for d in pool.devices}
     claim_in_store(session, host, Selection({request.request_id: (devices[address],)}, None),
-                   owner, devices)
+                   owner)
 
 
 def _wait_until_blocked(store: Store, worker: threading.Thread, waiters: int) -> None:

@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm.exc import StaleDataError
 
+from passthru.controller import ledger
 from passthru.controller.db import Store
-from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.mapping import DEVICE_FIELDS, device_from_row, request_from_row
 from passthru.controller.migrate import upgrade
 from passthru.controller.models import (
@@ -125,12 +125,12 @@ def _claim_gpu(store: Store, server_uuid: str) -> str:
                                   count=1, alternatives=["bigGPU"], source=RequestSource.FLAVOR,
                                   numa_policy=NumaPolicy.LEGACY))
         session.flush()
-        host = lock_host(session, "c1")
+        host = ledger.lock_host(session, "c1")
         assert host is not None
-        state = HostDevices.load(session, host)
-        picked = {request.request_id: (state.devices[GPU.address],)}
-        claim(state.devices, Selection(picked, None), server_uuid)
-        state.save(session)
+        part = ledger.read_host(session, host.id, host.name)
+        picked = {request.request_id: (part.devices[GPU.address],)}
+        claim(part.devices, Selection(picked, None), server_uuid)
+        ledger.save(session, part, None)
     return request.request_id
 
 

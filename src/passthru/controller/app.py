@@ -44,6 +44,7 @@ from passthru.controller.api.limits import RequestLimits
 from passthru.controller.auth import ensure_admin_token
 from passthru.controller.db import Store, unreachable
 from passthru.controller.image_files import ImageFiles
+from passthru.controller.ledger import changes_of
 from passthru.controller.migrate import upgrade
 from passthru.controller.private_files import secure_data_dir, touch_private
 from passthru.controller.reports import mark_silent_hosts_down
@@ -77,10 +78,10 @@ def open_store(settings: Settings) -> Store:
 def _sweep_once(store: Store, scheduler: Scheduler, settings: Settings) -> None:
     with store.write() as session:
         down = mark_silent_hosts_down(session, settings.heartbeat_timeout)
+        changes = changes_of(session)
     for name in down:
         log.warning("host %s stopped heart-beating; marked down", name)
-    if down:
-        scheduler.refresh(down)
+    scheduler.apply(changes)
     swept = sweep_builds(store, scheduler, settings)
     for uuid in swept.failed:
         log.warning("build of server %s failed (timed out, or no host left)", uuid)

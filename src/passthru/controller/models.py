@@ -21,6 +21,7 @@ from sqlalchemy import (
     Dialect,
     Enum,
     ForeignKey,
+    Index,
     MetaData,
     String,
     Text,
@@ -153,7 +154,9 @@ class PoolRow(Base):
 
 class DeviceRow(Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("host_id", "address"),)
+    # (host_id, parent_addr): the ledger reads a device's PF/VF family through it.
+    __table_args__ = (UniqueConstraint("host_id", "address"),
+                      Index("ix_devices_host_parent", "host_id", "parent_addr"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import ColumnElement, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
 
+from passthru.controller import ledger
 from passthru.controller.events import EventKind, record
-from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.mapping import attached_ports, device_from_row, guest_spec, port_spec
 from passthru.controller.models import (
     HostRow,
@@ -32,7 +32,6 @@ from passthru.controller.models import (
 from passthru.controller.power import PLACED, RULES, describe_state, pending_action
 from passthru.controller.release import fail_server
 from passthru.controller.reschedule import leave_host
-from passthru.pci import claims
 from passthru.pci.errors import PciValueError
 from passthru.pci.work import (
     AttachedDevice,
@@ -259,14 +258,10 @@ def destroyed(session: Session, host: str, result: OrderResult) -> ServerRow:
 
 
 def _activate(session: Session, host: str, server: ServerRow, result: OrderResult) -> None:
-    locked = lock_host(session, host)
+    locked = ledger.lock_host(session, host)
     if locked is None:
         raise PciValueError(f"host {host} is not known to the controller")
-    state = HostDevices.load(session, locked)
-    for device in claims.allocate(state.devices, server.uuid):
-        record(session, EventKind.DEVICE_ALLOCATED, host=host, device=device.address,
-               server=server.uuid, message=f"allocated to server {server.name}")
-    state.save(session)
+    ledger.allocate(session, locked, server.uuid, server.name)
     ports = {port.id: port for port in server.ports}
     for binding in result.bindings:
         port = ports.get(binding.port_id)

@@ -14,44 +14,16 @@ from __future__ import annotations
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from passthru.controller import ledger
 from passthru.controller.errors import NotFoundError
 from passthru.controller.events import EventKind, record
-from passthru.controller.host_devices import HostDevices, lock_host
-from passthru.controller.models import (
-    CpuPinRow,
-    DeviceRow,
-    HostRow,
-    PortRow,
-    ServerRow,
-    ServerStatus,
-)
-from passthru.pci import claims
-
-
-def hosts_holding(session: Session, server: ServerRow) -> list[str]:
-    """The hosts where `server` holds devices, in name order (the order hosts are locked
-    in, so that two deletes never lock hosts crosswise)."""
-    return sorted(session.scalars(
-        select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
-        .where(DeviceRow.owner == server.uuid).distinct()))
+from passthru.controller.models import CpuPinRow, HostRow, PortRow, ServerRow, ServerStatus
+from passthru.pci.resources import VmSize
 
 
 def free_devices(session: Session, server: ServerRow) -> list[str]:
     """Free every device `server` holds, on whatever host; returns their addresses."""
-    freed: list[str] = []
-    for name in hosts_holding(session, server):
-        host = lock_host(session, name)
-        if host is None:
-            continue
-        state = HostDevices.load(session, host)
-        held = [a for a, d in state.devices.items() if d.owner == server.uuid]
-        claims.free(state.devices, server.uuid)
-        state.save(session)
-        for address in held:
-            record(session, EventKind.DEVICE_FREED, host=name, device=address, server=server.uuid,
-                   message=f"freed by server {server.name}")
-        freed += held
-    return freed
+    return ledger.free(session, server.uuid, server.name)
 
 
 def holds_resources(server: ServerRow) -> bool:
@@ -63,6 +35,9 @@ def free_resources(session: Session, server: ServerRow) -> None:
     (nothing when it holds none: see the module's docstring)."""
     if not holds_resources(server):
         return
+    ledger.record_released(session, server.host.name, server.uuid,
+                           VmSize(server.vcpus, server.ram_mb, server.disk_gb),
+                           server.pinned_cpus)
     session.execute(update(HostRow).where(HostRow.id == server.host_id).values(
         vcpus_used=HostRow.vcpus_used - server.vcpus,
         ram_mb_used=HostRow.ram_mb_used - server.ram_mb,
@@ -91,7 +66,7 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
     if server.status is ServerStatus.DELETED:
         # Another delete committed while this one waited for the lock: it freed everything.
         raise NotFoundError(f"no server {server.uuid}: it was deleted meanwhile")
-    hosts = hosts_holding(session, server)
+    hosts = ledger.hosts_holding(session, server.uuid)
     if holds_resources(server) and server.host is not None:
         hosts = sorted({*hosts, server.host.name})
     free_devices(session, server)

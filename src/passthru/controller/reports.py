@@ -2,9 +2,11 @@
 sweep that marks silent hosts down.
 
 A report is checked whole (`pci.inventory.check_report`/`check_delta`) and is then
-applied whole or not at all. Applying it is linear in the host's devices: one load of
-the host's rows, core rules in memory, and bulk writes of what changed
-(`HostDevices.save`), so that a big report holds SQLite's one write lock briefly.
+applied whole or not at all, through the device ledger (`controller.ledger`). A full
+report is linear in the host's devices: one read of the host's rows, core rules in
+memory, and bulk writes of what changed, so that a big report holds SQLite's one write
+lock briefly. A delta reads only the devices it names and their PF/VF family, so it
+costs what it changes, whatever the host's size.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from passthru.controller import ledger
 from passthru.controller.events import EventKind, record, record_devices
-from passthru.controller.host_devices import HostDevices, lock_host, lock_or_create_host
 from passthru.controller.mapping import resources_json
 from passthru.controller.models import HostRow, HostStatus, utcnow
 from passthru.pci.device import DeviceStatus, PciDevice
@@ -44,9 +46,9 @@ def checked_pool_attrs(pool_attrs: Sequence[str]) -> list[str]:
         raise PciValueError(f"{error}; fix the agent's pool_attrs") from None
 
 
-def _apply(session: Session, host: HostRow, state: HostDevices, delta: InventoryDelta,
-           pool_attrs: Sequence[str]) -> None:
-    changes = apply_delta(state.devices, delta)
+def _apply(session: Session, host: HostRow, part: ledger.Part, delta: InventoryDelta,
+           pool_attrs: Sequence[str]) -> ledger.HostChanges:
+    changes = apply_delta(part.devices, delta)
     attrs_changed = list(pool_attrs) != host.pool_attrs
     if attrs_changed:
         host.pool_attrs = list(pool_attrs)
@@ -54,7 +56,7 @@ def _apply(session: Session, host: HostRow, state: HostDevices, delta: Inventory
         host.generation += 1
     record_devices(session, host.name, [(EventKind(f"device-{change.kind}"), change.address)
                                         for change in changes])
-    state.save(session)
+    return ledger.save(session, part, pool_attrs, regroup_all=attrs_changed)
 
 
 def _refuse_stale(host_name: str, host: HostRow | None, base_generation: int,
@@ -81,25 +83,29 @@ def report_full(session: Session, host_name: str, devices: Sequence[PciDevice],
     has since removed. None (operators' tools, older agents): taken as it comes."""
     reported = check_report(devices)
     attrs = checked_pool_attrs(pool_attrs)
-    host = lock_host(session, host_name)
+    host = ledger.lock_host(session, host_name)
     if base_generation is not None:
         _refuse_stale(host_name, host, base_generation, "full report")
     if host is None:
-        host = lock_or_create_host(session, host_name)
-    state = HostDevices.load(session, host)
-    present = {a: d for a, d in state.devices.items() if d.status is not DeviceStatus.REMOVED}
-    _apply(session, host, state, diff_inventory(present, reported), attrs)
-    set_resources(session, host, resources)
+        host = ledger.lock_or_create_host(session, host_name)
+    part = ledger.read_host(session, host.id, host.name)
+    present = {a: d for a, d in part.devices.items() if d.status is not DeviceStatus.REMOVED}
+    changes = _apply(session, host, part, diff_inventory(present, reported), attrs)
+    if set_resources(session, host, resources) or changes.regrouped is not None:
+        # A report of the whole host hands the scheduler the whole host: no store read.
+        session.flush()
+        changes.whole = ledger.whole_host(session, host, part)
     return host
 
 
-def set_resources(session: Session, host: HostRow, resources: HostResources | None) -> None:
-    """Store what the host has and the capacity it gives. The VMs already counted stay
-    counted even when the new capacity is below them (a host is never emptied by a
-    report); claims simply find no room until enough of them are gone."""
+def set_resources(session: Session, host: HostRow, resources: HostResources | None) -> bool:
+    """Store what the host has and the capacity it gives; whether that changed. The VMs
+    already counted stay counted even when the new capacity is below them (a host is
+    never emptied by a report); claims simply find no room until enough of them are
+    gone."""
     stored = resources_json(resources) if resources is not None else None
     if stored == host.resources:
-        return
+        return False
     capacity = resources.capacity() if resources is not None else None
     host.resources = stored
     host.vcpus_capacity = capacity.vcpus if capacity else None
@@ -116,6 +122,7 @@ def set_resources(session: Session, host: HostRow, resources: HostResources | No
                      f"{host.ram_mb_used} MiB, {host.disk_gb_used} GB): they keep running, "
                      "new VMs go elsewhere")
     record(session, EventKind.HOST_RESOURCES, host=host.name, message=what)
+    return True
 
 
 def report_delta(session: Session, host_name: str, delta: InventoryDelta,
@@ -123,19 +130,29 @@ def report_delta(session: Session, host_name: str, delta: InventoryDelta,
     """Apply the changes an agent saw since `base_generation`, checked whole against what
     the store holds: refused in full, or applied in full."""
     attrs = checked_pool_attrs(pool_attrs)
-    host = lock_host(session, host_name)
+    host = ledger.lock_host(session, host_name)
     if host is None:
         raise StaleInventoryError(f"host {host_name}: the delta builds on generation "
                                   f"{base_generation} but the controller has no inventory; "
                                   "send a full report")
     _refuse_stale(host_name, host, base_generation, "delta")
-    state = HostDevices.load(session, host)
-    _apply(session, host, state, check_delta(delta, state.devices), attrs)
+    if attrs != host.pool_attrs:
+        # Every device may change pools: the whole host is read and handed over.
+        part = ledger.read_host(session, host.id, host.name)
+        changes = _apply(session, host, part, check_delta(delta, part.devices), attrs)
+        session.flush()
+        changes.whole = ledger.whole_host(session, host, part)
+        return host
+    # Only the devices named and their PF/VF family: all that checking and applying a
+    # delta looks at (`check_delta`, `apply_delta`).
+    named = {d.address for d in (*delta.added, *delta.changed)} | set(delta.removed)
+    part = ledger.read_addresses(session, host.id, host.name, named)
+    _apply(session, host, part, check_delta(delta, part.devices), attrs)
     return host
 
 
 def heartbeat(session: Session, host_name: str, now: datetime | None = None) -> HostRow:
-    host = lock_or_create_host(session, host_name)
+    host = ledger.lock_or_create_host(session, host_name)
     host.last_heartbeat = now or utcnow()
     if host.status is not HostStatus.UP:
         host.status = HostStatus.UP
@@ -159,4 +176,5 @@ def mark_silent_hosts_down(session: Session, timeout: float,
     for name, last in sorted(silent):
         record(session, EventKind.HOST_DOWN, host=name,
                message=f"no heart-beat since {last:%Y-%m-%d %H:%M:%S} UTC")
+    ledger.record_down(session, (name for name, _ in silent))
     return sorted(name for name, _ in silent)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, selectinload
 from passthru.controller.db import Store
 from passthru.controller.events import EventKind, record
 from passthru.controller.launch import fail
+from passthru.controller.ledger import changes_of
 from passthru.controller.mapping import request_from_row, server_size
 from passthru.controller.models import HostRow, HostStatus, ServerRow, ServerStatus, utcnow
 from passthru.controller.release import fail_server, free_devices, free_resources
@@ -95,7 +96,6 @@ def sweep_builds(store: Store, scheduler: Scheduler, settings: Settings,
     timed_out = now - timedelta(seconds=settings.build_timeout)
     forgotten = now - timedelta(seconds=settings.unplaced_grace)
     swept = BuildSweep()
-    freed: set[str] = set()
     with store.write() as session:
         down = select(HostRow.id).where(HostRow.status == HostStatus.DOWN)
         # Servers locked before hosts (freeing locks those), in uuid order as claims do.
@@ -108,8 +108,6 @@ def sweep_builds(store: Store, scheduler: Scheduler, settings: Settings,
             .order_by(ServerRow.uuid).with_for_update(of=ServerRow)).all()
         for server in stale:
             host = server.host.name if server.host else None
-            if host is not None:
-                freed.add(host)
             if server.created_at < timed_out:
                 fail_server(session, server, f"build timed out after "
                             f"{settings.build_timeout:.0f} s on {host or 'no host'}", host)
@@ -126,8 +124,8 @@ def sweep_builds(store: Store, scheduler: Scheduler, settings: Settings,
                 fail_server(session, server, "was never placed on a host: the controller "
                             "stopped while booting it; delete it and boot it again", None)
                 swept.failed.append(server.uuid)
-    if freed:
-        scheduler.refresh(sorted(freed))
+        changes = changes_of(session)
+    scheduler.apply(changes)
     for uuid in swept.placed_again:
         place_again(store, scheduler, uuid)
     return swept

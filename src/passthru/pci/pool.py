@@ -98,14 +98,29 @@ def build_pools(
     names = [normalize_tag(name) for name in pool_attrs]
     pools: dict[PoolKey, Pool] = {}
     for device in devices:
-        values = _values(device, names)
-        parent = device.parent_addr if device.dev_type is DevType.VF else None
-        key = PoolKey(tuple(sorted(values.items())), device.dev_type, device.numa_node, parent)
+        key = _key(device, names)
         pool = pools.get(key)
         if pool is None:
-            pool = pools[key] = Pool(values, device.dev_type, device.numa_node, parent)
+            pool = pools[key] = empty_pool(key)
         pool.devices.append(device)
     return list(pools.values())
+
+
+def pool_key(device: PciDevice, pool_attrs: Sequence[str] = DEFAULT_POOL_ATTRS) -> PoolKey:
+    """The key of the pool `device` belongs in, as `build_pools` groups it: what a change
+    to one device needs to know whether it moves pools, without grouping its host."""
+    return _key(device, [normalize_tag(name) for name in pool_attrs])
+
+
+def empty_pool(key: PoolKey) -> Pool:
+    """A pool with this key and no devices yet."""
+    return Pool(dict(key.attrs), key.dev_type, key.numa_node, key.parent_addr)
+
+
+def _key(device: PciDevice, names: Sequence[str]) -> PoolKey:
+    values = _values(device, names)
+    parent = device.parent_addr if device.dev_type is DevType.VF else None
+    return PoolKey(tuple(sorted(values.items())), device.dev_type, device.numa_node, parent)
 
 
 def pool_summary(pool: Pool) -> Mapping[str, object]:

@@ -42,6 +42,7 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
 from passthru.controller.db import Store
 from passthru.controller.errors import NotFoundError
+from passthru.controller.ledger import HostChanges, changes_of
 from passthru.controller.lookup import find
 from passthru.controller.mapping import image_files
 from passthru.controller.models import HostRow, HostStatus, ImageRow, ServerRow, ServerStatus
@@ -133,7 +134,8 @@ def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerD
     with store.write() as session:
         accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs,
                                          body.resources, base_generation=body.base_generation))
-    scheduler.refresh([host])
+        changes = changes_of(session)
+    scheduler.apply(changes)
     return accepted
 
 
@@ -147,7 +149,8 @@ def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: Schedule
     with store.write() as session:
         accepted = _accepted(report_delta(session, host, body.delta, body.pool_attrs,
                                           body.base_generation))
-    scheduler.refresh([host])
+        changes = changes_of(session)
+    scheduler.apply(changes)
     return accepted
 
 
@@ -197,13 +200,15 @@ AnswerKey = Annotated[str | None, Header(
 
 
 def _answered(store: Store, key: str | None, host: str, server: str, kind: AnswerKind,
-              apply: Callable[[Session], ServerRow]) -> tuple[ServerState, bool]:
-    """Apply an answer once (`controller.answers`); the state it left, and whether this
-    was a replay of an answer already applied."""
+              apply: Callable[[Session], ServerRow]
+              ) -> tuple[ServerState, bool, list[HostChanges]]:
+    """Apply an answer once (`controller.answers`); the state it left, whether this was a
+    replay of an answer already applied, and the devices it changed (for the scheduler)."""
     with store.write() as session:
         result, replay = answer_once(session, key, host, server, kind,
                                      lambda: _state(apply(session)).model_dump(mode="json"))
-    return ServerState.model_validate(result), replay
+        changes = changes_of(session)
+    return ServerState.model_validate(result), replay, changes
 
 
 @router.post("/orders/{server}/spawned", response_model=ServerState,
@@ -214,11 +219,12 @@ def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
                  body: OrderResult, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     _same_server(server, body)
-    state, replay = _answered(store, key, host, body.server_uuid, AnswerKind.SPAWNED,
-                              lambda s: spawned(s, host, body, settings.max_build_attempts))
+    state, replay, changes = _answered(
+        store, key, host, body.server_uuid, AnswerKind.SPAWNED,
+        lambda s: spawned(s, host, body, settings.max_build_attempts))
     if replay:
         return state
-    scheduler.refresh([host])
+    scheduler.apply(changes)
     if state.status is ServerStatus.BUILD and state.host is None:
         place_again(store, scheduler, state.server)
         with store.read() as session:
@@ -293,10 +299,10 @@ def post_lost(host: str, server: str, who: Caller, store: StoreDep, scheduler: S
               body: Lost, key: AnswerKey = None) -> ServerState:
     who.require_host(host)
     uuid = canonical_uuid(server)
-    state, replay = _answered(store, key, host, uuid, AnswerKind.LOST,
-                              lambda s: lost(s, host, uuid, body.reason))
+    state, replay, changes = _answered(store, key, host, uuid, AnswerKind.LOST,
+                                       lambda s: lost(s, host, uuid, body.reason))
     if not replay:
-        scheduler.refresh([host])
+        scheduler.apply(changes)
     return state
 
 

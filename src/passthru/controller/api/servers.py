@@ -20,6 +20,7 @@ from passthru.controller.auth import Principal
 from passthru.controller.boot import MAX_USER_DATA, BootRequest, NicRequest, decode_user_data
 from passthru.controller.db import Store
 from passthru.controller.launch import launch
+from passthru.controller.ledger import changes_of
 from passthru.controller.lookup import find
 from passthru.controller.mapping import device_from_row, request_from_row
 from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
@@ -192,9 +193,9 @@ def show_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
 def delete(tenant_id: NamePath, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
            server: NamePath) -> Response:
     with store.write() as session:
-        freed_on = delete_server(session, _find(session, who, tenant_id, server))
-    if freed_on:
-        scheduler.refresh(freed_on)
+        delete_server(session, _find(session, who, tenant_id, server))
+        changes = changes_of(session)
+    scheduler.apply(changes)
     return Response(status_code=204)
 
 

@@ -26,9 +26,9 @@ from passthru.controller.scheduler.shapes import (
     signature_of,
 )
 from passthru.pci.claims import PoolFilter, PoolMatcher, Selection, claim, flavor_filter, free
-from passthru.pci.device import PciDevice
+from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.errors import PassthruError
-from passthru.pci.pool import Pool
+from passthru.pci.pool import Pool, empty_pool, pool_key
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import Capacity, CpuPolicy, Usage, VmSize, pick_cpus, shortfall
 
@@ -181,9 +181,50 @@ class HostIndex:
     def recount(self, host: str, devices: Iterable[PciDevice]) -> None:
         """Devices of `host` changed status: bring the shapes of their pools up to date."""
         entry = self.entry(host)
-        slots = {id(slot): slot for slot in (entry.slot_of[d.address] for d in devices)}
+        self._recount(entry, {id(slot): slot for slot in (entry.slot_of[d.address]
+                                                          for d in devices)}.values())
+
+    def regroup(self, host: str, devices: Iterable[PciDevice],
+                pool_attrs: Sequence[str]) -> None:
+        """Devices of `host` joined, left, moved or changed (`devices`: their new state,
+        adopted as they are): each goes to the pool its key names under `pool_attrs`,
+        pools are made and dropped as needed, and the shapes of the pools touched are
+        brought up to date; O(devices changed and the pools they touch)."""
+        entry = self.entry(host)
+        by_key = {slot.pool.key: slot for slot in entry.slots}
+        touched: dict[int, _Slot] = {}
+        for device in devices:
+            old_slot = entry.slot_of.pop(device.address, None)
+            old = entry.devices.pop(device.address, None)
+            if old_slot is not None and old is not None:
+                old_slot.pool.devices = [d for d in old_slot.pool.devices if d is not old]
+                touched[id(old_slot)] = old_slot
+            if device.status is DeviceStatus.REMOVED:
+                continue
+            key = pool_key(device, pool_attrs)
+            slot = by_key.get(key)
+            if slot is None:
+                pool = empty_pool(key)
+                slot = by_key[key] = _Slot(pool, signature_of(pool), 0)
+                entry.slots.append(slot)
+                entry.signature_by_pool[id(pool)] = slot.signature
+                if pool.numa_node is not None and pool.numa_node not in entry.numa_nodes:
+                    entry.numa_nodes = tuple(sorted({*entry.numa_nodes, pool.numa_node}))
+                self._register(slot.signature)
+            slot.pool.devices.append(device)
+            entry.devices[device.address] = device
+            entry.slot_of[device.address] = slot
+            touched[id(slot)] = slot
+        self._recount(entry, touched.values())
+        empty = {id(slot) for slot in touched.values() if not slot.pool.devices}
+        if empty:
+            entry.slots = [slot for slot in entry.slots if id(slot) not in empty]
+            entry.signature_by_pool = {id(slot.pool): slot.signature for slot in entry.slots}
+
+    def _recount(self, entry: HostEntry, slots: Iterable[_Slot]) -> None:
+        host = entry.name
         touched: dict[int, Shape] = {}
-        for slot in slots.values():
+        for slot in slots:
             now = slot.pool.free
             if now == slot.free:
                 continue

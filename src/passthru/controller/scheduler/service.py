@@ -22,27 +22,25 @@ when they differ. That check is what makes the next boot on every replica honour
 exactly; a push (PostgreSQL's LISTEN/NOTIFY) could only make the reload earlier, never
 the answer more right, and is left out.
 
-The API tells the scheduler what else changed: `refresh(host)` after an inventory report,
-a free or a host going up or down, `flavors_changed()` after PCI flavor edits (which
-spares the replica that made them the reload at its next placement).
+The API tells the scheduler what else changed: `apply(changes)` with the device ledger's
+change records after a free, an allocation, an inventory report or a host going down
+(O(changed), no store read), `refresh(hosts)` where it has none (a host back up),
+`flavors_changed()` after PCI flavor edits (which spares the replica that made them the
+reload at its next placement).
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from sqlalchemy.exc import DBAPIError
 
 from passthru.controller import topics
 from passthru.controller.db import Store
-from passthru.controller.scheduler.claim import (
-    LostRaceError,
-    claim_in_store,
-    is_lost_race,
-    lock_servers,
-)
+from passthru.controller.ledger import DeviceChange, HostChanges, LostRaceError, changes_of
+from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
 from passthru.controller.scheduler.index import HostIndex
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
@@ -51,6 +49,7 @@ from passthru.controller.scheduler.placement import (
     place_many,
 )
 from passthru.controller.scheduler.snapshot import (
+    DeviceRef,
     StoredHost,
     fingerprints,
     load_flavors,
@@ -110,6 +109,60 @@ class Scheduler:
                 self.index.remove(name)
             for host in hosts:
                 self._adopt(host)
+
+    def apply(self, changes: Iterable[HostChanges]) -> None:
+        """What a committed transaction changed (the ledger's records), in O(changed):
+        device states and row generations, the shapes recounted, the pools regrouped
+        where devices joined, left or moved pools, what freed servers held given back. A
+        host this replica has not read yet, or one handed over whole, is adopted as the
+        store has it; a record older than what the index holds changes nothing."""
+        unknown: list[str] = []
+        with self._lock:
+            for change in changes:
+                if change.whole is not None:
+                    self._adopt(change.whole)
+                elif change.host in self._hosts and change.host in self.index.hosts:
+                    self._apply(change)
+                else:
+                    unknown.append(change.host)
+        if unknown:
+            self.refresh(unknown)
+
+    def _apply(self, change: HostChanges) -> None:
+        host, entry = self._hosts[change.host], self.index.hosts[change.host]
+        for released in change.released:
+            host.usage = host.usage.minus(released.size, released.cpus)
+            held = entry.held.pop(released.owner, None)
+            entry.usage = entry.usage.minus(*(held or (released.size, released.cpus)))
+        fresh = [c for c in change.devices if self._newer(host, c)]
+        if change.regrouped is not None:
+            self.index.regroup(change.host, [c.device for c in fresh], change.regrouped)
+            host.pools = entry.pools
+        else:
+            touched = []
+            for c in fresh:
+                device = entry.devices.get(c.device.address)
+                if device is not None:
+                    device.status, device.owner = c.device.status, c.device.owner
+                    device.request_id, device.missing = c.device.request_id, c.device.missing
+                    touched.append(device)
+            self.index.recount(change.host, touched)
+        if change.up is not None and change.up != host.up:
+            host.up = change.up
+            self.index.set_up(change.host, change.up)
+
+    @staticmethod
+    def _newer(host: StoredHost, change: DeviceChange) -> bool:
+        """Bring the row's ref up to `change`; whether it is news (not older than the ref:
+        a host read again meanwhile may hold a later state already)."""
+        ref = host.refs.get(change.device.address)
+        if ref is None:
+            host.refs[change.device.address] = DeviceRef(change.row_id, change.generation)
+            return True
+        if ref.id == change.row_id and ref.generation >= change.generation:
+            return False
+        ref.id, ref.generation = change.row_id, change.generation
+        return True
 
     def flavors_changed(self) -> None:
         """Read the PCI flavors again (whichever replica changed them)."""
@@ -213,18 +266,18 @@ class Scheduler:
 
     def _claim(self, vms: Sequence[Vm], placements: list[Placement], ticket: int) -> None:
         placed = [(owner, p) for (owner, _), p in zip(vms, placements, strict=True)]
+        # The hosts as read when they were chosen: a host read again meanwhile is a new
+        # object, whose use the store already counts this claim in.
+        claimed = [(self._hosts[p.host], p) for _, p in placed]
         try:
             with self.store.write() as session:
-                changed = []
                 lock_servers(session, [owner for owner, _ in placed])
                 # Host rows are locked in name order, as deletes do: two multi-creates
                 # never lock hosts crosswise.
                 for owner, placement in sorted(placed, key=lambda item: item[1].host):
-                    host = self._hosts[placement.host]
-                    devices = self.index.hosts[placement.host].devices
-                    changed.append((host, placement, claim_in_store(
-                        session, host, placement.selection, owner, devices,
-                        numa_node=placement.numa_node, cpus=placement.cpus)))
+                    claim_in_store(session, self._hosts[placement.host], placement.selection,
+                                   owner, numa_node=placement.numa_node, cpus=placement.cpus)
+                changes = changes_of(session)
         except BaseException as error:
             with self._lock:
                 for owner, placement in placed:
@@ -239,10 +292,13 @@ class Scheduler:
             raise
         with self._lock:
             self._settle(ticket)
-            # What the store holds now as far as this replica knows (a host read again
-            # meanwhile is a new object, and these go to the old one): a host whose use
-            # moved otherwise (another replica) no longer matches, and is read again.
-            for host, placement, generations in changed:
-                for address, generation in generations.items():
-                    host.refs[address].generation = generation
+            # The index holds the claim already (tentatively); the ledger's records bring
+            # the rows' generations up to the store's, so that the next claim on these
+            # hosts does not lose a race against this one. The use the store counted is
+            # added to what this replica knows of it: a host whose use moved otherwise
+            # (another replica) no longer matches, and is read again (`resync`).
+            for change in changes:
+                if change.host in self._hosts and change.host in self.index.hosts:
+                    self._apply(change)
+            for host, placement in claimed:
                 host.usage = host.usage.plus(placement.size, placement.cpus)

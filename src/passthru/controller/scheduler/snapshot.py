@@ -107,7 +107,7 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     pins: dict[int, set[int]] = {}
     for host_id, cpu in session.execute(pins_query):
         pins.setdefault(host_id, set()).add(cpu)
-    hosts = {row.id: _stored_host(row, pins.get(row.id, set()))
+    hosts = {row.id: stored_host(row, pins.get(row.id, set()))
              for row in session.execute(hosts_query)}
     pools = {row.id: Pool(dict(row.attrs), row.dev_type, row.numa_node, row.parent_addr)
              for row in session.execute(pools_query)}
@@ -129,7 +129,8 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
 
 
-def _stored_host(row: Row[Any], pinned: set[int]) -> StoredHost:
+def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
+    """A host row's StoredHost, without pools and refs: its status, capacity and use."""
     host = StoredHost(row.name, row.id, row.status is HostStatus.UP,
                       usage=Usage(row.vcpus_used, row.ram_mb_used, row.disk_gb_used,
                                   frozenset(pinned)))

@@ -1,0 +1,496 @@
+"""The device ledger: every change to a device row goes through here — claims, allocations,
+frees (with the PF/VF relatives they block and unblock), inventory reports (devices added,
+updated, removed, missing) — and each hands back what it changed.
+
+Each operation reads only the rows it needs: the owner's devices (`devices.owner` is
+indexed) or the chosen ones, plus their PF/VF family (the parent PF of each VF, the VFs of
+each PF, and for a free the parent's other VFs, through the indexed
+`(host_id, parent_addr)`), never the whole host, except a full inventory report, which
+compares everything the host has. The core's rules (`pci.claims`, `pci.inventory`) run on
+that partial set: they only ever look at a device's relatives, so on the family they
+change exactly what they would on the whole host (tests/controller/test_ledger.py proves
+it). The SQL works out no rule of its own.
+
+Only rows that changed are written, each by a conditional UPDATE on the generation it was
+read at; a row count short of what was sent means someone changed a row in between, and
+the operation raises (StaleDataError, answered 409; a claim raises LostRaceError) for the
+caller's transaction to roll back. A device's pool is worked out again only when one of
+its pool-defining fields changed or it joined or left the host's pools (inventory), never
+on a status change; a pool no device is left in is deleted.
+
+Lock order, in every transaction that takes more than one of these:
+1. server rows (SELECT ... FOR UPDATE, in uuid order);
+2. host rows, in host name order (`lock_host`; SQLite's write lock is taken up front by
+   BEGIN IMMEDIATE, so there it is the one lock);
+3. device rows, each written in row id order, only under the lock of its host.
+Device rows are only written under their host's lock, so the generation guard catches a
+writer that broke this rule rather than an ordinary race.
+
+Every operation adds a `HostChanges` record per host to the session (`changes_of`): the
+changed devices' new state and row generation, and the pools' new membership when it
+changed. After the transaction commits the API hands them to the scheduler
+(`Scheduler.apply`), which brings its index up to date in O(changed) instead of reading
+the host again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Select, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from passthru.controller.events import EventKind, record
+from passthru.controller.mapping import (
+    DEVICE_FIELDS,
+    device_from_values,
+    device_values,
+    pool_key_text,
+    pool_record,
+)
+from passthru.controller.models import (
+    CpuPinRow,
+    DeviceRow,
+    EventRow,
+    HostRow,
+    PciRequestRow,
+    PoolRow,
+)
+from passthru.controller.scheduler.snapshot import DeviceRef, StoredHost, stored_host
+from passthru.pci import claims
+from passthru.pci.claims import Selection
+from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.errors import PassthruError
+from passthru.pci.pool import build_pools, empty_pool, pool_key
+from passthru.pci.resources import VmSize
+
+_DEVICES = DeviceRow.__table__
+_POOLS = PoolRow.__table__
+_EVENTS = EventRow.__table__
+# The ids of rows an IN list names at once: well below SQLite's bound on parameters.
+_CHUNK = 1000
+_SESSION_KEY = "passthru.ledger"
+
+_COLUMNS = (_DEVICES.c.id, _DEVICES.c.generation, _DEVICES.c.pool_id,
+            *(_DEVICES.c[name] for name in DEVICE_FIELDS))
+_NEW = tuple(f"new_{name}" for name in DEVICE_FIELDS)
+_GUARD = (_DEVICES.c.id == bindparam("row_id"), _DEVICES.c.generation == bindparam("seen"))
+#: A changed row: every column, for devices whose discovered fields or pool changed.
+_UPDATE = (update(_DEVICES).where(*_GUARD)
+           .values(generation=bindparam("seen") + 1, pool_id=bindparam("new_pool_id"),
+                   **{name: bindparam(new) for name, new in zip(DEVICE_FIELDS, _NEW,
+                                                                 strict=True)}))
+#: A row whose use changed only (claim, allocate, free, block): four columns.
+_USE = ("status", "owner", "request_id", "missing")
+_SET_USE = (update(_DEVICES).where(*_GUARD)
+            .values(generation=bindparam("seen") + 1,
+                    **{name: bindparam(f"new_{name}") for name in _USE}))
+_USE_AT = tuple(DEVICE_FIELDS.index(name) for name in _USE)
+
+
+class LostRaceError(PassthruError):
+    """Since the scheduler chose it, a chosen device was taken or changed, its host went
+    down or ran out of room, or a chosen CPU was pinned by another VM."""
+
+    def __init__(self, host: str, address: str | None = None,
+                 reason: str = "was taken or changed") -> None:
+        what = f"device {address} on {host}" if address else f"host {host}"
+        super().__init__(f"{what} {reason} since it was chosen; choose again")
+        self.host = host
+
+
+# --- change records ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A device row as a transaction left it: its new state and generation."""
+
+    device: PciDevice
+    row_id: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What a server gave back of its host besides devices: its size and pinned CPUs."""
+
+    owner: str
+    size: VmSize
+    cpus: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class HostChanges:
+    """What one transaction changed on one host, for the scheduler's index."""
+
+    host: str
+    devices: list[DeviceChange] = field(default_factory=list)
+    #: The pool attributes, when devices joined, left or moved pools: the index regroups
+    #: those devices (None: every changed device stayed in its pool).
+    regrouped: tuple[str, ...] | None = None
+    #: The whole host as it now stands (full inventory reports), adopted as it is.
+    whole: StoredHost | None = None
+    released: list[Released] = field(default_factory=list)
+    #: The host went up (True) or down (False).
+    up: bool | None = None
+
+    @property
+    def removed(self) -> list[str]:
+        """The addresses of devices that left the host's pools."""
+        return [c.device.address for c in self.devices
+                if c.device.status is DeviceStatus.REMOVED]
+
+
+def changes_of(session: Session) -> list[HostChanges]:
+    """The change records this session's operations made so far, one per host; hand them
+    to `Scheduler.apply` once the transaction committed."""
+    return list(_records(session).values())
+
+
+def _records(session: Session) -> dict[str, HostChanges]:
+    records: dict[str, HostChanges] = session.info.setdefault(_SESSION_KEY, {})
+    return records
+
+
+def changes_for(session: Session, host: str) -> HostChanges:
+    """This session's record for `host`, made on first use."""
+    records = _records(session)
+    found = records.get(host)
+    if found is None:
+        found = records[host] = HostChanges(host)
+    return found
+
+
+def record_released(session: Session, host: str, owner: str, size: VmSize,
+                    cpus: Iterable[int]) -> None:
+    changes_for(session, host).released.append(Released(owner, size, tuple(sorted(cpus))))
+
+
+def record_down(session: Session, hosts: Iterable[str]) -> None:
+    for name in hosts:
+        changes_for(session, name).up = False
+
+
+# --- locks ------------------------------------------------------------------------------
+
+
+def lock_host(session: Session, name: str) -> HostRow | None:
+    """The host row, locked for the rest of this transaction."""
+    return session.scalars(select(HostRow).where(HostRow.name == name).with_for_update()
+                           ).one_or_none()
+
+
+def lock_or_create_host(session: Session, name: str) -> HostRow:
+    host = lock_host(session, name)
+    if host is None:
+        host = HostRow(name=name, pool_attrs=[])
+        session.add(host)
+        session.flush()
+        record(session, EventKind.HOST_ADDED, host=name, message="first report from its agent")
+    return host
+
+
+# --- reading part of a host -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A device row as it was read: what a save compares with and updates on."""
+
+    id: int
+    generation: int
+    pool_id: int | None
+    values: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Part:
+    """Some device rows of one host as core devices (changed in place by core rules), with
+    what each row was read at."""
+
+    host_id: int
+    host: str
+    devices: dict[str, PciDevice] = field(default_factory=dict)
+    stored: dict[str, _Stored] = field(default_factory=dict)
+
+    def add_rows(self, rows: Iterable[Any]) -> list[PciDevice]:
+        added = []
+        for row in rows:
+            device = device_from_values(row[3:])
+            if device.address in self.devices:
+                continue
+            self.devices[device.address] = device
+            self.stored[device.address] = _Stored(row[0], row[1], row[2], device_values(device))
+            added.append(device)
+        return added
+
+
+def _select(host_id: int) -> Select[Any]:
+    return select(*_COLUMNS).where(_DEVICES.c.host_id == host_id).order_by(_DEVICES.c.id)
+
+
+def _chunks(items: Collection[str]) -> Iterator[list[str]]:
+    iterator = iter(sorted(items))
+    while chunk := list(islice(iterator, _CHUNK)):
+        yield chunk
+
+
+def read_host(session: Session, host_id: int, name: str) -> Part:
+    """Every device row of a host (a full report compares them all)."""
+    part = Part(host_id, name)
+    part.add_rows(session.execute(_select(host_id)))
+    return part
+
+
+def read_addresses(session: Session, host_id: int, name: str, addresses: Collection[str],
+                   *, siblings: bool = False) -> Part:
+    """The named devices of a host with their family (see `add_family`)."""
+    part = Part(host_id, name)
+    for chunk in _chunks(addresses):
+        part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.address.in_(chunk))))
+    add_family(session, part, siblings=siblings)
+    return part
+
+
+def read_owner(session: Session, host_id: int, name: str, owner: str) -> Part:
+    """The devices `owner` holds on a host with their family, siblings included (what a
+    free needs to tell whether a relative is still blocked)."""
+    part = Part(host_id, name)
+    part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.owner == owner)))
+    add_family(session, part, siblings=True)
+    return part
+
+
+def add_family(session: Session, part: Part, *, siblings: bool) -> None:
+    """Add the PF/VF relatives of the devices read so far: the parent of each VF and the
+    VFs of each PF (`claims.relatives`); with `siblings`, the relatives of those parents
+    too (every VF of the parents), which is how far `claims.free` looks."""
+    parents = {d.parent_addr for d in part.devices.values()
+               if d.dev_type is DevType.VF and d.parent_addr is not None}
+    heads = {a for a, d in part.devices.items() if d.dev_type is DevType.PF}
+    if siblings:
+        heads |= parents
+    wanted = parents - part.devices.keys()
+    if not wanted and not heads:
+        return
+    for chunk in _chunks(wanted | heads):
+        part.add_rows(session.execute(_select(part.host_id).where(or_(
+            _DEVICES.c.address.in_([a for a in chunk if a in wanted]),
+            _DEVICES.c.parent_addr.in_([a for a in chunk if a in heads])))))
+
+
+# --- writing what changed ---------------------------------------------------------------
+
+
+def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
+         regroup_all: bool = False) -> HostChanges:
+    """Write back every device of `part` that changed (each on the generation it was read
+    at), putting those that joined, left or moved pools in their pools (by `pool_attrs`;
+    None for operations that never move a device, claims and allocations); with
+    `regroup_all` (the host's pool attributes changed) every live device is put in its
+    pool again. Returns the host's change record (also kept in the session)."""
+    session.flush()  # the ORM's pending changes first: the statements below follow
+    used: list[tuple[str, _Stored]] = []
+    moved: list[tuple[str, _Stored | None]] = []
+    for address, device in part.devices.items():
+        was = part.stored.get(address)
+        if was is None:
+            moved.append((address, None))
+            continue
+        values = device_values(device)
+        if values == was.values and not regroup_all:
+            continue
+        if not regroup_all and _same_pool_fields(values, was.values):
+            used.append((address, was))
+        else:
+            moved.append((address, was))
+    pool_of, regrouped = _pools_for(session, part, moved, pool_attrs)
+    writes: list[tuple[str, _Stored, int | None]] = []
+    _guarded(session, _SET_USE, part.host, [
+        {"row_id": was.id, "seen": was.generation,
+         **{f"new_{name}": getattr(part.devices[address], name) for name in _USE}}
+        for address, was in used])
+    writes += [(address, was, was.pool_id) for address, was in used]
+    rows = []
+    for address, was in moved:
+        if was is None:
+            continue
+        values, pool_id = device_values(part.devices[address]), pool_of.get(address)
+        if values == was.values and pool_id == was.pool_id:
+            continue
+        rows.append({"row_id": was.id, "seen": was.generation, "new_pool_id": pool_id,
+                     **dict(zip(_NEW, values, strict=True))})
+        writes.append((address, was, pool_id))
+    _guarded(session, _UPDATE, part.host, rows)
+    changes = changes_for(session, part.host)
+    for address, was, pool_id in writes:
+        _saved(part, changes, address, was.id, was.generation + 1, pool_id)
+    new = [address for address, was in moved if was is None]
+    if new:
+        inserted = session.execute(
+            insert(_DEVICES).returning(_DEVICES.c.id, _DEVICES.c.address),
+            [{**dict(zip(DEVICE_FIELDS, device_values(part.devices[a]), strict=True)),
+              "host_id": part.host_id, "pool_id": pool_of.get(a), "generation": 1}
+             for a in new]).all()
+        for row_id, address in inserted:
+            _saved(part, changes, address, row_id, 1, pool_of.get(address))
+    left = {was.pool_id for _, was in moved if was is not None and was.pool_id is not None}
+    if left:
+        # A pool is deleted once no device row is left in it.
+        session.execute(delete(_POOLS).where(
+            _POOLS.c.id.in_(sorted(left)), ~exists().where(_DEVICES.c.pool_id == _POOLS.c.id)))
+    if regrouped:
+        changes.regrouped = tuple(pool_attrs or ())
+    _expire(session, part.host_id)
+    return changes
+
+
+def _same_pool_fields(values: tuple[Any, ...], was: tuple[Any, ...]) -> bool:
+    """Whether only a device's use changed, and not whether it is in the host's pools."""
+    return (all(values[i] == was[i] for i in range(len(values)) if i not in _USE_AT)
+            and (values[_STATUS] is DeviceStatus.REMOVED) == (was[_STATUS] is DeviceStatus.REMOVED))
+
+
+def _saved(part: Part, changes: HostChanges, address: str, row_id: int, generation: int,
+           pool_id: int | None) -> None:
+    device = part.devices[address]
+    values = device_values(device)
+    part.stored[address] = _Stored(row_id, generation, pool_id, values)
+    changes.devices.append(DeviceChange(device_from_values(values), row_id, generation))
+
+
+_STATUS = DEVICE_FIELDS.index("status")
+
+
+def _guarded(session: Session, statement: Any, host: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    rows.sort(key=lambda row: row["row_id"])  # device rows locked in id order
+    updated = session.execute(statement, rows).rowcount
+    if updated != len(rows):
+        raise StaleDataError(f"{len(rows) - updated} devices of host {host} changed while "
+                             "this was applied")
+
+
+def _pools_for(session: Session, part: Part, moved: Sequence[tuple[str, _Stored | None]],
+               pool_attrs: Sequence[str] | None) -> tuple[dict[str, int], bool]:
+    """The pool id of each live device that may have moved (new pools inserted), and
+    whether any device joined, left or changed pools."""
+    if not moved:
+        return {}, False
+    live = [a for a, _ in moved if part.devices[a].status is not DeviceStatus.REMOVED]
+    if live and pool_attrs is None:
+        raise AssertionError(f"devices of host {part.host} would move pools with no pool "
+                             "attributes to group them by")
+    keys = {a: pool_key(part.devices[a], pool_attrs or ()) for a in live}
+    texts = {key: pool_key_text(key) for key in set(keys.values())}
+    existing: dict[str, int] = {}
+    for chunk in _chunks(set(texts.values())):
+        existing.update(dict(session.execute(select(_POOLS.c.key, _POOLS.c.id).where(
+            _POOLS.c.host_id == part.host_id, _POOLS.c.key.in_(chunk))).all()))
+    fresh = [pool_record(part.host_id, empty_pool(key)) for key, text in texts.items()
+             if text not in existing]
+    if fresh:
+        existing.update(dict(session.execute(
+            insert(_POOLS).returning(_POOLS.c.key, _POOLS.c.id), fresh).all()))
+    pool_of = {address: existing[texts[key]] for address, key in keys.items()}
+    regrouped = any(was is None or was.pool_id != pool_of.get(a) for a, was in moved)
+    return pool_of, regrouped
+
+
+def _expire(session: Session, host_id: int) -> None:
+    """ORM objects this session holds of what the statements changed are read again."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, DeviceRow | PoolRow | PciRequestRow):
+            session.expire(obj)
+        elif isinstance(obj, HostRow) and obj.id == host_id:
+            session.expire(obj, ["pools", "devices"])
+
+
+def _events(session: Session, host: str, kind: EventKind, owner: str | None,
+            messages: Mapping[str, str]) -> None:
+    if messages:
+        session.execute(insert(_EVENTS), [
+            {"kind": str(kind), "host": host, "device_address": address, "server": owner,
+             "message": message} for address, message in messages.items()])
+
+
+# --- the operations ---------------------------------------------------------------------
+
+
+def claim(session: Session, host: StoredHost, selection: Selection, owner: str
+          ) -> HostChanges:
+    """available → claimed for the selected devices of `host` (whose row the caller
+    locked), their relatives blocked. Each chosen row must still be at the generation the
+    scheduler saw (`host.refs`) and available; else LostRaceError."""
+    chosen = {device.address: request_id for request_id, picked in selection.devices.items()
+              for device in picked}
+    part = read_addresses(session, host.id, host.name, chosen)
+    for address in sorted(chosen, key=lambda a: host.refs[a].id):
+        was = part.stored.get(address)
+        if was is None or was.generation != host.refs[address].generation:
+            raise LostRaceError(host.name, address)
+    try:
+        claims.claim(part.devices, selection, owner)
+    except claims.ClaimError:
+        raise LostRaceError(host.name, next(
+            a for a in chosen if part.devices[a].status is not DeviceStatus.AVAILABLE)) from None
+    changes = save(session, part, None)
+    _events(session, host.name, EventKind.DEVICE_CLAIMED, owner,
+            {address: f"claimed for request {request_id}"
+             for address, request_id in chosen.items()})
+    return changes
+
+
+def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> list[str]:
+    """claimed → allocated for what `owner` holds on `host` (locked by the caller), once
+    its VM runs; returns their addresses."""
+    part = Part(host.id, host.name)
+    part.add_rows(session.execute(_select(host.id).where(_DEVICES.c.owner == owner)))
+    allocated = [d.address for d in claims.allocate(part.devices, owner)]
+    save(session, part, None)
+    _events(session, host.name, EventKind.DEVICE_ALLOCATED, owner,
+            dict.fromkeys(allocated, f"allocated to server {server_name}"))
+    return allocated
+
+
+def hosts_holding(session: Session, owner: str) -> list[str]:
+    """The hosts where `owner` holds devices, in name order (the order hosts are locked
+    in, so that two frees never lock hosts crosswise)."""
+    return sorted(session.scalars(
+        select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
+        .where(DeviceRow.owner == owner).distinct()))
+
+
+def free(session: Session, owner: str, server_name: str) -> list[str]:
+    """Free every device `owner` holds, on whatever host, unblocking relatives nothing
+    else blocks; devices gone from their host become removed. Returns their addresses."""
+    freed: list[str] = []
+    for name in hosts_holding(session, owner):
+        host = lock_host(session, name)
+        if host is None:
+            continue
+        part = read_owner(session, host.id, name, owner)
+        held = sorted(a for a, d in part.devices.items() if d.owner == owner)
+        claims.free(part.devices, owner)
+        save(session, part, host.pool_attrs)
+        _events(session, name, EventKind.DEVICE_FREED, owner,
+                dict.fromkeys(held, f"freed by server {server_name}"))
+        freed += held
+    return freed
+
+
+def whole_host(session: Session, host: HostRow, part: Part) -> StoredHost:
+    """The host as the scheduler holds it, from a whole-host `part` just saved: its pools
+    grouped in memory, the rows' ids and generations, capacity, use and pinned CPUs."""
+    pinned = set(session.scalars(select(CpuPinRow.cpu).where(CpuPinRow.host_id == host.id)))
+    stored = stored_host(host, pinned)
+    live = [d for d in part.devices.values() if d.status is not DeviceStatus.REMOVED]
+    stored.pools = build_pools(live, host.pool_attrs)
+    stored.refs = {a: DeviceRef(s.id, s.generation) for a, s in part.stored.items()}
+    return stored

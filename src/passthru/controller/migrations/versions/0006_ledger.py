@@ -1,0 +1,23 @@
+"""The device ledger: an index on (host_id, parent_addr), so that a claim or a free reads a
+device's PF/VF family without reading its whole host.
+
+Revision ID: 0006_ledger
+Revises: 0005_hardening
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0006_ledger"
+down_revision = "0005_hardening"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_devices_host_parent", "devices", ["host_id", "parent_addr"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_devices_host_parent", table_name="devices")
