@@ -248,12 +248,13 @@ def read_host(session: Session, host_id: int, name: str) -> Part:
 
 
 def read_addresses(session: Session, host_id: int, name: str, addresses: Collection[str],
-                   *, siblings: bool = False) -> Part:
-    """The named devices of a host with their family (see `add_family`)."""
+                   *, around: Iterable[PciDevice] = ()) -> Part:
+    """The named devices of a host with their family (see `add_family`), and the family
+    of the devices `around` too (those a report brings, which have no row yet)."""
     part = Part(host_id, name)
     for chunk in _chunks(addresses):
         part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.address.in_(chunk))))
-    add_family(session, part, siblings=siblings)
+    add_family(session, part, siblings=False, around=around)
     return part
 
 
@@ -266,13 +267,17 @@ def read_owner(session: Session, host_id: int, name: str, owner: str) -> Part:
     return part
 
 
-def add_family(session: Session, part: Part, *, siblings: bool) -> None:
-    """Add the PF/VF relatives of the devices read so far: the parent of each VF and the
-    VFs of each PF (`claims.relatives`); with `siblings`, the relatives of those parents
-    too (every VF of the parents), which is how far `claims.free` looks."""
-    parents = {d.parent_addr for d in part.devices.values()
+def add_family(session: Session, part: Part, *, siblings: bool,
+               around: Iterable[PciDevice] = ()) -> None:
+    """Add the PF/VF relatives of the devices read so far (and of those `around`): the
+    parent of each VF and the VFs of each other device (`claims.relatives`; a device that
+    stops being a PF must not leave VFs behind, `inventory.check_delta`); with
+    `siblings`, the relatives of those parents too (every VF of the parents), which is
+    how far `claims.free` looks."""
+    seeds = [*part.devices.values(), *around]
+    parents = {d.parent_addr for d in seeds
                if d.dev_type is DevType.VF and d.parent_addr is not None}
-    heads = {a for a, d in part.devices.items() if d.dev_type is DevType.PF}
+    heads = {d.address for d in seeds if d.dev_type is not DevType.VF}
     if siblings:
         heads |= parents
     wanted = parents - part.devices.keys()

@@ -145,8 +145,10 @@ def report_delta(session: Session, host_name: str, delta: InventoryDelta,
         return host
     # Only the devices named and their PF/VF family: all that checking and applying a
     # delta looks at (`check_delta`, `apply_delta`).
-    named = {d.address for d in (*delta.added, *delta.changed)} | set(delta.removed)
-    part = ledger.read_addresses(session, host.id, host.name, named)
+    reported = [*delta.added, *delta.changed]
+    part = ledger.read_addresses(session, host.id, host.name,
+                                 {d.address for d in reported} | set(delta.removed),
+                                 around=reported)
     _apply(session, host, part, check_delta(delta, part.devices), attrs)
     return host
 
