@@ -90,6 +90,7 @@ _SET_USE = (update(_DEVICES).where(*_GUARD)
             .values(generation=bindparam("seen") + 1,
                     **{name: bindparam(f"new_{name}") for name in _USE}))
 _USE_AT = tuple(DEVICE_FIELDS.index(name) for name in _USE)
+_IN_USE = (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
 
 
 class LostRaceError(PassthruError):
@@ -225,7 +226,7 @@ class Part:
             if device.address in self.devices:
                 continue
             self.devices[device.address] = device
-            self.stored[device.address] = _Stored(row[0], row[1], row[2], device_values(device))
+            self.stored[device.address] = _Stored(row[0], row[1], row[2], tuple(row[3:]))
             added.append(device)
         return added
 
@@ -254,55 +255,61 @@ def read_addresses(session: Session, host_id: int, name: str, addresses: Collect
     part = Part(host_id, name)
     for chunk in _chunks(addresses):
         part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.address.in_(chunk))))
-    add_family(session, part, siblings=False, around=around)
+    add_family(session, part, siblings=None, around=around)
     return part
 
 
 def read_owner(session: Session, host_id: int, name: str, owner: str) -> Part:
-    """The devices `owner` holds on a host with their family, siblings included (what a
-    free needs to tell whether a relative is still blocked)."""
+    """The devices `owner` holds on a host with their family, and what a free needs to
+    tell whether a parent stays blocked (`add_family`)."""
     part = Part(host_id, name)
     part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.owner == owner)))
-    add_family(session, part, siblings=True)
+    add_family(session, part, siblings=owner)
     return part
 
 
-def add_family(session: Session, part: Part, *, siblings: bool,
+def add_family(session: Session, part: Part, *, siblings: str | None,
                around: Iterable[PciDevice] = ()) -> None:
     """Add the PF/VF relatives of the devices read so far (and of those `around`): the
     parent of each VF and the VFs of each other device (`claims.relatives`; a device that
-    stops being a PF must not leave VFs behind, `inventory.check_delta`); with
-    `siblings`, the relatives of those parents too (every VF of the parents), which is
-    how far `claims.free` looks."""
+    stops being a PF must not leave VFs behind, `inventory.check_delta`). With
+    `siblings` (the owner being freed), also one VF in use by another owner of each
+    parent, if there is one: all of the parents' relatives that `claims.free` could
+    find in use, as far as its answer goes."""
     seeds = [*part.devices.values(), *around]
     parents = {d.parent_addr for d in seeds
                if d.dev_type is DevType.VF and d.parent_addr is not None}
     heads = {d.address for d in seeds if d.dev_type is not DevType.VF}
-    if siblings:
-        heads |= parents
     wanted = parents - part.devices.keys()
-    if not wanted and not heads:
-        return
     for chunk in _chunks(wanted | heads):
         part.add_rows(session.execute(_select(part.host_id).where(or_(
             _DEVICES.c.address.in_([a for a in chunk if a in wanted]),
             _DEVICES.c.parent_addr.in_([a for a in chunk if a in heads])))))
+    if siblings is not None:
+        # Whether a parent stays blocked turns on whether any of its other VFs is in use
+        # (`claims.free`): one such VF of another owner tells it, whatever the PF's size.
+        for parent in sorted(parents - heads):
+            part.add_rows(session.execute(_select(part.host_id).where(
+                _DEVICES.c.parent_addr == parent, _DEVICES.c.owner != siblings,
+                _DEVICES.c.status.in_(_IN_USE)).limit(1)))
 
 
 # --- writing what changed ---------------------------------------------------------------
 
 
 def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
-         regroup_all: bool = False) -> HostChanges:
+         changed: Iterable[str] | None = None, regroup_all: bool = False) -> HostChanges:
     """Write back every device of `part` that changed (each on the generation it was read
     at), putting those that joined, left or moved pools in their pools (by `pool_attrs`;
     None for operations that never move a device, claims and allocations); with
     `regroup_all` (the host's pool attributes changed) every live device is put in its
-    pool again. Returns the host's change record (also kept in the session)."""
+    pool again. `changed` names the devices the core's rules changed (None: compare
+    them all). Returns the host's change record (also kept in the session)."""
     session.flush()  # the ORM's pending changes first: the statements below follow
     used: list[tuple[str, _Stored]] = []
     moved: list[tuple[str, _Stored | None]] = []
-    for address, device in part.devices.items():
+    for address in part.devices if changed is None or regroup_all else dict.fromkeys(changed):
+        device = part.devices[address]
         was = part.stored.get(address)
         if was is None:
             moved.append((address, None))
@@ -441,11 +448,11 @@ def claim(session: Session, host: StoredHost, selection: Selection, owner: str
         if was is None or was.generation != host.refs[address].generation:
             raise LostRaceError(host.name, address)
     try:
-        claims.claim(part.devices, selection, owner)
+        changed = claims.claim(part.devices, selection, owner)
     except claims.ClaimError:
         raise LostRaceError(host.name, next(
             a for a in chosen if part.devices[a].status is not DeviceStatus.AVAILABLE)) from None
-    changes = save(session, part, None)
+    changes = save(session, part, None, changed=[d.address for d in changed])
     _events(session, host.name, EventKind.DEVICE_CLAIMED, owner,
             {address: f"claimed for request {request_id}"
              for address, request_id in chosen.items()})
@@ -458,7 +465,7 @@ def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> l
     part = Part(host.id, host.name)
     part.add_rows(session.execute(_select(host.id).where(_DEVICES.c.owner == owner)))
     allocated = [d.address for d in claims.allocate(part.devices, owner)]
-    save(session, part, None)
+    save(session, part, None, changed=allocated)
     _events(session, host.name, EventKind.DEVICE_ALLOCATED, owner,
             dict.fromkeys(allocated, f"allocated to server {server_name}"))
     return allocated
@@ -482,8 +489,8 @@ def free(session: Session, owner: str, server_name: str) -> list[str]:
             continue
         part = read_owner(session, host.id, name, owner)
         held = sorted(a for a, d in part.devices.items() if d.owner == owner)
-        claims.free(part.devices, owner)
-        save(session, part, host.pool_attrs)
+        changed = claims.free(part.devices, owner)
+        save(session, part, host.pool_attrs, changed=[d.address for d in changed])
         _events(session, name, EventKind.DEVICE_FREED, owner,
                 dict.fromkeys(held, f"freed by server {server_name}"))
         freed += held

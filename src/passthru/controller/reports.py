@@ -56,7 +56,8 @@ def _apply(session: Session, host: HostRow, part: ledger.Part, delta: InventoryD
         host.generation += 1
     record_devices(session, host.name, [(EventKind(f"device-{change.kind}"), change.address)
                                         for change in changes])
-    return ledger.save(session, part, pool_attrs, regroup_all=attrs_changed)
+    return ledger.save(session, part, pool_attrs, regroup_all=attrs_changed,
+                       changed=[change.address for change in changes])
 
 
 def _refuse_stale(host_name: str, host: HostRow | None, base_generation: int,
