@@ -154,9 +154,11 @@ class PoolRow(Base):
 
 class DeviceRow(Base):
     __tablename__ = "devices"
-    # (host_id, parent_addr): the ledger reads a device's PF/VF family through it.
+    # The ledger reads a device's PF/VF family (and a parent's VFs in use) through the
+    # first, what an owner holds on one host through the second.
     __table_args__ = (UniqueConstraint("host_id", "address"),
-                      Index("ix_devices_host_parent", "host_id", "parent_addr"))
+                      Index("ix_devices_host_parent", "host_id", "parent_addr", "status"),
+                      Index("ix_devices_owner_host", "owner", "host_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
