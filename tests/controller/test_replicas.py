@@ -4,7 +4,8 @@
 From the event history, replayed in id order: no device is ever claimed while held, and
 a PF is never held together with one of its VFs; each boot got all its devices or none
 (ERROR with the reason). When every VM is deleted, every device is free in the store, and
-each replica's scheduler can hand out the whole fleet again.
+each replica's scheduler can hand out the whole fleet again: every GPU, and every PF (so
+every VF free and every PF unblocked in its view).
 
 SQLite serves several processes too: they share the file through WAL, and writers queue
 for its lock (BEGIN IMMEDIATE with a busy timeout), so claims there never interleave.
@@ -37,6 +38,7 @@ from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.request import PciRequest
 from tests.controller.replica_churn import (
     KINDS,
+    NETWORKS,
     PROJECT,
     Agents,
     Boot,
@@ -54,6 +56,7 @@ from tests.pci.builders import nic
 from tests.pg import PostgresCluster
 
 GPU = next(kind for kind in KINDS if kind.name == "gpu")
+PF = next(kind for kind in KINDS if kind.name == "pf")
 
 
 def fill_with_gpus(cluster: Cluster, token: str, replica: int, gpus: int) -> list[Boot]:
@@ -63,6 +66,25 @@ def fill_with_gpus(cluster: Cluster, token: str, replica: int, gpus: int) -> lis
         created = ok(api.post("/servers", json={"server": {
             "name": f"fill-{replica}", "flavorRef": GPU.flavor, "min_count": gpus}}))
         boots = [check_answer(server, GPU, None) for server in created["servers"]]
+        for boot in boots:
+            ok(api.delete(f"/servers/{boot.server}"))
+    return boots
+
+
+def fill_with_pfs(cluster: Cluster, token: str, replica: int, hosts: int) -> list[Boot]:
+    """Through one replica, per physical network one multi-create that needs every PF on
+    it; then delete those VMs again. Only a replica whose view has every VF free and every
+    PF unblocked again (the frees' relatives, through the ledger's change records or a
+    read of the store) places them all."""
+    boots: list[Boot] = []
+    with cluster.client(replica, token, PROJECT) as api:
+        for network, physnet in NETWORKS.items():
+            count = hosts * sum(1 for d in host_devices()
+                                if d.dev_type is DevType.PF and d.physical_network == physnet)
+            created = ok(api.post("/servers", json={"server": {
+                "name": f"pf-{replica}-{network}", "flavorRef": PF.flavor, "min_count": count,
+                "networks": [{"uuid": network, "vnic_type": PF.vnic_type}]}}))
+            boots += [check_answer(server, PF, network) for server in created["servers"]]
         for boot in boots:
             ok(api.delete(f"/servers/{boot.server}"))
     return boots
@@ -109,6 +131,7 @@ def churn_and_check(root: Path, db_url: str, *, replicas: int, clients: int, boo
         gpus = sum(1 for d in host_devices() if d.vendor_id == "10de") * hosts
         for replica in range(replicas):
             answers += fill_with_gpus(cluster, member, replica, gpus)
+            answers += fill_with_pfs(cluster, member, replica, hosts)
 
         with cluster.admin(replicas - 1) as admin:
             history = replay(claim_events(admin, agents.hosts))

@@ -8,8 +8,9 @@ pinned CPUs; capacity None: not counted). Capacity is checked per candidate host
 
 Across hosts: one `Shape` per request criteria, created on first use and from then on kept
 current in O(changed pools) whenever a host's devices change (claim, free, inventory
-report, host up/down). Whether a PCI flavor matches is asked once per (flavor, pool
-signature) and remembered.
+report, host up/down): `recount` after status changes, `regroup` when devices join, leave
+or move pools (the device ledger's change records say which). Whether a PCI flavor
+matches is asked once per (flavor, pool signature) and remembered.
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ Reading a host again replaces its in-memory devices with the store's, which drop
 requests' tentative claims on it that are not committed yet; their own store transactions
 still decide, so the worst case is one more lost race.
 
+The device ledger's change records (`apply`) carry each changed row's new state and
+generation: a record is applied only to rows the index holds at an older generation, so
+records and reads of the store that cross each other never take the index back in time.
+Applying them keeps other requests' tentative claims on the host (only the rows the
+committed transaction wrote change). Changes made by other replicas are not pushed here:
+they show when a claim loses a race, or when `resync` finds a host's fingerprint moved.
+
 PCI flavors can change through any replica: each change bumps the store's topic
 `pci_flavors` (`controller.topics`) in its own transaction, and each placement first
 compares that version with the one the index's flavors were read at, reading them again
