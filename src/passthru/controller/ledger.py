@@ -219,16 +219,13 @@ class Part:
     devices: dict[str, PciDevice] = field(default_factory=dict)
     stored: dict[str, _Stored] = field(default_factory=dict)
 
-    def add_rows(self, rows: Iterable[Any]) -> list[PciDevice]:
-        added = []
+    def add_rows(self, rows: Iterable[Any]) -> None:
+        """Rows of `_COLUMNS`; a device read already is kept as it is."""
         for row in rows:
             device = device_from_values(row[3:])
-            if device.address in self.devices:
-                continue
-            self.devices[device.address] = device
-            self.stored[device.address] = _Stored(row[0], row[1], row[2], tuple(row[3:]))
-            added.append(device)
-        return added
+            if device.address not in self.devices:
+                self.devices[device.address] = device
+                self.stored[device.address] = _Stored(row[0], row[1], row[2], tuple(row[3:]))
 
 
 def _select(host_id: int) -> Select[Any]:
