@@ -348,7 +348,8 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
              for a in new]).all()
         for row_id, address in inserted:
             _saved(part, changes, address, row_id, 1, pool_of.get(address))
-    left = {was.pool_id for _, was in moved if was is not None and was.pool_id is not None}
+    left = {was.pool_id for address, was in moved if was is not None
+            and was.pool_id is not None and was.pool_id != pool_of.get(address)}
     if left:
         # A pool is deleted once no device row is left in it.
         session.execute(delete(_POOLS).where(
