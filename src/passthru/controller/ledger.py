@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -228,8 +228,19 @@ class Part:
                 self.stored[device.address] = _Stored(row[0], row[1], row[2], tuple(row[3:]))
 
 
-def _select(host_id: int) -> Select[Any]:
-    return select(*_COLUMNS).where(_DEVICES.c.host_id == host_id).order_by(_DEVICES.c.id)
+# Built once: each read only binds values to these.
+_ROWS = select(*_COLUMNS).where(_DEVICES.c.host_id == bindparam("host")).order_by(_DEVICES.c.id)
+_BY_ADDRESS = _ROWS.where(_DEVICES.c.address.in_(bindparam("addresses", expanding=True)))
+_BY_OWNER = _ROWS.where(_DEVICES.c.owner == bindparam("owner"))
+_FAMILY = _ROWS.where(or_(_DEVICES.c.address.in_(bindparam("wanted", expanding=True)),
+                          _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True))))
+_SIBLING_IN_USE = _ROWS.where(_DEVICES.c.parent_addr == bindparam("parent"),
+                              _DEVICES.c.owner != bindparam("owner"),
+                              _DEVICES.c.status.in_(_IN_USE)).limit(1)
+_POOL_IDS = select(_POOLS.c.key, _POOLS.c.id).where(
+    _POOLS.c.host_id == bindparam("host"), _POOLS.c.key.in_(bindparam("keys", expanding=True)))
+_HOSTS_HOLDING = (select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
+                  .where(DeviceRow.owner == bindparam("owner")).distinct())
 
 
 def _chunks(items: Collection[str]) -> Iterator[list[str]]:
@@ -241,7 +252,7 @@ def _chunks(items: Collection[str]) -> Iterator[list[str]]:
 def read_host(session: Session, host_id: int, name: str) -> Part:
     """Every device row of a host (a full report compares them all)."""
     part = Part(host_id, name)
-    part.add_rows(session.execute(_select(host_id)))
+    part.add_rows(session.execute(_ROWS, {"host": host_id}))
     return part
 
 
@@ -251,7 +262,7 @@ def read_addresses(session: Session, host_id: int, name: str, addresses: Collect
     of the devices `around` too (those a report brings, which have no row yet)."""
     part = Part(host_id, name)
     for chunk in _chunks(addresses):
-        part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.address.in_(chunk))))
+        part.add_rows(session.execute(_BY_ADDRESS, {"host": host_id, "addresses": chunk}))
     add_family(session, part, siblings=None, around=around)
     return part
 
@@ -260,7 +271,7 @@ def read_owner(session: Session, host_id: int, name: str, owner: str) -> Part:
     """The devices `owner` holds on a host with their family, and what a free needs to
     tell whether a parent stays blocked (`add_family`)."""
     part = Part(host_id, name)
-    part.add_rows(session.execute(_select(host_id).where(_DEVICES.c.owner == owner)))
+    part.add_rows(session.execute(_BY_OWNER, {"host": host_id, "owner": owner}))
     add_family(session, part, siblings=owner)
     return part
 
@@ -279,16 +290,15 @@ def add_family(session: Session, part: Part, *, siblings: str | None,
     heads = {d.address for d in seeds if d.dev_type is not DevType.VF}
     wanted = parents - part.devices.keys()
     for chunk in _chunks(wanted | heads):
-        part.add_rows(session.execute(_select(part.host_id).where(or_(
-            _DEVICES.c.address.in_([a for a in chunk if a in wanted]),
-            _DEVICES.c.parent_addr.in_([a for a in chunk if a in heads])))))
+        part.add_rows(session.execute(_FAMILY, {
+            "host": part.host_id, "wanted": [a for a in chunk if a in wanted],
+            "heads": [a for a in chunk if a in heads]}))
     if siblings is not None:
         # Whether a parent stays blocked turns on whether any of its other VFs is in use
         # (`claims.free`): one such VF of another owner tells it, whatever the PF's size.
         for parent in sorted(parents - heads):
-            part.add_rows(session.execute(_select(part.host_id).where(
-                _DEVICES.c.parent_addr == parent, _DEVICES.c.owner != siblings,
-                _DEVICES.c.status.in_(_IN_USE)).limit(1)))
+            part.add_rows(session.execute(_SIBLING_IN_USE, {
+                "host": part.host_id, "parent": parent, "owner": siblings}))
 
 
 # --- writing what changed ---------------------------------------------------------------
@@ -401,8 +411,8 @@ def _pools_for(session: Session, part: Part, moved: Sequence[tuple[str, _Stored 
     texts = {key: pool_key_text(key) for key in set(keys.values())}
     existing: dict[str, int] = {}
     for chunk in _chunks(set(texts.values())):
-        existing.update(dict(session.execute(select(_POOLS.c.key, _POOLS.c.id).where(
-            _POOLS.c.host_id == part.host_id, _POOLS.c.key.in_(chunk))).all()))
+        existing.update(dict(session.execute(
+            _POOL_IDS, {"host": part.host_id, "keys": chunk}).all()))
     fresh = [pool_record(part.host_id, empty_pool(key)) for key, text in texts.items()
              if text not in existing]
     if fresh:
@@ -461,7 +471,7 @@ def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> l
     """claimed → allocated for what `owner` holds on `host` (locked by the caller), once
     its VM runs; returns their addresses."""
     part = Part(host.id, host.name)
-    part.add_rows(session.execute(_select(host.id).where(_DEVICES.c.owner == owner)))
+    part.add_rows(session.execute(_BY_OWNER, {"host": host.id, "owner": owner}))
     allocated = [d.address for d in claims.allocate(part.devices, owner)]
     save(session, part, None, changed=allocated)
     _events(session, host.name, EventKind.DEVICE_ALLOCATED, owner,
@@ -472,9 +482,7 @@ def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> l
 def hosts_holding(session: Session, owner: str) -> list[str]:
     """The hosts where `owner` holds devices, in name order (the order hosts are locked
     in, so that two frees never lock hosts crosswise)."""
-    return sorted(session.scalars(
-        select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
-        .where(DeviceRow.owner == owner).distinct()))
+    return sorted(session.scalars(_HOSTS_HOLDING, {"owner": owner}))
 
 
 def free(session: Session, owner: str, server_name: str) -> list[str]:
