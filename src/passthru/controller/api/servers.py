@@ -4,6 +4,7 @@ delete (which frees every device and port the server held, in any state)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from passthru.controller.mapping import device_from_row, request_from_row
 from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
 from passthru.controller.power import TASK_STATES, pending_action, request_power
 from passthru.controller.release import delete_server
+from passthru.controller.scheduler.placement import Placement
 from passthru.pci.binding import VnicType
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
@@ -114,15 +116,31 @@ def _request_view(row: PciRequestRow) -> RequestDevices:
 
 
 def server_view(row: ServerRow) -> Server:
+    return _view(row, row.host.name if row.host else None,
+                 [_request_view(r) for r in row.requests])
+
+
+def placed_view(row: ServerRow, placement: Placement) -> Server:
+    """A server just placed, from its rows as its boot wrote them and the devices its
+    claim took, without reading it back: the claim changed only its host, its devices
+    (as the index holds them, claimed for it) and its update time (the view's is the
+    boot's, earlier by the claim's milliseconds)."""
+    picked = placement.selection.devices
+    requests = [RequestDevices(
+        request=request_from_row(r), source_flavor=r.source_flavor,
+        devices=sorted((replace(d, tags=dict(d.tags)) for d in picked.get(r.uuid, ())),
+                       key=lambda d: d.address)) for r in row.requests]
+    return _view(row, placement.host, requests)
+
+
+def _view(row: ServerRow, host: str | None, requests: list[RequestDevices]) -> Server:
     pending = pending_action(row)
     return Server(id=row.uuid, name=row.name, project_id=row.project, status=row.status,
                   task_state=TASK_STATES[pending] if pending else None, fault=row.fault,
                   flavor=row.flavor.name if row.flavor else None,
                   image=row.image.name if row.image else None,
-                  host=row.host.name if row.host else None,
-                  ports=[p.id for p in row.ports], key_name=row.key_name,
-                  pci_requests=[_request_view(r) for r in row.requests],
-                  domain_xml=row.domain_xml,
+                  host=host, ports=[p.id for p in row.ports], key_name=row.key_name,
+                  pci_requests=requests, domain_xml=row.domain_xml,
                   created=row.created_at, updated=row.updated_at)
 
 
@@ -172,11 +190,13 @@ def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
                          nics=nics, key_name=spec.key_name, user_data=user_data)
              for name in names]
-    uuids = launch(store, scheduler, boots)
-    with store.read() as session:
-        rows = {row.uuid: row for row in session.scalars(
-            select(ServerRow).where(ServerRow.uuid.in_(uuids)).options(*_LOAD))}
-        views = [server_view(rows[uuid]) for uuid in uuids]
+    launched = launch(store, scheduler, boots)
+    views = [placed_view(one.server, one.placement) for one in launched
+             if one.placement is not None]
+    if len(views) != len(launched):  # the one server that failed: its fault is stored
+        with store.read() as session:
+            views = [server_view(session.scalars(select(ServerRow).where(
+                ServerRow.uuid == launched[0].server.uuid).options(*_LOAD)).one())]
     return ServersCreated(server=views[0], servers=views)
 
 
