@@ -14,11 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
+from passthru.controller.api.deps import CatalogDep, SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, Name, NamePath
 from passthru.controller.auth import Principal
-from passthru.controller.boot import MAX_USER_DATA, BootRequest, NicRequest, decode_user_data
+from passthru.controller.boot import (
+    MAX_USER_DATA,
+    Booted,
+    BootRequest,
+    NicRequest,
+    decode_user_data,
+)
 from passthru.controller.db import Store
 from passthru.controller.launch import launch
 from passthru.controller.lookup import find
@@ -116,32 +122,32 @@ def _request_view(row: PciRequestRow) -> RequestDevices:
 
 
 def server_view(row: ServerRow) -> Server:
-    return _view(row, row.host.name if row.host else None,
-                 [_request_view(r) for r in row.requests])
-
-
-def placed_view(row: ServerRow, placement: Placement) -> Server:
-    """A server just placed, from its rows as its boot wrote them and the devices its
-    claim took, without reading it back: the claim changed only its host, its devices
-    (as the index holds them, claimed for it) and its update time (the view's is the
-    boot's, earlier by the claim's milliseconds)."""
-    picked = placement.selection.devices
-    requests = [RequestDevices(
-        request=request_from_row(r), source_flavor=r.source_flavor,
-        devices=sorted((replace(d, tags=dict(d.tags)) for d in picked.get(r.uuid, ())),
-                       key=lambda d: d.address)) for r in row.requests]
-    return _view(row, placement.host, requests)
-
-
-def _view(row: ServerRow, host: str | None, requests: list[RequestDevices]) -> Server:
     pending = pending_action(row)
     return Server(id=row.uuid, name=row.name, project_id=row.project, status=row.status,
                   task_state=TASK_STATES[pending] if pending else None, fault=row.fault,
                   flavor=row.flavor.name if row.flavor else None,
                   image=row.image.name if row.image else None,
-                  host=host, ports=[p.id for p in row.ports], key_name=row.key_name,
-                  pci_requests=requests, domain_xml=row.domain_xml,
+                  host=row.host.name if row.host else None,
+                  ports=[p.id for p in row.ports], key_name=row.key_name,
+                  pci_requests=[_request_view(r) for r in row.requests],
+                  domain_xml=row.domain_xml,
                   created=row.created_at, updated=row.updated_at)
+
+
+def placed_view(server: Booted, placement: Placement) -> Server:
+    """A server just placed, from what its boot wrote and the devices its claim took
+    (as the index holds them, claimed for it), without reading it back. Its update time
+    is the boot's, earlier than the claim's by the claim's milliseconds."""
+    picked = placement.selection.devices
+    return Server(
+        id=server.uuid, name=server.name, project_id=server.project, status=ServerStatus.BUILD,
+        fault=None, flavor=server.flavor, image=server.image, host=placement.host,
+        ports=list(server.ports), key_name=server.key_name,
+        pci_requests=[RequestDevices(
+            request=r, source_flavor=server.source_flavor(r),
+            devices=sorted((replace(d, tags=dict(d.tags)) for d in picked.get(r.request_id, ())),
+                           key=lambda d: d.address)) for r in server.requests],
+        created=server.created, updated=server.created)
 
 
 _LOAD = (selectinload(ServerRow.requests).selectinload(PciRequestRow.devices),
@@ -172,7 +178,8 @@ def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
 @router.post("", status_code=202, response_model=ServersCreated,
              summary="Boot servers: place each on a host and claim its devices")
 def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
-                  scheduler: SchedulerDep, body: ServerCreateBody) -> ServersCreated:
+                  scheduler: SchedulerDep, catalog: CatalogDep,
+                  body: ServerCreateBody) -> ServersCreated:
     """One server that no host fits is kept in ERROR with the scheduler's message as its
     fault (202, as Nova). A multi-create (min_count > 1) that the hosts cannot take whole
     is refused with 409 and that message, and leaves no server and no port behind."""
@@ -190,7 +197,7 @@ def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
                          nics=nics, key_name=spec.key_name, user_data=user_data)
              for name in names]
-    launched = launch(store, scheduler, boots)
+    launched = launch(store, scheduler, catalog, boots)
     views = [placed_view(one.server, one.placement) for one in launched
              if one.placement is not None]
     if len(views) != len(launched):  # the one server that failed: its fault is stored

@@ -120,12 +120,14 @@ class Scheduler:
             self.index.set_flavors(flavors)
             self._flavors_version = seen
 
-    def _check_flavors(self) -> None:
+    def _check_flavors(self, seen: int | None = None) -> None:
         """Before each placement: the PCI flavors again if any replica changed them since
-        they were read (one primary-key read when they did not)."""
-        with self.store.read() as session:
-            current = topics.version(session, topics.PCI_FLAVORS)
-        if current != self._flavors_version:
+        they were read (one primary-key read when they did not; none when the caller read
+        the version `seen` in its own transaction just before, as a boot does)."""
+        if seen is None:
+            with self.store.read() as session:
+                seen = topics.version(session, topics.PCI_FLAVORS)
+        if seen != self._flavors_version:
             self.flavors_changed()
 
     def sees_up(self, name: str) -> bool:
@@ -165,11 +167,13 @@ class Scheduler:
 
     def schedule_many(self, vms: Sequence[Vm],
                       sizes: Sequence[VmSize] | None = None,
-                      exclude: Collection[str] = frozenset()) -> list[Placement]:
+                      exclude: Collection[str] = frozenset(),
+                      flavors_version: int | None = None) -> list[Placement]:
         """Place every VM (of its size in `sizes`, which should be its server row's, as
         the store counts those), on none of the hosts in `exclude`, and claim all their
-        devices and room in one transaction, or none."""
-        self._check_flavors()
+        devices and room in one transaction, or none. `flavors_version`: the version of
+        topic pci_flavors the VMs' requests were checked at (None: read it now)."""
+        self._check_flavors(flavors_version)
         resynced = False
         for _ in range(_MAX_ROUNDS):
             placements: list[Placement] | None = None
