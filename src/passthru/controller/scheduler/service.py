@@ -18,7 +18,8 @@ still decide, so the worst case is one more lost race.
 PCI flavors can change through any replica: each change bumps the store's topic
 `pci_flavors` (`controller.topics`) in its own transaction, and each placement first
 compares that version with the one the index's flavors were read at, reading them again
-when they differ. That check is what makes the next boot on every replica honour an edit
+when they differ (a boot passes the version its own transaction read, so its requests
+are checked and placed against the same flavors). That check is what makes the next boot on every replica honour an edit
 exactly; a push (PostgreSQL's LISTEN/NOTIFY) could only make the reload earlier, never
 the answer more right, and is left out.
 
