@@ -1,8 +1,8 @@
 """A PCI flavor edit updates only the shapes that name the edited flavor, and the index
 then answers exactly as one built from scratch with the new flavors.
 
-Random fleets go through random sequences of flavor creations, spec changes and
-deletions, mixed with placements (which create shapes and claim devices), frees and
+Random fleets go through random sequences of flavor creations, spec changes, renames
+and deletions, mixed with placements (which create shapes and claim devices), frees and
 inventory reports. After every step each shape the index holds must equal a fresh
 index's: the signatures it serves, the free devices per host and NUMA node, and every
 ranking; and a placement must succeed on one exactly when it does on the other.
@@ -46,6 +46,7 @@ wanted = st.one_of(
 )
 operations = st.one_of(
     st.tuples(st.just("edit"), edits),
+    st.tuples(st.just("rename"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
     st.tuples(st.just("place"), st.lists(wanted, min_size=1, max_size=2)),
     st.tuples(st.just("free"), st.integers(0, 50)),
     st.tuples(st.just("report"), st.integers(0, 50)),
@@ -113,6 +114,12 @@ def test_after_any_edits_the_index_answers_as_a_fresh_one(
         vm = None
         if step[0] == "edit":
             edited(flavors, *step[1])
+            index.set_flavors(flavors)
+        elif step[0] == "rename":
+            _, old, new = step
+            if old in flavors and new not in flavors:
+                renamed = flavors.pop(old)
+                flavors[new] = PciFlavor(new, renamed.spec, renamed.description, renamed.uuid)
             index.set_flavors(flavors)
         elif step[0] == "place":
             vm = step[1]
