@@ -19,9 +19,9 @@ PCI flavors can change through any replica: each change bumps the store's topic
 `pci_flavors` (`controller.topics`) in its own transaction, and each placement first
 compares that version with the one the index's flavors were read at, reading them again
 when they differ (a boot passes the version its own transaction read, so its requests
-are checked and placed against the same flavors). That check is what makes the next boot on every replica honour an edit
-exactly; a push (PostgreSQL's LISTEN/NOTIFY) could only make the reload earlier, never
-the answer more right, and is left out.
+are checked and placed against the same flavors). That check is what makes the next
+boot on every replica honour an edit exactly; a push (PostgreSQL's LISTEN/NOTIFY)
+could only make the reload earlier, never the answer more right, and is left out.
 
 The API tells the scheduler what else changed: `refresh(host)` after an inventory report,
 a free or a host going up or down, `flavors_changed()` after PCI flavor edits (which
