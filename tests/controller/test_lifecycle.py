@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from passthru.controller.boot import BootRequest, boot_server
+from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.models import HostRow, HostStatus, ServerRow
 from passthru.controller.orders import spawned
@@ -430,7 +431,7 @@ def test_a_build_on_a_host_that_went_down_moves_to_another(
 def test_a_server_its_controller_never_placed_is_failed_after_a_grace(
         api: Api, one: Compute) -> None:
     with api.client.app.state.store.write() as session:  # type: ignore[attr-defined]
-        orphan = boot_server(session, BootRequest("orphan", "admin", "m1.gpu")).uuid
+        orphan = boot_server(session, Catalog(), BootRequest("orphan", "admin", "m1.gpu")).uuid
     assert _sweep(api, seconds=10).failed == []
     assert server(api, "orphan")["status"] == "BUILD"
     assert _sweep(api, seconds=121).failed == [orphan]

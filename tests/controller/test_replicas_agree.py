@@ -68,6 +68,27 @@ def test_a_pci_flavor_made_or_changed_on_one_replica_is_used_by_the_next_boot_on
 
 
 @pytest.mark.slow
+def test_a_flavor_changed_on_one_replica_is_booted_as_changed_on_the_other(
+        cluster: Cluster) -> None:
+    """Each replica keeps the flavors in memory; an edit through the other is seen."""
+    token = member_token(cluster)
+    with cluster.admin(0) as a, cluster.client(1, token, PROJECT) as b:
+        before = ok(b.post("/servers", json={"server": {"name": "one",
+                                                        "flavorRef": "m1.gpu"}}))["server"]
+        assert [len(r["devices"]) for r in before["pci_requests"]] == [1]
+        ok(a.post("/flavors/m1.gpu/os-extra_specs",
+                  json={"extra_specs": {"pci_passthrough:pci_flavor": "2:gpu"}}))
+        after = ok(b.post("/servers", json={"server": {"name": "two",
+                                                       "flavorRef": "m1.gpu"}}))["server"]
+        assert [len(r["devices"]) for r in after["pci_requests"]] == [2], after
+        ok(a.delete(f"/servers/{before['id']}"))
+        ok(a.delete(f"/servers/{after['id']}"))
+        ok(a.delete("/flavors/m1.gpu"))
+        gone = b.post("/servers", json={"server": {"name": "three", "flavorRef": "m1.gpu"}})
+        assert gone.status_code == 404, gone.text
+
+
+@pytest.mark.slow
 def test_boots_through_two_replicas_for_every_free_device_all_get_one(
         cluster: Cluster) -> None:
     """8 VFs on the host, 8 boots at once, 4 through each replica: each replica's index

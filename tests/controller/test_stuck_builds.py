@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select, update
 
 from passthru.controller.boot import BootRequest, NicRequest, boot_server
+from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus, utcnow
 from passthru.pci.binding import VnicType
@@ -57,7 +58,7 @@ def test_a_boot_left_between_its_transactions_is_failed_at_start_up_and_releases
 
     store = Store(db_url)
     with store.write() as session:  # the boot's first transaction, as `launch` runs it
-        stuck = boot_server(session, BootRequest(
+        stuck = boot_server(session, Catalog(), BootRequest(
             name="stuck", project=PROJECT, flavor="m1",
             nics=(NicRequest(port=mine), NicRequest(network="net1", vnic_type=VnicType.DIRECT)))
         ).uuid

@@ -42,6 +42,7 @@ from passthru.controller.api import (
 from passthru.controller.api.errors import install_error_handlers
 from passthru.controller.api.limits import RequestLimits
 from passthru.controller.auth import ensure_admin_token
+from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store, unreachable
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.ledger import changes_of
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.store = store
     app.state.scheduler = scheduler
+    app.state.catalog = Catalog()
     app.state.image_files = ImageFiles(settings.image_dir, settings.max_image_bytes)
     app.state.settings = settings
     install_error_handlers(app)

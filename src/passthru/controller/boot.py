@@ -17,28 +17,29 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
+from passthru.controller.catalog import Catalog, Flavor
 from passthru.controller.errors import ConflictError, NotFoundError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import EventKind
 from passthru.controller.keypairs import find_keypair
 from passthru.controller.lookup import find
-from passthru.controller.mapping import new_request_row
+from passthru.controller.mapping import request_columns, vm_size
 from passthru.controller.models import (
-    FlavorRow,
+    EventRow,
     ImageRow,
     ImageStatus,
+    PciRequestRow,
     PortRow,
     ServerRow,
     ServerStatus,
+    new_uuid,
+    utcnow,
 )
-from passthru.controller.pci_flavors import (
-    flavor_requests,
-    known_pci_flavors,
-    supported_flavors,
-)
+from passthru.controller.pci_flavors import flavor_requests, supported_flavors
 from passthru.controller.ports import create_port, visible_network
 from passthru.pci.binding import VnicType
 from passthru.pci.errors import PciValueError
@@ -50,7 +51,11 @@ from passthru.pci.request import (
     narrow_to_supported,
     parse_numa_policy,
 )
-from passthru.pci.resources import CPU_POLICY_KEY, parse_cpu_policy
+from passthru.pci.resources import CPU_POLICY_KEY, VmSize, parse_cpu_policy
+
+_SERVERS = ServerRow.__table__
+_REQUESTS = PciRequestRow.__table__
+_EVENTS = EventRow.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,8 @@ def _image(session: Session, ref: str) -> ImageRow:
     return image
 
 
-def _nic_port(session: Session, server: ServerRow, nic: NicRequest, index: int) -> PortRow:
+def _nic_port(session: Session, server: str, project: str, nic: NicRequest,
+              index: int) -> PortRow:
     where = f"--nic #{index + 1}"
     if (nic.network is None) == (nic.port is None):
         raise PciValueError(f"{where}: give either net-id=NETWORK or port-id=PORT")
@@ -119,27 +125,27 @@ def _nic_port(session: Session, server: ServerRow, nic: NicRequest, index: int) 
         if nic.vnic_type is not VnicType.NORMAL or nic.pci_flavor is not None:
             raise PciValueError(f"{where}: port {nic.port} already has its vnic type and pci "
                                 "flavor; drop vnic-type= and pci-flavor= or use net-id=")
-        port = find(session, PortRow, nic.port, "port", PortRow.project == server.project)
+        port = find(session, PortRow, nic.port, "port", PortRow.project == project)
         # Conditional, in the boot's transaction: of boots racing for one port, the first
         # to write it wins, and the others (on PostgreSQL, waiting for its commit) find it
         # taken.
         taken = session.execute(
             update(PortRow).where(PortRow.id == port.id, PortRow.device_id.is_(None))
-            .values(device_id=server.uuid).execution_options(synchronize_session=False))
+            .values(device_id=server).execution_options(synchronize_session=False))
         if session.get(PortRow, port.id, populate_existing=True) is None:
             raise NotFoundError(f"{where}: port {nic.port!r} was deleted meanwhile")
         if taken.rowcount != 1:
             raise ConflictError(f"port {port.id} is in use by server {port.device_id}; "
                                 "use a free port or net-id=")
         return port
-    network = visible_network(session, nic.network or "", server.project)
-    port = create_port(session, network, server.project, vnic_type=nic.vnic_type,
+    network = visible_network(session, nic.network or "", project)
+    port = create_port(session, network, project, vnic_type=nic.vnic_type,
                        pci_flavor=nic.pci_flavor, by_boot=True)
-    port.device_id = server.uuid
+    port.device_id = server
     return port
 
 
-def port_request(port: PortRow, flavor: FlavorRow) -> PciRequest | None:
+def port_request(port: PortRow, flavor: Flavor) -> PciRequest | None:
     """What an SR-IOV port asks for: one device of its vnic type on its network."""
     dev_type = port.vnic_type.dev_type
     if dev_type is None:
@@ -155,21 +161,49 @@ def port_request(port: PortRow, flavor: FlavorRow) -> PciRequest | None:
     )
 
 
-def pci_requests(session: Session, flavor: FlavorRow, image: ImageRow | None,
-                 ports: Sequence[PortRow]) -> list[PciRequest]:
+def pci_requests(session: Session, flavor: Flavor, known: frozenset[str],
+                 image: ImageRow | None, ports: Sequence[PortRow]) -> list[PciRequest]:
+    """The server's requests, their PCI flavors checked against `known` (the catalog's)."""
     requests = flavor_requests(flavor.name, flavor.extra_specs)
     requests += [r for port in ports if (r := port_request(port, flavor)) is not None]
-    check_flavor_names(requests, known_pci_flavors(session), where=f"flavor {flavor.name}")
+    named = {name for r in requests for name in r.alternatives}
+    check_flavor_names(requests, Catalog.pci_flavors_for(session, known, named),
+                       where=f"flavor {flavor.name}")
     supported = supported_flavors(image.properties) if image is not None else None
     if image is not None and supported is not None:
         requests = narrow_to_supported(requests, supported, image=f"image {image.name}")
     return requests
 
 
-def boot_server(session: Session, boot: BootRequest) -> ServerRow:
-    """Create the server with its ports and PCI requests; it stays BUILD until placed."""
-    flavor = find(session, FlavorRow, boot.flavor, "flavor",
-                  create_hint="list them with passthru flavor-list")
+@dataclass(frozen=True, slots=True)
+class Booted:
+    """A server as its boot wrote it: BUILD, on no host yet."""
+
+    uuid: str
+    name: str
+    project: str
+    flavor: str
+    image: str | None
+    key_name: str | None
+    ports: tuple[str, ...]
+    requests: tuple[PciRequest, ...]
+    #: What it takes of its host (`mapping.server_size` of its row).
+    size: VmSize
+    created: datetime
+    #: The version of topic pci_flavors its requests were checked at.
+    pci_flavors_version: int
+
+    def source_flavor(self, request: PciRequest) -> str | None:
+        """The flavor a request came from, as its row says (None: a port's)."""
+        return self.flavor if request.source is RequestSource.FLAVOR else None
+
+
+def boot_server(session: Session, catalog: Catalog, boot: BootRequest) -> Booted:
+    """Create the server with its ports and PCI requests; it stays BUILD until placed.
+
+    The rows are plain inserts on the session's connection (the server, its requests,
+    its event); only ports, which have rules of their own, go through the ORM."""
+    flavor, known, pci_version = catalog.lookup(session, boot.flavor)
     image = _image(session, boot.image) if boot.image else None
     if boot.key_name is not None:
         try:
@@ -179,17 +213,28 @@ def boot_server(session: Session, boot: BootRequest) -> ServerRow:
     parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists
     # The size is fixed now: the host counts it for the server's life, whatever becomes
     # of the flavor.
-    server = ServerRow(name=boot.name, project=boot.project, flavor=flavor, image=image,
-                       status=ServerStatus.BUILD, vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
-                       disk_gb=flavor.disk_gb, key_name=boot.key_name,
-                       user_data=boot.user_data)
-    session.add(server)
-    session.flush()
-    ports = [_nic_port(session, server, nic, i) for i, nic in enumerate(boot.nics)]
-    for position, request in enumerate(pci_requests(session, flavor, image, ports)):
-        source_flavor = flavor.name if request.source is RequestSource.FLAVOR else None
-        server.requests.append(new_request_row(request, position, source_flavor))
-    record(session, EventKind.SERVER_CREATED, server=server.uuid,
-           message=f"server {server.name} of project {server.project}, flavor {flavor.name}")
-    session.flush()
-    return server
+    uuid, now = new_uuid(), utcnow()
+    connection = session.connection()
+    connection.execute(insert(_SERVERS), {
+        "uuid": uuid, "name": boot.name, "project": boot.project, "flavor_id": flavor.id,
+        "image_id": image.id if image is not None else None, "status": ServerStatus.BUILD,
+        "vcpus": flavor.vcpus, "ram_mb": flavor.ram_mb, "disk_gb": flavor.disk_gb,
+        "key_name": boot.key_name, "user_data": boot.user_data, "created_at": now,
+        "updated_at": now})
+    ports = [_nic_port(session, uuid, boot.project, nic, i) for i, nic in enumerate(boot.nics)]
+    if ports:
+        session.flush()  # the requests name their ports
+    requests = pci_requests(session, flavor, known, image, ports)
+    booted = Booted(uuid, boot.name, boot.project, flavor.name,
+                    image.name if image is not None else None, boot.key_name,
+                    tuple(port.id for port in ports), tuple(requests),
+                    vm_size(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, flavor.extra_specs,
+                            ports), now, pci_version)
+    if requests:
+        connection.execute(insert(_REQUESTS), [
+            {**request_columns(r, position, booted.source_flavor(r)), "server_uuid": uuid}
+            for position, r in enumerate(requests)])
+    connection.execute(insert(_EVENTS), {
+        "time": now, "kind": str(EventKind.SERVER_CREATED), "server": uuid,
+        "message": f"server {boot.name} of project {boot.project}, flavor {flavor.name}"})
+    return booted

@@ -15,44 +15,57 @@ When no host fits, what is left follows Nova:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 
-from passthru.controller.boot import BootRequest, boot_server
+from passthru.controller.boot import Booted, BootRequest, boot_server
+from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.errors import ConflictError
 from passthru.controller.events import EventKind, record
-from passthru.controller.mapping import request_from_row, server_size
 from passthru.controller.models import EventRow, ServerRow, ServerStatus
 from passthru.controller.release import release_ports
 from passthru.controller.scheduler.claim import ServerGoneError
-from passthru.controller.scheduler.placement import NoValidHostError
+from passthru.controller.scheduler.placement import NoValidHostError, Placement
 from passthru.controller.scheduler.service import Scheduler
 
 
-def launch(store: Store, scheduler: Scheduler, boots: Sequence[BootRequest]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """A server as its boot wrote it, and where it was placed: None when it was not (it is
+    ERROR, with the reason)."""
+
+    server: Booted
+    placement: Placement | None
+
+
+def launch(store: Store, scheduler: Scheduler, catalog: Catalog,
+           boots: Sequence[BootRequest]) -> list[Launched]:
     """Create the servers and place them all on hosts, or none of them.
 
-    Returns their uuids: BUILD on their hosts, or the one server ERROR with the reason.
+    Returns them: BUILD on their hosts, or the one server ERROR with the reason.
     A multi-create that cannot be placed leaves nothing and raises ConflictError.
     """
     with store.write() as session:
-        servers = [boot_server(session, boot) for boot in boots]
-        vms = [(row.uuid, [request_from_row(r) for r in row.requests]) for row in servers]
-        sizes = [server_size(row) for row in servers]
-    uuids = [uuid for uuid, _ in vms]
+        servers = [boot_server(session, catalog, boot) for boot in boots]
+    uuids = [server.uuid for server in servers]
     try:
-        scheduler.schedule_many(vms, sizes)
+        placements: Sequence[Placement | None] = scheduler.schedule_many(
+            [(server.uuid, server.requests) for server in servers],
+            [server.size for server in servers],
+            flavors_version=servers[0].pci_flavors_version)
     except (NoValidHostError, ServerGoneError) as error:
         # ServerGoneError: one was deleted by its owner before it was placed; the others
         # of a multi-create go with it (all or none), and nothing is held.
-        if len(uuids) == 1:
-            fail(store, uuids, str(error))
-        else:
+        if len(uuids) != 1:
             refused = f"none of the {len(uuids)} servers {_names(boots)} was created: {error}"
             discard(store, uuids, refused, boots[0].project)
             raise ConflictError(refused) from None
-    return uuids
+        fail(store, uuids, str(error))
+        placements = [None]
+    return [Launched(server, placement)
+            for server, placement in zip(servers, placements, strict=True)]
 
 
 def _names(boots: Sequence[BootRequest]) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -88,14 +88,19 @@ def request_from_row(row: PciRequestRow) -> PciRequest:
                       port_id=row.port_id, soft=row.soft)
 
 
+def request_columns(request: PciRequest, position: int,
+                    source_flavor: str | None = None) -> dict[str, Any]:
+    """A request's row (but its server's uuid) as columns, for a plain insert."""
+    return {"uuid": request.request_id, "position": position, "count": request.count,
+            "alternatives": list(request.alternatives), "source": request.source,
+            "source_flavor": source_flavor, "port_id": request.port_id,
+            "numa_policy": request.numa_policy, "physical_network": request.physical_network,
+            "dev_type": request.dev_type, "soft": request.soft}
+
+
 def new_request_row(request: PciRequest, position: int,
                     source_flavor: str | None = None) -> PciRequestRow:
-    return PciRequestRow(uuid=request.request_id, position=position, count=request.count,
-                         alternatives=list(request.alternatives), source=request.source,
-                         source_flavor=source_flavor, port_id=request.port_id,
-                         numa_policy=request.numa_policy,
-                         physical_network=request.physical_network,
-                         dev_type=request.dev_type, soft=request.soft)
+    return PciRequestRow(**request_columns(request, position, source_flavor))
 
 
 def port_spec(port: PortRow) -> tuple[PortSpec, NetworkSpec]:
@@ -159,11 +164,18 @@ def server_size(server: ServerRow) -> VmSize:
     """What the server takes of its host: the sizes fixed at boot, its flavor's
     `hw:cpu_policy` (shared when the flavor is gone), and the physical networks of its
     normal ports, which its host must bridge."""
-    policy = (parse_cpu_policy(server.flavor.extra_specs.get(CPU_POLICY_KEY))
-              if server.flavor is not None else parse_cpu_policy(None))
-    networks = frozenset(port.network.physical_network for port in server.ports
+    return vm_size(server.vcpus, server.ram_mb, server.disk_gb,
+                   server.flavor.extra_specs if server.flavor is not None else None,
+                   server.ports)
+
+
+def vm_size(vcpus: int, ram_mb: int, disk_gb: int, extra_specs: Mapping[str, str] | None,
+            ports: Iterable[PortRow]) -> VmSize:
+    """`server_size` of a server of these sizes, flavor extra specs and ports."""
+    policy = parse_cpu_policy((extra_specs or {}).get(CPU_POLICY_KEY))
+    networks = frozenset(port.network.physical_network for port in ports
                          if port.vnic_type is VnicType.NORMAL)
-    return VmSize(server.vcpus, server.ram_mb, server.disk_gb, policy, networks)
+    return VmSize(vcpus, ram_mb, disk_gb, policy, networks)
 
 
 def event_record(row: EventRow, server_name: str | None, project: str | None

@@ -21,6 +21,8 @@ from passthru.controller.models import TopicRow
 
 #: The PCI flavors, which each replica's scheduler matches pools with.
 PCI_FLAVORS = "pci_flavors"
+#: The flavors and their extra specs, which each replica's boots look up.
+FLAVORS = "flavors"
 
 _TOPICS = TopicRow.__table__
 
@@ -40,3 +42,13 @@ def version(session: Session, topic: str) -> int:
     """The version of `topic` in the store."""
     found = session.scalar(select(TopicRow.version).where(TopicRow.name == topic))
     return found or 0
+
+
+def versions(session: Session, *names: str) -> dict[str, int]:
+    """The versions of several topics, in one plain statement: the table holds a row per
+    topic, a handful, so all of them are read (an IN list is compiled again each time)."""
+    found = {name: version for name, version in session.connection().execute(_ALL_VERSIONS)}
+    return {name: found.get(name, 0) for name in names}
+
+
+_ALL_VERSIONS = select(_TOPICS.c.name, _TOPICS.c.version)

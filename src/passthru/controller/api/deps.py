@@ -10,6 +10,7 @@ from starlette.datastructures import State
 
 from passthru.controller.api.fields import NamePath
 from passthru.controller.auth import Principal, principal_of
+from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
@@ -33,6 +34,14 @@ def _scheduler(request: Request) -> Scheduler:
 
 
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
 
 
 def _image_files(request: Request) -> ImageFiles:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from passthru.controller import topics
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name, NamePath, Text
@@ -89,6 +90,7 @@ def create_flavor(who: TenantCaller, store: StoreDep, body: FlavorCreateBody) ->
         row = FlavorRow(name=spec.name, vcpus=spec.vcpus, ram_mb=spec.ram, disk_gb=spec.disk)
         session.add(row)
         session.flush()
+        topics.bump(session, topics.FLAVORS)
         return FlavorBody(flavor=flavor_view(row))
 
 
@@ -112,6 +114,7 @@ def delete_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> Respo
             raise ConflictError(f"flavor {row.name} is used by {users} server(s); delete "
                                 "them first")
         session.delete(row)
+        topics.bump(session, topics.FLAVORS)
     return Response(status_code=204)
 
 
@@ -138,6 +141,7 @@ def set_extra_specs(who: TenantCaller, store: StoreDep, flavor: NamePath,
             else:
                 row.extra.append(FlavorExtraSpecRow(key=key, value=value))
         session.flush()
+        topics.bump(session, topics.FLAVORS)
         return ExtraSpecs(extra_specs=row.extra_specs)
 
 
@@ -152,4 +156,5 @@ def delete_extra_spec(who: TenantCaller, store: StoreDep,
         if spec is None:
             raise NotFoundError(f"flavor {row.name} has no extra spec {key!r}")
         row.extra.remove(spec)
+        topics.bump(session, topics.FLAVORS)
     return Response(status_code=204)

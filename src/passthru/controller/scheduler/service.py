@@ -25,9 +25,10 @@ they show when a claim loses a race, or when `resync` finds a host's fingerprint
 PCI flavors can change through any replica: each change bumps the store's topic
 `pci_flavors` (`controller.topics`) in its own transaction, and each placement first
 compares that version with the one the index's flavors were read at, reading them again
-when they differ. That check is what makes the next boot on every replica honour an edit
-exactly; a push (PostgreSQL's LISTEN/NOTIFY) could only make the reload earlier, never
-the answer more right, and is left out.
+when they differ (a boot passes the version its own transaction read, so its requests
+are checked and placed against the same flavors). That check is what makes the next
+boot on every replica honour an edit exactly; a push (PostgreSQL's LISTEN/NOTIFY)
+could only make the reload earlier, never the answer more right, and is left out.
 
 The API tells the scheduler what else changed: `apply(changes)` with the device ledger's
 change records after a free, an allocation, an inventory report or a host going down
@@ -180,12 +181,14 @@ class Scheduler:
             self.index.set_flavors(flavors)
             self._flavors_version = seen
 
-    def _check_flavors(self) -> None:
+    def _check_flavors(self, seen: int | None = None) -> None:
         """Before each placement: the PCI flavors again if any replica changed them since
-        they were read (one primary-key read when they did not)."""
-        with self.store.read() as session:
-            current = topics.version(session, topics.PCI_FLAVORS)
-        if current != self._flavors_version:
+        they were read (one primary-key read when they did not; none when the caller read
+        the version `seen` in its own transaction just before, as a boot does)."""
+        if seen is None:
+            with self.store.read() as session:
+                seen = topics.version(session, topics.PCI_FLAVORS)
+        if seen != self._flavors_version:
             self.flavors_changed()
 
     def sees_up(self, name: str) -> bool:
@@ -225,11 +228,13 @@ class Scheduler:
 
     def schedule_many(self, vms: Sequence[Vm],
                       sizes: Sequence[VmSize] | None = None,
-                      exclude: Collection[str] = frozenset()) -> list[Placement]:
+                      exclude: Collection[str] = frozenset(),
+                      flavors_version: int | None = None) -> list[Placement]:
         """Place every VM (of its size in `sizes`, which should be its server row's, as
         the store counts those), on none of the hosts in `exclude`, and claim all their
-        devices and room in one transaction, or none."""
-        self._check_flavors()
+        devices and room in one transaction, or none. `flavors_version`: the version of
+        topic pci_flavors the VMs' requests were checked at (None: read it now)."""
+        self._check_flavors(flavors_version)
         resynced = False
         for _ in range(_MAX_ROUNDS):
             placements: list[Placement] | None = None

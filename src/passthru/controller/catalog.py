@@ -1,0 +1,104 @@
+"""What every boot looks up, kept in memory per replica: the flavors and the PCI flavors'
+names.
+
+A boot used to read its flavor (and its extra specs) and every PCI flavor's name from the
+store; those change seldom, through the API, and each change bumps its topic
+(`controller.topics`: `flavors`, `pci_flavors`) in its own transaction. The catalog
+reads both versions in the boot's own transaction (one statement) and answers from
+memory when they are the versions it loaded at, so that what a boot sees is exactly what
+the store held when its transaction began, on every replica. When a version moved it
+loads that part again, in that transaction. A name the memory does not know is looked
+up in the store before the boot is refused: a row written without a bump (by hand, in a
+test) is found all the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passthru.controller import topics
+from passthru.controller.lookup import find
+from passthru.controller.models import FlavorExtraSpecRow, FlavorRow
+from passthru.controller.pci_flavors import known_pci_flavors
+
+_FLAVORS = FlavorRow.__table__
+_SPECS = FlavorExtraSpecRow.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    """A flavor as a boot needs it: its size and its extra specs."""
+
+    id: str
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    extra_specs: Mapping[str, str] = field(default_factory=dict)
+
+
+def _flavor(row: FlavorRow) -> Flavor:
+    return Flavor(row.id, row.name, row.vcpus, row.ram_mb, row.disk_gb, dict(row.extra_specs))
+
+
+def _load_flavors(session: Session) -> dict[str, Flavor]:
+    """Every flavor by id, in two plain statements."""
+    specs: dict[str, dict[str, str]] = {}
+    for flavor_id, key, value in session.execute(
+            select(_SPECS.c.flavor_id, _SPECS.c.key, _SPECS.c.value)):
+        specs.setdefault(flavor_id, {})[key] = value
+    return {row.id: Flavor(row.id, row.name, row.vcpus, row.ram_mb, row.disk_gb,
+                           specs.get(row.id, {}))
+            for row in session.execute(select(_FLAVORS.c.id, _FLAVORS.c.name, _FLAVORS.c.vcpus,
+                                              _FLAVORS.c.ram_mb, _FLAVORS.c.disk_gb))}
+
+
+class Catalog:
+    """This replica's copy of the flavors and PCI flavor names, checked per transaction."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flavors_version = -1
+        self._by_id: dict[str, Flavor] = {}
+        self._by_name: dict[str, Flavor] = {}
+        self._pci_version = -1
+        self._pci_names: frozenset[str] = frozenset()
+
+    def lookup(self, session: Session, flavor_ref: str) -> tuple[Flavor, frozenset[str], int]:
+        """The flavor whose id or name is `flavor_ref`, the PCI flavors' names, and the
+        version of topic `pci_flavors` they are of, as this transaction sees the store."""
+        seen = topics.versions(session, topics.FLAVORS, topics.PCI_FLAVORS)
+        with self._lock:
+            flavors_current = seen[topics.FLAVORS] == self._flavors_version
+            pci_current = seen[topics.PCI_FLAVORS] == self._pci_version
+            by_id, by_name, names = self._by_id, self._by_name, self._pci_names
+        if not flavors_current:
+            by_id = _load_flavors(session)
+            by_name = {flavor.name: flavor for flavor in by_id.values()}
+            with self._lock:
+                self._by_id, self._by_name = by_id, by_name
+                self._flavors_version = seen[topics.FLAVORS]
+        if not pci_current:
+            names = frozenset(known_pci_flavors(session))
+            with self._lock:
+                self._pci_names, self._pci_version = names, seen[topics.PCI_FLAVORS]
+        flavor = by_id.get(flavor_ref) or by_name.get(flavor_ref)
+        if flavor is None:
+            flavor = _flavor(find(session, FlavorRow, flavor_ref, "flavor",
+                                  create_hint="list them with passthru flavor-list"))
+        return flavor, names, seen[topics.PCI_FLAVORS]
+
+    @staticmethod
+    def pci_flavors_for(session: Session, names: frozenset[str],
+                        wanted: set[str]) -> frozenset[str]:
+        """The PCI flavors' names to check `wanted` against: `names` (from `lookup`), or
+        the store's when some of `wanted` is not among them."""
+        if wanted <= names:
+            return names
+        return frozenset(known_pci_flavors(session))
+
