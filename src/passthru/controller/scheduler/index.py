@@ -14,8 +14,10 @@ signature) and remembered.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from passthru.controller.scheduler.shapes import (
     Criteria,
@@ -26,7 +28,7 @@ from passthru.controller.scheduler.shapes import (
     signature_of,
 )
 from passthru.pci.claims import PoolFilter, PoolMatcher, Selection, claim, flavor_filter, free
-from passthru.pci.device import PciDevice
+from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool
 from passthru.pci.request import PciRequest
@@ -35,6 +37,29 @@ from passthru.pci.resources import Capacity, CpuPolicy, Usage, VmSize, pick_cpus
 
 class UnknownHostError(PassthruError):
     """A host the scheduler has never been told about."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTally:
+    """A pool of a host as the views count it (`controller.usage` counts the store the
+    same way): devices not removed, available ones, and claimed or allocated ones."""
+
+    pool: Pool
+    signature: Signature
+    count: int
+    available: int
+    used: int
+
+
+_status = attrgetter("status")
+
+
+def _tally(slot: _Slot) -> PoolTally:
+    statuses = Counter(map(_status, slot.pool.devices))
+    return PoolTally(slot.pool, slot.signature,
+                     statuses.total() - statuses[DeviceStatus.REMOVED],
+                     statuses[DeviceStatus.AVAILABLE],
+                     statuses[DeviceStatus.CLAIMED] + statuses[DeviceStatus.ALLOCATED])
 
 
 @dataclass(slots=True)
@@ -238,6 +263,13 @@ class HostIndex:
             return signature_by_pool[id(pool)] in wanted[request.request_id]
 
         return serves
+
+    # --- what the views ask (read-only) ---------------------------------------------
+
+    def tallies(self, host: str) -> list[PoolTally]:
+        """Each pool of `host` with its counts (none for a host not in the index)."""
+        entry = self.hosts.get(host)
+        return [] if entry is None else [_tally(slot) for slot in entry.slots]
 
     # --- bookkeeping ------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from sqlalchemy.exc import DBAPIError
 
@@ -43,7 +43,7 @@ from passthru.controller.scheduler.claim import (
     is_lost_race,
     lock_servers,
 )
-from passthru.controller.scheduler.index import HostIndex
+from passthru.controller.scheduler.index import HostIndex, PoolTally
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
     NoValidHostError,
@@ -155,6 +155,17 @@ class Scheduler:
         self._hosts[host.name] = host
         self.index.report(host.name, host.pools, up=host.up, socket_of=host.socket_of,
                           capacity=host.capacity, usage=host.usage)
+
+    # --- what the views read ------------------------------------------------------------
+
+    def pool_tallies(self, hosts: Iterable[str] | None = None) -> dict[str, list[PoolTally]]:
+        """The index's counts of each pool of these hosts (default: every host it has),
+        by host: the fleet's stats without a query over its device rows. Read under the
+        lock, so a page never sees half a placement."""
+        with self._lock:
+            known = self.index.hosts
+            names = list(known) if hosts is None else [h for h in hosts if h in known]
+            return {name: self.index.tallies(name) for name in names}
 
     # --- placing ------------------------------------------------------------------------
 
