@@ -42,6 +42,7 @@ class Host(BaseModel):
     pool_attrs: list[str]
     devices: int
     free: int
+    used: int = 0
     vcpus_capacity: int | None = None
     vcpus_used: int = 0
     ram_mb_capacity: int | None = None
@@ -113,7 +114,8 @@ def _host_views(rows: Sequence[Row[Any]], scheduler: Scheduler) -> list[Host]:
         pools = tallies.get(row.name, [])
         up = row.status is HostStatus.UP
         views.append(Host(**row._asdict(), devices=sum(t.count for t in pools),
-                          free=sum(t.available for t in pools) if up else 0))
+                          free=sum(t.available for t in pools) if up else 0,
+                          used=sum(t.used for t in pools)))
     return views
 
 
