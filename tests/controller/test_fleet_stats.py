@@ -104,15 +104,24 @@ def test_stats_from_the_index_are_the_stores(api: Api) -> None:
             for h in hosts} == expected["hosts"]
     assert api.ok("GET", f"{V2}/os-hosts/host-2")["host"]["free"] == 0
 
-    stats = walk(api, "/os-pci-flavor-stats", "pci_flavor_stats", limit=2)
+    # Pages of hosts, each with every flavor: its fleet totals, and its share of them.
+    pages = walk(api, "/os-pci-flavor-stats", "pci_flavor_stats", limit=2)
+    assert len(pages) == 5 * 3
+    stats = pages[:5]
     assert [s["name"] for s in stats] == ["anyGPU", "bigGPU", "none", "PF", "VF"]
+    for later in range(5, len(pages), 5):
+        for flavor, again in zip(stats, pages[later:later + 5], strict=True):
+            assert {k: again[k] for k in ("name", "count", "free", "used")} == {
+                k: flavor[k] for k in ("name", "count", "free", "used")}
+            flavor["hosts"] = flavor["hosts"] + again["hosts"]
     assert {s["name"]: {h["host"]: {k: h[k] for k in ("count", "free", "used")}
                         for h in s["hosts"]} for s in stats} == expected["flavors"]
     for s in stats:
         assert (s["count"], s["free"], s["used"]) == tuple(
             sum(h[k] for h in s["hosts"]) for k in ("count", "free", "used"))
-    assert api.ok("GET", f"{V2}/os-pci-flavor-stats", params={"name": "VF"}
-                  )["pci_flavor_stats"] == [next(s for s in stats if s["name"] == "VF")]
+    (vf,) = api.ok("GET", f"{V2}/os-pci-flavor-stats", params={"name": "VF"}
+                   )["pci_flavor_stats"]
+    assert vf == next(s for s in stats if s["name"] == "VF")
 
     summary = api.ok("GET", f"{V2}/os-fleet-summary")["summary"]
     assert summary["hosts"] == {"up": 5, "down": 1}

@@ -1,17 +1,19 @@
 """The fleet at a glance, for admins: how many devices of each PCI flavor are free and
-used (in total and per host), and a summary of the whole fleet small enough to poll.
+used (in total, and per host for a page of hosts), and a summary of the whole fleet small
+enough to poll.
 
 A pool counts for every flavor that matches it (`PciFlavor.matches_pool`, as the
 scheduler matches), so overlapping flavors share devices; whether a flavor matches is
-asked once per pool signature. The counts are the scheduler's index
-(`Scheduler.pool_tallies`), counted as `controller.usage` counts the store; whether a host
-is up is the store's. Nothing here reads a device row.
+asked once per pool signature, and the fleet's totals are summed per signature by the
+scheduler's index (`Scheduler.pool_totals`) in one pass over its pools. The counts are
+the index's, counted as `controller.usage` counts the store; whether a host is up is the
+store's. Nothing here reads a device row.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -21,10 +23,17 @@ from sqlalchemy.orm import Session
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME
-from passthru.controller.api.paging import Links, Page, PagedList, memory_page, refuse_unknown_query
+from passthru.controller.api.paging import (
+    Links,
+    Page,
+    PagedList,
+    by,
+    keyset,
+    refuse_unknown_query,
+    split,
+)
 from passthru.controller.models import EventRow, HostRow, HostStatus, ServerRow, ServerStatus
 from passthru.controller.scheduler.index import PoolTally
-from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.scheduler.shapes import Signature
 from passthru.controller.scheduler.snapshot import load_flavors
 from passthru.pci.flavor import PciFlavor
@@ -36,11 +45,6 @@ class Usage(BaseModel):
     count: int = 0
     free: int = 0
     used: int = 0
-
-    def add(self, count: int, free: int, used: int) -> None:
-        self.count += count
-        self.free += free
-        self.used += used
 
 
 class HostUsage(Usage):
@@ -81,41 +85,65 @@ class FleetSummaryBody(BaseModel):
     summary: FleetSummary
 
 
-def _fleet(session: Session, scheduler: Scheduler
-           ) -> Iterator[tuple[str, bool, list[PoolTally]]]:
-    """Every host by name, whether the store has it up, and its pools' counts."""
-    statuses = dict(session.execute(select(HostRow.name, HostRow.status)).all())
-    tallies = scheduler.pool_tallies()
-    for name in sorted(statuses):
-        yield name, statuses[name] is HostStatus.UP, tallies.get(name, [])
+def _down(session: Session) -> set[str]:
+    """The hosts the store has not up: few, as a rule."""
+    return set(session.scalars(select(HostRow.name).where(HostRow.status != HostStatus.UP)))
 
 
-def _flavor_usages(fleet: Iterator[tuple[str, bool, list[PoolTally]]],
-                   flavors: list[PciFlavor], per_host: bool) -> list[FlavorUsage]:
-    usages = [FlavorUsage(name=f.name, description=f.description, spec=dict(f.spec), hosts=[])
-              for f in flavors]
-    matching: dict[Signature, list[int]] = {}
-    for name, up, tallies in fleet:
-        shares: dict[int, HostUsage] = {}
-        for tally in tallies:
-            which = matching.get(tally.signature)
-            if which is None:
-                example = tally.signature.example_pool()
-                which = matching[tally.signature] = [
-                    i for i, f in enumerate(flavors) if f.matches_pool(example)]
-            free = tally.available if up else 0
-            for i in which:
-                usages[i].add(tally.count, free, tally.used)
-                if per_host:
-                    shares.setdefault(i, HostUsage(host=name)).add(tally.count, free,
-                                                                    tally.used)
-        for i, share in shares.items():
-            usages[i].hosts.append(share)
-    return usages
+class _Matching:
+    """Which flavors (by position) match a pool signature, asked once per signature."""
+
+    def __init__(self, flavors: list[PciFlavor]) -> None:
+        self.flavors = flavors
+        self.known: dict[Signature, list[int]] = {}
+
+    def __call__(self, signature: Signature) -> list[int]:
+        which = self.known.get(signature)
+        if which is None:
+            example = signature.example_pool()
+            which = self.known[signature] = [
+                i for i, f in enumerate(self.flavors) if f.matches_pool(example)]
+        return which
+
+
+def _flavor_totals(matching: _Matching, totals: dict[Signature, list[int]]
+                   ) -> list[list[int]]:
+    """[devices, free, used] of each flavor, from the fleet's totals per signature."""
+    sums = [[0, 0, 0] for _ in matching.flavors]
+    for signature, (count, free, used) in totals.items():
+        for i in matching(signature):
+            sums[i][0] += count
+            sums[i][1] += free
+            sums[i][2] += used
+    return sums
+
+
+def _host_shares(matching: _Matching, names: list[str], down: set[str],
+                 tallies: dict[str, list[PoolTally]]) -> list[list[HostUsage]]:
+    """Each flavor's share of each of these hosts (only hosts with a matching pool)."""
+    shares: list[list[HostUsage]] = [[] for _ in matching.flavors]
+    for name in names:
+        mine: dict[int, list[int]] = {}
+        for tally in tallies.get(name, ()):
+            free = 0 if name in down else tally.available
+            for i in matching(tally.signature):
+                share = mine.setdefault(i, [0, 0, 0])
+                share[0] += tally.count
+                share[1] += free
+                share[2] += tally.used
+        for i, (count, free, used) in mine.items():
+            shares[i].append(HostUsage(host=name, count=count, free=free, used=used))
+    return shares
 
 
 def _sorted_flavors(session: Session) -> list[PciFlavor]:
     return sorted(load_flavors(session).values(), key=lambda f: (f.name.lower(), f.name))
+
+
+def _total(flavor: PciFlavor, sums: list[int]) -> dict[str, Any]:
+    count, free, used = sums
+    return {"name": flavor.name, "description": flavor.description, "spec": dict(flavor.spec),
+            "count": count, "free": free, "used": used}
 
 
 @router.get("/os-pci-flavor-stats", response_model=FlavorUsageList,
@@ -125,15 +153,25 @@ def pci_flavor_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep
                      name: str | None = Query(None, max_length=MAX_NAME,
                                               description="only this PCI flavor"),
                      ) -> FlavorUsageList:
-    """By name, case aside; the marker is a PCI flavor's name."""
+    """Every PCI flavor (by name, case aside) with its totals over the whole fleet, and
+    its share of each host of a page of hosts: the page, its limit and marker are of
+    hosts (by name; the marker is a host's name), so that no answer holds every host.
+    A client that wants every host's share follows the next link, and meets every
+    flavor again with its shares of the next hosts."""
     who.require_admin("reading PCI flavor stats")
     with store.read() as session:
         flavors = [f for f in _sorted_flavors(session) if name is None or f.name == name]
-        chosen, more = memory_page(flavors, [(f.name.lower(), f.name) for f in flavors],
-                                   page, "PCI flavor", "name", lambda m: (m.lower(), m))
-        usages = _flavor_usages(_fleet(session, scheduler), chosen, per_host=True)
-    return FlavorUsageList(pci_flavor_stats=usages, pci_flavor_stats_links=page.next_links(
-        chosen, more, lambda f: f.name))
+        down = _down(session)
+        query = keyset(session, select(HostRow.name), (HostRow.name,), page, "host", "name",
+                       by(HostRow.name))
+        names, more = split(session.scalars(query).all(), page)
+    matching = _Matching(flavors)
+    sums = _flavor_totals(matching, scheduler.pool_totals(down))
+    shares = _host_shares(matching, names, down, scheduler.pool_tallies(names))
+    return FlavorUsageList(
+        pci_flavor_stats=[FlavorUsage(**_total(f, total), hosts=hosts)
+                          for f, total, hosts in zip(flavors, sums, shares, strict=True)],
+        pci_flavor_stats_links=page.next_links(names, more, lambda host: host))
 
 
 @router.get("/os-fleet-summary", response_model=FleetSummaryBody,
@@ -143,24 +181,22 @@ def pci_flavor_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep
 def fleet_summary(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
                   ) -> FleetSummaryBody:
     who.require_admin("reading the fleet summary")
-    hosts = HostCounts()
-    devices = Usage()
     with store.read() as session:
         flavors = _sorted_flavors(session)
-        servers = Counter(dict(session.execute(
+        servers = dict(session.execute(
             select(ServerRow.status, func.count()).where(ServerRow.status != ServerStatus.DELETED)
-            .group_by(ServerRow.status)).all()))
+            .group_by(ServerRow.status)).all())
+        hosts = Counter(dict(session.execute(
+            select(HostRow.status, func.count()).group_by(HostRow.status)).all()))
         last_event = session.scalar(select(func.max(EventRow.id)))
-        fleet = list(_fleet(session, scheduler))
-    for _, up, tallies in fleet:
-        if up:
-            hosts.up += 1
-        else:
-            hosts.down += 1
-        for tally in tallies:
-            devices.add(tally.count, tally.available if up else 0, tally.used)
-    totals = [FlavorTotal(**usage.model_dump(exclude={"hosts"}))
-              for usage in _flavor_usages(iter(fleet), flavors, per_host=False)]
+        down = _down(session)
+    totals = scheduler.pool_totals(down)
+    count, free, used = (sum(t[k] for t in totals.values()) for k in range(3))
+    sums = _flavor_totals(_Matching(flavors), totals)
+    up = hosts.pop(HostStatus.UP, 0)
     return FleetSummaryBody(summary=FleetSummary(
-        hosts=hosts, devices=devices, pci_flavors=totals, servers=dict(servers),
-        last_event=last_event))
+        hosts=HostCounts(up=up, down=hosts.total()),
+        devices=Usage(count=count, free=free, used=used),
+        pci_flavors=[FlavorTotal(**_total(f, total)) for f, total in zip(flavors, sums,
+                                                                          strict=True)],
+        servers=servers, last_event=last_event))

@@ -19,7 +19,6 @@ must never silently widen a list to everything.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -177,20 +176,3 @@ def rows_page(session: Session, query: Select[Any], order: Sequence[Any], page: 
 def split(rows: Sequence[T], page: PageParams) -> tuple[list[T], bool]:
     """The page's items, and whether more follow (the query asked for one more)."""
     return list(rows[:page.limit]), len(rows) > page.limit
-
-
-def memory_page(items: Sequence[T], keys: Sequence[Any], page: PageParams, what: str,
-                how: str, parse: Callable[[str], Any] = str) -> tuple[list[T], bool]:
-    """A page of `items`, which are sorted by their unique `keys`; the marker is a key."""
-    start = 0
-    if page.marker is not None:
-        try:
-            wanted = parse(page.marker)
-        except ValueError:
-            raise no_marker(what, page.marker, how) from None
-        start = bisect.bisect_left(keys, wanted)
-        if start == len(keys) or keys[start] != wanted:
-            raise no_marker(what, page.marker, how)
-        start += 1
-    chosen = items[start:start + page.limit]
-    return list(chosen), start + page.limit < len(items)

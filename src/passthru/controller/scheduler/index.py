@@ -14,10 +14,10 @@ signature) and remembered.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple
 
 from passthru.controller.scheduler.shapes import (
     Criteria,
@@ -39,8 +39,7 @@ class UnknownHostError(PassthruError):
     """A host the scheduler has never been told about."""
 
 
-@dataclass(frozen=True, slots=True)
-class PoolTally:
+class PoolTally(NamedTuple):
     """A pool of a host as the views count it (`controller.usage` counts the store the
     same way): devices not removed, available ones, and claimed or allocated ones."""
 
@@ -54,12 +53,15 @@ class PoolTally:
 _status = attrgetter("status")
 
 
-def _tally(slot: _Slot) -> PoolTally:
-    statuses = Counter(map(_status, slot.pool.devices))
-    return PoolTally(slot.pool, slot.signature,
-                     statuses.total() - statuses[DeviceStatus.REMOVED],
-                     statuses[DeviceStatus.AVAILABLE],
-                     statuses[DeviceStatus.CLAIMED] + statuses[DeviceStatus.ALLOCATED])
+def _counts(slot: _Slot) -> tuple[int, int]:
+    """The pool's devices that are not removed, and those claimed or allocated."""
+    devices = slot.pool.devices
+    if slot.free == len(devices):
+        # Every device available (`recount` keeps `free` true): nothing to count.
+        return slot.free, 0
+    statuses = list(map(_status, devices))
+    return (len(statuses) - statuses.count(DeviceStatus.REMOVED),
+            statuses.count(DeviceStatus.CLAIMED) + statuses.count(DeviceStatus.ALLOCATED))
 
 
 @dataclass(slots=True)
@@ -269,7 +271,30 @@ class HostIndex:
     def tallies(self, host: str) -> list[PoolTally]:
         """Each pool of `host` with its counts (none for a host not in the index)."""
         entry = self.hosts.get(host)
-        return [] if entry is None else [_tally(slot) for slot in entry.slots]
+        if entry is None:
+            return []
+        tallies = []
+        for slot in entry.slots:
+            count, used = _counts(slot)
+            tallies.append(PoolTally(slot.pool, slot.signature, count, slot.free, used))
+        return tallies
+
+    def totals(self, down: Collection[str]) -> dict[Signature, list[int]]:
+        """[devices, free, used] of the whole fleet per pool signature, nothing free on
+        the hosts in `down`: one pass over the pools, no object per pool."""
+        totals: dict[Signature, list[int]] = {}
+        for name, entry in self.hosts.items():
+            up = name not in down
+            for slot in entry.slots:
+                total = totals.get(slot.signature)
+                if total is None:
+                    total = totals[slot.signature] = [0, 0, 0]
+                count, used = _counts(slot)
+                total[0] += count
+                if up:
+                    total[1] += slot.free
+                total[2] += used
+        return totals
 
     # --- bookkeeping ------------------------------------------------------------------
 

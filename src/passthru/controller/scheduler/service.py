@@ -50,6 +50,7 @@ from passthru.controller.scheduler.placement import (
     Placement,
     place_many,
 )
+from passthru.controller.scheduler.shapes import Signature
 from passthru.controller.scheduler.snapshot import (
     StoredHost,
     fingerprints,
@@ -158,14 +159,19 @@ class Scheduler:
 
     # --- what the views read ------------------------------------------------------------
 
-    def pool_tallies(self, hosts: Iterable[str] | None = None) -> dict[str, list[PoolTally]]:
-        """The index's counts of each pool of these hosts (default: every host it has),
-        by host: the fleet's stats without a query over its device rows. Read under the
-        lock, so a page never sees half a placement."""
+    def pool_tallies(self, hosts: Iterable[str]) -> dict[str, list[PoolTally]]:
+        """The index's counts of each pool of these hosts, by host (those it has): a
+        page of stats without a query over device rows. Read under the lock, so that a
+        page never sees half a placement."""
         with self._lock:
-            known = self.index.hosts
-            names = list(known) if hosts is None else [h for h in hosts if h in known]
-            return {name: self.index.tallies(name) for name in names}
+            return {name: self.index.tallies(name) for name in hosts
+                    if name in self.index.hosts}
+
+    def pool_totals(self, down: Collection[str]) -> dict[Signature, list[int]]:
+        """The whole fleet's [devices, free, used] per pool signature, nothing free on the
+        hosts in `down` (see `HostIndex.totals`), read under the lock."""
+        with self._lock:
+            return self.index.totals(down)
 
     # --- placing ------------------------------------------------------------------------
 
