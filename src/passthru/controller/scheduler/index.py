@@ -283,17 +283,24 @@ class HostIndex:
         """[devices, free, used] of the whole fleet per pool signature, nothing free on
         the hosts in `down`: one pass over the pools, no object per pool."""
         totals: dict[Signature, list[int]] = {}
+        removed, claimed, allocated = (DeviceStatus.REMOVED, DeviceStatus.CLAIMED,
+                                       DeviceStatus.ALLOCATED)
         for name, entry in self.hosts.items():
             up = name not in down
             for slot in entry.slots:
                 total = totals.get(slot.signature)
                 if total is None:
                     total = totals[slot.signature] = [0, 0, 0]
-                count, used = _counts(slot)
-                total[0] += count
+                free = slot.free
+                devices = slot.pool.devices
+                if free == len(devices):  # all available: nothing to count (see _counts)
+                    total[0] += free
+                else:
+                    statuses = list(map(_status, devices))
+                    total[0] += len(statuses) - statuses.count(removed)
+                    total[2] += statuses.count(claimed) + statuses.count(allocated)
                 if up:
-                    total[1] += slot.free
-                total[2] += used
+                    total[1] += free
         return totals
 
     # --- bookkeeping ------------------------------------------------------------------
