@@ -13,8 +13,8 @@ long enough that no host goes down) and is asked over HTTP:
 - each stats endpoint and `GET /servers` (its first page, a full page of 1,000, and a
   page in the middle by marker), several times; the median latency in ms;
 - the fleet page's rounds, as its script makes them every 10 s (`fleet.js`): a steady
-  round (summary, new events) and one after the summary moved (summary, events, and the
-  first page of hosts, pools and servers). The controller's CPU time per round is read
+  round (summary, new events, the first page of hosts) and one after the summary moved
+  (that, and the first page of pools and servers). The controller's CPU time per round is read
   from /proc around each round (median of several), then scaled to a minute of the page
   open. Background work of the controller (its resync every 10 s) can fall into a round;
   the median keeps it out.
@@ -233,9 +233,8 @@ def run_new(serve: Serve, servers: int) -> dict[str, Any]:
     middle = f"00000000-0000-4000-8000-{servers // 2:012d}"
     summary = serve.get("/os-fleet-summary").json()["summary"]
     after = summary["last_event"] or 0
-    steady = ["/os-fleet-summary", f"/os-events?limit=50&after={after}"]
-    detail = ["/os-hosts?limit=100", "/os-pci-stats?limit=1000",
-              "/servers?all_projects=true&limit=100"]
+    steady = ["/os-fleet-summary", f"/os-events?limit=50&after={after}", "/os-hosts?limit=100"]
+    detail = ["/os-pci-stats?limit=1000", "/servers?all_projects=true&limit=100"]
     return {
         "latency": {
             "os-hosts (a page of 100)": latency_ms(serve, "/os-hosts"),

@@ -2,8 +2,9 @@
 // fragment and draws hosts, PCI flavors, pools, servers and events. Read-only.
 //
 // What it asks stays small whatever the fleet's size: every 10 s the fleet summary (a few
-// numbers) and the events since the newest one it has; the first page of hosts, pools
-// and servers only when the summary moved, further pages when asked ("More").
+// numbers), the first page of hosts (their heart-beats) and the events since the newest
+// one it has; the first page of pools and servers only when the summary moved, further
+// pages when asked ("More").
 "use strict";
 
 const TOKEN_KEY = "passthru.token";
@@ -88,9 +89,13 @@ async function morePage(list, token) {
 // What the page holds between rounds.
 const state = { summary: null, hosts: null, pools: null, servers: null, events: [] };
 
+function fetchHosts(token) {
+  return firstPage(`admin/os-hosts?limit=${PAGE}`, "hosts", token);
+}
+
 async function fetchDetail(token) {
   [state.hosts, state.pools, state.servers] = await Promise.all([
-    firstPage(`admin/os-hosts?limit=${PAGE}`, "hosts", token),
+    fetchHosts(token),
     firstPage(`admin/os-pci-stats?limit=${POOL_PAGE}`, "pci_stats", token),
     firstPage(`admin/servers?all_projects=true&limit=${PAGE}`, "servers", token),
   ]);
@@ -108,7 +113,9 @@ async function fetchFleet(token) {
   await requireAdmin(token);
   const { summary } = await get("admin/os-fleet-summary", token);
   const moved = JSON.stringify(summary) !== JSON.stringify(state.summary);
-  await Promise.all([moved ? fetchDetail(token) : null, fetchEvents(token, summary.last_event)]);
+  // Heart-beats move without the summary: the first page of hosts is read every round.
+  const hosts = async () => { state.hosts = await fetchHosts(token); };
+  await Promise.all([moved ? fetchDetail(token) : hosts(), fetchEvents(token, summary.last_event)]);
   state.summary = summary;
   return {
     summary,

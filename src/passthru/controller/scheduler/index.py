@@ -121,6 +121,37 @@ class HostEntry:
         return pick_cpus(self.capacity, self.usage, size, node)
 
 
+def fleet_totals(entries: Sequence[HostEntry], down: Collection[str]
+                 ) -> dict[Signature, list[int]]:
+    """[devices, free, used] of these hosts per pool signature, nothing free on the hosts
+    in `down`: one pass over their pools, no object per pool. Reads statuses without the
+    scheduler's lock (each read is whole; a placement made meanwhile may be half in)."""
+    totals: dict[Signature, list[int]] = {}
+    get = totals.get
+    removed, claimed, allocated = (DeviceStatus.REMOVED, DeviceStatus.CLAIMED,
+                                   DeviceStatus.ALLOCATED)
+    for entry in entries:
+        for slot in entry.slots:
+            total = get(slot.signature)
+            if total is None:
+                total = totals[slot.signature] = [0, 0, 0]
+            free = slot.free
+            devices = slot.pool.devices
+            total[1] += free
+            if free == len(devices):  # all available: nothing to count (see _counts)
+                total[0] += free
+            else:
+                statuses = list(map(_status, devices))
+                total[0] += len(statuses) - statuses.count(removed)
+                total[2] += statuses.count(claimed) + statuses.count(allocated)
+    # Few hosts are down: their free devices come off afterwards.
+    for entry in entries:
+        if entry.name in down:
+            for slot in entry.slots:
+                totals[slot.signature][1] -= slot.free
+    return totals
+
+
 class _RememberedMatch:
     """A PCI flavor whose answer per pool signature is computed once."""
 
@@ -278,30 +309,6 @@ class HostIndex:
             count, used = _counts(slot)
             tallies.append(PoolTally(slot.pool, slot.signature, count, slot.free, used))
         return tallies
-
-    def totals(self, down: Collection[str]) -> dict[Signature, list[int]]:
-        """[devices, free, used] of the whole fleet per pool signature, nothing free on
-        the hosts in `down`: one pass over the pools, no object per pool."""
-        totals: dict[Signature, list[int]] = {}
-        removed, claimed, allocated = (DeviceStatus.REMOVED, DeviceStatus.CLAIMED,
-                                       DeviceStatus.ALLOCATED)
-        for name, entry in self.hosts.items():
-            up = name not in down
-            for slot in entry.slots:
-                total = totals.get(slot.signature)
-                if total is None:
-                    total = totals[slot.signature] = [0, 0, 0]
-                free = slot.free
-                devices = slot.pool.devices
-                if free == len(devices):  # all available: nothing to count (see _counts)
-                    total[0] += free
-                else:
-                    statuses = list(map(_status, devices))
-                    total[0] += len(statuses) - statuses.count(removed)
-                    total[2] += statuses.count(claimed) + statuses.count(allocated)
-                if up:
-                    total[1] += free
-        return totals
 
     # --- bookkeeping ------------------------------------------------------------------
 

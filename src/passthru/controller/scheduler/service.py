@@ -43,7 +43,7 @@ from passthru.controller.scheduler.claim import (
     is_lost_race,
     lock_servers,
 )
-from passthru.controller.scheduler.index import HostIndex, PoolTally
+from passthru.controller.scheduler.index import HostIndex, PoolTally, fleet_totals
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
     NoValidHostError,
@@ -169,9 +169,11 @@ class Scheduler:
 
     def pool_totals(self, down: Collection[str]) -> dict[Signature, list[int]]:
         """The whole fleet's [devices, free, used] per pool signature, nothing free on the
-        hosts in `down` (see `HostIndex.totals`), read under the lock."""
+        hosts in `down` (`index.fleet_totals`). Only the list of hosts is taken under the
+        lock: a pass over every pool would hold placements up."""
         with self._lock:
-            return self.index.totals(down)
+            entries = list(self.index.hosts.values())
+        return fleet_totals(entries, down)
 
     # --- placing ------------------------------------------------------------------------
 
