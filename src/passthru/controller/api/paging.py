@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import SettingsDep
-from passthru.controller.api.fields import MAX_NAME
+from passthru.controller.api.fields import INT32_MAX, MAX_NAME
 from passthru.pci.errors import PciValueError
 
 T = TypeVar("T")
@@ -120,9 +120,10 @@ def _page_params(request: Request, settings: SettingsDep,
             size = int(limit)
         except ValueError:
             size = 0
-        if size < 1:
+        if not 1 <= size <= INT32_MAX:
             raise PciValueError(f"limit must be a whole number of at least 1, got {limit!r}; "
-                                f"a page holds at most {settings.max_page_size} items")
+                                f"a page holds at most {settings.max_page_size} items (a "
+                                f"bigger limit up to {INT32_MAX} is cut to that)")
     return PageParams(min(size, settings.max_page_size), marker or None, request)
 
 
