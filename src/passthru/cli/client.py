@@ -149,8 +149,24 @@ class Client:
         self._http.close()
 
     def call(self, method: str, path: str, *, json: Any = None,
-             params: dict[str, Any] | None = None) -> Any:
+             params: Any = None) -> Any:
         return self._send(method, path, json=json, params=params)
+
+    def list_all(self, path: str, key: str, params: dict[str, Any] | None = None, *,
+                 limit: int | None = None) -> list[Any]:
+        """Every item of the list at `path` (at most `limit`), page by page: each body's
+        `<key>_links` next link gives the marker of the page after it, as Nova's do."""
+        items: list[Any] = []
+        query: Any = {**(params or {}), **({"limit": limit} if limit else {})}
+        while True:
+            body = self.call("GET", path, params=query)
+            items.extend(body[key])
+            following = [link["href"] for link in body.get(f"{key}_links", ())
+                         if link.get("rel") == "next"]
+            if not following or (limit is not None and len(items) >= limit):
+                return items[:limit]
+            # The same path and filters; only the marker (from the link) moves on.
+            query = httpx.QueryParams(httpx.URL(following[0]).query)
 
     def upload(self, path: str, file: Path) -> Any:
         """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller

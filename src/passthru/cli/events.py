@@ -51,10 +51,10 @@ def events(
     """
     params: dict[str, Any] = {"host": host, "device": device, "server": server, "kind": kind,
                               "since": since.isoformat() if since else None,
-                              "until": until.isoformat() if until else None, "limit": limit}
+                              "until": until.isoformat() if until else None}
     with Client(url, token) as api:
-        found = api.call("GET", api.tenant("/os-events"),
-                         params={k: v for k, v in params.items() if v})["events"]
+        found = api.list_all(api.tenant("/os-events"), "events",
+                             {k: v for k, v in params.items() if v}, limit=limit)
     show(found, as_json, lambda: print_table(
         [_row(event) for event in found],
         ("time", "kind", "host", "device", "server", "message"),

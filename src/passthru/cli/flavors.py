@@ -68,7 +68,7 @@ def key(
 def list_flavors(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     """List flavors with their extra specs."""
     with Client(url, token) as api:
-        flavors = api.call("GET", api.tenant("/flavors"))["flavors"]
+        flavors = api.list_all(api.tenant("/flavors"), "flavors")
     show(flavors, as_json, lambda: print_table(
         flavors, ("name", "vcpus", "ram", "disk", "extra_specs", "id"),
         headers=("Name", "vCPUs", "RAM MiB", "Disk GiB", "Extra specs", "ID"),

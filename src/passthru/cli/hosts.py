@@ -31,7 +31,7 @@ def host_list(url: Url = None, token: Token = None, as_json: Json = False) -> No
     """(admin) List hosts: up or down, last heart-beat, devices and how many are free,
     and the vCPUs, memory (MiB) and disk (GB) VMs use of each host's capacity."""
     with Client(url, token) as api:
-        hosts = api.call("GET", api.tenant("/os-hosts"))["hosts"]
+        hosts = api.list_all(api.tenant("/os-hosts"), "hosts")
     rows = [{**h, "heartbeat": ago(h["last_heartbeat"]),
              "pool_attrs": ", ".join(h["pool_attrs"]),
              **{what: _of(h.get(f"{what}_used", 0), h.get(f"{what}_capacity"))
@@ -58,8 +58,8 @@ def device_list(
     """(admin) List PCI devices with their status and owner."""
     params: dict[str, Any] = {"host": host, "status": status}
     with Client(url, token) as api:
-        devices = api.call("GET", api.tenant("/os-pci-devices"),
-                           params={k: v for k, v in params.items() if v})["pci_devices"]
+        devices = api.list_all(api.tenant("/os-pci-devices"), "pci_devices",
+                               {k: v for k, v in params.items() if v})
     rows = [{**entry["device"], "host": entry["host"],
              "ids": f"{entry['device']['vendor_id']}:{entry['device']['product_id']}"}
             for entry in devices]
@@ -75,8 +75,8 @@ def pci_stats(host: HostFilter = None, url: Url = None, token: Token = None,
               as_json: Json = False) -> None:
     """(admin) PCI stats: each host's pools with their attributes, free and used counts."""
     with Client(url, token) as api:
-        stats = api.call("GET", api.tenant("/os-pci-stats"),
-                         params={"host": host} if host else None)["pci_stats"]
+        stats = api.list_all(api.tenant("/os-pci-stats"), "pci_stats",
+                             {"host": host} if host else None)
     show(stats, as_json, lambda: print_table(
         stats, ("host", "attrs", "dev_type", "numa_node", "parent_addr", "count", "free",
                 "used"),

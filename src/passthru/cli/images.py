@@ -104,7 +104,7 @@ def create(
 def list_images(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     """List images."""
     with Client(url, token) as api:
-        images = api.call("GET", api.tenant("/images"))["images"]
+        images = api.list_all(api.tenant("/images"), "images")
     rows = [{**i, "parts": [f["part"] for f in i["files"]]} for i in images]
     show(images, as_json, lambda: print_table(
         rows, ("name", "status", "disk_format", "virtual_size", "parts", "properties", "id"),

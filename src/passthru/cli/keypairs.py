@@ -33,7 +33,7 @@ def create(
 def list_keypairs(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     """List the project's keypairs with their fingerprints."""
     with Client(url, token) as api:
-        keypairs = [k["keypair"] for k in api.call("GET", api.tenant("/os-keypairs"))["keypairs"]]
+        keypairs = [k["keypair"] for k in api.list_all(api.tenant("/os-keypairs"), "keypairs")]
     show(keypairs, as_json, lambda: print_table(
         keypairs, ("name", "type", "fingerprint"), headers=("Name", "Type", "Fingerprint"),
         title="Keypairs"))

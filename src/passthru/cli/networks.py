@@ -47,7 +47,7 @@ def create(
 def list_networks(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     """List the networks this project can use."""
     with Client(url, token) as api:
-        networks = api.call("GET", api.tenant("/networks"))["networks"]
+        networks = api.list_all(api.tenant("/networks"), "networks")
     show(networks, as_json, lambda: print_table(networks, _COLUMNS, headers=_HEADERS,
                                                 title="Networks"))
 

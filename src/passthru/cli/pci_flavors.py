@@ -110,7 +110,7 @@ def update(
 def list_flavors(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     """List PCI flavors with their match pairs."""
     with Client(url, token) as api:
-        flavors = api.call("GET", api.tenant("/os-pci-flavors"))["os-pci-flavors"]
+        flavors = api.list_all(api.tenant("/os-pci-flavors"), "os-pci-flavors")
     rows = [{**f, "spec": _spec(f)} for f in flavors]
     show(flavors, as_json, lambda: print_table(
         rows, ("name", "spec", "description", "UUID"),

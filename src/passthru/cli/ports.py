@@ -50,8 +50,7 @@ def list_ports(
 ) -> None:
     """List this project's ports."""
     with Client(url, token) as api:
-        ports = api.call("GET", api.tenant("/ports"),
-                         params={"all_projects": all_projects})["ports"]
+        ports = api.list_all(api.tenant("/ports"), "ports", {"all_projects": all_projects})
     show(ports, as_json, lambda: print_table(ports, _COLUMNS, headers=_HEADERS, title="Ports"))
 
 

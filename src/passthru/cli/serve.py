@@ -120,6 +120,14 @@ def serve(
         help="Seconds after which a server left being built on no host (a controller "
         "stopped mid-boot) is failed or placed again, its ports and devices released; "
         "checked at start-up and then periodically.")] = 120.0,
+    page_size: Annotated[int, typer.Option(
+        "--page-size", min=1,
+        help="Items on one page of a list when the request gives no limit; the body's "
+        "next link has the rest.")] = 100,
+    max_page_size: Annotated[int, typer.Option(
+        "--max-page-size", min=1,
+        help="The most items one page of a list may hold (Nova's max_limit); a bigger "
+        "limit is cut to it.")] = 1000,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -148,7 +156,8 @@ def serve(
                         store_retry_after=store_retry_after,
                         keep_deleted_days=keep_deleted_days, keep_events_days=keep_events_days,
                         max_events=max_events, events_archive=events_archive,
-                        unplaced_grace=unplaced_grace)
+                        unplaced_grace=unplaced_grace, page_size=page_size,
+                        max_page_size=max_page_size)
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)

@@ -108,8 +108,8 @@ def list_servers(
 ) -> None:
     """List this project's servers with their hosts and PCI devices."""
     with Client(url, token) as api:
-        servers = api.call("GET", api.tenant("/servers"),
-                           params={"all_projects": all_projects})["servers"]
+        servers = api.list_all(api.tenant("/servers"), "servers",
+                               {"all_projects": all_projects})
     rows = [{**s, "devices": _devices(s)} for s in servers]
     show(servers, as_json, lambda: print_table(rows, _COLUMNS, headers=_HEADERS,
                                                title="Servers"))

@@ -95,8 +95,8 @@ def token_list(
     """(admin) List every token: its id (for token-revoke), name, role, project or host,
     when it was issued and when it expires. Tokens themselves are never shown again."""
     with Client(url, token) as api:
-        tokens = api.call("GET", api.tenant("/tokens"),
-                          params={"role": role.value} if role else None)["tokens"]
+        tokens = api.list_all(api.tenant("/tokens"), "tokens",
+                              {"role": role.value} if role else None)
     rows = [{**t, "bound": t["host"] if t["role"] == Role.AGENT else t["project"],
              "created": _when(t["created_at"], "-"),
              "expires": _when(t["expires_at"], "never") + (" (expired)" if t["expired"] else "")}

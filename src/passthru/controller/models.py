@@ -308,7 +308,10 @@ class NetworkRow(Base):
 
 class PortRow(Base):
     __tablename__ = "ports"
-    __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
+    # Lists page through ports oldest first, in a project or across all (api.paging).
+    __table_args__ = (UniqueConstraint("network_id", "mac_address"),
+                      Index("ix_ports_project_page", "project", "created_at", "id"),
+                      Index("ix_ports_page", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     name: Mapped[str] = mapped_column(String(255), default="")
@@ -348,6 +351,9 @@ class KeypairRow(Base):
 
 class ServerRow(Base):
     __tablename__ = "servers"
+    # Lists page through servers oldest first, in a project or across all (api.paging).
+    __table_args__ = (Index("ix_servers_project_page", "project", "created_at", "uuid"),
+                      Index("ix_servers_page", "created_at", "uuid"))
 
     uuid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     name: Mapped[str] = mapped_column(String(255), index=True)
@@ -476,6 +482,8 @@ class EventRow(Base):
     """What happened to devices and hosts: claims, frees, removals, hosts going down."""
 
     __tablename__ = "events"
+    # The event list pages newest first by (time, id) (api.paging).
+    __table_args__ = (Index("ix_events_page", "time", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     time: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -101,6 +101,11 @@ class Settings:
     # --- pushed orders and heart-beats ---
 
     # --- views: pagination and summaries ---
+    #: Items on one page of a list (servers, hosts, PCI stats, ...) when the request gives
+    #: no `limit`; the body's `<list>_links` has the next page's address.
+    page_size: int = 100
+    #: The most items one page may hold (Nova's `max_limit`): a bigger `limit` is cut to it.
+    max_page_size: int = 1000
 
     # --- the boot path: durability and batching ---
 

@@ -49,7 +49,7 @@ def start_agents(cluster: Cluster, hosts: Sequence[DemoHost], shell: Shell) -> N
 
 
 def _reported(api: Client) -> dict[str, tuple[str, int]]:
-    hosts = api.call("GET", api.tenant("/os-hosts"))["hosts"]
+    hosts = api.list_all(api.tenant("/os-hosts"), "hosts")
     return {h["name"]: (h["status"], h["devices"]) for h in hosts}
 
 

@@ -1,10 +1,17 @@
 // The fleet page: reads the controller's admin endpoints with the token from the URL
 // fragment and draws hosts, PCI flavors, pools, servers and events. Read-only.
+//
+// What it asks stays small whatever the fleet's size: every 10 s the fleet summary (a few
+// numbers), the first page of hosts (their heart-beats) and the events since the newest
+// one it has; the first page of pools and servers only when the summary moved, further
+// pages when asked ("More").
 "use strict";
 
 const TOKEN_KEY = "passthru.token";
 const REFRESH_MS = 10000;
 const EVENT_LIMIT = 50;
+const PAGE = 100;
+const POOL_PAGE = 1000;
 // Relative, so that the page also works behind a proxy that mounts the controller
 // under a path prefix.
 const API = "v2/";
@@ -57,21 +64,65 @@ async function requireAdmin(token) {
   }
 }
 
+// The next page of a list: the same path with the marker of the body's next link (its
+// address is the controller's own view of the URL, which a proxy may change).
+function nextPath(path, body, key) {
+  const next = (body[`${key}_links`] ?? []).find((link) => link.rel === "next");
+  if (!next) return null;
+  const marker = new URL(next.href, location.href).searchParams.get("marker");
+  const url = new URL(path, "http://x/");
+  url.searchParams.set("marker", marker);
+  return url.pathname.slice(1) + url.search;
+}
+
+// A list drawn page by page: `items` so far, and the path of the page after them.
+async function firstPage(path, key, token) {
+  const body = await get(path, token);
+  return { path, key, items: body[key], next: nextPath(path, body, key) };
+}
+
+async function morePage(list, token) {
+  const body = await get(list.next, token);
+  return { ...list, items: list.items.concat(body[list.key]), next: nextPath(list.path, body, list.key) };
+}
+
+// What the page holds between rounds.
+const state = { summary: null, hosts: null, pools: null, servers: null, events: [] };
+
+function fetchHosts(token) {
+  return firstPage(`admin/os-hosts?limit=${PAGE}`, "hosts", token);
+}
+
+async function fetchDetail(token) {
+  [state.hosts, state.pools, state.servers] = await Promise.all([
+    fetchHosts(token),
+    firstPage(`admin/os-pci-stats?limit=${POOL_PAGE}`, "pci_stats", token),
+    firstPage(`admin/servers?all_projects=true&limit=${PAGE}`, "servers", token),
+  ]);
+}
+
+async function fetchEvents(token, newest) {
+  if (newest !== null && state.events.length && state.events[0].id >= newest) return;
+  const since = state.events.length ? `&after=${state.events[0].id}` : "";
+  const body = await get(`admin/os-events?limit=${EVENT_LIMIT}${since}`, token);
+  state.events = body.events.concat(state.events).slice(0, EVENT_LIMIT);
+}
+
+// One round: the summary, and whatever changed since the last round.
 async function fetchFleet(token) {
   await requireAdmin(token);
-  const [hosts, pools, flavors, servers, events] = await Promise.all([
-    get("admin/os-hosts", token),
-    get("admin/os-pci-stats", token),
-    get("admin/os-pci-flavor-stats", token),
-    get("admin/servers?all_projects=true", token),
-    get(`admin/os-events?limit=${EVENT_LIMIT}`, token),
-  ]);
+  const { summary } = await get("admin/os-fleet-summary", token);
+  const moved = JSON.stringify(summary) !== JSON.stringify(state.summary);
+  // Heart-beats move without the summary: the first page of hosts is read every round.
+  const hosts = async () => { state.hosts = await fetchHosts(token); };
+  await Promise.all([moved ? fetchDetail(token) : hosts(), fetchEvents(token, summary.last_event)]);
+  state.summary = summary;
   return {
-    hosts: hosts.hosts,
-    pools: pools.pci_stats,
-    flavors: flavors.pci_flavor_stats,
-    servers: servers.servers,
-    events: events.events,
+    summary,
+    hosts: state.hosts,
+    pools: state.pools,
+    servers: state.servers,
+    events: state.events,
   };
 }
 
@@ -139,39 +190,51 @@ function chips(attrs) {
     el("span", { class: "k" }, key), "=", value));
 }
 
-function sum(items) {
-  return items.reduce((total, item) => ({
-    count: total.count + item.count, free: total.free + item.free, used: total.used + item.used,
-  }), { count: 0, free: 0, used: 0 });
-}
-
 function empty(columns, text) {
   return el("tr", { class: "empty" }, el("td", { colspan: columns }, text));
 }
 
+// "More" under a paged list: fetches its next page and draws again.
+function more(list, name) {
+  const button = document.getElementById(`more-${name}`);
+  button.hidden = !list.next;
+  button.onclick = async () => {
+    const token = takeToken();
+    button.disabled = true;
+    try {
+      state[name] = await morePage(list, token);
+      draw({ summary: state.summary, ...state });
+    } finally {
+      button.disabled = false;
+    }
+  };
+}
+
 // --- the sections ---------------------------------------------------------------------
 
-function drawSummary({ hosts, pools, servers, flavors }) {
-  const down = hosts.filter((h) => h.status !== "up").length;
+function drawSummary({ summary }) {
+  const { up, down } = summary.hosts;
   // The controller counts free as a VM could get it now: nothing on a host that is down.
-  const total = sum(pools);
+  const total = summary.devices;
+  const servers = Object.values(summary.servers).reduce((a, b) => a + b, 0);
   const items = [
-    ["Hosts", `${hosts.length - down} up`, down ? `${down} down` : null],
+    ["Hosts", `${up} up`, down ? `${down} down` : null],
     ["Devices", total.count, null],
     ["Used", total.used, null],
     ["Free", total.free, null],
-    ["PCI flavors", flavors.length, null],
-    ["Servers", servers.length, null],
+    ["PCI flavors", summary.pci_flavors.length, null],
+    ["Servers", servers, null],
   ];
   document.getElementById("summary").replaceChildren(...items.map(([name, value, alarm]) =>
     el("div", { class: "stat" }, el("dt", {}, name),
       el("dd", {}, value, alarm ? el("span", { class: "alarm" }, alarm) : null))));
 }
 
-function drawHosts({ hosts, pools }) {
-  const rows = hosts.map((host) => {
+function drawHosts({ hosts }) {
+  more(hosts, "hosts");
+  const rows = hosts.items.map((host) => {
     const up = host.status === "up";
-    const usage = sum(pools.filter((p) => p.host === host.name));
+    const usage = { count: host.devices, free: host.free, used: host.used };
     return el("tr", { data: { host: host.name, status: host.status }, class: up ? "" : "is-down" },
       el("td", { class: "name" }, el("span", { class: `dot ${up ? "ok" : "bad"}` }), host.name),
       el("td", {}, pill(host.status, up ? "ok" : "bad")),
@@ -183,17 +246,14 @@ function drawHosts({ hosts, pools }) {
     ...(rows.length ? rows : [empty(5, "No host has reported yet: start an agent with passthru agent --config FILE.")]));
 }
 
-function drawFlavors({ flavors }) {
-  const rows = flavors.map((flavor) => el("div",
+function drawFlavors({ summary }) {
+  const rows = summary.pci_flavors.map((flavor) => el("div",
     { class: "flavor row", data: { flavor: flavor.name, count: flavor.count, free: flavor.free, used: flavor.used } },
     el("div", { class: "label" },
       el("div", { class: "title" }, flavor.name,
         flavor.description ? el("span", { class: "description" }, flavor.description) : null),
       el("div", { class: "spec" }, Object.keys(flavor.spec).length ? chips(flavor.spec) : el("span", { class: "muted" }, "any device"))),
-    el("div", { class: "usage" }, bar(flavor), counts(flavor),
-      el("div", { class: "per-host" }, flavor.hosts.map((h) =>
-        el("span", { class: "host-share", title: `${h.used} used, ${h.free} free of ${h.count}` },
-          h.host, " ", el("b", {}, `${h.free}/${h.count}`)))))));
+    el("div", { class: "usage" }, bar(flavor), counts(flavor))));
   document.getElementById("flavors").replaceChildren(
     ...(rows.length ? rows : [el("p", { class: "muted" }, "No PCI flavors yet: create one with passthru pci-flavor-create NAME.")]));
 }
@@ -209,8 +269,16 @@ function poolLabel(pool) {
 }
 
 function drawPools({ hosts, pools }) {
-  const cards = hosts.map((host) => {
-    const own = pools.filter((p) => p.host === host.name);
+  more(pools, "pools");
+  // The pools of the hosts drawn above (their status is the hosts list's).
+  const status = new Map(hosts.items.map((host) => [host.name, host.status]));
+  const byHost = new Map();
+  for (const pool of pools.items) {
+    if (!byHost.has(pool.host)) byHost.set(pool.host, []);
+    byHost.get(pool.host).push(pool);
+  }
+  const cards = [...byHost].map(([name, own]) => {
+    const host = { name, status: status.get(name) ?? "up" };
     const up = host.status === "up";
     return el("article", { class: `host-card${up ? "" : " is-down"}`, data: { host: host.name } },
       el("header", {}, el("span", { class: `dot ${up ? "ok" : "bad"}` }), el("b", {}, host.name),
@@ -229,8 +297,9 @@ function deviceChip(device) {
 }
 
 function drawServers({ servers }) {
+  more(servers, "servers");
   const tone = { ACTIVE: "ok", BUILD: "info", ERROR: "bad" };
-  const rows = servers.map((server) => {
+  const rows = servers.items.map((server) => {
     const devices = server.pci_requests.flatMap((r) => r.devices);
     return el("tr", { data: { server: server.name } },
       el("td", { class: "name", title: server.id }, server.name, el("span", { class: "muted id" }, shortId(server.id))),
@@ -321,6 +390,7 @@ async function refresh() {
     if (mine !== round) return;
     if (error.status === 401) return refuse("refused", "The controller refused this token:", error.message);
     if (error.status === 403) return refuse("forbidden", "This token may not read the fleet:", error.message);
+    state.summary = null;  // a failed round may have left half of the detail behind
     notify("unreachable", "Could not refresh:", `${error.message}. Retrying every ${REFRESH_MS / 1000} s.`);
   }
   timer = setTimeout(refresh, REFRESH_MS);

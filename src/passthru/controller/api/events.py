@@ -16,6 +16,7 @@ from sqlalchemy import Select, or_, select
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, name_query
+from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
 from passthru.controller.events import EventKind
 from passthru.controller.mapping import event_record
 from passthru.controller.models import EventRow, ServerRow
@@ -40,8 +41,9 @@ class Event(BaseModel):
     message: str
 
 
-class EventList(BaseModel):
+class EventList(PagedList):
     events: list[Event]
+    events_links: Links
 
 
 def _utc(moment: datetime, name: str) -> datetime:
@@ -65,12 +67,14 @@ def _canonical_device(text: str) -> str:
 def _events_query(host: str | None = None, device: str | None = None,
                  server: str | None = None, kinds: list[EventKind] | None = None,
                  since: datetime | None = None, until: datetime | None = None,
+                 after: int | None = None,
                  ) -> Select[tuple[EventRow, str | None, str | None]]:
-    """Events matching every filter given, newest first, with their server's name and
-    project. `server` is a UUID or a name (every server ever called that)."""
+    """Events matching every filter given, with their server's name and project.
+    `server` is a UUID or a name (every server ever called that)."""
     query = (select(EventRow, ServerRow.name, ServerRow.project)
-             .outerjoin(ServerRow, ServerRow.uuid == EventRow.server)
-             .order_by(EventRow.time.desc(), EventRow.id.desc()))
+             .outerjoin(ServerRow, ServerRow.uuid == EventRow.server))
+    if after is not None:
+        query = query.where(EventRow.id > after)
     if host is not None:
         query = query.where(EventRow.host == host)
     if device is not None:
@@ -101,10 +105,17 @@ def list_events(
     since: datetime | None = Query(None, description="only at or after this time (UTC "
                                                      "unless a zone is given)"),
     until: datetime | None = Query(None, description="only before this time"),
-    limit: int = Query(100, ge=1, le=10000, description="at most this many, newest first"),
+    after: int | None = Query(None, ge=0, description="only events with an id above this "
+                              "(the newest a client has seen: what happened since)"),
+    *, page: Page,
 ) -> EventList:
+    """Newest first (by time, then id); the marker is an event's id."""
     who.require_admin("listing events")
-    query = _events_query(host, device, server, kind, since, until).limit(limit)
+    query = _events_query(host, device, server, kind, since, until, after)
     with store.read() as session:
+        query = keyset(session, query, (EventRow.time, EventRow.id), page, "event", "id",
+                       by(EventRow.id, int), descending=True)
+        rows, more = split(session.execute(query).all(), page)
         return EventList(events=[Event(**event_record(row, name, project))
-                                 for row, name, project in session.execute(query)])
+                                 for row, name, project in rows],
+                         events_links=page.next_links(rows, more, lambda r: r[0].id))

@@ -14,6 +14,7 @@ from passthru.controller import topics
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name, NamePath, Text
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import (
@@ -53,8 +54,9 @@ class FlavorBody(BaseModel):
     flavor: Flavor
 
 
-class FlavorList(BaseModel):
+class FlavorList(PagedList):
     flavors: list[Flavor]
+    flavors_links: Links
 
 
 class ExtraSpecs(BaseModel):
@@ -74,10 +76,13 @@ def check_extra_specs(session: Session, flavor: str, extra_specs: dict[str, str]
 
 
 @router.get("", response_model=FlavorList, summary="List flavors")
-def list_flavors(who: TenantCaller, store: StoreDep) -> FlavorList:
+def list_flavors(who: TenantCaller, store: StoreDep, page: Page) -> FlavorList:
+    """By name; the marker is a flavor's id."""
     with store.read() as session:
-        rows = session.scalars(select(FlavorRow).order_by(FlavorRow.name))
-        return FlavorList(flavors=[flavor_view(r) for r in rows])
+        rows, more = rows_page(session, select(FlavorRow), (FlavorRow.name,), page, "flavor",
+                               "id", by(FlavorRow.id))
+        return FlavorList(flavors=[flavor_view(r) for r in rows],
+                          flavors_links=page.next_links(rows, more, lambda r: r.id))
 
 
 @router.post("", status_code=201, response_model=FlavorBody, summary="Create a flavor")

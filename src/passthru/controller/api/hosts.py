@@ -1,25 +1,31 @@
 """The fleet, for admins: hosts (with their capacity and use), their PCI devices, and PCI
-stats (pools with free/used)."""
+stats (pools with free/used).
+
+Host rows and pool rows are the store's; how many devices each pool has free and used is
+the scheduler's index (`Scheduler.pool_tallies`), which counts them as `controller.usage`
+counts the store, without a query over every device row. Whether a host is up is the
+store's, so a host the sweep marked down has nothing free here at once.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, select
 
-from passthru.controller.api.deps import StoreDep, TenantCaller
+from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, NamePath, name_query
+from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.errors import NotFoundError
-from passthru.controller.mapping import device_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, Role
-from passthru.controller.usage import pool_usages
+from passthru.controller.mapping import device_from_row, pool_from_row
+from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow, Role
+from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RESPONSES)
@@ -36,6 +42,7 @@ class Host(BaseModel):
     pool_attrs: list[str]
     devices: int
     free: int
+    used: int = 0
     vcpus_capacity: int | None = None
     vcpus_used: int = 0
     ram_mb_capacity: int | None = None
@@ -44,8 +51,9 @@ class Host(BaseModel):
     disk_gb_used: int = 0
 
 
-class HostList(BaseModel):
+class HostList(PagedList):
     hosts: list[Host]
+    hosts_links: Links
 
 
 class HostBody(BaseModel):
@@ -59,8 +67,9 @@ class HostDevice(BaseModel):
     device: PciDevice
 
 
-class HostDeviceList(BaseModel):
+class HostDeviceList(PagedList):
     pci_devices: list[HostDevice]
+    pci_devices_links: Links
 
 
 class PoolStats(BaseModel):
@@ -78,8 +87,9 @@ class PoolStats(BaseModel):
     used: int
 
 
-class PoolStatsList(BaseModel):
+class PoolStatsList(PagedList):
     pci_stats: list[PoolStats]
+    pci_stats_links: Links
 
 
 class AgentTokenCreateBody(BaseModel):
@@ -90,41 +100,50 @@ class AgentToken(IssuedToken):
     host: str
 
 
-def _hosts(session: Session, name: str | None = None) -> list[Host]:
-    where = [HostRow.name == name] if name is not None else []
-    hosts = session.scalars(select(HostRow).where(*where).order_by(HostRow.name)).all()
-    tallies: dict[str, Counter[str]] = {}
-    for usage in pool_usages(session, name):
-        tallies.setdefault(usage.host, Counter()).update(count=usage.count, free=usage.free)
+_HOST_COLUMNS = (HostRow.name, HostRow.status, HostRow.last_heartbeat, HostRow.generation,
+                 HostRow.pool_attrs, HostRow.vcpus_capacity, HostRow.vcpus_used,
+                 HostRow.ram_mb_capacity, HostRow.ram_mb_used, HostRow.disk_gb_capacity,
+                 HostRow.disk_gb_used)
+
+
+def _host_views(rows: Sequence[Row[Any]], scheduler: Scheduler) -> list[Host]:
+    """Host rows with their device counts from the scheduler's index."""
+    tallies = scheduler.pool_tallies(row.name for row in rows)
     views = []
-    for host in hosts:
-        tally = tallies.get(host.name, Counter())
-        views.append(Host(name=host.name, status=host.status,
-                          last_heartbeat=host.last_heartbeat, generation=host.generation,
-                          pool_attrs=host.pool_attrs, devices=tally["count"],
-                          free=tally["free"], vcpus_capacity=host.vcpus_capacity,
-                          vcpus_used=host.vcpus_used, ram_mb_capacity=host.ram_mb_capacity,
-                          ram_mb_used=host.ram_mb_used, disk_gb_capacity=host.disk_gb_capacity,
-                          disk_gb_used=host.disk_gb_used))
+    for row in rows:
+        pools = tallies.get(row.name, [])
+        up = row.status is HostStatus.UP
+        views.append(Host(**row._asdict(), devices=sum(t.count for t in pools),
+                          free=sum(t.available for t in pools) if up else 0,
+                          used=sum(t.used for t in pools)))
     return views
 
 
 @router.get("/os-hosts", response_model=HostList, summary="List hosts (admin)")
-def list_hosts(who: TenantCaller, store: StoreDep) -> HostList:
+def list_hosts(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page: Page,
+               status: HostStatus | None = Query(None, description="only hosts in this status"),
+               ) -> HostList:
+    """By name; the marker is a host's name. Device counts are the scheduler's."""
     who.require_admin("listing hosts")
+    scope = [] if status is None else [HostRow.status == status]
     with store.read() as session:
-        return HostList(hosts=_hosts(session))
+        query = keyset(session, select(*_HOST_COLUMNS).where(*scope), (HostRow.name,), page,
+                       "host", "name", by(HostRow.name, scope=scope))
+        rows, more = split(session.execute(query).all(), page)
+    return HostList(hosts=_host_views(rows, scheduler),
+                    hosts_links=page.next_links(rows, more, lambda r: r.name))
 
 
 @router.get("/os-hosts/{host}", response_model=HostBody, summary="Show a host (admin)")
-def show_host(who: TenantCaller, store: StoreDep, host: NamePath) -> HostBody:
+def show_host(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, host: NamePath
+              ) -> HostBody:
     who.require_admin("showing a host")
     with store.read() as session:
-        found = _hosts(session, host)
+        found = session.execute(select(*_HOST_COLUMNS).where(HostRow.name == host)).all()
     if not found:
         raise NotFoundError(f"no host {host!r} has reported yet (start its agent with a "
                             f"token from passthru host-token {host})")
-    return HostBody(host=found[0])
+    return HostBody(host=_host_views(found, scheduler)[0])
 
 
 @router.post("/os-hosts/{host}/tokens", status_code=201, response_model=AgentToken,
@@ -137,37 +156,67 @@ def create_host_token(who: TenantCaller, store: StoreDep, host: NamePath,
                       expires_at=issued.row.expires_at, token=issued.token)
 
 
+def _device_marker(marker: str) -> list[ColumnElement[bool]]:
+    host, slash, address = marker.rpartition("/")
+    if not slash:
+        raise ValueError(marker)
+    return [HostRow.name == host, DeviceRow.address == address, DeviceRow.host_id == HostRow.id]
+
+
 @router.get("/os-pci-devices", response_model=HostDeviceList,
             summary="List PCI devices (admin)")
-def list_devices(who: TenantCaller, store: StoreDep,
+def list_devices(who: TenantCaller, store: StoreDep, page: Page,
                  host: Annotated[CheckedName | None,
                                  name_query("only this host's devices")] = None,
                  status: DeviceStatus | None = Query(None, description="only in this status"),
                  ) -> HostDeviceList:
+    """By host name, then address; the marker is HOST/ADDRESS of a device."""
     who.require_admin("listing PCI devices")
-    query = (select(DeviceRow, HostRow.name).join(HostRow)
-             .order_by(HostRow.name, DeviceRow.address))
+    query = select(DeviceRow, HostRow.name).join(HostRow)
     if host is not None:
         query = query.where(HostRow.name == host)
     if status is not None:
         query = query.where(DeviceRow.status == status)
     with store.read() as session:
+        query = keyset(session, query, (HostRow.name, DeviceRow.address), page, "device",
+                       "HOST/ADDRESS", _device_marker)
+        rows, more = split(session.execute(query).all(), page)
         return HostDeviceList(pci_devices=[
             HostDevice(host=name, pool_id=row.pool_id, generation=row.generation,
-                       device=device_from_row(row))
-            for row, name in session.execute(query)])
+                       device=device_from_row(row)) for row, name in rows],
+            pci_devices_links=page.next_links(
+                rows, more, lambda r: f"{r[1]}/{r[0].address}"))
 
 
 @router.get("/os-pci-stats", response_model=PoolStatsList,
             summary="PCI stats: each host's pools with free and used counts (admin)")
-def pci_stats(who: TenantCaller, store: StoreDep,
+def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page: Page,
               host: Annotated[CheckedName | None, name_query("only this host's pools")] = None,
               ) -> PoolStatsList:
+    """By host name, then pool id; the marker is a pool id. The pools are the store's,
+    their counts the scheduler's."""
     who.require_admin("reading PCI stats")
+    query = select(PoolRow, HostRow.name, HostRow.status).join(HostRow)
+    if host is not None:
+        query = query.where(HostRow.name == host)
     with store.read() as session:
-        stats = [PoolStats(host=u.host, pool_id=u.pool_id, attrs=u.pool.attrs,
-                           dev_type=u.pool.dev_type, numa_node=u.pool.numa_node,
-                           parent_addr=u.pool.parent_addr, count=u.count, free=u.free,
-                           used=u.used)
-                 for u in pool_usages(session, host)]
-        return PoolStatsList(pci_stats=stats)
+        query = keyset(session, query, (HostRow.name, PoolRow.id), page, "pool", "id",
+                       lambda marker: [PoolRow.id == int(marker), PoolRow.host_id == HostRow.id])
+        rows, more = split(session.execute(query).all(), page)
+        pools = [(row.id, name, status, pool_from_row(row, devices=()))
+                 for row, name, status in rows]
+    tallies = {(name, t.pool.key): t
+               for name, found in scheduler.pool_tallies({name for _, name, _, _ in pools}
+                                                         ).items()
+               for t in found}
+    stats = []
+    for pool_id, name, status, pool in pools:
+        tally = tallies.get((name, pool.key))
+        count, available, used = (tally.count, tally.available, tally.used) if tally else (
+            0, 0, 0)
+        stats.append(PoolStats(host=name, pool_id=pool_id, attrs=pool.attrs,
+                               dev_type=pool.dev_type, numa_node=pool.numa_node,
+                               parent_addr=pool.parent_addr, count=count,
+                               free=available if status is HostStatus.UP else 0, used=used))
+    return PoolStatsList(pci_stats=stats,
+                         pci_stats_links=page.next_links(rows, more, lambda r: r[0].id))

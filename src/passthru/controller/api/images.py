@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from passthru.controller.api.deps import ImageFilesDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name, NamePath, Text
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.db import Store
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.image_files import (
@@ -83,8 +84,9 @@ class ImageBody(BaseModel):
     image: Image
 
 
-class ImageList(BaseModel):
+class ImageList(PagedList):
     images: list[Image]
+    images_links: Links
 
 
 def image_view(row: ImageRow) -> Image:
@@ -97,10 +99,13 @@ def image_view(row: ImageRow) -> Image:
 
 
 @router.get("", response_model=ImageList, summary="List images")
-def list_images(who: TenantCaller, store: StoreDep) -> ImageList:
+def list_images(who: TenantCaller, store: StoreDep, page: Page) -> ImageList:
+    """By name; the marker is an image's id."""
     with store.read() as session:
-        rows = session.scalars(select(ImageRow).order_by(ImageRow.name))
-        return ImageList(images=[image_view(r) for r in rows])
+        rows, more = rows_page(session, select(ImageRow), (ImageRow.name,), page, "image",
+                               "id", by(ImageRow.id))
+        return ImageList(images=[image_view(r) for r in rows],
+                         images_links=page.next_links(rows, more, lambda r: r.id))
 
 
 @router.post("", status_code=201, response_model=ImageBody,

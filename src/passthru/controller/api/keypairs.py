@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CleanText, Name, NamePath
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.errors import ConflictError
 from passthru.controller.keypairs import find_keypair, parse_public_key
 from passthru.controller.models import KeypairRow, ServerRow, ServerStatus
@@ -44,10 +45,11 @@ class KeypairBody(BaseModel):
     keypair: Keypair
 
 
-class KeypairList(BaseModel):
+class KeypairList(PagedList):
     """Nova's list shape: each entry wrapped in its own `keypair`."""
 
     keypairs: list[KeypairBody]
+    keypairs_links: Links
 
 
 def keypair_view(row: KeypairRow) -> Keypair:
@@ -56,11 +58,15 @@ def keypair_view(row: KeypairRow) -> Keypair:
 
 
 @router.get("", response_model=KeypairList, summary="List the project's keypairs")
-def list_keypairs(tenant_id: NamePath, who: TenantCaller, store: StoreDep) -> KeypairList:
+def list_keypairs(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: Page
+                  ) -> KeypairList:
+    """By name; the marker is a keypair's name, as Nova's."""
+    mine = KeypairRow.project == tenant_id
     with store.read() as session:
-        rows = session.scalars(select(KeypairRow).where(KeypairRow.project == tenant_id)
-                               .order_by(KeypairRow.name))
-        return KeypairList(keypairs=[KeypairBody(keypair=keypair_view(r)) for r in rows])
+        rows, more = rows_page(session, select(KeypairRow).where(mine), (KeypairRow.name,),
+                               page, "keypair", "name", by(KeypairRow.name, scope=[mine]))
+        return KeypairList(keypairs=[KeypairBody(keypair=keypair_view(r)) for r in rows],
+                           keypairs_links=page.next_links(rows, more, lambda r: r.name))
 
 
 @router.post("", status_code=201, response_model=KeypairBody,

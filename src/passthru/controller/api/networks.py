@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Int32, Name, NamePath
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.errors import ConflictError
 from passthru.controller.models import NetworkRow
 from passthru.controller.ports import visible_network
@@ -47,8 +48,9 @@ class NetworkBody(BaseModel):
     network: Network
 
 
-class NetworkList(BaseModel):
+class NetworkList(PagedList):
     networks: list[Network]
+    networks_links: Links
 
 
 def network_view(row: NetworkRow) -> Network:
@@ -58,12 +60,16 @@ def network_view(row: NetworkRow) -> Network:
 
 
 @router.get("", response_model=NetworkList, summary="List the networks the project can use")
-def list_networks(tenant_id: NamePath, who: TenantCaller, store: StoreDep) -> NetworkList:
-    query = select(NetworkRow).order_by(NetworkRow.name)
-    if not who.is_admin:
-        query = query.where(or_(NetworkRow.project.is_(None), NetworkRow.project == tenant_id))
+def list_networks(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: Page
+                  ) -> NetworkList:
+    """By name; the marker is a network's id."""
+    scope = [] if who.is_admin else [
+        or_(NetworkRow.project.is_(None), NetworkRow.project == tenant_id)]
     with store.read() as session:
-        return NetworkList(networks=[network_view(r) for r in session.scalars(query)])
+        rows, more = rows_page(session, select(NetworkRow).where(*scope), (NetworkRow.name,),
+                               page, "network", "id", by(NetworkRow.id, scope=scope))
+        return NetworkList(networks=[network_view(r) for r in rows],
+                           networks_links=page.next_links(rows, more, lambda r: r.id))
 
 
 #: The PostgreSQL advisory lock network creates take turns on.

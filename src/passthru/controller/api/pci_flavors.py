@@ -30,6 +30,7 @@ from passthru.controller import topics
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, Key, NamePath, Text
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.errors import ConflictError, ForbiddenError
 from passthru.controller.lookup import find
 from passthru.controller.models import PciFlavorRow, PciFlavorSpecRow
@@ -67,10 +68,11 @@ class PciFlavorBody(BaseModel):
     pci_flavor: PciFlavorView = Field(alias="os-pci-flavor")
 
 
-class PciFlavorList(BaseModel):
+class PciFlavorList(PagedList):
     model_config = ConfigDict(populate_by_name=True)
 
     pci_flavors: list[PciFlavorView] = Field(alias="os-pci-flavors")
+    pci_flavors_links: Links = Field(alias="os-pci-flavors_links")
 
 
 class PciFlavorCreate(BaseModel):
@@ -154,10 +156,13 @@ def _name_free(session: Session, name: str) -> None:
 
 @router.get("/os-pci-flavors", response_model=PciFlavorList, response_model_by_alias=True,
             summary="List PCI flavors")
-def list_pci_flavors(who: TenantCaller, store: StoreDep) -> PciFlavorList:
+def list_pci_flavors(who: TenantCaller, store: StoreDep, page: Page) -> PciFlavorList:
+    """By name; the marker is a PCI flavor's UUID."""
     with store.read() as session:
-        rows = session.scalars(select(PciFlavorRow).order_by(PciFlavorRow.name))
-        return PciFlavorList(pci_flavors=[flavor_view(r) for r in rows])
+        rows, more = rows_page(session, select(PciFlavorRow), (PciFlavorRow.name,), page,
+                               "PCI flavor", "UUID", by(PciFlavorRow.uuid))
+        return PciFlavorList(pci_flavors=[flavor_view(r) for r in rows],
+                             pci_flavors_links=page.next_links(rows, more, lambda r: r.uuid))
 
 
 @router.post("/os-pci-flavors", status_code=201, response_model=PciFlavorBody,

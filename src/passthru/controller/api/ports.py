@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, CheckedName, Name, NamePath, Text
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.auth import Principal
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
@@ -60,8 +61,9 @@ class PortBody(BaseModel):
     port: Port
 
 
-class PortList(BaseModel):
+class PortList(PagedList):
     ports: list[Port]
+    ports_links: Links
 
 
 def port_view(row: PortRow) -> Port:
@@ -79,13 +81,17 @@ def _scope(who: Principal, tenant_id: str, all_projects: bool) -> list[Any]:
 
 @router.get("", response_model=PortList, response_model_by_alias=True,
             summary="List the project's ports")
-def list_ports(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
+def list_ports(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: Page,
                all_projects: bool = Query(False, description="admin: every project's ports"),
                ) -> PortList:
-    query = select(PortRow).where(*_scope(who, tenant_id, all_projects)).order_by(
-        PortRow.created_at)
+    """Oldest first; the marker is a port's id."""
+    scope = _scope(who, tenant_id, all_projects)
     with store.read() as session:
-        return PortList(ports=[port_view(r) for r in session.scalars(query)])
+        rows, more = rows_page(session, select(PortRow).where(*scope),
+                               (PortRow.created_at, PortRow.id), page, "port", "id",
+                               by(PortRow.id, scope=scope))
+        return PortList(ports=[port_view(r) for r in rows],
+                        ports_links=page.next_links(rows, more, lambda r: r.id))
 
 
 @router.post("", status_code=201, response_model=PortBody, response_model_by_alias=True,

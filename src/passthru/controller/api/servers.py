@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from passthru.controller.api.deps import CatalogDep, SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, Name, NamePath
+from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
 from passthru.controller.auth import Principal
 from passthru.controller.boot import (
     MAX_USER_DATA,
@@ -112,8 +113,9 @@ class ServerBody(BaseModel):
     server: Server
 
 
-class ServerList(BaseModel):
+class ServerList(PagedList):
     servers: list[Server]
+    servers_links: Links
 
 
 def _request_view(row: PciRequestRow) -> RequestDevices:
@@ -167,13 +169,18 @@ def _find(session: Session, who: Principal, tenant_id: str, ref: str) -> ServerR
 
 
 @router.get("", response_model=ServerList, summary="List the project's servers")
-def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
+def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: Page,
                  all_projects: bool = Query(False, description="admin: every project's"),
                  ) -> ServerList:
-    query = (select(ServerRow).where(*_scope(who, tenant_id, all_projects))
-             .options(*_LOAD).order_by(ServerRow.created_at))
+    """Oldest first (by creation, then UUID); the marker is a server's UUID."""
+    scope = _scope(who, tenant_id, all_projects)
     with store.read() as session:
-        return ServerList(servers=[server_view(r) for r in session.scalars(query)])
+        query = keyset(session, select(ServerRow).where(*scope).options(*_LOAD),
+                       (ServerRow.created_at, ServerRow.uuid), page, "server", "UUID",
+                       by(ServerRow.uuid, scope=scope[1:]))
+        rows, more = split(session.scalars(query).all(), page)
+        return ServerList(servers=[server_view(r) for r in rows],
+                          servers_links=page.next_links(rows, more, lambda r: r.uuid))
 
 
 @router.post("", status_code=202, response_model=ServersCreated,

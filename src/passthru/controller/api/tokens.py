@@ -17,6 +17,7 @@ from sqlalchemy import select
 from passthru.controller.api.deps import Caller, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Name
+from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.auth import MAX_LIFETIME, Issued, expiry, issue_token, revoke_token
 from passthru.controller.db import Store
 from passthru.controller.models import Role, TokenRow, utcnow
@@ -84,8 +85,9 @@ class TokenInfo(BaseModel):
     expired: bool
 
 
-class TokenList(BaseModel):
+class TokenList(PagedList):
     tokens: list[TokenInfo]
+    tokens_links: Links
 
 
 @router.get("/v2/whoami", response_model=Identity, summary="The role and project of a token")
@@ -107,20 +109,21 @@ def create_member_token(who: TenantCaller, store: StoreDep, body: MemberTokenCre
 
 @router.get("/v2/{tenant_id}/tokens", response_model=TokenList,
             summary="List every token: role, project or host, name, expiry (admin)")
-def list_tokens(who: TenantCaller, store: StoreDep,
+def list_tokens(who: TenantCaller, store: StoreDep, page: Page,
                 role: Role | None = Query(None, description="only tokens of this role"),
                 ) -> TokenList:
+    """By id; the marker is a token's id."""
     who.require_admin("listing tokens")
-    query = select(TokenRow).order_by(TokenRow.id)
-    if role is not None:
-        query = query.where(TokenRow.role == role)
+    scope = [] if role is None else [TokenRow.role == role]
     now = utcnow()
     with store.read() as session:
+        rows, more = rows_page(session, select(TokenRow).where(*scope), (TokenRow.id,), page,
+                               "token", "id", by(TokenRow.id, int, scope))
         return TokenList(tokens=[
             TokenInfo(id=row.id, name=row.name, role=row.role, project=row.project,
                       host=row.host, created_at=row.created_at, expires_at=row.expires_at,
                       expired=row.expires_at is not None and row.expires_at <= now)
-            for row in session.scalars(query)])
+            for row in rows], tokens_links=page.next_links(rows, more, lambda r: r.id))
 
 
 @router.delete("/v2/{tenant_id}/tokens/{token_id}", status_code=204,

@@ -17,8 +17,10 @@ rebuild cost the next boot 100-250 ms.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import NamedTuple
 
 from passthru.controller.scheduler.shapes import (
     Criteria,
@@ -38,6 +40,31 @@ from passthru.pci.resources import Capacity, CpuPolicy, Usage, VmSize, pick_cpus
 
 class UnknownHostError(PassthruError):
     """A host the scheduler has never been told about."""
+
+
+class PoolTally(NamedTuple):
+    """A pool of a host as the views count it (`controller.usage` counts the store the
+    same way): devices not removed, available ones, and claimed or allocated ones."""
+
+    pool: Pool
+    signature: Signature
+    count: int
+    available: int
+    used: int
+
+
+_status = attrgetter("status")
+
+
+def _counts(slot: _Slot) -> tuple[int, int]:
+    """The pool's devices that are not removed, and those claimed or allocated."""
+    devices = slot.pool.devices
+    if slot.free == len(devices):
+        # Every device available (`recount` keeps `free` true): nothing to count.
+        return slot.free, 0
+    statuses = list(map(_status, devices))
+    return (len(statuses) - statuses.count(DeviceStatus.REMOVED),
+            statuses.count(DeviceStatus.CLAIMED) + statuses.count(DeviceStatus.ALLOCATED))
 
 
 @dataclass(slots=True)
@@ -95,6 +122,37 @@ class HostEntry:
         if self.capacity is None:
             return ()
         return pick_cpus(self.capacity, self.usage, size, node)
+
+
+def fleet_totals(entries: Sequence[HostEntry], down: Collection[str]
+                 ) -> dict[Signature, list[int]]:
+    """[devices, free, used] of these hosts per pool signature, nothing free on the hosts
+    in `down`: one pass over their pools, no object per pool. Reads statuses without the
+    scheduler's lock (each read is whole; a placement made meanwhile may be half in)."""
+    totals: dict[Signature, list[int]] = {}
+    get = totals.get
+    removed, claimed, allocated = (DeviceStatus.REMOVED, DeviceStatus.CLAIMED,
+                                   DeviceStatus.ALLOCATED)
+    for entry in entries:
+        for slot in entry.slots:
+            total = get(slot.signature)
+            if total is None:
+                total = totals[slot.signature] = [0, 0, 0]
+            free = slot.free
+            devices = slot.pool.devices
+            total[1] += free
+            if free == len(devices):  # all available: nothing to count (see _counts)
+                total[0] += free
+            else:
+                statuses = list(map(_status, devices))
+                total[0] += len(statuses) - statuses.count(removed)
+                total[2] += statuses.count(claimed) + statuses.count(allocated)
+    # Few hosts are down: their free devices come off afterwards.
+    for entry in entries:
+        if entry.name in down:
+            for slot in entry.slots:
+                totals[slot.signature][1] -= slot.free
+    return totals
 
 
 class _RememberedMatch:
@@ -293,6 +351,19 @@ class HostIndex:
             return signature_by_pool[id(pool)] in wanted[request.request_id]
 
         return serves
+
+    # --- what the views ask (read-only) ---------------------------------------------
+
+    def tallies(self, host: str) -> list[PoolTally]:
+        """Each pool of `host` with its counts (none for a host not in the index)."""
+        entry = self.hosts.get(host)
+        if entry is None:
+            return []
+        tallies = []
+        for slot in entry.slots:
+            count, used = _counts(slot)
+            tallies.append(PoolTally(slot.pool, slot.signature, count, slot.free, used))
+        return tallies
 
     # --- bookkeeping ------------------------------------------------------------------
 

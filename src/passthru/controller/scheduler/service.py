@@ -49,13 +49,14 @@ from passthru.controller import topics
 from passthru.controller.db import Store
 from passthru.controller.ledger import DeviceChange, HostChanges, LostRaceError, changes_of
 from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
-from passthru.controller.scheduler.index import HostIndex
+from passthru.controller.scheduler.index import HostIndex, PoolTally, fleet_totals
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
     NoValidHostError,
     Placement,
     place_many,
 )
+from passthru.controller.scheduler.shapes import Signature
 from passthru.controller.scheduler.snapshot import (
     DeviceRef,
     StoredHost,
@@ -218,6 +219,24 @@ class Scheduler:
         self._hosts[host.name] = host
         self.index.report(host.name, host.pools, up=host.up, socket_of=host.socket_of,
                           capacity=host.capacity, usage=host.usage)
+
+    # --- what the views read ------------------------------------------------------------
+
+    def pool_tallies(self, hosts: Iterable[str]) -> dict[str, list[PoolTally]]:
+        """The index's counts of each pool of these hosts, by host (those it has): a
+        page of stats without a query over device rows. Read under the lock, so that a
+        page never sees half a placement."""
+        with self._lock:
+            return {name: self.index.tallies(name) for name in hosts
+                    if name in self.index.hosts}
+
+    def pool_totals(self, down: Collection[str]) -> dict[Signature, list[int]]:
+        """The whole fleet's [devices, free, used] per pool signature, nothing free on the
+        hosts in `down` (`index.fleet_totals`). Only the list of hosts is taken under the
+        lock: a pass over every pool would hold placements up."""
+        with self._lock:
+            entries = list(self.index.hosts.values())
+        return fleet_totals(entries, down)
 
     # --- placing ------------------------------------------------------------------------
 

@@ -1,0 +1,321 @@
+"""Admin views benchmark: stats endpoints at 10k hosts, `GET /servers` at 50k servers and
+what the fleet page costs the controller, through a real `passthru serve`; prints JSON.
+
+    .venv/bin/python bench/views.py [--quick] [--baseline REV]
+
+The store (SQLite in a fresh data dir) is populated directly with bulk inserts: 10,000
+hosts (`--quick`: 1,000) that are up, each with 2 PFs of 32 VFs on two physical networks
+and 4 GPUs on two NUMA nodes (70 devices), grouped into pools as an agent's report would
+be; 4 PCI flavors; 50,000 servers (`--quick`: 5,000) ACTIVE in one project, one GPU or
+VF claimed by every fifth. Then `passthru serve` starts on it (with a heart-beat timeout
+long enough that no host goes down) and is asked over HTTP:
+
+- each stats endpoint and `GET /servers` (its first page, a full page of 1,000, and a
+  page in the middle by marker), several times; the median latency in ms;
+- the fleet page's rounds, as its script makes them every 10 s (`fleet.js`): a steady
+  round (summary, new events, the first page of hosts) and one after the summary moved
+  (that, and the first page of pools and servers). The controller's CPU time per round is read
+  from /proc around each round (median of several), then scaled to a minute of the page
+  open. Background work of the controller (its resync every 10 s) can fall into a round;
+  the median keeps it out.
+
+`--baseline REV` runs the old way against the code of git revision REV (its own source
+tree from `git archive`, its own store populated the same way): every list unpaged, the
+stats counted by the store, and the old page's round (every list whole, every 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = {"hosts": 10_000, "servers": 50_000}
+QUICK = {"hosts": 1_000, "servers": 5_000}
+FLAVORS = {"bigGPU": {"vendor_id": "10de", "product_id": "20b5"},
+           "VF1": {"product_id": "154c", "e.physical_network": "physnet1"},
+           "VF2": {"product_id": "154c", "e.physical_network": "physnet2"},
+           "PF": {"dev_type": "type-PF"}}
+REPEATS = 5
+ROUNDS = 9
+
+
+# --- populating the store (runs in a child, with the tree under test on its path) -------
+
+
+def _host_devices() -> list[dict[str, Any]]:
+    devices: list[dict[str, Any]] = []
+    for bus, network, node in (("3b", "physnet1", 0), ("5e", "physnet2", 1)):
+        pf = f"0000:{bus}:00.0"
+        tags = {"e.physical_network": network}
+        devices.append({"address": pf, "vendor_id": "8086", "product_id": "1572",
+                        "dev_type": "type-PF", "numa_node": node, "tags": tags})
+        devices += [{"address": f"0000:{bus}:{2 + i // 8:02x}.{i % 8}", "vendor_id": "8086",
+                     "product_id": "154c", "dev_type": "type-VF", "parent_addr": pf,
+                     "numa_node": node, "tags": tags} for i in range(32)]
+    devices += [{"address": address, "vendor_id": "10de", "product_id": "20b5",
+                 "dev_type": "type-PCI", "numa_node": node, "tags": {}}
+                for address, node in (("0000:17:00.0", 0), ("0000:65:00.0", 0),
+                                      ("0000:b1:00.0", 1), ("0000:ca:00.0", 1))]
+    return devices
+
+
+def part_populate(data_dir: str, hosts: int, servers: int) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from passthru.controller.db import Store
+    from passthru.controller.mapping import DEVICE_FIELDS, pool_key_text
+    from passthru.controller.migrate import upgrade
+    from passthru.controller.models import (
+        DeviceRow,
+        HostRow,
+        HostStatus,
+        PciFlavorRow,
+        PciFlavorSpecRow,
+        PoolRow,
+        ServerRow,
+        ServerStatus,
+    )
+    from passthru.controller.settings import DATABASE_FILE
+    from passthru.pci.device import DeviceStatus, DevType, PciDevice
+    from passthru.pci.pool import build_pools
+
+    started = time.perf_counter()
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    store = Store(f"sqlite:///{Path(data_dir) / DATABASE_FILE}")
+    upgrade(store.engine)
+    attrs = ["vendor_id", "product_id", "e.physical_network"]
+    template = build_pools([PciDevice(**{**d, "dev_type": DevType(d["dev_type"])})
+                            for d in _host_devices()], attrs)
+    now = datetime.now(UTC)
+    host_rows, pool_rows, device_rows, server_rows = [], [], [], []
+    owners = iter(range(0, servers, 5))
+    for host_id in range(1, hosts + 1):
+        host_rows.append({"id": host_id, "name": f"compute-{host_id:05d}", "pool_attrs": attrs,
+                          "status": HostStatus.UP, "last_heartbeat": now, "generation": 1})
+        claimed = 0
+        for pool in template:
+            pool_rows.append({"id": len(pool_rows) + 1, "host_id": host_id,
+                              "key": pool_key_text(pool.key), "attrs": pool.attrs,
+                              "dev_type": pool.dev_type, "numa_node": pool.numa_node,
+                              "parent_addr": pool.parent_addr})
+            for device in pool.devices:
+                row = {name: getattr(device, name) for name in DEVICE_FIELDS}
+                row.update(host_id=host_id, pool_id=len(pool_rows))
+                # One GPU and one VF of each host held by a server, while servers last.
+                if claimed < 2 and device.dev_type != "type-PF" and (
+                        (device.vendor_id == "10de") == (claimed == 0)):
+                    owner = next(owners, None)
+                    if owner is not None:
+                        row.update(status=DeviceStatus.ALLOCATED,
+                                   owner=f"00000000-0000-4000-8000-{owner:012d}")
+                        claimed += 1
+                device_rows.append(row)
+    for number in range(servers):
+        server_rows.append({"uuid": f"00000000-0000-4000-8000-{number:012d}",
+                            "name": f"vm{number}", "project": "bench",
+                            "status": ServerStatus.ACTIVE,
+                            "created_at": now - timedelta(seconds=servers - number),
+                            "updated_at": now})
+    with store.write() as session:
+        session.add_all(PciFlavorRow(name=name, specs=[
+            PciFlavorSpecRow(key=k, value=v) for k, v in spec.items()])
+            for name, spec in FLAVORS.items())
+        for table, rows in ((HostRow, host_rows), (PoolRow, pool_rows),
+                            (ServerRow, server_rows), (DeviceRow, device_rows)):
+            for start in range(0, len(rows), 50_000):
+                session.execute(insert(table.__table__), rows[start:start + 50_000])
+    store.close()
+    return {"hosts": hosts, "devices": len(device_rows), "servers": servers,
+            "populate_s": round(time.perf_counter() - started, 1)}
+
+
+# --- the controller -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Serve:
+    """`passthru serve` from the source tree `src` on the data dir `data`."""
+
+    def __init__(self, src: Path, data: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
+        env["PYTHONPATH"] = str(src)
+        self.log = (data.parent / f"serve-{self.port}.log").open("wb")
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from passthru.cli.main import main; main()", "serve",
+             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data),
+             "--heartbeat-timeout", "86400"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"passthru serve exited: see {self.log.name}")
+            try:
+                httpx.get(f"{self.url}/openapi.json", timeout=5.0)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("passthru serve did not start")
+        self.start_s = round(time.perf_counter() - started, 1)
+        token = (data / "admin-token").read_text().strip()
+        self.http = httpx.Client(base_url=self.url, timeout=600.0,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def cpu_s(self) -> float:
+        """The controller's CPU seconds so far (user + system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def get(self, path: str) -> httpx.Response:
+        response = self.http.get(f"/v2/admin{path}")
+        response.raise_for_status()
+        return response
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def latency_ms(serve: Serve, path: str, repeats: int = REPEATS) -> dict[str, Any]:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        response = serve.get(path)
+        samples.append((time.perf_counter() - started) * 1e3)
+    return {"median_ms": round(statistics.median(samples), 1),
+            "min_ms": round(min(samples), 1), "bytes": len(response.content)}
+
+
+def round_cpu_ms(serve: Serve, paths: list[str], rounds: int = ROUNDS) -> dict[str, Any]:
+    """The controller CPU one round of the page's requests costs (median of `rounds`)."""
+    costs = []
+    for _ in range(rounds):
+        before = serve.cpu_s()
+        for path in paths:
+            serve.get(path)
+        costs.append((serve.cpu_s() - before) * 1e3)
+        time.sleep(0.5)
+    per_round = statistics.median(costs)
+    # The page makes one round every 10 s: 6 a minute.
+    return {"requests": paths, "cpu_ms_per_round": round(per_round, 1),
+            "cpu_s_per_minute": round(per_round * 6 / 1e3, 3),
+            "core_percent": round(per_round / 10_000 * 100, 2)}
+
+
+def run_new(serve: Serve, servers: int) -> dict[str, Any]:
+    middle = f"00000000-0000-4000-8000-{servers // 2:012d}"
+    summary = serve.get("/os-fleet-summary").json()["summary"]
+    after = summary["last_event"] or 0
+    steady = ["/os-fleet-summary", f"/os-events?limit=50&after={after}", "/os-hosts?limit=100"]
+    detail = ["/os-pci-stats?limit=1000", "/servers?all_projects=true&limit=100"]
+    return {
+        "latency": {
+            "os-hosts (a page of 100)": latency_ms(serve, "/os-hosts"),
+            "os-hosts?limit=1000": latency_ms(serve, "/os-hosts?limit=1000"),
+            "os-pci-stats (a page of 100)": latency_ms(serve, "/os-pci-stats"),
+            "os-pci-stats?limit=1000": latency_ms(serve, "/os-pci-stats?limit=1000"),
+            "os-pci-flavor-stats (every flavor, every host)":
+                latency_ms(serve, "/os-pci-flavor-stats"),
+            "os-fleet-summary": latency_ms(serve, "/os-fleet-summary"),
+            "servers (a page of 100)": latency_ms(serve, "/servers?all_projects=true"),
+            "servers?limit=1000": latency_ms(serve, "/servers?all_projects=true&limit=1000"),
+            "servers?marker=<the middle one>": latency_ms(
+                serve, f"/servers?all_projects=true&marker={middle}"),
+        },
+        "fleet_page": {"steady_round": round_cpu_ms(serve, steady),
+                       "round_after_a_change": round_cpu_ms(serve, steady + detail)},
+        "summary": summary,
+    }
+
+
+def run_old(serve: Serve) -> dict[str, Any]:
+    paths = ["/os-hosts", "/os-pci-stats", "/os-pci-flavor-stats",
+             "/servers?all_projects=true", "/os-events?limit=50"]
+    return {
+        "latency": {"os-hosts (whole)": latency_ms(serve, "/os-hosts", 3),
+                    "os-pci-stats (whole)": latency_ms(serve, "/os-pci-stats", 3),
+                    "os-pci-flavor-stats (whole)": latency_ms(serve, "/os-pci-flavor-stats", 3),
+                    "servers (whole)": latency_ms(serve, "/servers?all_projects=true", 3)},
+        "fleet_page": {"round": round_cpu_ms(serve, paths, 3)},
+    }
+
+
+def extract(rev: str, into: Path) -> Path:
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def measure(src: Path, work: Path, size: dict[str, int], old: bool) -> dict[str, Any]:
+    data = work / "data"
+    populate = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--part", "populate", str(data),
+         str(size["hosts"]), str(size["servers"])],
+        check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
+    populated = json.loads(populate.stdout)
+    serve = Serve(src, data)
+    try:
+        figures = run_old(serve) if old else run_new(serve, size["servers"])
+        return {"fleet": populated, "serve_start_s": serve.start_s, **figures}
+    finally:
+        serve.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", metavar="REV")
+    parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.part:
+        _, data_dir, hosts, servers = args.part
+        print(json.dumps(part_populate(data_dir, int(hosts), int(servers))))
+        return
+    size = QUICK if args.quick else FULL
+    result: dict[str, Any] = {"quick": args.quick, "machine": {
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "load_1min": round(os.getloadavg()[0], 2)}}
+    with tempfile.TemporaryDirectory(prefix="passthru-views-") as directory:
+        work = Path(directory)
+        (work / "new").mkdir()
+        result["after"] = measure(ROOT / "src", work / "new", size, old=False)
+        if args.baseline:
+            (work / "old").mkdir()
+            src = extract(args.baseline, work / "old")
+            result["before"] = {"rev": args.baseline,
+                                **measure(src, work / "old", size, old=True)}
+    result["machine"]["load_1min_after"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

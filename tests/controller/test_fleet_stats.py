@@ -1,0 +1,138 @@
+"""Host, PCI and PCI flavor stats and the fleet summary, answered from the scheduler's
+index, give the numbers the store gives (`controller.usage`, counted by the database) on a
+fleet with claimed GPUs, claimed VFs that block their PF, a host that went down and one
+whose devices went away."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from passthru.controller.models import ServerRow, ServerStatus
+from passthru.controller.reports import mark_silent_hosts_down
+from passthru.controller.scheduler.snapshot import load_flavors
+from passthru.controller.usage import pool_usages
+from tests.controller.conftest import ON_BOTH, Api
+from tests.controller.test_paging import walk
+from tests.web.fleet import silence
+
+V2 = "/v2/admin"
+ATTRS = ["vendor_id", "product_id", "e.group", "e.physical_network"]
+
+
+def _gpu(address: str, product: str, numa_node: int) -> dict[str, Any]:
+    return {"address": address, "vendor_id": "10de", "product_id": product,
+            "numa_node": numa_node, "tags": {"e.group": "gpu"}}
+
+
+def _pf_and_vfs(bus: int, vfs: int) -> list[dict[str, Any]]:
+    pf = f"0000:{bus:02x}:00.0"
+    net = {"e.physical_network": "physnet1"}
+    return [{"address": pf, "vendor_id": "8086", "product_id": "1572", "dev_type": "type-PF",
+             "tags": net},
+            *({"address": f"0000:{bus:02x}:02.{i}", "vendor_id": "8086", "product_id": "154c",
+               "dev_type": "type-VF", "parent_addr": pf, "tags": net} for i in range(vfs))]
+
+
+def _populate(api: Api) -> None:
+    for n in range(6):
+        devices = [_gpu(f"0000:{0x17 + n:02x}:00.0", "20b5", 0),
+                   _gpu(f"0000:{0x31 + n:02x}:00.0", "20b5", 0),
+                   _gpu("0000:4b:00.0", "1eb8", 1), *_pf_and_vfs(0x0a, 3 + n % 2)]
+        api.ok("PUT", f"/v2/agent/hosts/host-{n}/inventory",
+               json={"pool_attrs": ATTRS, "devices": devices})
+    # host-5 loses its T4.
+    api.ok("PUT", "/v2/agent/hosts/host-5/inventory",
+           json={"pool_attrs": ATTRS, "devices": [_gpu("0000:1c:00.0", "20b5", 0),
+                                                   *_pf_and_vfs(0x0a, 4)]})
+    for name, spec in (("bigGPU", {"product_id": "20b5"}), ("anyGPU", {"e.group": "gpu"}),
+                       ("VF", {"product_id": "154c"}), ("PF", {"dev_type": "type-PF"}),
+                       ("none", {"vendor_id": "ffff"})):
+        api.ok("POST", f"{V2}/os-pci-flavors", json={"pci-flavor": {"name": name, **spec}})
+    for flavor, request in (("m1.gpu", "1:bigGPU"), ("m1.vf", "1:VF")):
+        api.ok("POST", f"{V2}/flavors", json={"flavor": {"name": flavor}})
+        api.ok("POST", f"{V2}/flavors/{flavor}/os-extra_specs",
+               json={"extra_specs": {"pci_passthrough:pci_flavor": request}})
+    for n in range(5):
+        api.ok("POST", f"{V2}/servers", json={"server": {"name": f"g{n}", "flavorRef": "m1.gpu"}})
+        api.ok("POST", f"{V2}/servers", json={"server": {"name": f"v{n}", "flavorRef": "m1.vf"}})
+    store = api.client.app.state.store
+    silence(store, "host-2")
+    # The controller's sweep tells its scheduler what went down; so does this.
+    api.client.app.state.scheduler.refresh(["host-2"])
+    with store.write() as session:
+        assert mark_silent_hosts_down(session, 180.0) == []
+
+
+def _from_store(api: Api) -> dict[str, Any]:
+    """What the store says, counted by the database."""
+    with api.client.app.state.store.read() as session:
+        usages = pool_usages(session)
+        flavors = load_flavors(session)
+        servers = Counter(row.status for row in session.query(ServerRow)
+                          if row.status is not ServerStatus.DELETED)
+    hosts: dict[str, Counter[str]] = {}
+    per_flavor: dict[str, dict[str, Counter[str]]] = {name: {} for name in flavors}
+    for u in usages:
+        hosts.setdefault(u.host, Counter()).update(devices=u.count, free=u.free, used=u.used)
+        for name, flavor in flavors.items():
+            if flavor.matches_pool(u.pool):
+                per_flavor[name].setdefault(u.host, Counter()).update(
+                    count=u.count, free=u.free, used=u.used)
+    return {
+        "pools": sorted((u.host, u.pool_id, u.count, u.free, u.used) for u in usages),
+        "hosts": {name: dict(tally) for name, tally in hosts.items()},
+        "flavors": {name: {host: dict(tally) for host, tally in shares.items()}
+                    for name, shares in per_flavor.items()},
+        "servers": {str(status): number for status, number in servers.items()},
+    }
+
+
+@ON_BOTH
+def test_stats_from_the_index_are_the_stores(api: Api) -> None:
+    _populate(api)
+    expected = _from_store(api)
+    assert any(used for *_, used in expected["pools"])
+    assert any(free == 0 and count for _, _, count, free, _ in expected["pools"])
+
+    pools = walk(api, "/os-pci-stats", "pci_stats", limit=7)
+    assert sorted((p["host"], p["pool_id"], p["count"], p["free"], p["used"])
+                  for p in pools) == expected["pools"]
+
+    hosts = walk(api, "/os-hosts", "hosts", limit=4)
+    assert {h["name"]: {"devices": h["devices"], "free": h["free"], "used": h["used"]}
+            for h in hosts} == expected["hosts"]
+    assert api.ok("GET", f"{V2}/os-hosts/host-2")["host"]["free"] == 0
+
+    # Pages of hosts, each with every flavor: its fleet totals, and its share of them.
+    pages = walk(api, "/os-pci-flavor-stats", "pci_flavor_stats", limit=2)
+    assert len(pages) == 5 * 3
+    stats = pages[:5]
+    assert [s["name"] for s in stats] == ["anyGPU", "bigGPU", "none", "PF", "VF"]
+    for later in range(5, len(pages), 5):
+        for flavor, again in zip(stats, pages[later:later + 5], strict=True):
+            assert {k: again[k] for k in ("name", "count", "free", "used")} == {
+                k: flavor[k] for k in ("name", "count", "free", "used")}
+            flavor["hosts"] = flavor["hosts"] + again["hosts"]
+    assert {s["name"]: {h["host"]: {k: h[k] for k in ("count", "free", "used")}
+                        for h in s["hosts"]} for s in stats} == expected["flavors"]
+    for s in stats:
+        assert (s["count"], s["free"], s["used"]) == tuple(
+            sum(h[k] for h in s["hosts"]) for k in ("count", "free", "used"))
+    (vf,) = api.ok("GET", f"{V2}/os-pci-flavor-stats", params={"name": "VF"}
+                   )["pci_flavor_stats"]
+    assert vf == next(s for s in stats if s["name"] == "VF")
+
+    summary = api.ok("GET", f"{V2}/os-fleet-summary")["summary"]
+    assert summary["hosts"] == {"up": 5, "down": 1}
+    totals = Counter[str]()
+    for tally in expected["hosts"].values():
+        totals.update(tally)
+    assert summary["devices"] == {"count": totals["devices"], "free": totals["free"],
+                                  "used": totals["used"]}
+    assert [(f["name"], f["count"], f["free"], f["used"]) for f in summary["pci_flavors"]] == [
+        (s["name"], s["count"], s["free"], s["used"]) for s in stats]
+    assert summary["servers"] == expected["servers"]
+    newest = api.ok("GET", f"{V2}/os-events", params={"limit": 1})["events"][0]["id"]
+    assert summary["last_event"] == newest
+    assert api.ok("GET", f"{V2}/os-events", params={"after": newest})["events"] == []
