@@ -101,6 +101,11 @@ EVENT_KINDS = ("server-active", "server-error", "server-destroyed")
 # --- processes ---------------------------------------------------------------------------
 
 
+def say(message: str) -> None:
+    """Progress on standard error; the JSON alone goes to standard output."""
+    print(f"  e2e: {message}", file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     import socket
 
@@ -138,12 +143,13 @@ def percentiles(samples: Sequence[float]) -> dict[str, float] | None:
             "max": round(ordered[-1], 4), "n": len(ordered)}
 
 
-def until(what: str, check: Callable[[], bool], timeout: float, tail: Callable[[], str]) -> None:
+def until(what: str, check: Callable[[], bool], timeout: float, tail: Callable[[], str],
+          every: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: {what} did not happen within {timeout:.0f} s\n{tail()}")
-        time.sleep(0.2)
+        time.sleep(every)
 
 
 class Controller:
@@ -493,6 +499,7 @@ def latency_run(controller: Controller, watch: EventWatch, meters: Meters, clien
     """Closed loop: boot, wait for ACTIVE, delete, again; then wait for every destroy."""
     counter = Counter(boots)
     done: list[Boot] = []
+    deleted: list[str] = []
     lock = threading.Lock()
 
     def work(http: httpx.Client) -> None:
@@ -502,15 +509,17 @@ def latency_run(controller: Controller, watch: EventWatch, meters: Meters, clien
                 done.append(boot)
             if boot.uuid is None or boot.refused:
                 continue
-            watch.wait(boot.uuid, ("server-active", "server-error"), timeout=300)
-            http.delete(f"/v2/admin/servers/{boot.uuid}").raise_for_status()
+            if watch.wait(boot.uuid, ("server-active", "server-error"),
+                          timeout=300) == "server-active":
+                http.delete(f"/v2/admin/servers/{boot.uuid}").raise_for_status()
+                with lock:
+                    deleted.append(boot.uuid)
 
     start = meters.read()
     run_clients(controller, clients, work)
     placed = [b for b in done if b.uuid and not b.refused]
-    for boot in placed:
-        assert boot.uuid is not None
-        watch.wait(boot.uuid, ("server-destroyed",), timeout=300)
+    for server in deleted:
+        watch.wait(server, ("server-destroyed",), timeout=300)
     figures = meters.since(start, idle, len(placed))
     return {"clients": clients, "boots": boots, **summary(done, watch),
             **figures, "controller_cpu_includes": "a whole lifecycle per boot: create, "
@@ -607,6 +616,7 @@ def run(src: Path, options: argparse.Namespace) -> dict[str, Any]:
                                         json={"token": {}})["token"]
                 fleet.append(AgentHost.make(name, work / "hosts", controller.url, token))
             started = time.monotonic()
+            say(f"starting {agents} agents")
             for agent in fleet:
                 agent.start(src)
 
@@ -614,18 +624,22 @@ def run(src: Path, options: argparse.Namespace) -> dict[str, Any]:
                 return controller.tail() + "\n" + "\n".join(a.tail() for a in fleet[:3])
 
             until("every agent's host up", lambda: hosts_up(controller, set(names[:agents])),
-                  max(120.0, 3.0 * agents), tails)
+                  max(120.0, 3.0 * agents), tails, every=1.0)
             agents_up_s = time.monotonic() - started
             meters = Meters(controller, fleet)
             watch = EventWatch(controller)
             idle_agents = idle_rate(meters, options.idle_seconds)
+            say(f"latency runs with {options.latency_clients} clients")
             latency = [latency_run(controller, watch, meters, clients,
                                    options.latency_vms, idle_agents["controller_cpu_per_s"])
                        for clients in options.latency_clients]
+            say(f"reporting {hosts - agents} hosts without an agent process")
             reported = ReportedHosts(controller, fleet[0].config, names[agents:])
             reported.report()
-            until("every host up", lambda: hosts_up(controller, set(names)), 300, tails)
+            until("every host up", lambda: hosts_up(controller, set(names)), 300, tails,
+                  every=1.0)
             idle_fleet = idle_rate(meters, options.idle_seconds)
+            say(f"throughput run: {options.vms} boots, {options.clients} clients")
             throughput = throughput_run(controller, watch, meters, {a.name for a in fleet},
                                         options.clients, options.vms,
                                         idle_fleet["controller_cpu_per_s"])
@@ -755,6 +769,7 @@ def main() -> None:
         "ratio_over_kubernetes_dra": dra.ratio(new["throughput"]["placements_per_s"]),
     }
     if not options.no_in_process:
+        say("the in-process baseline (bench/scheduler.py's durable fill)")
         fill = in_process_fill(options.hosts, options.vms)
         report["in_process"] = fill
         report["ratio_rest_over_in_process_placements"] = round(
