@@ -97,6 +97,7 @@ FLAVOR = "g1.a100"
 EVENT_POLL = 0.2
 REPORTED_HEARTBEAT = 60.0
 EVENT_KINDS = ("server-active", "server-error", "server-destroyed")
+EVENT_PAGE = 500
 
 # --- processes ---------------------------------------------------------------------------
 
@@ -341,13 +342,14 @@ class EventWatch:
         self.changed = threading.Condition()
         self.stopped = threading.Event()
         self.polls = 0
+        self.failed: Exception | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _page(self, until_time: str | None) -> list[dict[str, Any]]:
         params: list[tuple[str, str | int]] = [("kind", kind) for kind in EVENT_KINDS]
         params += [("since", datetime.fromtimestamp(self.since).astimezone().isoformat()),
-                   ("limit", 1000)]
+                   ("limit", EVENT_PAGE)]
         if until_time is not None:
             params.append(("until", until_time))
         response = self.http.get("/v2/admin/os-events", params=params)
@@ -361,7 +363,7 @@ class EventWatch:
         while True:  # newest first; older pages while a page is full
             page = self._page(until_time)
             events += page
-            if len(page) < 1000:
+            if len(page) < EVENT_PAGE:
                 break
             until_time = page[-1]["time"]
         newest = self.since
@@ -380,8 +382,13 @@ class EventWatch:
             self.changed.notify_all()
 
     def _run(self) -> None:
-        while not self.stopped.wait(EVENT_POLL):
-            self.poll()
+        try:
+            while not self.stopped.wait(EVENT_POLL):
+                self.poll()
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            with self.changed:
+                self.failed = error
+                self.changed.notify_all()
 
     def when(self, server: str, kind: str) -> float | None:
         return self.times.get(server, {}).get(kind)
@@ -391,6 +398,9 @@ class EventWatch:
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:
+                if self.failed is not None:
+                    raise SystemExit(f"bench: reading the event history failed: "
+                                     f"{self.failed!r}")
                 done = next((k for k in kinds if self.when(server, k) is not None), None)
                 left = deadline - time.monotonic()
                 if done is not None or left <= 0:
