@@ -12,6 +12,13 @@ figures are that process's own, and the shared 2-core machine runs one thing at 
 The store parts populate SQLite with bulk inserts in one process and schedule from a
 fresh controller process that loads the index from the store, as `passthru serve` does.
 
+`vs_nova` is Nova's scheduling of one VM of each kind on the same fresh fleet, both of its
+steps: Placement's `allocation_candidates` (openstack-placement's own code in process,
+`limit` = Nova's `max_placement_results`, 1,000) and Nova's PCI/NUMA filter checks over
+only the hosts of those candidates (`bench/nova_baseline.py`), each against passthru's
+decision, as ratios. Its first run makes Placement's virtualenv (`bench/.venv-placement`,
+about a minute, from PyPI).
+
 `dra_fill` is the in-process loop on the DRA-comparable shape (500 hosts x 10 GPUs,
 5,000 one-GPU requests, one client, no HTTP); beside it, kube-scheduler's DRA
 scheduler_perf figures as published, with their sources and CPU count (`bench/dra.py`),
