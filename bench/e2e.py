@@ -663,7 +663,11 @@ def run(src: Path, options: argparse.Namespace) -> dict[str, Any]:
                     agent.process.terminate()
             for agent in fleet:
                 if agent.process is not None:
-                    agent.process.wait(timeout=30)
+                    try:
+                        agent.process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        agent.process.kill()
+                        agent.process.wait()
             controller.stop()
         return {
             "store": store,
