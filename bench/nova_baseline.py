@@ -4,8 +4,11 @@ Nova schedules in two steps, and both are run here:
 1. Placement's `GET /allocation_candidates` with `limit` = `[scheduler]
    max_placement_results` (1,000 by default): openstack-placement's own code, in process
    over its own schema in SQLite (`bench/placement_candidates.py`), run by the Python of a
-   virtualenv made for it (`bench/.venv-placement`, git-ignored: `placement_python`), since
-   openstack-placement pins its own oslo.* and SQLAlchemy versions;
+   virtualenv made for it (`bench/.venv-placement`, git-ignored: `placement_python`):
+   openstack-placement brings keystonemiddleware, WebOb, Routes and a dozen oslo.*
+   libraries that passthru does not need, and only a floor on SQLAlchemy (>= 1.4; 16.0.0
+   resolves to the same 2.1 as passthru today), so keeping them apart means neither can
+   move the other's versions;
 2. the scheduler's host filters over only the hosts of those candidates (below).
 
 How Nova's objects are built without a database, as Nova itself builds them:
