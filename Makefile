@@ -14,8 +14,10 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
+# Small sizes, a few minutes in all; each script's docstring gives the full-size run.
 bench: setup
 	.venv/bin/python bench/discovery.py
-	.venv/bin/python bench/scheduler.py
+	.venv/bin/python bench/scheduler.py --quick
+	.venv/bin/python bench/e2e.py --hosts 100 --agents 20 --vms 1000 --clients 8 --latency-vms 20
 	.venv/bin/python bench/boot.py
-	.venv/bin/python bench/reports.py
+	.venv/bin/python bench/reports.py --quick

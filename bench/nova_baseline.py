@@ -1,4 +1,15 @@
-"""Nova's PCI scheduling check, run in-process over the same fleet and requests.
+"""Nova's scheduling of a PCI VM, over the same fleet and requests: Placement, then filters.
+
+Nova schedules in two steps, and both are run here:
+1. Placement's `GET /allocation_candidates` with `limit` = `[scheduler]
+   max_placement_results` (1,000 by default): openstack-placement's own code, in process
+   over its own schema in SQLite (`bench/placement_candidates.py`), run by the Python of a
+   virtualenv made for it (`bench/.venv-placement`, git-ignored: `placement_python`):
+   openstack-placement brings keystonemiddleware, WebOb, Routes and a dozen oslo.*
+   libraries that passthru does not need, and only a floor on SQLAlchemy (>= 1.4; 16.0.0
+   resolves to the same 2.1 as passthru today), so keeping them apart means neither can
+   move the other's versions;
+2. the scheduler's host filters over only the hosts of those candidates (below).
 
 How Nova's objects are built without a database, as Nova itself builds them:
 1. compute side: one `PciDeviceStats(numa_topology, dev_filter=Whitelist(device_spec))`
@@ -15,16 +26,21 @@ its own deserialised copy of the pools.
 The filter pass for one VM is what Nova's scheduler spends on PCI per host:
 `PciPassthroughFilter` calls `support_requests(requests, None)`, and for a VM with a NUMA
 topology `NUMATopologyFilter` (through `numa_fit_instance_to_host`) calls it again with
-each host cell in turn until one fits.
+each host cell in turn until one fits. It runs over the hosts of Placement's candidates
+only (at most `MAX_PLACEMENT_RESULTS`), as Nova's does; Nova's other filters (compute
+status, RAM, ...) are not run, so the filter figure is a lower bound.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from passthru.pci.device import DevType, PciDevice
@@ -42,6 +58,35 @@ objects.register_all()
 nova.conf.CONF([], project="nova")
 
 NovaVm = tuple[list[Any], list[Any] | None]
+
+#: Nova's `[scheduler] max_placement_results` default: the most candidates it asks for.
+MAX_PLACEMENT_RESULTS = 1000
+HERE = Path(__file__).resolve().parent
+PLACEMENT_VENV = HERE / ".venv-placement"
+PLACEMENT_PACKAGE = "openstack-placement==16.0.0"
+
+
+def placement_python() -> Path:
+    """The Python of the Placement virtualenv, made (and openstack-placement installed
+    from PyPI) on first use. Raises CalledProcessError with pip's words if it cannot."""
+    python = PLACEMENT_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PLACEMENT_VENV)], check=True)
+    if subprocess.run([str(python), "-c", "import placement.objects.allocation_candidate"],
+                      capture_output=True, check=False).returncode != 0:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", PLACEMENT_PACKAGE],
+                       check=True, capture_output=True, text=True)
+    return python
+
+
+def allocation_candidates(hosts: int, repeats: int) -> dict[str, Any]:
+    """Placement's allocation candidates for each VM kind over `hosts` hosts (JSON of
+    `bench/placement_candidates.py`)."""
+    output = subprocess.run([str(placement_python()), str(HERE / "placement_candidates.py"),
+                             str(hosts), str(MAX_PLACEMENT_RESULTS), str(repeats)],
+                            check=True, capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(output)
+    return result
 
 
 def _tag_name(key: str) -> str:
