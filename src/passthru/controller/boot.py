@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import ConflictError, NotFoundError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import record
 from passthru.controller.keypairs import find_keypair
 from passthru.controller.lookup import find
 from passthru.controller.mapping import new_request_row

@@ -20,8 +20,9 @@ from sqlalchemy import delete, select, update
 
 from passthru.controller.boot import BootRequest, boot_server
 from passthru.controller.db import Store
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import ConflictError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import record
 from passthru.controller.mapping import request_from_row, server_size
 from passthru.controller.models import EventRow, ServerRow, ServerStatus
 from passthru.controller.release import release_ports

@@ -14,8 +14,9 @@ from __future__ import annotations
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import NotFoundError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import record
 from passthru.controller.host_devices import HostDevices, lock_host
 from passthru.controller.models import (
     CpuPinRow,

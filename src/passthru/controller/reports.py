@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from passthru.controller.events import EventKind, record, record_devices
+from passthru.controller.enums import EventKind
+from passthru.controller.events import record, record_devices
 from passthru.controller.host_devices import HostDevices, lock_host, lock_or_create_host
 from passthru.controller.mapping import resources_json
 from passthru.controller.models import HostRow, HostStatus, utcnow

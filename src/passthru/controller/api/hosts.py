@@ -16,9 +16,10 @@ from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, NamePath, name_query
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
+from passthru.controller.enums import Role
 from passthru.controller.errors import NotFoundError
 from passthru.controller.mapping import device_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, Role
+from passthru.controller.models import DeviceRow, HostRow, HostStatus
 from passthru.controller.usage import pool_usages
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 

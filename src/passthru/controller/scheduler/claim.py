@@ -39,7 +39,7 @@ from sqlalchemy import ScalarSelect, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from passthru.controller.events import EventKind
+from passthru.controller.enums import EventKind
 from passthru.controller.models import (
     CpuPinRow,
     DeviceRow,

@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError
 
 from passthru.controller import topics
 from passthru.controller.db import Store
+from passthru.controller.enums import Weigher
 from passthru.controller.scheduler.claim import (
     LostRaceError,
     claim_in_store,
@@ -56,7 +57,6 @@ from passthru.controller.scheduler.snapshot import (
     load_flavors,
     load_hosts,
 )
-from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize
 
