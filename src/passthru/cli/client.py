@@ -7,6 +7,10 @@ backoff and jitter, after at least the Retry-After the controller named, for at 
 and DELETE; a POST only when it surely was not acted on — its connection was refused,
 or the controller answered 429, or 503 with Retry-After (a store outage that met the
 request before any of it was stored; one that met it later gets no Retry-After).
+
+httpx is imported when a request is made, not with this module: every command imports
+it, and `passthru --help` has no request to make. A plain-HTTP controller gets no TLS
+context, whose building (loading the CA bundle) costs a CLI call more than its requests.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from contextlib import suppress
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
 from passthru.pci.work import SHA256_HEADER
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
@@ -42,8 +47,10 @@ _LATER = frozenset({429, 502, 503, 504})
 _BACKOFF = 0.25
 _BACKOFF_CAP = 5.0
 _CHUNK = 1 << 20
-#: An upload's answer waits for the controller's checks of the file (qemu-img).
-_UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0)
+#: Seconds a request may take, and an upload's answer, which waits for the controller's
+#: checks of the file (qemu-img).
+_TIMEOUT = 30.0
+_UPLOAD_READ_TIMEOUT = 600.0
 
 
 class ApiError(PassthruError):
@@ -86,6 +93,8 @@ class _FileChunks:
 
 def retryable(method: str, outcome: httpx.Response | httpx.TransportError) -> bool:
     """Whether a request that got this answer (or failed so) may be sent again."""
+    import httpx
+
     if isinstance(outcome, httpx.TransportError):
         if isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout):
             return True  # no connection, so the controller never saw the request
@@ -137,9 +146,12 @@ class Client:
     """Calls the controller at `url` with `token`; `tenant(...)` builds project paths."""
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        import httpx
+
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=30.0, headers={
-            "Authorization": f"Bearer {token or local_admin_token()}"})
+        self._http = httpx.Client(
+            base_url=self.url, timeout=_TIMEOUT, verify=self.url.startswith("https:"),
+            headers={"Authorization": f"Bearer {token or local_admin_token()}"})
 
     def __enter__(self) -> Client:
         return self
@@ -155,11 +167,15 @@ class Client:
     def upload(self, path: str, file: Path) -> Any:
         """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller
         to check."""
+        import httpx
+
         headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
         return self._send("PUT", path, content=_FileChunks(file), headers=headers,
-                          timeout=_UPLOAD_TIMEOUT)
+                          timeout=httpx.Timeout(_TIMEOUT, read=_UPLOAD_READ_TIMEOUT))
 
     def _send(self, method: str, path: str, **options: Any) -> Any:
+        import httpx
+
         started = time.monotonic()
         deadline = started + retry_seconds()
         tries = 0

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from passthru.cli.app import app, panel_of
+from passthru.cli.app import commands, panel_of
 from passthru.cli.output import print_error
 from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool, build_pools, pool_summary
@@ -142,7 +142,7 @@ DISCOVER_HELP = (
 )
 
 
-@app.command("discover", rich_help_panel=panel_of("discover"), help=DISCOVER_HELP)
+@commands.command("discover", rich_help_panel=panel_of("discover"), help=DISCOVER_HELP)
 def discover(
     config_path: Annotated[Path, typer.Option(
         "--config", "-c", metavar="FILE",

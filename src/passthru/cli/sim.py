@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from passthru.cli.app import app, panel_of
+from passthru.cli.app import commands, panel_of
 from passthru.cli.output import print_error
 from passthru.pci.errors import PassthruError
 from passthru.pci.match import did_you_mean
@@ -62,7 +62,7 @@ SIM_HELP = (
 )
 
 
-@app.command("sim", rich_help_panel=panel_of("sim"), help=SIM_HELP)
+@commands.command("sim", rich_help_panel=panel_of("sim"), help=SIM_HELP)
 def sim(
     profile_name: Annotated[str | None, typer.Argument(
         metavar="PROFILE", show_default=False,
