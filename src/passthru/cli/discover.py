@@ -14,12 +14,12 @@ from rich.table import Table
 from passthru.cli.app import commands, panel_of
 from passthru.cli.output import print_error
 from passthru.pci.errors import PassthruError
-from passthru.pci.pool import Pool, build_pools, pool_summary
-from passthru.pci.resources import HostResources
-from passthru.pci.spec import Decision
 
-if TYPE_CHECKING:  # the host side (libvirt, netlink) loads when discover runs, not before
+if TYPE_CHECKING:  # the host side (libvirt, netlink) and pools load when discover runs
     from passthru.host.config import HostConfig
+    from passthru.pci.pool import Pool
+    from passthru.pci.resources import HostResources
+    from passthru.pci.spec import Decision
 
 #: What the controller tracks about a device's use: meaningless before it is reported.
 _TRACKED = ("tags", "status", "owner", "request_id", "missing")
@@ -32,6 +32,8 @@ def _device_json(decision: Decision) -> dict[str, Any]:
 
 
 def _pool_json(pool: Pool) -> dict[str, Any]:
+    from passthru.pci.pool import pool_summary
+
     return {**pool_summary(pool), "devices": [device.address for device in pool.devices]}
 
 
@@ -155,6 +157,7 @@ def discover(
 ) -> None:
     """Show what this host would offer for passthrough, without contacting the controller."""
     from passthru.host.config import HostConfigError, load_host_config, resources, scan
+    from passthru.pci.pool import build_pools
 
     try:
         config = load_host_config(config_path)
