@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.table import Table
 from typer.core import TyperGroup
 from typer.main import get_command_from_info
 from typer.models import CommandInfo
@@ -58,11 +63,6 @@ def arrange() -> None:
     order = {name: i for i, name in enumerate(n for names in PANELS.values() for n in names)}
     commands.registered_commands.sort(
         key=lambda command: order.get(command.name or "", len(order)))
-
-
-def _help_of(info: CommandInfo) -> str:
-    return inspect.cleandoc(info.help if info.help is not None
-                            else inspect.getdoc(info.callback) or "")
 
 
 class _Converted(MutableMapping[str, Any]):
@@ -107,46 +107,41 @@ class _Root(TyperGroup):
         return list(self.commands)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
-        from rich import box
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.padding import Padding
-        from rich.panel import Panel
-        from rich.table import Table
-
         # Typer's look (rich_utils' styles), so that the page reads as every command's.
-        console = Console(file=sys.stdout, highlight=False)
+        console = Console(highlight=False, width=ctx.terminal_width)
         console.print(Padding(f"[bold]{escape(self.get_usage(ctx))}[/]", 1))
         if self.help:
             text = "\n\n".join(" ".join(paragraph.split())
                                for paragraph in inspect.cleandoc(self.help).split("\n\n"))
             console.print(Padding(escape(text), (0, 1, 1, 1)))
-
-        def panel(title: str, rows: list[tuple[str, str]], width: int) -> None:
-            table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1),
-                          expand=True)
-            table.add_column(style="bold cyan", no_wrap=True, width=width)
-            table.add_column(ratio=10)
-            for name, text in rows:
-                table.add_row(escape(name), text)
-            console.print(Panel(table, box=box.ROUNDED, border_style="dim", title=title,
-                                title_align="left"))
-
         options = [record for param in self.get_params(ctx)
                    if (record := param.get_help_record(ctx)) is not None]
-        panel("Options", [(names, escape(text)) for names, text in options],
-              max(len(names) for names, _ in options))
-        declared = {info.name: info for info in commands.registered_commands
-                    if info.name and not info.hidden}
-        width = max(map(len, declared))  # one column for the commands of every panel
-        for title in dict.fromkeys(info.rich_help_panel or "Commands"
-                                   for info in declared.values()):
-            rows = []
-            for name, info in declared.items():
-                if (info.rich_help_panel or "Commands") == title:
-                    first = " ".join(_help_of(info).split("\n\n")[0].split())
-                    rows.append((name, _CODE.sub(r"[bold cyan]\1[/]", escape(first))))
-            panel(title, rows, width)
+        console.print(_panel("Options", [(names, escape(text)) for names, text in options],
+                             max(len(names) for names, _ in options)))
+        declared = [info for info in commands.registered_commands
+                    if info.name and not info.hidden]
+        width = max(len(info.name or "") for info in declared)  # one column for all panels
+        for title in dict.fromkeys(info.rich_help_panel or "Commands" for info in declared):
+            console.print(_panel(title, [
+                (info.name or "", _summary(info)) for info in declared
+                if (info.rich_help_panel or "Commands") == title], width))
+
+
+def _summary(info: CommandInfo) -> str:
+    """A command's first paragraph, as Rich markup."""
+    text = inspect.cleandoc(info.help if info.help is not None
+                            else inspect.getdoc(info.callback) or "")
+    first = " ".join(text.split("\n\n")[0].split())
+    return _CODE.sub(r"[bold cyan]\1[/]", escape(first))
+
+
+def _panel(title: str, rows: list[tuple[str, str]], width: int) -> Panel:
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1), expand=True)
+    table.add_column(style="bold cyan", no_wrap=True, width=width)
+    table.add_column(ratio=10)
+    for name, text in rows:
+        table.add_row(escape(name), text)
+    return Panel(table, box=box.ROUNDED, border_style="dim", title=title, title_align="left")
 
 
 def _version(asked: bool) -> None:

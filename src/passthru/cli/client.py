@@ -8,30 +8,35 @@ and DELETE; a POST only when it surely was not acted on — its connection was r
 or the controller answered 429, or 503 with Retry-After (a store outage that met the
 request before any of it was stored; one that met it later gets no Retry-After).
 
-httpx is imported when a request is made, not with this module: every command imports
-it, and `passthru --help` has no request to make. A plain-HTTP controller gets no TLS
-context, whose building (loading the CA bundle) costs a CLI call more than its requests.
+Requests go through the standard library's `http.client`, one connection each (a CLI
+call sends one to a few). Every command pays for what its client imports before the
+first byte leaves: httpx brings anyio, httpcore, h11, idna, certifi, and click, rich and
+pygments for its own command line, about half of a command's start-up. For HTTPS the
+system's CA store verifies the controller (`SSL_CERT_FILE` or `SSL_CERT_DIR` name
+another).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json as jsons
 import os
 import random
+import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
 from passthru.pci.work import SHA256_HEADER
-
-if TYPE_CHECKING:
-    import httpx
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
@@ -47,10 +52,34 @@ _LATER = frozenset({429, 502, 503, 504})
 _BACKOFF = 0.25
 _BACKOFF_CAP = 5.0
 _CHUNK = 1 << 20
-#: Seconds a request may take, and an upload's answer, which waits for the controller's
-#: checks of the file (qemu-img).
+#: Seconds to connect, and to wait for each piece of an answer; an upload's answer
+#: waits for the controller's checks of the file (qemu-img).
 _TIMEOUT = 30.0
-_UPLOAD_READ_TIMEOUT = 600.0
+_UPLOAD_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The controller's answer: status, headers (any case) and body."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A request that got no answer: `sent` False when no connection was made (the
+    controller never saw it); `timed_out` when the answer did not come in time."""
+
+    error: Exception
+    sent: bool
+    timed_out: bool = False
 
 
 class ApiError(PassthruError):
@@ -91,20 +120,17 @@ class _FileChunks:
                 yield chunk
 
 
-def retryable(method: str, outcome: httpx.Response | httpx.TransportError) -> bool:
+def retryable(method: str, outcome: Response | Failure) -> bool:
     """Whether a request that got this answer (or failed so) may be sent again."""
-    import httpx
-
-    if isinstance(outcome, httpx.TransportError):
-        if isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout):
+    if isinstance(outcome, Failure):
+        if not outcome.sent:
             return True  # no connection, so the controller never saw the request
-        return method in _IDEMPOTENT and isinstance(outcome, httpx.NetworkError
-                                                    | httpx.RemoteProtocolError)
-    status = outcome.status_code
+        return method in _IDEMPOTENT and not outcome.timed_out
+    status = outcome.status
     if status not in _LATER:
         return False
     return (method in _IDEMPOTENT or status == 429
-            or (status == 503 and "Retry-After" in outcome.headers))
+            or (status == 503 and outcome.header("Retry-After") is not None))
 
 
 def retry_seconds() -> float:
@@ -122,7 +148,7 @@ def retry_seconds() -> float:
     return seconds
 
 
-def _pause(tries: int, response: httpx.Response | None) -> float:
+def _pause(tries: int, response: Response | None) -> float:
     """Seconds to wait before try number `tries + 1`: backoff with jitter, and no less
     than the controller's Retry-After."""
     ceiling = min(_BACKOFF_CAP, _BACKOFF * 2 ** (tries - 1))
@@ -130,70 +156,122 @@ def _pause(tries: int, response: httpx.Response | None) -> float:
     if response is not None:
         # None, or an HTTP date, counts for nothing: this controller sends seconds.
         with suppress(ValueError):
-            pause = max(pause, float(response.headers.get("Retry-After", "")))
+            pause = max(pause, float(response.header("Retry-After") or ""))
     return pause
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: Response) -> str:
     try:
-        body = response.json()
+        body = jsons.loads(response.content)
         return str(body["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return f"{response.status_code} {response.reason_phrase}: {response.text[:200]}"
+        text = response.content.decode(errors="replace")
+        return f"{response.status} {response.reason}: {text[:200]}"
+
+
+def _query(params: Mapping[str, Any]) -> str:
+    """Query parameters as the API reads them: a list repeats its key, booleans are
+    true/false."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    pairs = [(key, text(item)) for key, value in params.items()
+             for item in (value if isinstance(value, list | tuple) else [value])]
+    return urlencode(pairs)
 
 
 class Client:
     """Calls the controller at `url` with `token`; `tenant(...)` builds project paths."""
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
-        import httpx
-
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url, timeout=_TIMEOUT, verify=self.url.startswith("https:"),
-            headers={"Authorization": f"Bearer {token or local_admin_token()}"})
+        where = urlsplit(self.url)
+        if where.scheme not in ("http", "https") or not where.hostname:
+            raise ApiError(f"the controller's address {self.url!r} is not http://HOST:PORT "
+                           f"or https://HOST:PORT (--url or {URL_ENV})")
+        self._where = where
+        self._headers = {"Authorization": f"Bearer {token or local_admin_token()}",
+                         "Accept": "application/json", "Connection": "close"}
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self._http.close()
+        """Nothing stays open: each request has its own connection."""
 
     def call(self, method: str, path: str, *, json: Any = None,
              params: dict[str, Any] | None = None) -> Any:
-        return self._send(method, path, json=json, params=params)
+        if params:
+            path = f"{path}?{_query(params)}"
+        if json is None:
+            return self._send(method, path)
+        return self._send(method, path, body=jsons.dumps(json).encode(),
+                          headers={"Content-Type": "application/json"})
 
     def upload(self, path: str, file: Path) -> Any:
         """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller
         to check."""
-        import httpx
-
         headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
-        return self._send("PUT", path, content=_FileChunks(file), headers=headers,
-                          timeout=httpx.Timeout(_TIMEOUT, read=_UPLOAD_READ_TIMEOUT))
+        return self._send("PUT", path, body=_FileChunks(file), headers=headers,
+                          answer_timeout=_UPLOAD_TIMEOUT)
 
-    def _send(self, method: str, path: str, **options: Any) -> Any:
-        import httpx
+    @cached_property
+    def _tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context()
 
+    def _exchange(self, method: str, path: str, body: bytes | Iterable[bytes] | None,
+                  headers: Mapping[str, str], answer_timeout: float) -> Response | Failure:
+        """One request on a connection of its own."""
+        where = self._where
+        connection = (http.client.HTTPSConnection(where.hostname or "", where.port,
+                                                  timeout=_TIMEOUT, context=self._tls)
+                      if where.scheme == "https" else
+                      http.client.HTTPConnection(where.hostname or "", where.port,
+                                                 timeout=_TIMEOUT))
+        try:
+            try:
+                connection.connect()
+            except OSError as error:
+                return Failure(error, sent=False)
+            try:
+                if connection.sock is not None:
+                    connection.sock.settimeout(answer_timeout)
+                connection.request(method, where.path + path, body=body,
+                                   headers={**self._headers, **headers})
+                answer = connection.getresponse()
+                return Response(answer.status, answer.reason, dict(answer.getheaders()),
+                                answer.read())
+            except TimeoutError as error:
+                return Failure(error, sent=True, timed_out=True)
+            except (OSError, http.client.HTTPException) as error:
+                return Failure(error, sent=True)
+        finally:
+            connection.close()
+
+    def _send(self, method: str, path: str, *, body: bytes | Iterable[bytes] | None = None,
+              headers: Mapping[str, str] | None = None,
+              answer_timeout: float = _TIMEOUT) -> Any:
         started = time.monotonic()
         deadline = started + retry_seconds()
         tries = 0
         while True:
             tries += 1
-            response: httpx.Response | None = None
-            try:
-                response = self._http.request(method, path, **options)
-            except httpx.TransportError as error:
-                failure, status = self._unreachable(error), None
-                if not retryable(method, error):
-                    raise ApiError(failure) from None
+            outcome = self._exchange(method, path, body, headers or {}, answer_timeout)
+            response = outcome if isinstance(outcome, Response) else None
+            if response is None:
+                failure, status = self._unreachable(outcome), None
             else:
                 if not retryable(method, response):
-                    if response.status_code >= 400:
-                        raise ApiError(_message(response), response.status_code)
-                    return response.json() if response.content else None
-                failure, status = _message(response), response.status_code
+                    if response.status >= 400:
+                        raise ApiError(_message(response), response.status)
+                    return jsons.loads(response.content) if response.content else None
+                failure, status = _message(response), response.status
+            if not retryable(method, outcome):
+                raise ApiError(failure, status)
             pause = _pause(tries, response)
             if time.monotonic() + pause > deadline:
                 if tries > 1:
@@ -202,9 +280,12 @@ class Client:
                 raise ApiError(failure, status)
             time.sleep(pause)
 
-    def _unreachable(self, error: httpx.TransportError) -> str:
+    def _unreachable(self, failure: Failure) -> str:
         """What to say when the controller cannot be reached."""
-        return (f"cannot reach the controller at {self.url} ({error}); is passthru serve "
+        error = failure.error
+        said = str(error) or ("no answer" if isinstance(error, http.client.HTTPException)
+                              else type(error).__name__)
+        return (f"cannot reach the controller at {self.url} ({said}); is passthru serve "
                 f"running? (--url or {URL_ENV})")
 
     @cached_property
