@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -44,7 +43,9 @@ def agent(
     The token must be this host's agent token (`passthru host-token HOST`), given in the
     config or as PASSTHRU_TOKEN.
     """
-    # The host side (libvirt, netlink, the host config) loads for the agent only.
+    # The host side (libvirt, netlink, the host config) and logging load for the agent only.
+    import logging
+
     from passthru.host.agent import Agent
     from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
     from passthru.host.config import HostConfigError, load_host_config, offered, resources, scan

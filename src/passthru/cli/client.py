@@ -9,21 +9,19 @@ or the controller answered 429, or 503 with Retry-After (a store outage that met
 request before any of it was stored; one that met it later gets no Retry-After).
 
 Requests go through the standard library's `http.client`, one connection each (a CLI
-call sends one to a few). Every command pays for what its client imports before the
-first byte leaves: httpx brings anyio, httpcore, h11, idna, certifi, and click, rich and
-pygments for its own command line, about half of a command's start-up. For HTTPS the
+call sends one to a few), imported with the first request. Every command pays for what
+its client imports before the first byte leaves: httpx brings anyio, httpcore, h11,
+idna, certifi, and click, rich and pygments for its own command line, about half of a
+command's start-up. For HTTPS the
 system's CA store verifies the controller (`SSL_CERT_FILE` or `SSL_CERT_DIR` name
 another).
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json as jsons
 import os
 import random
-import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
@@ -31,12 +29,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
-from passthru.pci.work import SHA256_HEADER
+
+if TYPE_CHECKING:  # the HTTP stack loads with the first request: --help sends none
+    import ssl
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
@@ -104,6 +104,8 @@ def local_admin_token(data_dir: Path | None = None) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    import hashlib
+
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
@@ -215,17 +217,23 @@ class Client:
     def upload(self, path: str, file: Path) -> Any:
         """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller
         to check."""
+        from passthru.pci.work import SHA256_HEADER
+
         headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
         return self._send("PUT", path, body=_FileChunks(file), headers=headers,
                           answer_timeout=_UPLOAD_TIMEOUT)
 
     @cached_property
     def _tls(self) -> ssl.SSLContext:
+        import ssl
+
         return ssl.create_default_context()
 
     def _exchange(self, method: str, path: str, body: bytes | Iterable[bytes] | None,
                   headers: Mapping[str, str], answer_timeout: float) -> Response | Failure:
         """One request on a connection of its own."""
+        import http.client
+
         where = self._where
         connection = (http.client.HTTPSConnection(where.hostname or "", where.port,
                                                   timeout=_TIMEOUT, context=self._tls)
@@ -282,9 +290,7 @@ class Client:
 
     def _unreachable(self, failure: Failure) -> str:
         """What to say when the controller cannot be reached."""
-        error = failure.error
-        said = str(error) or ("no answer" if isinstance(error, http.client.HTTPException)
-                              else type(error).__name__)
+        said = str(failure.error) or type(failure.error).__name__
         return (f"cannot reach the controller at {self.url} ({said}); is passthru serve "
                 f"running? (--url or {URL_ENV})")
 

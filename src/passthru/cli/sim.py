@@ -13,7 +13,6 @@ from rich.table import Table
 from passthru.cli.app import commands, panel_of
 from passthru.cli.output import print_error
 from passthru.pci.errors import PassthruError
-from passthru.pci.match import did_you_mean
 
 if TYPE_CHECKING:  # the simulator (lxml, the hardware catalogue) loads when sim runs
     from passthru.sim import HostProfile
@@ -122,6 +121,7 @@ def sim(
 
 
 def _chosen(name: str | None) -> HostProfile:
+    from passthru.pci.match import did_you_mean
     from passthru.sim import PROFILES
 
     if name is None:

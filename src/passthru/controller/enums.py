@@ -1,15 +1,19 @@
 """The controller's vocabularies that clients name too: the kinds of events, the roles
-of tokens, the scheduler's weighers.
+of tokens, the scheduler's weighers, the disk formats of images.
 
-They live apart from the store and the scheduler so that the CLI can offer them as
-choices (`passthru events --kind`, `token-create --role`, `serve --weigher`) without
-importing SQLAlchemy or the scheduler's index: this module imports only the standard
-library, and a test (`tests/cli/test_import_weight.py`) keeps client commands so.
+They live apart from the store, the scheduler and the image checks so that the CLI can
+offer them as choices (`passthru events --kind`, `token-create --role`, `serve
+--weigher`, `image-create --disk-format`) without importing SQLAlchemy, the scheduler's
+index or the agents' work types: this module imports only the standard library, and a
+test (`tests/cli/test_import_weight.py`) keeps client commands so.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+#: The disk formats an image may have (qemu-img's names).
+DISK_FORMATS = ("qcow2", "raw")
 
 
 class EventKind(StrEnum):
