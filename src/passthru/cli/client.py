@@ -30,7 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
@@ -171,6 +171,13 @@ def _message(response: Response) -> str:
         return f"{response.status} {response.reason}: {text[:200]}"
 
 
+def _target(path: str, params: Mapping[str, Any] | None = None) -> str:
+    """The request target: the path percent-encoded (names may hold spaces, `?` or any
+    letter), then the query."""
+    quoted = quote(path, safe="/:@!$&'()*+,;=%~")
+    return f"{quoted}?{_query(params)}" if params else quoted
+
+
 def _query(params: Mapping[str, Any]) -> str:
     """Query parameters as the API reads them: a list repeats its key, booleans are
     true/false."""
@@ -207,11 +214,10 @@ class Client:
 
     def call(self, method: str, path: str, *, json: Any = None,
              params: dict[str, Any] | None = None) -> Any:
-        if params:
-            path = f"{path}?{_query(params)}"
+        target = _target(path, params)
         if json is None:
-            return self._send(method, path)
-        return self._send(method, path, body=jsons.dumps(json).encode(),
+            return self._send(method, target)
+        return self._send(method, target, body=jsons.dumps(json).encode(),
                           headers={"Content-Type": "application/json"})
 
     def upload(self, path: str, file: Path) -> Any:
@@ -220,7 +226,7 @@ class Client:
         from passthru.pci.work import SHA256_HEADER
 
         headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
-        return self._send("PUT", path, body=_FileChunks(file), headers=headers,
+        return self._send("PUT", _target(path), body=_FileChunks(file), headers=headers,
                           answer_timeout=_UPLOAD_TIMEOUT)
 
     @cached_property
