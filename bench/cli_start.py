@@ -31,6 +31,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from importlib.metadata import version
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def main() -> None:
                 "benchmark": "cli_start", "runs": args.runs,
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "load_before": [round(x, 2) for x in load]},
+                # typer 0.29 coerces every option value through pydantic.
+                "libraries": {name: version(name) for name in ("typer", "rich", "pydantic")},
                 "listed_servers": SERVERS,
                 "commands": run_all(ROOT / "src", serve, args.runs),
             }
