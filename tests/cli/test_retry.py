@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from passthru.cli.client import retryable
+from passthru.cli.client import Failure, Response, retryable
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 from tests.pg import free_port
@@ -66,19 +66,21 @@ def test_the_cli_gives_up_after_the_retry_time(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_only_what_is_safe_to_send_twice_is_sent_again() -> None:
-    request = httpx.Request("POST", "http://x")
-    refused = httpx.ConnectError("refused", request=request)
-    reset = httpx.ReadError("reset", request=request)
+    refused = Failure(ConnectionRefusedError(111, "Connection refused"), sent=False)
+    reset = Failure(ConnectionResetError(104, "Connection reset by peer"), sent=True)
+    slow = Failure(TimeoutError("timed out"), sent=True, timed_out=True)
 
-    def answer(status: int, **headers: str) -> httpx.Response:
-        return httpx.Response(status, headers=headers, request=request)
+    def answer(status: int, **headers: str) -> Response:
+        return Response(status, "", headers, b"")
 
     assert retryable("POST", refused)
     assert not retryable("POST", reset)  # it may have been acted on
     assert retryable("GET", reset)
+    assert not retryable("GET", slow)  # a controller that is slow, not away
     assert retryable("DELETE", answer(502))
     assert not retryable("POST", answer(502))
     assert retryable("POST", answer(503, **{"Retry-After": "2"}))
+    assert retryable("POST", answer(503, **{"retry-after": "2"}))  # any case
     assert not retryable("POST", answer(503))  # part of it was stored
     assert retryable("PUT", answer(503))
     assert retryable("POST", answer(429, **{"Retry-After": "1"}))

@@ -17,12 +17,12 @@ from sqlalchemy import func, insert, select
 
 from passthru.controller.app import create_app
 from passthru.controller.db import Store
+from passthru.controller.enums import Role
 from passthru.controller.models import (
     AnswerRow,
     EventRow,
     HostRow,
     PciRequestRow,
-    Role,
     ServerRow,
     ServerStatus,
     TokenRow,

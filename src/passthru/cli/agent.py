@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -11,13 +10,6 @@ from typing import Annotated
 import typer
 
 from passthru.cli.output import command, err, print_error
-from passthru.host.agent import Agent
-from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
-from passthru.host.config import HostConfigError, load_host_config, offered, resources, scan
-from passthru.host.libvirt_driver import LibvirtDriver
-from passthru.host.link import connect
-from passthru.host.sim_vf import SimulatedVfApplier
-from passthru.host.worker import OrderWorker
 
 
 @command("agent")
@@ -51,6 +43,17 @@ def agent(
     The token must be this host's agent token (`passthru host-token HOST`), given in the
     config or as PASSTHRU_TOKEN.
     """
+    # The host side (libvirt, netlink, the host config) and logging load for the agent only.
+    import logging
+
+    from passthru.host.agent import Agent
+    from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
+    from passthru.host.config import HostConfigError, load_host_config, offered, resources, scan
+    from passthru.host.libvirt_driver import LibvirtDriver
+    from passthru.host.link import connect
+    from passthru.host.sim_vf import SimulatedVfApplier
+    from passthru.host.worker import OrderWorker
+
     try:
         config = load_host_config(config_file)
         resources(config)  # a reserved CPU the host does not have is a config error

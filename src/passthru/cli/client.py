@@ -7,26 +7,36 @@ backoff and jitter, after at least the Retry-After the controller named, for at 
 and DELETE; a POST only when it surely was not acted on — its connection was refused,
 or the controller answered 429, or 503 with Retry-After (a store outage that met the
 request before any of it was stored; one that met it later gets no Retry-After).
+
+Requests go through the standard library's `http.client`, one connection each (a CLI
+call sends one to a few), imported with the first request. Every command pays for what
+its client imports before the first byte leaves: httpx brings anyio, httpcore, h11,
+idna, certifi, and click, rich and pygments for its own command line, about half of a
+command's start-up. For HTTPS the
+system's CA store verifies the controller (`SSL_CERT_FILE` or `SSL_CERT_DIR` name
+another).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json as jsons
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
-from passthru.pci.work import SHA256_HEADER
+
+if TYPE_CHECKING:  # the HTTP stack loads with the first request: --help sends none
+    import ssl
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
@@ -42,8 +52,34 @@ _LATER = frozenset({429, 502, 503, 504})
 _BACKOFF = 0.25
 _BACKOFF_CAP = 5.0
 _CHUNK = 1 << 20
-#: An upload's answer waits for the controller's checks of the file (qemu-img).
-_UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0)
+#: Seconds to connect, and to wait for each piece of an answer; an upload's answer
+#: waits for the controller's checks of the file (qemu-img).
+_TIMEOUT = 30.0
+_UPLOAD_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The controller's answer: status, headers (any case) and body."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A request that got no answer: `sent` False when no connection was made (the
+    controller never saw it); `timed_out` when the answer did not come in time."""
+
+    error: Exception
+    sent: bool
+    timed_out: bool = False
 
 
 class ApiError(PassthruError):
@@ -68,6 +104,8 @@ def local_admin_token(data_dir: Path | None = None) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    import hashlib
+
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
@@ -84,18 +122,17 @@ class _FileChunks:
                 yield chunk
 
 
-def retryable(method: str, outcome: httpx.Response | httpx.TransportError) -> bool:
+def retryable(method: str, outcome: Response | Failure) -> bool:
     """Whether a request that got this answer (or failed so) may be sent again."""
-    if isinstance(outcome, httpx.TransportError):
-        if isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout):
+    if isinstance(outcome, Failure):
+        if not outcome.sent:
             return True  # no connection, so the controller never saw the request
-        return method in _IDEMPOTENT and isinstance(outcome, httpx.NetworkError
-                                                    | httpx.RemoteProtocolError)
-    status = outcome.status_code
+        return method in _IDEMPOTENT and not outcome.timed_out
+    status = outcome.status
     if status not in _LATER:
         return False
     return (method in _IDEMPOTENT or status == 429
-            or (status == 503 and "Retry-After" in outcome.headers))
+            or (status == 503 and outcome.header("Retry-After") is not None))
 
 
 def retry_seconds() -> float:
@@ -113,7 +150,7 @@ def retry_seconds() -> float:
     return seconds
 
 
-def _pause(tries: int, response: httpx.Response | None) -> float:
+def _pause(tries: int, response: Response | None) -> float:
     """Seconds to wait before try number `tries + 1`: backoff with jitter, and no less
     than the controller's Retry-After."""
     ceiling = min(_BACKOFF_CAP, _BACKOFF * 2 ** (tries - 1))
@@ -121,16 +158,38 @@ def _pause(tries: int, response: httpx.Response | None) -> float:
     if response is not None:
         # None, or an HTTP date, counts for nothing: this controller sends seconds.
         with suppress(ValueError):
-            pause = max(pause, float(response.headers.get("Retry-After", "")))
+            pause = max(pause, float(response.header("Retry-After") or ""))
     return pause
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: Response) -> str:
     try:
-        body = response.json()
+        body = jsons.loads(response.content)
         return str(body["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return f"{response.status_code} {response.reason_phrase}: {response.text[:200]}"
+        text = response.content.decode(errors="replace")
+        return f"{response.status} {response.reason}: {text[:200]}"
+
+
+def _target(path: str, params: Mapping[str, Any] | None = None) -> str:
+    """The request target: the path percent-encoded (names may hold spaces, `?` or any
+    letter), then the query."""
+    quoted = quote(path, safe="/:@!$&'()*+,;=%~")
+    return f"{quoted}?{_query(params)}" if params else quoted
+
+
+def _query(params: Mapping[str, Any]) -> str:
+    """Query parameters as the API reads them: a list repeats its key, booleans are
+    true/false."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    pairs = [(key, text(item)) for key, value in params.items()
+             for item in (value if isinstance(value, list | tuple) else [value])]
+    return urlencode(pairs)
 
 
 class Client:
@@ -138,26 +197,35 @@ class Client:
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=30.0, headers={
-            "Authorization": f"Bearer {token or local_admin_token()}"})
+        where = urlsplit(self.url)
+        if where.scheme not in ("http", "https") or not where.hostname:
+            raise ApiError(f"the controller's address {self.url!r} is not http://HOST:PORT "
+                           f"or https://HOST:PORT (--url or {URL_ENV})")
+        self._where = where
+        self._headers = {"Authorization": f"Bearer {token or local_admin_token()}",
+                         "Accept": "application/json", "Connection": "close"}
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self._http.close()
+        """Nothing stays open: each request has its own connection."""
 
     def call(self, method: str, path: str, *, json: Any = None,
-             params: Any = None) -> Any:
-        return self._send(method, path, json=json, params=params)
+             params: dict[str, Any] | None = None) -> Any:
+        target = _target(path, params)
+        if json is None:
+            return self._send(method, target)
+        return self._send(method, target, body=jsons.dumps(json).encode(),
+                          headers={"Content-Type": "application/json"})
 
     def list_all(self, path: str, key: str, params: dict[str, Any] | None = None, *,
                  limit: int | None = None) -> list[Any]:
         """Every item of the list at `path` (at most `limit`), page by page: each body's
         `<key>_links` next link gives the marker of the page after it, as Nova's do."""
         items: list[Any] = []
-        query: Any = {**(params or {}), **({"limit": limit} if limit else {})}
+        query: dict[str, Any] = {**(params or {}), **({"limit": limit} if limit else {})}
         while True:
             body = self.call("GET", path, params=query)
             items.extend(body[key])
@@ -166,34 +234,74 @@ class Client:
             if not following or (limit is not None and len(items) >= limit):
                 return items[:limit]
             # The same path and filters; only the marker (from the link) moves on.
-            query = httpx.QueryParams(httpx.URL(following[0]).query)
+            query = parse_qs(urlsplit(following[0]).query, keep_blank_values=True)
 
     def upload(self, path: str, file: Path) -> Any:
         """PUT `file` to `path`, streamed from disk, with its SHA-256 for the controller
         to check."""
-        headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
-        return self._send("PUT", path, content=_FileChunks(file), headers=headers,
-                          timeout=_UPLOAD_TIMEOUT)
+        from passthru.pci.work import SHA256_HEADER
 
-    def _send(self, method: str, path: str, **options: Any) -> Any:
+        headers = {SHA256_HEADER: file_sha256(file), "Content-Length": str(file.stat().st_size)}
+        return self._send("PUT", _target(path), body=_FileChunks(file), headers=headers,
+                          answer_timeout=_UPLOAD_TIMEOUT)
+
+    @cached_property
+    def _tls(self) -> ssl.SSLContext:
+        import ssl
+
+        return ssl.create_default_context()
+
+    def _exchange(self, method: str, path: str, body: bytes | Iterable[bytes] | None,
+                  headers: Mapping[str, str], answer_timeout: float) -> Response | Failure:
+        """One request on a connection of its own."""
+        import http.client
+
+        where = self._where
+        connection = (http.client.HTTPSConnection(where.hostname or "", where.port,
+                                                  timeout=_TIMEOUT, context=self._tls)
+                      if where.scheme == "https" else
+                      http.client.HTTPConnection(where.hostname or "", where.port,
+                                                 timeout=_TIMEOUT))
+        try:
+            try:
+                connection.connect()
+            except OSError as error:
+                return Failure(error, sent=False)
+            try:
+                if connection.sock is not None:
+                    connection.sock.settimeout(answer_timeout)
+                connection.request(method, where.path + path, body=body,
+                                   headers={**self._headers, **headers})
+                answer = connection.getresponse()
+                return Response(answer.status, answer.reason, dict(answer.getheaders()),
+                                answer.read())
+            except TimeoutError as error:
+                return Failure(error, sent=True, timed_out=True)
+            except (OSError, http.client.HTTPException) as error:
+                return Failure(error, sent=True)
+        finally:
+            connection.close()
+
+    def _send(self, method: str, path: str, *, body: bytes | Iterable[bytes] | None = None,
+              headers: Mapping[str, str] | None = None,
+              answer_timeout: float = _TIMEOUT) -> Any:
         started = time.monotonic()
         deadline = started + retry_seconds()
         tries = 0
         while True:
             tries += 1
-            response: httpx.Response | None = None
-            try:
-                response = self._http.request(method, path, **options)
-            except httpx.TransportError as error:
-                failure, status = self._unreachable(error), None
-                if not retryable(method, error):
-                    raise ApiError(failure) from None
+            outcome = self._exchange(method, path, body, headers or {}, answer_timeout)
+            response = outcome if isinstance(outcome, Response) else None
+            if response is None:
+                failure, status = self._unreachable(outcome), None
             else:
                 if not retryable(method, response):
-                    if response.status_code >= 400:
-                        raise ApiError(_message(response), response.status_code)
-                    return response.json() if response.content else None
-                failure, status = _message(response), response.status_code
+                    if response.status >= 400:
+                        raise ApiError(_message(response), response.status)
+                    return jsons.loads(response.content) if response.content else None
+                failure, status = _message(response), response.status
+            if not retryable(method, outcome):
+                raise ApiError(failure, status)
             pause = _pause(tries, response)
             if time.monotonic() + pause > deadline:
                 if tries > 1:
@@ -202,9 +310,10 @@ class Client:
                 raise ApiError(failure, status)
             time.sleep(pause)
 
-    def _unreachable(self, error: httpx.TransportError) -> str:
+    def _unreachable(self, failure: Failure) -> str:
         """What to say when the controller cannot be reached."""
-        return (f"cannot reach the controller at {self.url} ({error}); is passthru serve "
+        said = str(failure.error) or type(failure.error).__name__
+        return (f"cannot reach the controller at {self.url} ({said}); is passthru serve "
                 f"running? (--url or {URL_ENV})")
 
     @cached_property

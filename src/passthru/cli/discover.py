@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from passthru.cli.app import app, panel_of
+from passthru.cli.app import commands, panel_of
 from passthru.cli.output import print_error
-from passthru.host.config import HostConfig, HostConfigError, load_host_config, resources, scan
-from passthru.host.topology import format_cpulist
 from passthru.pci.errors import PassthruError
-from passthru.pci.pool import Pool, build_pools, pool_summary
-from passthru.pci.resources import HostResources
-from passthru.pci.spec import Decision
+
+if TYPE_CHECKING:  # the host side (libvirt, netlink) and pools load when discover runs
+    from passthru.host.config import HostConfig
+    from passthru.pci.pool import Pool
+    from passthru.pci.resources import HostResources
+    from passthru.pci.spec import Decision
 
 #: What the controller tracks about a device's use: meaningless before it is reported.
 _TRACKED = ("tags", "status", "owner", "request_id", "missing")
@@ -31,6 +32,8 @@ def _device_json(decision: Decision) -> dict[str, Any]:
 
 
 def _pool_json(pool: Pool) -> dict[str, Any]:
+    from passthru.pci.pool import pool_summary
+
     return {**pool_summary(pool), "devices": [device.address for device in pool.devices]}
 
 
@@ -90,6 +93,8 @@ def _resources_json(found: HostResources | None) -> dict[str, Any] | None:
 
 
 def _resources_table(found: HostResources, config: HostConfig) -> Table:
+    from passthru.host.topology import format_cpulist
+
     capacity = found.capacity()
     table = Table(title=f"Resources (disk: {config.instances_path})", title_justify="left",
                   header_style="bold")
@@ -107,6 +112,8 @@ def _resources_table(found: HostResources, config: HostConfig) -> Table:
 
 
 def _capacity_line(found: HostResources) -> str:
+    from passthru.host.topology import format_cpulist
+
     capacity = found.capacity()
     reserved = format_cpulist(list(found.reserved_cpus)) or "none"
     return (
@@ -137,7 +144,7 @@ DISCOVER_HELP = (
 )
 
 
-@app.command("discover", rich_help_panel=panel_of("discover"), help=DISCOVER_HELP)
+@commands.command("discover", rich_help_panel=panel_of("discover"), help=DISCOVER_HELP)
 def discover(
     config_path: Annotated[Path, typer.Option(
         "--config", "-c", metavar="FILE",
@@ -149,6 +156,9 @@ def discover(
     )] = False,
 ) -> None:
     """Show what this host would offer for passthrough, without contacting the controller."""
+    from passthru.host.config import HostConfigError, load_host_config, resources, scan
+    from passthru.pci.pool import build_pools
+
     try:
         config = load_host_config(config_path)
         decisions = config.whitelist.apply(scan(config))

@@ -9,7 +9,7 @@ create leaves no half-made image behind.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,13 +18,17 @@ from passthru.cli.client import Client
 from passthru.cli.files import readable
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
-from passthru.controller.image_files import DISK_FORMATS, check_disk_format, disk_info
+from passthru.controller.enums import DISK_FORMATS
 from passthru.pci.errors import PassthruError
-from passthru.pci.work import ImagePart
+
+if TYPE_CHECKING:  # the image checks and work types load when an image is uploaded
+    from passthru.pci.work import ImagePart
 
 
 def _probed_format(disk: Path) -> str:
     """The disk's format as qemu-img reads it, when --disk-format is not given."""
+    from passthru.controller.image_files import check_disk_format, disk_info
+
     try:
         found = str(disk_info(disk).get("format"))
     except PassthruError as error:
@@ -39,6 +43,8 @@ def _probed_format(disk: Path) -> str:
 def _files(disk: Path | None, kernel: Path | None,
            initrd: Path | None) -> list[tuple[ImagePart, Path]]:
     """The files to upload, in upload order (the disk last)."""
+    from passthru.pci.work import ImagePart
+
     if disk is None and (kernel or initrd):
         raise PassthruError("--kernel and --initrd belong to an image with a disk: give "
                             "--file DISK too")
@@ -84,6 +90,8 @@ def create(
         raise PassthruError("--disk-format describes the --file DISK; give --file too")
     uploads = _files(disk, kernel, initrd)
     if disk is not None:
+        from passthru.controller.image_files import check_disk_format
+
         disk_format = (check_disk_format(disk_format) if disk_format is not None
                        else _probed_format(disk))
     body = {"image": {"name": name, "properties": parse_assignments(properties or []),

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from passthru.cli.app import app, panel_of
+from passthru.cli.app import commands, panel_of
 from passthru.pci.errors import PassthruError
 
 P = ParamSpec("P")
@@ -42,7 +42,7 @@ def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 print_error(error)
                 raise typer.Exit(1) from None
 
-        app.command(name, rich_help_panel=panel_of(name))(run)
+        commands.command(name, rich_help_panel=panel_of(name))(run)
         return run
 
     return register

@@ -30,7 +30,6 @@ from passthru.cli.output import (
     show,
 )
 from passthru.pci.errors import PassthruError, PciValueError
-from passthru.pci.flavor import parse_nova_alias
 
 _OWN = ("UUID", "name", "description")
 _KEYWORDS = ("name", "uuid")
@@ -159,6 +158,8 @@ def import_aliases(
     and device_type. An alias's numa_policy belongs on the flavors that use it
     (hw:pci_numa_affinity_policy); the import says so. Existing names are left alone.
     """
+    from passthru.pci.flavor import parse_nova_alias  # the matching rules: re2
+
     try:
         text = file.read_text()
     except OSError as error:

@@ -16,7 +16,7 @@ from passthru.cli.options import (
     MaxEvents,
 )
 from passthru.cli.output import command, err
-from passthru.controller.scheduler.weighers import Weigher
+from passthru.controller.enums import Weigher
 from passthru.controller.settings import (
     DEFAULT_KEEP_DELETED_DAYS,
     DEFAULT_KEEP_EVENTS_DAYS,

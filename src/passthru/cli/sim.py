@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from passthru.cli.app import app, panel_of
+from passthru.cli.app import commands, panel_of
 from passthru.cli.output import print_error
 from passthru.pci.errors import PassthruError
-from passthru.pci.match import did_you_mean
-from passthru.sim import (
-    PROFILES,
-    HostProfile,
-    build_sysfs,
-    expand,
-    host_config_toml,
-    nodedev_xml,
-)
+
+if TYPE_CHECKING:  # the simulator (lxml, the hardware catalogue) loads when sim runs
+    from passthru.sim import HostProfile
 
 
 def _shape(profile: HostProfile) -> dict[str, object]:
+    from passthru.sim import expand
+
     functions = expand(profile)
     vfs = sum(1 for f in functions if f.physfn)
     pfs = sum(1 for f in functions if f.totalvfs is not None)
@@ -33,6 +29,8 @@ def _shape(profile: HostProfile) -> dict[str, object]:
 
 
 def _list_profiles(as_json: bool) -> None:
+    from passthru.sim import PROFILES
+
     shapes = [_shape(profile) for profile in PROFILES.values()]
     if as_json:
         typer.echo(json.dumps(shapes, indent=2))
@@ -63,7 +61,7 @@ SIM_HELP = (
 )
 
 
-@app.command("sim", rich_help_panel=panel_of("sim"), help=SIM_HELP)
+@commands.command("sim", rich_help_panel=panel_of("sim"), help=SIM_HELP)
 def sim(
     profile_name: Annotated[str | None, typer.Argument(
         metavar="PROFILE", show_default=False,
@@ -89,6 +87,8 @@ def sim(
     )] = False,
 ) -> None:
     """Build a simulated host of real PCI hardware, to try host configs without it."""
+    from passthru.sim import build_sysfs, host_config_toml, nodedev_xml
+
     if list_profiles:
         _list_profiles(as_json)
         return
@@ -121,6 +121,9 @@ def sim(
 
 
 def _chosen(name: str | None) -> HostProfile:
+    from passthru.pci.match import did_you_mean
+    from passthru.sim import PROFILES
+
     if name is None:
         raise PassthruError("name a profile to build; `passthru sim --list` shows them")
     if name not in PROFILES:

@@ -27,14 +27,15 @@ from pathlib import Path
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from passthru.controller.enums import EventKind, Role
 from passthru.controller.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
     UnauthorizedError,
 )
-from passthru.controller.events import EventKind, record
-from passthru.controller.models import Role, TokenRow, utcnow
+from passthru.controller.events import record
+from passthru.controller.models import TokenRow, utcnow
 from passthru.controller.private_files import create_private
 from passthru.pci.errors import PciValueError
 

@@ -23,8 +23,8 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from passthru.controller.catalog import Catalog, Flavor
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import ConflictError, NotFoundError
-from passthru.controller.events import EventKind
 from passthru.controller.keypairs import find_keypair
 from passthru.controller.lookup import find
 from passthru.controller.mapping import request_columns, vm_size

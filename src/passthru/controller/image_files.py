@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from passthru.controller.enums import DISK_FORMATS
 from passthru.controller.errors import TooLargeError
 from passthru.controller.private_files import create_private, private_dir
 from passthru.pci.errors import PciValueError
 from passthru.pci.work import ImagePart
 
 #: The disk formats a host can boot.
-DISK_FORMATS = ("qcow2", "raw")
 _CONVERT = "convert it first: qemu-img convert -O qcow2 IN OUT"
 #: What qemu-img may use on one untrusted file: 1 GiB of address space, 60 s of CPU.
 _LIMITS = ("prlimit", "--as=1073741824", "--cpu=60", "--")

@@ -22,8 +22,9 @@ from sqlalchemy import delete, select, update
 from passthru.controller.boot import Booted, BootRequest, boot_server
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import ConflictError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import record
 from passthru.controller.models import EventRow, ServerRow, ServerStatus
 from passthru.controller.release import release_ports
 from passthru.controller.scheduler.claim import ServerGoneError

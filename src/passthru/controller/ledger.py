@@ -44,7 +44,8 @@ from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from passthru.controller.events import EventKind, record
+from passthru.controller.enums import EventKind
+from passthru.controller.events import record
 from passthru.controller.mapping import (
     DEVICE_FIELDS,
     device_from_values,

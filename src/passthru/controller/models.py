@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from passthru.controller.enums import Role
 from passthru.pci.binding import NetworkType, VnicType
 from passthru.pci.device import DeviceStatus, DevType
 from passthru.pci.request import NumaPolicy, RequestSource
@@ -84,12 +85,6 @@ class ServerStatus(StrEnum):
     HARD_REBOOT = "HARD_REBOOT"
     ERROR = "ERROR"
     DELETED = "DELETED"
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    MEMBER = "member"
-    AGENT = "agent"
 
 
 NAMING = {

@@ -19,7 +19,8 @@ from sqlalchemy import ColumnElement, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller import ledger
-from passthru.controller.events import EventKind, record
+from passthru.controller.enums import EventKind
+from passthru.controller.events import record
 from passthru.controller.mapping import attached_ports, device_from_row, guest_spec, port_spec
 from passthru.controller.models import (
     HostRow,

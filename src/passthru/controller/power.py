@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import ConflictError, NotFoundError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import record
 from passthru.controller.models import ServerRow, ServerStatus
 from passthru.pci.work import PowerAction
 

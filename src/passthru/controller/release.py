@@ -15,8 +15,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from passthru.controller import ledger
+from passthru.controller.enums import EventKind
 from passthru.controller.errors import NotFoundError
-from passthru.controller.events import EventKind, record
+from passthru.controller.events import record
 from passthru.controller.models import CpuPinRow, HostRow, PortRow, ServerRow, ServerStatus
 from passthru.pci.resources import VmSize
 

@@ -18,7 +18,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from passthru.controller import ledger
-from passthru.controller.events import EventKind, record, record_devices
+from passthru.controller.enums import EventKind
+from passthru.controller.events import record, record_devices
 from passthru.controller.mapping import resources_json
 from passthru.controller.models import HostRow, HostStatus, utcnow
 from passthru.pci.device import DeviceStatus, PciDevice

@@ -26,7 +26,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.db import Store
-from passthru.controller.events import EventKind, record
+from passthru.controller.enums import EventKind
+from passthru.controller.events import record
 from passthru.controller.launch import fail
 from passthru.controller.ledger import changes_of
 from passthru.controller.mapping import request_from_row, server_size

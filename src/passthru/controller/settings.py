@@ -8,7 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
-from passthru.controller.scheduler.weighers import Weigher
+from passthru.controller.enums import Weigher
 
 DATA_DIR_ENV = "PASSTHRU_DATA_DIR"
 DEFAULT_LISTEN = "127.0.0.1:8774"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from passthru.controller.scheduler import HostIndex, NoValidHostError, Weigher, place
+from passthru.controller.enums import Weigher
+from passthru.controller.scheduler import HostIndex, NoValidHostError, place
 from passthru.controller.scheduler.index import HostEntry
 from passthru.controller.scheduler.shapes import Criteria, Locality
 from passthru.pci.claims import flavor_filter, select_devices

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from passthru.controller.scheduler import (
-    HostIndex,
-    NoValidHostError,
-    Weigher,
-    place,
-    place_many,
-)
+from passthru.controller.enums import Weigher
+from passthru.controller.scheduler import HostIndex, NoValidHostError, place, place_many
 from passthru.pci.device import DeviceStatus, DevType
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import build_pools

@@ -17,7 +17,7 @@ from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, name_query
 from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
-from passthru.controller.events import EventKind
+from passthru.controller.enums import EventKind
 from passthru.controller.mapping import event_record
 from passthru.controller.models import EventRow, ServerRow
 from passthru.pci.address import PciAddress

@@ -22,9 +22,10 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, NamePath, name_query
 from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
+from passthru.controller.enums import Role
 from passthru.controller.errors import NotFoundError
 from passthru.controller.mapping import device_from_row, pool_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow, Role
+from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow
 from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 

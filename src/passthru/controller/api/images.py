@@ -27,9 +27,9 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name, NamePath, Text
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.db import Store
+from passthru.controller.enums import DISK_FORMATS
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.image_files import (
-    DISK_FORMATS,
     ImageFiles,
     Received,
     check_disk_format,

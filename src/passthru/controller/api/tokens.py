@@ -20,7 +20,8 @@ from passthru.controller.api.fields import Name
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.auth import MAX_LIFETIME, Issued, expiry, issue_token, revoke_token
 from passthru.controller.db import Store
-from passthru.controller.models import Role, TokenRow, utcnow
+from passthru.controller.enums import Role
+from passthru.controller.models import TokenRow, utcnow
 
 router = APIRouter(tags=["tokens"], responses=ERROR_RESPONSES)
 #: Token ids are the store's 32-bit integers.

@@ -27,9 +27,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain
 
+from passthru.controller.enums import Weigher
 from passthru.controller.scheduler.index import HostEntry, HostIndex
 from passthru.controller.scheduler.shapes import Criteria, Locality, Ranking
-from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.claims import PoolFilter, Selection, select_devices
 from passthru.pci.errors import PassthruError
 from passthru.pci.request import NumaPolicy, PciRequest

@@ -47,6 +47,7 @@ from sqlalchemy.exc import DBAPIError
 
 from passthru.controller import topics
 from passthru.controller.db import Store
+from passthru.controller.enums import Weigher
 from passthru.controller.ledger import DeviceChange, HostChanges, LostRaceError, changes_of
 from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
 from passthru.controller.scheduler.index import HostIndex, PoolTally, fleet_totals
@@ -64,7 +65,6 @@ from passthru.controller.scheduler.snapshot import (
     load_flavors,
     load_hosts,
 )
-from passthru.controller.scheduler.weighers import Weigher
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize
 
