@@ -25,6 +25,7 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
+from passthru.controller.wakeups import wake
 from passthru.pci import claims
 
 
@@ -98,6 +99,7 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
     free_resources(session, server)
     release_ports(session, server)
     server.status, server.task_state = ServerStatus.DELETED, None
+    wake(session, server.host.name if server.host else None)
     record(session, EventKind.SERVER_DELETED, server=server.uuid,
            host=server.host.name if server.host else None, message=f"server {server.name}")
     return hosts
@@ -105,6 +107,7 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
 
 def fail_server(session: Session, server: ServerRow, fault: str, host: str | None) -> None:
     """ERROR with `fault`, off its host, holding nothing (`host` names it for the event)."""
+    wake(session, host)
     free_devices(session, server)
     free_resources(session, server)
     server.status, server.fault, server.task_state = ServerStatus.ERROR, fault, None

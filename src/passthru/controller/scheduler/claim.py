@@ -50,6 +50,7 @@ from passthru.controller.models import (
     ServerStatus,
 )
 from passthru.controller.scheduler.snapshot import StoredHost
+from passthru.controller.wakeups import wake
 from passthru.pci.claims import Selection, relatives
 from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.errors import PassthruError
@@ -173,6 +174,7 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
                                 ) from None
     connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id, "node": numa_node,
                                        "cpus": sorted(cpus)})
+    wake(session, host.name)
     if chosen:
         connection.execute(_RECORD, [
             {"kind": EventKind.DEVICE_CLAIMED, "host": host.name, "device_address": device.address,
