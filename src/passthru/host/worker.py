@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +45,11 @@ from passthru.pci.work import (
 )
 
 log = logging.getLogger(__name__)
+
+
+#: An order's kind for telling orders of one server apart: destroy, spawn or power (with
+#: its action), as `read_orders` names them.
+_Kind = tuple[str, PowerAction | None]
 
 
 class OrdersUnreadableError(PassthruError):
@@ -116,8 +125,23 @@ def read_orders(document: Any) -> ReadOrders:
     return orders
 
 
+@dataclass(frozen=True, slots=True)
+class PolledOrders:
+    """What a long-poll of the orders brought: the orders (None: unchanged since the
+    version sent), and their version (None: the controller keeps none, so the agent
+    polls)."""
+
+    orders: ReadOrders | None
+    version: str | None
+
+
 class OrderLink(Protocol):
     def orders(self) -> ReadOrders: ...
+
+    def poll_orders(self, version: str | None, wait: float) -> PolledOrders:
+        """The orders once they are past `version` (None: at once), or None after
+        `wait` seconds unchanged."""
+        ...
 
     def spawned(self, result: OrderResult) -> None: ...
 
@@ -163,11 +187,26 @@ class OrderWorker:
     """`instances_path` holds each server's console log (None: no console logs sent)."""
 
     def __init__(self, link: OrderLink, attacher: Attacher,
-                 instances_path: Path | None = None) -> None:
+                 instances_path: Path | None = None, *, concurrency: int = 8) -> None:
         self.link = link
         self.attacher = attacher
         self.instances_path = instances_path
         self._console_sent: dict[str, bytes] = {}
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="order")
+        self._dispatching = threading.Lock()
+        self._lock = threading.Lock()
+        #: Counts reads of the orders and ends of orders, to tell which came first.
+        self._clock = 0
+        #: The kind of order each server has running.
+        self._running: dict[str, _Kind] = {}
+        #: Each server's last order to end, and the clock when it ended.
+        self._finished: dict[str, tuple[_Kind, int]] = {}
+        self._destroying: set[Future[None]] = set()
+        #: The newest orders carried out, and the clock when they were read.
+        self._last: tuple[ReadOrders, int] = (ReadOrders(), 0)
+        self._reporting = threading.Lock()
+        self._ended = threading.Event()
+        self._reader: threading.Thread | None = None
 
     def start(self) -> ReconcileReport:
         """After a (re)start: keep the domains of servers placed here (running or shut
@@ -187,22 +226,139 @@ class OrderWorker:
         return report
 
     def run_orders(self) -> int:
-        """Carry out the host's pending orders, destroys first, then report what the
-        host's servers are doing; returns how many orders ran."""
+        """Read the host's orders, carry them out and report what the host's servers are
+        doing, waiting until every order has run; returns how many orders ran."""
+        read_at = self._reading()
         orders = self.link.orders()
-        for destroy in orders.destroy:
-            self.destroy(destroy)
-        for unreadable in orders.unreadable:
-            self.refuse(unreadable)
-        for spawn in orders.spawn:
-            self.spawn(spawn)
-        for power in orders.power:
-            self.power(power)
-        self.remove_strays(orders)
-        self.report_power_states(orders.running)
-        self.send_consoles(orders.running)
-        return (len(orders.destroy) + len(orders.spawn) + len(orders.power)
-                + len(orders.unreadable))
+        started = self.carry_out(orders, read_at)
+        futures.wait(started)
+        self.report(orders, read_at)
+        return len(started) + sum(1 for order in orders.unreadable if order.server_uuid is None)
+
+    def follow(self, version: str | None, wait: float) -> PolledOrders:
+        """One long-poll of the host's orders past `version` (None: read them now): the
+        orders it brings are started, not waited for, and the host's servers reported
+        on. Whenever an order ends the orders are read again (in a thread of their own),
+        since its answer changed them. Returns what the poll brought."""
+        with self._lock:
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read_again, daemon=True,
+                                                name="orders-again")
+                self._reader.start()
+        read_at = self._reading()
+        polled = self.link.poll_orders(version, wait)
+        if polled.orders is not None:
+            self.carry_out(polled.orders, read_at)
+        with self._lock:
+            orders, read_at = self._last
+        self.report(orders, read_at)
+        return polled
+
+    def carry_out(self, orders: ReadOrders, read_at: int) -> list[Future[None]]:
+        """Start the orders read when the clock stood at `read_at`: destroys first and
+        waited for (with any still running), so that the devices they free are free on
+        the host before a spawn takes them; then the rest at once. A server's orders run
+        one at a time: one for a server with an order running is left (it comes again
+        when the orders are read after that one). Orders read before others already
+        carried out are dropped. Returns the orders started."""
+        with self._dispatching:
+            with self._lock:
+                if read_at < self._last[1]:
+                    return []
+                self._last = (orders, read_at)
+                self._finished = {uuid: done for uuid, done in self._finished.items()
+                                  if done[1] > read_at}
+            destroys = [self._start(order.server_uuid, ("destroy", None), read_at,
+                                    partial(self.destroy, order)) for order in orders.destroy]
+            started = [future for future in destroys if future is not None]
+            with self._lock:
+                destroying = list(self._destroying)
+            futures.wait([*started, *destroying])
+            for unreadable in orders.unreadable:
+                if unreadable.server_uuid is None:
+                    self.refuse(unreadable)
+                    continue
+                started.append(self._start(unreadable.server_uuid,
+                                           (unreadable.kind, unreadable.action), read_at,
+                                           partial(self.refuse, unreadable)))
+            for spawn in orders.spawn:
+                started.append(self._start(spawn.server_uuid, ("spawn", None), read_at,
+                                           partial(self.spawn, spawn)))
+            for power in orders.power:
+                started.append(self._start(power.server_uuid, ("power", power.action),
+                                           read_at, partial(self.power, power)))
+        return [future for future in started if future is not None]
+
+    def report(self, orders: ReadOrders, read_at: int) -> None:
+        """Remove strays and send power states and consoles, by `orders` (read when the
+        clock stood at `read_at`) but for the servers with an order running or ended
+        since: those orders do not know what that order did."""
+        with self._reporting:
+            with self._lock:
+                busy = {*self._running, *(uuid for uuid, (_, ended) in self._finished.items()
+                                          if ended > read_at)}
+            self.remove_strays(orders, busy)
+            running = [uuid for uuid in orders.running if uuid not in busy]
+            self.report_power_states(running)
+            self.send_consoles(running)
+
+    def servers(self) -> list[str]:
+        """The servers placed here, as the newest orders carried out list them."""
+        with self._lock:
+            return list(self._last[0].running)
+
+    def close(self) -> None:
+        """Wait for the orders running to end."""
+        self._pool.shutdown(wait=True)
+
+    def _reading(self) -> int:
+        """The clock before orders are read: orders read after it know the answers of
+        every order that ended before."""
+        with self._lock:
+            self._clock += 1
+            return self._clock
+
+    def _start(self, server: str, kind: _Kind, read_at: int,
+               run: Callable[[], None]) -> Future[None] | None:
+        with self._lock:
+            if server in self._running:
+                return None
+            done = self._finished.get(server)
+            if done is not None and done[0] == kind and done[1] > read_at:
+                return None  # it ended, and was answered, after these orders were read
+            self._running[server] = kind
+            future = self._pool.submit(self._run, server, kind, run)
+            if kind[0] == "destroy":
+                self._destroying.add(future)
+        if kind[0] == "destroy":
+            future.add_done_callback(self._destroyed)
+        return future
+
+    def _destroyed(self, future: Future[None]) -> None:
+        with self._lock:
+            self._destroying.discard(future)
+
+    def _run(self, server: str, kind: _Kind, run: Callable[[], None]) -> None:
+        try:
+            run()
+        finally:
+            with self._lock:
+                del self._running[server]
+                self._clock += 1
+                self._finished[server] = (kind, self._clock)
+            self._ended.set()
+
+    def _read_again(self) -> None:
+        while True:
+            self._ended.wait()
+            self._ended.clear()
+            try:
+                read_at = self._reading()
+                orders = self.link.orders()
+                self.carry_out(orders, read_at)
+                self.report(orders, read_at)
+            except Exception as error:
+                log.warning("reading the orders after one ended failed: %s", error)
 
     def refuse(self, order: UnreadableOrder) -> None:
         """Answer an order this agent cannot read as that server's failure: a spawn then
@@ -254,10 +410,11 @@ class OrderWorker:
             log.warning("%s server %s: %s", order.action, order.server_uuid, result.fault)
         _answer(lambda answer: self.link.powered(answer, order.action), result)
 
-    def remove_strays(self, orders: ReadOrders) -> None:
+    def remove_strays(self, orders: ReadOrders, busy: Iterable[str] = ()) -> None:
         """Destroy the domains of servers the controller no longer has here (see
-        `passthru.host.reconcile`); the round's orders name every server it has."""
-        known = {*orders.running, *(order.server_uuid for order in orders.spawn),
+        `passthru.host.reconcile`); the round's orders name every server it has, but
+        those with an order running or just ended (`busy`)."""
+        known = {*orders.running, *busy, *(order.server_uuid for order in orders.spawn),
                  *(order.server_uuid for order in orders.destroy),
                  *(order.server_uuid for order in orders.unreadable if order.server_uuid)}
         try:
