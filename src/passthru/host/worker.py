@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,11 +46,6 @@ from passthru.pci.work import (
 )
 
 log = logging.getLogger(__name__)
-
-
-#: An order's kind for telling orders of one server apart: destroy, spawn or power (with
-#: its action), as `read_orders` names them.
-_Kind = tuple[str, PowerAction | None]
 
 
 class OrdersUnreadableError(PassthruError):
@@ -194,17 +190,18 @@ class OrderWorker:
         self._console_sent: dict[str, bytes] = {}
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="order")
         self._dispatching = threading.Lock()
+        self._reporting = threading.Lock()
         self._lock = threading.Lock()
         #: Counts reads of the orders and ends of orders, to tell which came first.
         self._clock = 0
-        #: The kind of order each server has running.
-        self._running: dict[str, _Kind] = {}
-        #: Each server's last order to end, and the clock when it ended.
-        self._finished: dict[str, tuple[_Kind, int]] = {}
+        #: The reads of the orders under way (their clock when they began).
+        self._reads: set[int] = set()
+        #: The servers with an order running, and when each server's last order ended.
+        self._running: set[str] = set()
+        self._ended_at: dict[str, int] = {}
         self._destroying: set[Future[None]] = set()
         #: The newest orders carried out, and the clock when they were read.
         self._last: tuple[ReadOrders, int] = (ReadOrders(), 0)
-        self._reporting = threading.Lock()
         self._ended = threading.Event()
         self._reader: threading.Thread | None = None
 
@@ -228,11 +225,11 @@ class OrderWorker:
     def run_orders(self) -> int:
         """Read the host's orders, carry them out and report what the host's servers are
         doing, waiting until every order has run; returns how many orders ran."""
-        read_at = self._reading()
-        orders = self.link.orders()
-        started = self.carry_out(orders, read_at)
-        futures.wait(started)
-        self.report(orders, read_at)
+        with self._read() as read_at:
+            orders = self.link.orders()
+            started = self.carry_out(orders, read_at)
+            futures.wait(started)
+            self.report(orders, read_at)
         return len(started) + sum(1 for order in orders.unreadable if order.server_uuid is None)
 
     def follow(self, version: str | None, wait: float) -> PolledOrders:
@@ -245,57 +242,51 @@ class OrderWorker:
                 self._reader = threading.Thread(target=self._read_again, daemon=True,
                                                 name="orders-again")
                 self._reader.start()
-        read_at = self._reading()
-        polled = self.link.poll_orders(version, wait)
-        if polled.orders is not None:
-            self.carry_out(polled.orders, read_at)
-        with self._lock:
-            orders, read_at = self._last
-        self.report(orders, read_at)
+        with self._read() as read_at:
+            polled = self.link.poll_orders(version, wait)
+            if polled.orders is not None:
+                self.carry_out(polled.orders, read_at)
+            with self._lock:
+                last, last_read = self._last
+            self.report(last, last_read)
         return polled
 
     def carry_out(self, orders: ReadOrders, read_at: int) -> list[Future[None]]:
-        """Start the orders read when the clock stood at `read_at`: destroys first and
-        waited for (with any still running), so that the devices they free are free on
-        the host before a spawn takes them; then the rest at once. A server's orders run
-        one at a time: one for a server with an order running is left (it comes again
-        when the orders are read after that one). Orders read before others already
-        carried out are dropped. Returns the orders started."""
+        """Start the orders read from the clock's `read_at` on: destroys first and waited
+        for (with any still running), so that the devices they free are free on the host
+        before a spawn takes them; then the rest at once. A server's orders run one at a
+        time, and orders that may predate a server's last answer are not trusted: an
+        order for a server with one running, or one that ended after `read_at`, is left
+        (the orders read after that one ends bring it if it still stands). Returns the
+        orders started."""
         with self._dispatching:
             with self._lock:
-                if read_at < self._last[1]:
-                    return []
-                self._last = (orders, read_at)
-                self._finished = {uuid: done for uuid, done in self._finished.items()
-                                  if done[1] > read_at}
-            destroys = [self._start(order.server_uuid, ("destroy", None), read_at,
-                                    partial(self.destroy, order)) for order in orders.destroy]
-            started = [future for future in destroys if future is not None]
+                if read_at > self._last[1]:
+                    self._last = (orders, read_at)
+            started = [self._start(order.server_uuid, read_at, partial(self.destroy, order),
+                                   destroy=True) for order in orders.destroy]
             with self._lock:
                 destroying = list(self._destroying)
-            futures.wait([*started, *destroying])
+            futures.wait(destroying)
             for unreadable in orders.unreadable:
                 if unreadable.server_uuid is None:
                     self.refuse(unreadable)
-                    continue
-                started.append(self._start(unreadable.server_uuid,
-                                           (unreadable.kind, unreadable.action), read_at,
-                                           partial(self.refuse, unreadable)))
-            for spawn in orders.spawn:
-                started.append(self._start(spawn.server_uuid, ("spawn", None), read_at,
-                                           partial(self.spawn, spawn)))
-            for power in orders.power:
-                started.append(self._start(power.server_uuid, ("power", power.action),
-                                           read_at, partial(self.power, power)))
+                else:
+                    started.append(self._start(unreadable.server_uuid, read_at,
+                                               partial(self.refuse, unreadable)))
+            started += [self._start(order.server_uuid, read_at, partial(self.spawn, order))
+                        for order in orders.spawn]
+            started += [self._start(order.server_uuid, read_at, partial(self.power, order))
+                        for order in orders.power]
         return [future for future in started if future is not None]
 
     def report(self, orders: ReadOrders, read_at: int) -> None:
-        """Remove strays and send power states and consoles, by `orders` (read when the
-        clock stood at `read_at`) but for the servers with an order running or ended
-        since: those orders do not know what that order did."""
+        """Remove strays and send power states and consoles, by `orders` (read from the
+        clock's `read_at` on) but for the servers with an order running or ended since:
+        those orders may not know what that order did."""
         with self._reporting:
             with self._lock:
-                busy = {*self._running, *(uuid for uuid, (_, ended) in self._finished.items()
+                busy = {*self._running, *(uuid for uuid, ended in self._ended_at.items()
                                           if ended > read_at)}
             self.remove_strays(orders, busy)
             running = [uuid for uuid in orders.running if uuid not in busy]
@@ -311,26 +302,34 @@ class OrderWorker:
         """Wait for the orders running to end."""
         self._pool.shutdown(wait=True)
 
-    def _reading(self) -> int:
-        """The clock before orders are read: orders read after it know the answers of
-        every order that ended before."""
+    @contextmanager
+    def _read(self) -> Iterator[int]:
+        """A read of the orders and what is done with them: the clock before it (orders
+        read then know the answers of every order that ended before)."""
         with self._lock:
             self._clock += 1
-            return self._clock
+            read_at = self._clock
+            self._reads.add(read_at)
+        try:
+            yield read_at
+        finally:
+            with self._lock:
+                self._reads.discard(read_at)
+                # An order's end is remembered while orders read before it are in use.
+                oldest = min(self._reads | {self._last[1]})
+                self._ended_at = {uuid: ended for uuid, ended in self._ended_at.items()
+                                  if ended > oldest}
 
-    def _start(self, server: str, kind: _Kind, read_at: int,
-               run: Callable[[], None]) -> Future[None] | None:
+    def _start(self, server: str, read_at: int, run: Callable[[], None], *,
+               destroy: bool = False) -> Future[None] | None:
         with self._lock:
-            if server in self._running:
+            if server in self._running or self._ended_at.get(server, 0) > read_at:
                 return None
-            done = self._finished.get(server)
-            if done is not None and done[0] == kind and done[1] > read_at:
-                return None  # it ended, and was answered, after these orders were read
-            self._running[server] = kind
-            future = self._pool.submit(self._run, server, kind, run)
-            if kind[0] == "destroy":
+            self._running.add(server)
+            future = self._pool.submit(self._run, server, run)
+            if destroy:
                 self._destroying.add(future)
-        if kind[0] == "destroy":
+        if destroy:
             future.add_done_callback(self._destroyed)
         return future
 
@@ -338,14 +337,14 @@ class OrderWorker:
         with self._lock:
             self._destroying.discard(future)
 
-    def _run(self, server: str, kind: _Kind, run: Callable[[], None]) -> None:
+    def _run(self, server: str, run: Callable[[], None]) -> None:
         try:
             run()
         finally:
             with self._lock:
-                del self._running[server]
+                self._running.discard(server)
                 self._clock += 1
-                self._finished[server] = (kind, self._clock)
+                self._ended_at[server] = self._clock
             self._ended.set()
 
     def _read_again(self) -> None:
@@ -353,10 +352,10 @@ class OrderWorker:
             self._ended.wait()
             self._ended.clear()
             try:
-                read_at = self._reading()
-                orders = self.link.orders()
-                self.carry_out(orders, read_at)
-                self.report(orders, read_at)
+                with self._read() as read_at:
+                    orders = self.link.orders()
+                    self.carry_out(orders, read_at)
+                    self.report(orders, read_at)
             except Exception as error:
                 log.warning("reading the orders after one ended failed: %s", error)
 
