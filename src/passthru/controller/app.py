@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
             tasks.start_soon(_every, flush_every, _flush_heartbeats, store, scheduler,
                              heartbeats)
             if postgres:
-                tasks.start_soon(wakeups.listen, listen_url(settings.database_url))
+                await tasks.start(wakeups.listen, listen_url(settings.database_url))
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings,
                              stopping)

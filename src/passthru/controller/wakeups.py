@@ -35,6 +35,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -149,25 +151,36 @@ class Wakeups:
         if replica != self.replica:  # this replica's own were woken on commit
             self.bump(hosts)
 
-    async def listen(self, url: str) -> None:
+    async def listen(self, url: str, *,
+                     task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """Take the other replicas' notifications until cancelled, on one connection
-        to the PostgreSQL store at `url` (libpq), connecting again when it breaks."""
+        to the PostgreSQL store at `url` (libpq), connecting again when it breaks.
+        Started (`task_status`) once the first attempt to listen is over, so that the
+        versions handed out after start-up see every change committed after them."""
         import psycopg  # only a PostgreSQL store needs the driver here
 
         wait = _RELISTEN_WAIT[0]
+        listened = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
                         url, autocommit=True, keepalives=1, keepalives_idle=30) as connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
                     wait = _RELISTEN_WAIT[0]
-                    self.bump_all()  # whatever was notified while nobody listened
+                    if listened:
+                        self.bump_all()  # whatever was notified while nobody listened
+                    else:
+                        task_status.started()
+                    listened = True
                     async for note in connection.notifies():
                         self._notified(note.payload)
             except psycopg.Error as error:
                 first_line = next(iter(str(error).splitlines()), type(error).__name__)
                 log.warning("cannot listen for other replicas' order changes (%s); "
                             "trying again in %.1f s", first_line, wait)
+                if not listened:
+                    task_status.started()
+                    listened = True
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, _RELISTEN_WAIT[1])
 
