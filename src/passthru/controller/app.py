@@ -18,11 +18,13 @@ agents' answers are pruned (`controller.retention`).
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.metadata import version
+from types import FrameType
 
 import anyio
 import anyio.to_thread
@@ -139,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings,
                              stopping)
+            _release_on_exit(wakeups)
             yield
             stopping.set()
             tasks.cancel_scope.cancel()
@@ -167,6 +170,25 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+def _release_on_exit(wakeups: Wakeups) -> None:
+    """On SIGTERM or SIGINT, answer the held long-polls before the web server's own
+    handler begins its graceful shutdown, which waits for every request to end. Only
+    where signals can be had (the main thread of `passthru serve`, not a test's app)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def release(signum: int, frame: FrameType | None,
+                    previous: Callable[[int, FrameType | None], object] = previous) -> None:
+            wakeups.close()
+            previous(signum, frame)
+
+        signal.signal(number, release)
 
 
 async def _every(seconds: float, work: Callable[..., object], *args: object,

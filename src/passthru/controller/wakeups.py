@@ -76,6 +76,7 @@ class Wakeups:
         self._epoch = 0
         self._counts: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._closed = False
 
     def attach(self, store: Any, *, notify: bool) -> None:
         """Wake after every commit of `store`'s sessions; with `notify` (PostgreSQL),
@@ -106,13 +107,24 @@ class Wakeups:
             self._waiters.clear()
         _resolve(woken)
 
+    def close(self) -> None:
+        """The controller is stopping: whoever waits is answered now (unchanged), and
+        nobody waits from now on, so that the waiting requests do not hold it up."""
+        with self._lock:
+            self._closed = True
+            woken = [future for futures in self._waiters.values() for future in futures]
+            self._waiters.clear()
+        _resolve(woken)
+
     async def wait(self, host: str, seen: str, timeout: float) -> bool:
         """Whether the orders of `host` are past version `seen`, waiting up to `timeout`
-        seconds for them to be."""
+        seconds for them to be (not at all once closed)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             if f"{self.replica}.{self._epoch}.{self._counts.get(host, 0)}" != seen:
                 return True
+            if self._closed:
+                return False
             self._waiters.setdefault(host, set()).add(future)
         try:
             await asyncio.wait_for(future, timeout)
@@ -125,7 +137,7 @@ class Wakeups:
                     waiting.discard(future)
                     if not waiting:
                         del self._waiters[host]
-        return True
+        return self.version(host) != seen
 
     def waiting(self) -> int:
         """How many requests wait now."""

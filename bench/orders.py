@@ -1,0 +1,302 @@
+"""Orders benchmark: what idle agents cost the controller, and request -> ACTIVE; prints JSON.
+
+    .venv/bin/python bench/orders.py [--hosts 10000] [--baseline REV] [--quick]
+
+(a) Idle agents. A real `passthru serve` (SQLite) and one asyncio httpx client standing
+for `--hosts` agents, each with its own agent token: each holds a long-poll of its
+orders (`wait` = the agent's `poll_wait`, 60 s), asks again when it ends, and heart-beats
+every 60 s (the agent's report interval), all spread evenly. Nothing changes, so every
+long-poll ends "unchanged". The controller's CPU (utime + stime from /proc/<pid>/stat)
+is read over a window as long as one long-poll, after every agent holds one. The
+baseline is the code of `--baseline` (which polls every 2 s, as its agents do), measured
+the same way with `--baseline-hosts` agents, and scaled to `--hosts` (polling cost is
+linear in hosts).
+
+(b) Request -> ACTIVE. Real `passthru agent` processes on simulated hosts (libvirt's
+test driver over each host's node XML, VF settings recorded, as `passthru sim` sets up),
+their default intervals, and 16 clients each booting a server (no devices), waiting for
+ACTIVE (read every 20 ms), deleting it, and again. The same with the baseline's code
+(its agents poll every 2 s and run one order at a time).
+
+Every figure is taken on this machine while others may be using it: noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reports import ROOT, Serve, extract
+
+POLL_WAIT = 60.0
+HEARTBEAT_EVERY = 60.0
+OLD_POLL_EVERY = 2.0
+CLIENTS = 16
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def raise_fd_limit() -> int:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def make_tokens(serve: Serve, hosts: int) -> list[tuple[str, str]]:
+    """An agent token for each host, and the host known to the controller (reported)."""
+    admin = dict(serve.http.headers)
+    made: list[tuple[str, str]] = []
+    async with httpx.AsyncClient(base_url=serve.url, headers=admin, timeout=600) as http:
+        gate = asyncio.Semaphore(16)
+
+        async def one(number: int) -> None:
+            host = f"idle-{number:05d}"
+            async with gate:
+                response = await http.post(f"/v2/admin/os-hosts/{host}/tokens")
+                token = response.raise_for_status().json()["token"]
+                await http.put(f"/v2/agent/hosts/{host}/inventory", json={"devices": []},
+                               headers={"Authorization": f"Bearer {token}"})
+                await http.post(f"/v2/agent/hosts/{host}/heartbeat",
+                                headers={"Authorization": f"Bearer {token}"})
+            made.append((host, token))
+
+        await asyncio.gather(*(one(n) for n in range(hosts)))
+    return made
+
+
+async def idle_agents(serve: Serve, agents: list[tuple[str, str]], *, long_poll: bool,
+                      window: float) -> dict[str, Any]:
+    """Each agent long-polls (or polls every 2 s) and heart-beats; the controller's CPU
+    per second over `window` seconds once every agent is going."""
+    limits = httpx.Limits(max_connections=len(agents) + 64, max_keepalive_connections=None)
+    counts = {"orders": 0, "unchanged": 0, "heartbeats": 0, "errors": 0}
+    stop = asyncio.Event()
+    spread = POLL_WAIT if long_poll else OLD_POLL_EVERY
+    async with httpx.AsyncClient(base_url=serve.url, limits=limits,
+                                 timeout=POLL_WAIT + 60) as http:
+
+        async def heartbeats(path: str, headers: dict[str, str]) -> None:
+            await asyncio.sleep(random.uniform(0, HEARTBEAT_EVERY))
+            while not stop.is_set():
+                try:
+                    (await http.post(f"{path}/heartbeat", headers=headers)).raise_for_status()
+                    counts["heartbeats"] += 1
+                except (httpx.HTTPError, OSError):
+                    counts["errors"] += 1
+                await asyncio.sleep(HEARTBEAT_EVERY)
+
+        async def agent(host: str, token: str) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            path = f"/v2/agent/hosts/{host}"
+            beating = asyncio.create_task(heartbeats(path, headers))
+            await asyncio.sleep(random.uniform(0, spread))
+            etag: str | None = None
+            try:
+                while not stop.is_set():
+                    try:
+                        if long_poll and etag is not None:
+                            response = await http.get(
+                                f"{path}/orders", params={"wait": POLL_WAIT},
+                                headers={**headers, "If-None-Match": etag})
+                        else:
+                            response = await http.get(f"{path}/orders", headers=headers)
+                        response.raise_for_status()
+                        counts["unchanged" if response.status_code == 304 else "orders"] += 1
+                        etag = response.headers.get("ETag", etag)
+                        if not long_poll:
+                            await asyncio.sleep(OLD_POLL_EVERY)
+                    except (httpx.HTTPError, OSError):
+                        counts["errors"] += 1
+                        await asyncio.sleep(1.0)
+            finally:
+                beating.cancel()
+
+        tasks = [asyncio.create_task(agent(host, token)) for host, token in agents]
+        await asyncio.sleep(spread + 5)  # every agent is going
+        before_counts = dict(counts)
+        start, cpu_start = time.monotonic(), cpu_seconds(serve.process.pid)
+        await asyncio.sleep(window)
+        elapsed, cpu = time.monotonic() - start, cpu_seconds(serve.process.pid) - cpu_start
+        during = {key: counts[key] - before_counts[key] for key in counts}
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"hosts": len(agents), "window_s": round(elapsed, 1),
+            "controller_cpu_cores": round(cpu / elapsed, 4),
+            "requests_per_s": round(sum(during.values()) / elapsed, 1),
+            "cpu_ms_per_request": round(1000 * cpu / max(1, sum(during.values())), 3),
+            "requests": during}
+
+
+def run_idle(src: Path, work: Path, hosts: int, long_poll: bool) -> dict[str, Any]:
+    work.mkdir(parents=True)
+    serve = Serve(src, work)
+    try:
+        agents = asyncio.run(make_tokens(serve, hosts))
+        window = POLL_WAIT + 10 if long_poll else 30.0
+        return asyncio.run(idle_agents(serve, agents, long_poll=long_poll, window=window))
+    finally:
+        serve.stop()
+
+
+def agent_config(src: Path, work: Path, number: int, url: str, token: str) -> Path:
+    from passthru.sim import PROFILES, build_sysfs, host_config_toml, nodedev_xml
+
+    profile = PROFILES["qat"]
+    home = work / f"host-{number}"
+    (home / "sys").mkdir(parents=True)
+    build_sysfs(profile, home / "sys")
+    node = home / "node.xml"
+    node.write_text(nodedev_xml(profile))
+    head = (f'token = "{token}"\ninstances_path = "{home / "instances"}"\n'
+            f'image_cache = "{home / "images"}"\n')
+    config = home / "host.toml"
+    text = host_config_toml(profile, sysfs_root=home / "sys", controller=url,
+                            nodedev_xml=node)
+    config.write_text(head + text.replace(f'host = "sim-{profile.name}"',
+                                          f'host = "sim-{number}"'))
+    return config
+
+
+def boot_loop(serve: Serve, boots: int, times: list[float], errors: list[str]) -> None:
+    with httpx.Client(base_url=serve.url, headers=dict(serve.http.headers),
+                      timeout=120) as http:
+        for _ in range(boots):
+            start = time.perf_counter()
+            body = {"server": {"name": f"vm-{random.getrandbits(48):x}",
+                               "flavorRef": "m1.small", "networks": []}}
+            created = http.post("/v2/admin/servers", json=body)
+            if created.status_code >= 300:
+                errors.append(f"{created.status_code} {created.text[:200]}")
+                continue
+            server = created.json()["server"]["id"]
+            while True:
+                status = http.get(f"/v2/admin/servers/{server}").json()["server"]["status"]
+                if status != "BUILD":
+                    break
+                time.sleep(0.02)
+            if status == "ACTIVE":
+                times.append(time.perf_counter() - start)
+            else:
+                errors.append(status)
+            http.delete(f"/v2/admin/servers/{server}")
+
+
+def run_active(src: Path, work: Path, hosts: int, boots: int) -> dict[str, Any]:
+    work.mkdir(parents=True)
+    serve = Serve(src, work)
+    agents: list[subprocess.Popen[bytes]] = []
+    try:
+        serve.http.post("/v2/admin/flavors", json={"flavor": {"name": "m1.small"}}
+                        ).raise_for_status()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
+        env["PYTHONPATH"] = str(src)
+        for number in range(hosts):
+            token = serve.http.post(f"/v2/admin/os-hosts/sim-{number}/tokens").json()["token"]
+            config = agent_config(src, work, number, serve.url, token)
+            log = (work / f"agent-{number}.log").open("wb")
+            agents.append(subprocess.Popen(
+                [sys.executable, "-c", "from passthru.cli.main import main; main()",
+                 "agent", "--config", str(config)], env=env, stdout=log,
+                stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        while True:
+            known = serve.http.get("/v2/admin/os-hosts").json()["hosts"]
+            if len(known) >= hosts:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the agents did not report")
+            time.sleep(0.5)
+        time.sleep(3)  # the agents' first order rounds
+        times: list[float] = []
+        errors: list[str] = []
+        threads = [threading.Thread(target=boot_loop, args=(serve, boots // CLIENTS,
+                                                            times, errors))
+                   for _ in range(CLIENTS)]
+        cpu_start = cpu_seconds(serve.process.pid)
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(serve.process.pid) - cpu_start
+        ordered = sorted(times)
+        return {"hosts": hosts, "clients": CLIENTS, "boots": len(ordered),
+                "errors": errors[:5], "error_count": len(errors),
+                "active_p50_s": round(statistics.median(ordered), 3) if ordered else None,
+                "active_p99_s": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 3)
+                if ordered else None,
+                "active_max_s": round(ordered[-1], 3) if ordered else None,
+                "wall_s": round(elapsed, 1), "controller_cpu_s": round(cpu, 2)}
+    finally:
+        for agent in agents:
+            agent.terminate()
+        for agent in agents:
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        serve.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=10_000, help="idle agents (a)")
+    parser.add_argument("--baseline", metavar="REV", help="the polling code to compare")
+    parser.add_argument("--baseline-hosts", type=int, default=500,
+                        help="idle agents of the baseline, scaled to --hosts")
+    parser.add_argument("--sim-hosts", type=int, default=4, help="real agents (b)")
+    parser.add_argument("--boots", type=int, default=160, help="boots (b), over 16 clients")
+    parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--skip-active", action="store_true")
+    args = parser.parse_args()
+    limit = raise_fd_limit()
+    hosts = min(args.hosts, limit - 1000)
+    report: dict[str, Any] = {
+        "benchmark": "idle agents' controller CPU and request -> ACTIVE",
+        "store": "SQLite, WAL, synchronous=NORMAL",
+        "machine": {"cpus": os.cpu_count(), "load": os.getloadavg(), "fd_limit": limit},
+    }
+    with tempfile.TemporaryDirectory(prefix="passthru-orders-", dir="/var/tmp") as work:
+        base = Path(work)
+        old_src = extract(args.baseline, base / "old") if args.baseline else None
+        if not args.skip_idle:
+            report["idle_long_poll"] = run_idle(ROOT / "src", base / "idle-new", hosts, True)
+            if old_src is not None:
+                old = run_idle(old_src, base / "idle-old", args.baseline_hosts, False)
+                old["scaled_to_hosts"] = hosts
+                old["scaled_controller_cpu_cores"] = round(
+                    old["controller_cpu_cores"] * hosts / args.baseline_hosts, 3)
+                report["idle_polling_baseline"] = old
+        if not args.skip_active:
+            report["active_new"] = run_active(ROOT / "src", base / "active-new",
+                                              args.sim_hosts, args.boots)
+            if old_src is not None:
+                report["active_polling_baseline"] = run_active(
+                    old_src, base / "active-old", args.sim_hosts, args.boots)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
