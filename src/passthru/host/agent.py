@@ -152,7 +152,7 @@ class Agent:
                     started = True
                 running = bool(worker.servers())
                 polled = worker.follow(version, self.order_interval if running
-                                       else self.poll_wait)
+                                       else self.poll_wait, self.order_interval)
                 version = polled.version
                 if version is None:
                     stop.wait(self.order_interval)

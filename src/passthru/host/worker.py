@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -204,6 +205,9 @@ class OrderWorker:
         self._last: tuple[ReadOrders, int] = (ReadOrders(), 0)
         self._ended = threading.Event()
         self._reader: threading.Thread | None = None
+        #: Power states and consoles are sent at most this often (0: every round).
+        self._report_every = 0.0
+        self._reported_at = 0.0
 
     def start(self) -> ReconcileReport:
         """After a (re)start: keep the domains of servers placed here (running or shut
@@ -232,12 +236,15 @@ class OrderWorker:
             self.report(orders, read_at)
         return len(started) + sum(1 for order in orders.unreadable if order.server_uuid is None)
 
-    def follow(self, version: str | None, wait: float) -> PolledOrders:
+    def follow(self, version: str | None, wait: float, report_every: float = 0.0
+               ) -> PolledOrders:
         """One long-poll of the host's orders past `version` (None: read them now): the
         orders it brings are started, not waited for, and the host's servers reported
-        on. Whenever an order ends the orders are read again (in a thread of their own),
+        on (their power states and consoles at most every `report_every` seconds).
+        Whenever an order ends the orders are read again (in a thread of their own),
         since its answer changed them. Returns what the poll brought."""
         with self._lock:
+            self._report_every = report_every
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read_again, daemon=True,
                                                 name="orders-again")
@@ -288,7 +295,11 @@ class OrderWorker:
             with self._lock:
                 busy = {*self._running, *(uuid for uuid, ended in self._ended_at.items()
                                           if ended > read_at)}
+                every = self._report_every
             self.remove_strays(orders, busy)
+            if every and time.monotonic() < self._reported_at + every:
+                return
+            self._reported_at = time.monotonic()
             running = [uuid for uuid in orders.running if uuid not in busy]
             self.report_power_states(running)
             self.send_consoles(running)
