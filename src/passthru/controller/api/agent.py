@@ -12,6 +12,12 @@ full report without it is taken as it comes (operators' tools, older agents). Ev
 report is checked whole before anything of it is applied, and a bad one gets 400 naming
 its first problems. Pools are grouped here from the reported `pool_attrs` with the same
 core function the agent uses.
+
+The orders carry their version as an ETag: an agent that sends it back (If-None-Match,
+with `wait`) holds a long-poll that is answered when the host's orders change, or 304
+from memory when `wait` runs out (`controller.wakeups`); without it the orders come at
+once, as they always did. Heart-beats of a host that is up are kept in memory and
+written in batches (`controller.heartbeats`); the agent's long-poll counts as one.
 """
 
 from __future__ import annotations
