@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from passthru.host.agent import Agent
 from passthru.host.worker import OrderWorker, PolledOrders, ReadOrders
 from passthru.pci.work import (
     DestroyOrder,
@@ -75,6 +76,9 @@ class Link:
 
 class Driver:
     def names(self) -> list[str]:
+        return []
+
+    def domains(self) -> list[Any]:
         return []
 
 
@@ -163,3 +167,34 @@ def test_one_servers_orders_run_in_order(tmp_path: Path) -> None:
     # Read again after each end, the standing orders are not carried out twice.
     assert [line for line in hypervisor.log if TWO in line] == [f"spawn {TWO} start",
                                                                 f"spawn {TWO} end"]
+
+
+class OlderController(Link):
+    """A controller that gives the orders no version: the agent polls it."""
+
+    def __init__(self, orders: ReadOrders, stop: threading.Event) -> None:
+        super().__init__(orders)
+        self.stop = stop
+        self.polls: list[str | None] = []
+
+    def poll_orders(self, version: str | None, wait: float) -> PolledOrders:
+        self.polls.append(version)
+        if len(self.polls) == 3:
+            self.stop.set()
+        return PolledOrders(self.current, None)
+
+
+def test_an_older_controller_is_polled_and_its_orders_carried_out() -> None:
+    stop = threading.Event()
+    hypervisor = Hypervisor()
+    link = OlderController(ReadOrders(spawn=[spawn(ONE)]), stop)
+    worker = OrderWorker(link, hypervisor)  # type: ignore[arg-type]
+    agent = Agent(scan=list, link=link, pool_attrs=[],  # type: ignore[arg-type]
+                  order_interval=0.01)
+    try:
+        agent.follow_orders(worker, stop)
+        until("the spawn ends", lambda: f"spawn {ONE} end" in hypervisor.log)
+    finally:
+        worker.close()
+    assert link.polls == [None, None, None]
+    assert link.answers == [("spawned", ONE, True)]
