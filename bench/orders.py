@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/orders.py [--hosts 10000] [--baseline REV] [--quick]
 
-(a) Idle agents. A real `passthru serve` (SQLite) and one asyncio httpx client standing
-for `--hosts` agents, each with its own agent token: each holds a long-poll of its
-orders (`wait` = the agent's `poll_wait`, 60 s), asks again when it ends, and heart-beats
-every 60 s (the agent's report interval), all spread evenly. Nothing changes, so every
+(a) Idle agents. A real `passthru serve` (SQLite) and one asyncio client standing for
+`--hosts` agents: each holds a long-poll of its orders (`wait` = the agent's `poll_wait`,
+60 s) on a connection of its own, asks again when it ends, and heart-beats every 60 s
+(the agent's report interval) on another, all spread evenly. They use the admin token
+(making 10k agent tokens takes minutes here): a token's lookup costs the same, and only
+an agent's own long-poll is noted as its heart-beat, a dict entry. Nothing changes, so every
 long-poll ends "unchanged". The controller's CPU (utime + stime from /proc/<pid>/stat)
 is read over a window as long as one long-poll, after every agent holds one. The
 baseline is the code of `--baseline` (which polls every 2 s, as its agents do), measured
@@ -63,90 +65,95 @@ def raise_fd_limit() -> int:
     return hard
 
 
-async def make_tokens(serve: Serve, hosts: int) -> list[tuple[str, str]]:
-    """An agent token for each host, and the host known to the controller (reported)."""
-    admin = dict(serve.http.headers)
-    made: list[tuple[str, str]] = []
-    async with httpx.AsyncClient(base_url=serve.url, headers=admin, timeout=600) as http:
-        gate = asyncio.Semaphore(16)
-
-        async def one(number: int) -> None:
-            host = f"idle-{number:05d}"
-            async with gate:
-                response = await http.post(f"/v2/admin/os-hosts/{host}/tokens")
-                token = response.raise_for_status().json()["token"]
-                await http.put(f"/v2/agent/hosts/{host}/inventory", json={"devices": []},
-                               headers={"Authorization": f"Bearer {token}"})
-                await http.post(f"/v2/agent/hosts/{host}/heartbeat",
-                                headers={"Authorization": f"Bearer {token}"})
-            made.append((host, token))
-
-        await asyncio.gather(*(one(n) for n in range(hosts)))
-    return made
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
+                   target: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """One HTTP/1.1 request on a kept-alive connection: its status and headers (the body
+    is read and dropped). Written by hand: an HTTP client's connection pool is the
+    bottleneck with thousands of connections in one process."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: bench", "Content-Length: 0",
+             *(f"{key}: {value}" for key, value in headers.items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    found = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":")
+                                                          for line in head[1:] if line)}
+    await reader.readexactly(int(found.get("content-length", "0")))
+    return status, found
 
 
-async def idle_agents(serve: Serve, agents: list[tuple[str, str]], *, long_poll: bool,
+async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
                       window: float) -> dict[str, Any]:
     """Each agent long-polls (or polls every 2 s) and heart-beats; the controller's CPU
     per second over `window` seconds once every agent is going."""
-    limits = httpx.Limits(max_connections=len(agents) + 64, max_keepalive_connections=None)
     counts = {"orders": 0, "unchanged": 0, "heartbeats": 0, "errors": 0}
     stop = asyncio.Event()
     spread = POLL_WAIT if long_poll else OLD_POLL_EVERY
-    async with httpx.AsyncClient(base_url=serve.url, limits=limits,
-                                 timeout=POLL_WAIT + 60) as http:
+    auth = {"Authorization": serve.http.headers["Authorization"]}
+    port = serve.port
 
-        async def heartbeats(path: str, headers: dict[str, str]) -> None:
-            await asyncio.sleep(random.uniform(0, HEARTBEAT_EVERY))
+    async def connected() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", port)
+
+    async def heartbeats(path: str) -> None:
+        await asyncio.sleep(random.uniform(0, HEARTBEAT_EVERY))
+        reader, writer = await connected()
+        while not stop.is_set():
+            try:
+                status, _ = await _request(reader, writer, "POST", f"{path}/heartbeat", auth)
+                counts["heartbeats" if status < 400 else "errors"] += 1
+            except (OSError, asyncio.IncompleteReadError):
+                counts["errors"] += 1
+                reader, writer = await connected()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+        writer.close()
+
+    async def agent(host: str) -> None:
+        path = f"/v2/agent/hosts/{host}"
+        beating = asyncio.create_task(heartbeats(path))
+        await asyncio.sleep(random.uniform(0, spread))
+        etag: str | None = None
+        reader, writer = await connected()
+        try:
             while not stop.is_set():
                 try:
-                    (await http.post(f"{path}/heartbeat", headers=headers)).raise_for_status()
-                    counts["heartbeats"] += 1
-                except (httpx.HTTPError, OSError):
-                    counts["errors"] += 1
-                await asyncio.sleep(HEARTBEAT_EVERY)
-
-        async def agent(host: str, token: str) -> None:
-            headers = {"Authorization": f"Bearer {token}"}
-            path = f"/v2/agent/hosts/{host}"
-            beating = asyncio.create_task(heartbeats(path, headers))
-            await asyncio.sleep(random.uniform(0, spread))
-            etag: str | None = None
-            try:
-                while not stop.is_set():
-                    try:
-                        if long_poll and etag is not None:
-                            response = await http.get(
-                                f"{path}/orders", params={"wait": POLL_WAIT},
-                                headers={**headers, "If-None-Match": etag})
-                        else:
-                            response = await http.get(f"{path}/orders", headers=headers)
-                        response.raise_for_status()
-                        counts["unchanged" if response.status_code == 304 else "orders"] += 1
-                        etag = response.headers.get("ETag", etag)
-                        if not long_poll:
-                            await asyncio.sleep(OLD_POLL_EVERY)
-                    except (httpx.HTTPError, OSError):
+                    if long_poll and etag is not None:
+                        status, found = await _request(
+                            reader, writer, "GET", f"{path}/orders?wait={POLL_WAIT:g}",
+                            {**auth, "If-None-Match": etag})
+                    else:
+                        status, found = await _request(reader, writer, "GET",
+                                                       f"{path}/orders", auth)
+                    if status >= 400:
                         counts["errors"] += 1
-                        await asyncio.sleep(1.0)
-            finally:
-                beating.cancel()
+                    counts["unchanged" if status == 304 else "orders"] += 1
+                    etag = found.get("etag", etag)
+                    if not long_poll:
+                        await asyncio.sleep(OLD_POLL_EVERY)
+                except (OSError, asyncio.IncompleteReadError):
+                    counts["errors"] += 1
+                    await asyncio.sleep(1.0)
+                    reader, writer = await connected()
+        finally:
+            beating.cancel()
+            writer.close()
 
-        tasks = [asyncio.create_task(agent(host, token)) for host, token in agents]
-        await asyncio.sleep(spread + 5)  # every agent is going
-        before_counts = dict(counts)
-        start, cpu_start = time.monotonic(), cpu_seconds(serve.process.pid)
-        await asyncio.sleep(window)
-        elapsed, cpu = time.monotonic() - start, cpu_seconds(serve.process.pid) - cpu_start
-        during = {key: counts[key] - before_counts[key] for key in counts}
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return {"hosts": len(agents), "window_s": round(elapsed, 1),
+    tasks = [asyncio.create_task(agent(f"idle-{n:05d}")) for n in range(hosts)]
+    await asyncio.sleep(max(spread, HEARTBEAT_EVERY) + 10)  # every agent is going
+    before_counts = dict(counts)
+    start, cpu_start = time.monotonic(), cpu_seconds(serve.process.pid)
+    await asyncio.sleep(window)
+    elapsed, cpu = time.monotonic() - start, cpu_seconds(serve.process.pid) - cpu_start
+    during = {key: counts[key] - before_counts[key] for key in counts}
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    requests = during["orders"] + during["unchanged"] + during["heartbeats"]
+    return {"hosts": hosts, "window_s": round(elapsed, 1),
             "controller_cpu_cores": round(cpu / elapsed, 4),
-            "requests_per_s": round(sum(during.values()) / elapsed, 1),
-            "cpu_ms_per_request": round(1000 * cpu / max(1, sum(during.values())), 3),
+            "requests_per_s": round(requests / elapsed, 1),
+            "cpu_ms_per_request": round(1000 * cpu / max(1, requests), 3),
             "requests": during}
 
 
@@ -154,9 +161,10 @@ def run_idle(src: Path, work: Path, hosts: int, long_poll: bool) -> dict[str, An
     work.mkdir(parents=True)
     serve = Serve(src, work)
     try:
-        agents = asyncio.run(make_tokens(serve, hosts))
         window = POLL_WAIT + 10 if long_poll else 30.0
-        return asyncio.run(idle_agents(serve, agents, long_poll=long_poll, window=window))
+        result = asyncio.run(idle_agents(serve, hosts, long_poll=long_poll, window=window))
+        print(json.dumps(result), file=sys.stderr)
+        return result
     finally:
         serve.stop()
 

@@ -139,10 +139,11 @@ class Agent:
 
     def follow_orders(self, worker: OrderWorker, stop: threading.Event) -> None:
         """Carry out the controller's orders until `stop` is set: long-polled (held by
-        the controller until they change, `poll_wait` seconds at most, or
-        `order_interval` while servers run here, whose power states and consoles are
-        sent that often), or polled every `order_interval` seconds from a controller
-        that gives the orders no version (an older one)."""
+        the controller until they change, `poll_wait` seconds at most), or polled every
+        `order_interval` seconds from a controller that gives the orders no version (an
+        older one). Every `order_interval` seconds the host's servers are looked at, and
+        power states that changed are sent (all of them every `interval`), with the
+        console logs that changed."""
         started = False
         version: str | None = None
         while not stop.is_set():
@@ -150,9 +151,9 @@ class Agent:
                 if not started:
                     worker.start()
                     started = True
-                running = bool(worker.servers())
-                polled = worker.follow(version, self.order_interval if running
-                                       else self.poll_wait, self.order_interval)
+                    threading.Thread(target=self._watch, args=(worker, stop),
+                                     name="watch", daemon=True).start()
+                polled = worker.follow(version, self.poll_wait, self.interval)
                 version = polled.version
                 if version is None:
                     stop.wait(self.order_interval)
@@ -162,3 +163,10 @@ class Agent:
                 log.warning("orders failed: %s", error)
                 version = None
                 stop.wait(self.order_interval)
+
+    def _watch(self, worker: OrderWorker, stop: threading.Event) -> None:
+        while not stop.wait(self.order_interval):
+            try:
+                worker.watch()
+            except Exception as error:
+                log.warning("reporting on the host's servers failed: %s", error)

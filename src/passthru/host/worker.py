@@ -205,9 +205,11 @@ class OrderWorker:
         self._last: tuple[ReadOrders, int] = (ReadOrders(), 0)
         self._ended = threading.Event()
         self._reader: threading.Thread | None = None
-        #: Power states and consoles are sent at most this often (0: every round).
-        self._report_every = 0.0
-        self._reported_at = 0.0
+        #: Seconds between two reports of every server's power state (0: every round);
+        #: between them only the states that changed are sent.
+        self._resend_every = 0.0
+        self._resent_at = 0.0
+        self._states_sent: dict[str, PowerState] = {}
 
     def start(self) -> ReconcileReport:
         """After a (re)start: keep the domains of servers placed here (running or shut
@@ -236,15 +238,16 @@ class OrderWorker:
             self.report(orders, read_at)
         return len(started) + sum(1 for order in orders.unreadable if order.server_uuid is None)
 
-    def follow(self, version: str | None, wait: float, report_every: float = 0.0
+    def follow(self, version: str | None, wait: float, resend_every: float = 0.0
                ) -> PolledOrders:
         """One long-poll of the host's orders past `version` (None: read them now): the
         orders it brings are started, not waited for, and the host's servers reported
-        on (their power states and consoles at most every `report_every` seconds).
-        Whenever an order ends the orders are read again (in a thread of their own),
-        since its answer changed them. Returns what the poll brought."""
+        on (`report`; power states only when they changed, and all of them every
+        `resend_every` seconds). Whenever an order ends the orders are read again (in a
+        thread of their own), since its answer changed them. Returns what the poll
+        brought."""
         with self._lock:
-            self._report_every = report_every
+            self._resend_every = resend_every
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read_again, daemon=True,
                                                 name="orders-again")
@@ -295,19 +298,22 @@ class OrderWorker:
             with self._lock:
                 busy = {*self._running, *(uuid for uuid, ended in self._ended_at.items()
                                           if ended > read_at)}
-                every = self._report_every
+                every = self._resend_every
             self.remove_strays(orders, busy)
-            if every and time.monotonic() < self._reported_at + every:
-                return
-            self._reported_at = time.monotonic()
             running = [uuid for uuid in orders.running if uuid not in busy]
-            self.report_power_states(running)
+            whole = not every or time.monotonic() >= self._resent_at + every
+            if whole:
+                self._resent_at = time.monotonic()
+            self.report_power_states(running, changed_only=not whole)
             self.send_consoles(running)
 
-    def servers(self) -> list[str]:
-        """The servers placed here, as the newest orders carried out list them."""
-        with self._lock:
-            return list(self._last[0].running)
+    def watch(self) -> None:
+        """Report on the host's servers by the newest orders (`report`), between the
+        orders' changes: a guest that shuts itself down is told as soon as it is seen."""
+        with self._read():
+            with self._lock:
+                orders, read_at = self._last
+            self.report(orders, read_at)
 
     def close(self) -> None:
         """Wait for the orders running to end."""
@@ -440,9 +446,11 @@ class OrderWorker:
                 log.warning("could not remove the leftover domain of server %s: %s",
                             result.server_uuid, result.fault)
 
-    def report_power_states(self, servers: Sequence[str]) -> None:
+    def report_power_states(self, servers: Sequence[str], *, changed_only: bool = False
+                            ) -> None:
         """Tell the controller which of `servers` run and which are shut off, read after
-        this round's power orders so that they see what those did."""
+        this round's power orders so that they see what those did (`changed_only`: only
+        those whose state is not the one last sent)."""
         states: dict[str, PowerState] = {}
         for uuid in servers:
             try:
@@ -452,6 +460,10 @@ class OrderWorker:
                 continue
             if state is not None:  # a missing domain is reconcile's business
                 states[uuid] = state
+        sent = self._states_sent
+        self._states_sent = states
+        if changed_only:
+            states = {uuid: state for uuid, state in states.items() if sent.get(uuid) != state}
         if states:
             try:
                 self.link.power_states(states)
