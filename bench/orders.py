@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -96,17 +97,21 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
         return await asyncio.open_connection("127.0.0.1", port)
 
     async def heartbeats(path: str) -> None:
+        """A connection for each heart-beat, as an agent's client makes one (the
+        controller closes a connection idle for 5 s)."""
         await asyncio.sleep(random.uniform(0, HEARTBEAT_EVERY))
-        reader, writer = await connected()
         while not stop.is_set():
             try:
-                status, _ = await _request(reader, writer, "POST", f"{path}/heartbeat", auth)
+                reader, writer = await connected()
+                try:
+                    status, _ = await _request(reader, writer, "POST", f"{path}/heartbeat",
+                                               auth)
+                finally:
+                    writer.close()
                 counts["heartbeats" if status < 400 else "errors"] += 1
             except (OSError, asyncio.IncompleteReadError):
                 counts["errors"] += 1
-                reader, writer = await connected()
             await asyncio.sleep(HEARTBEAT_EVERY)
-        writer.close()
 
     async def agent(host: str) -> None:
         path = f"/v2/agent/hosts/{host}"
@@ -132,8 +137,10 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
                         await asyncio.sleep(OLD_POLL_EVERY)
                 except (OSError, asyncio.IncompleteReadError):
                     counts["errors"] += 1
+                    writer.close()
                     await asyncio.sleep(1.0)
-                    reader, writer = await connected()
+                    with contextlib.suppress(OSError):
+                        reader, writer = await connected()
         finally:
             beating.cancel()
             writer.close()
