@@ -281,3 +281,26 @@ def test_waiting_is_without_a_thread() -> None:
 
     assert asyncio.run(main()) == [True] * 500
     assert wakeups.waiting() == 0
+
+
+def test_a_stopping_controller_answers_its_held_long_polls(tmp_path: Path) -> None:
+    """SIGTERM answers what waits (304) rather than leaving the web server's graceful
+    shutdown waiting for every long-poll to run out."""
+    controller = LiveController(tmp_path / "data")
+    controller.start()
+    admin = {"Authorization": f"Bearer {controller.admin_token}"}
+    try:
+        with httpx.Client(base_url=controller.url, headers=admin, timeout=600) as http:
+            etag = http.get(ORDERS).headers["ETag"]
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(http.get, ORDERS, params={"wait": 500},
+                                   headers={"If-None-Match": etag})
+                time.sleep(0.5)
+                assert not held.done()
+                assert controller.process is not None
+                controller.process.terminate()
+                answer = held.result(timeout=120)
+                controller.process.wait(timeout=120)  # ended, as SIGTERM ends it
+        assert answer.status_code == 304
+    finally:
+        controller.kill()
