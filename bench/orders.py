@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reports import ROOT, Serve, extract
+from reports import ROOT, Serve, extract, free_port
 
 POLL_WAIT = 60.0
 HEARTBEAT_EVERY = 60.0
@@ -164,16 +164,62 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
             "requests": during}
 
 
+class Restarted(Serve):
+    """`passthru serve` of `src` on the data dir another one left (`data`)."""
+
+    def __init__(self, src: Path, work: Path, data: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
+        env["PYTHONPATH"] = str(src)
+        self.log = (work / f"serve-{self.port}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from passthru.cli.main import main; main()", "serve",
+             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                httpx.get(f"{self.url}/openapi.json", timeout=2.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("passthru serve did not start") from None
+                time.sleep(0.2)
+        token = (data / "admin-token").read_text().strip()
+        self.http = httpx.Client(base_url=self.url, timeout=600.0,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+
+def seeded(src: Path, work: Path, hosts: int) -> Serve:
+    """A controller that knows `hosts` hosts, up and heart-beaten just now: written to
+    its store while it is stopped, so that making them is not measured."""
+    from passthru.controller.db import Store
+    from passthru.controller.models import HostRow, utcnow
+
+    first = Serve(src, work)
+    first.stop()
+    data = work / f"data-{first.port}"
+    store = Store(f"sqlite:///{data / 'passthru.sqlite'}")
+    with store.write() as session:
+        now = utcnow()
+        session.add_all(HostRow(name=f"idle-{n:05d}", last_heartbeat=now) for n in range(hosts))
+    store.close()
+    return Restarted(src, work, data)
+
+
 def run_idle(src: Path, work: Path, hosts: int, long_poll: bool) -> dict[str, Any]:
     work.mkdir(parents=True)
-    serve = Serve(src, work)
+    serve = seeded(src, work, hosts)
     try:
         window = POLL_WAIT + 10 if long_poll else 30.0
         result = asyncio.run(idle_agents(serve, hosts, long_poll=long_poll, window=window))
         print(json.dumps(result), file=sys.stderr)
         return result
     finally:
-        serve.stop()
+        serve.process.kill()  # its held long-polls were measured, not its shutdown
+        serve.process.wait()
+        serve.log.close()
 
 
 def agent_config(src: Path, work: Path, number: int, url: str, token: str) -> Path:
