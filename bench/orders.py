@@ -88,6 +88,7 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
     """Each agent long-polls (or polls every 2 s) and heart-beats; the controller's CPU
     per second over `window` seconds once every agent is going."""
     counts = {"orders": 0, "unchanged": 0, "heartbeats": 0, "errors": 0}
+    ready: set[str] = set()
     stop = asyncio.Event()
     spread = POLL_WAIT if long_poll else OLD_POLL_EVERY
     auth = {"Authorization": serve.http.headers["Authorization"]}
@@ -132,6 +133,8 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
                     if status >= 400:
                         counts["errors"] += 1
                     counts["unchanged" if status == 304 else "orders"] += 1
+                    if etag is None and status < 400:
+                        ready.add(host)
                     etag = found.get("etag", etag)
                     if not long_poll:
                         await asyncio.sleep(OLD_POLL_EVERY)
@@ -145,8 +148,15 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
             beating.cancel()
             writer.close()
 
+    # What the controller costs with no agent at all (its sweeps and index checks).
+    quiet_start = cpu_seconds(serve.process.pid)
+    await asyncio.sleep(20)
+    quiet = (cpu_seconds(serve.process.pid) - quiet_start) / 20
     tasks = [asyncio.create_task(agent(f"idle-{n:05d}")) for n in range(hosts)]
-    await asyncio.sleep(max(spread, HEARTBEAT_EVERY) + 10)  # every agent is going
+    await asyncio.sleep(max(spread, HEARTBEAT_EVERY))
+    while len(ready) < hosts:  # every agent has had its orders once
+        await asyncio.sleep(1)
+    await asyncio.sleep(5)
     before_counts = dict(counts)
     start, cpu_start = time.monotonic(), cpu_seconds(serve.process.pid)
     await asyncio.sleep(window)
@@ -159,6 +169,7 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
     requests = during["orders"] + during["unchanged"] + during["heartbeats"]
     return {"hosts": hosts, "window_s": round(elapsed, 1),
             "controller_cpu_cores": round(cpu / elapsed, 4),
+            "controller_cpu_cores_without_agents": round(quiet, 4),
             "requests_per_s": round(requests / elapsed, 1),
             "cpu_ms_per_request": round(1000 * cpu / max(1, requests), 3),
             "requests": during}
