@@ -5,7 +5,10 @@ the data dir holds a working admin token (the data dir and its files are the own
 alone: 0700 and 0600), and loads the scheduler's index from the store.
 Every request passes `api.limits` first: a token, a rate, a body size and pace.
 Uploaded image files are kept in the data dir too (`images/`).
-While the app runs, a sweep marks hosts down whose agents stopped heart-beating and then
+While the app runs, the heart-beats agents send are written in batches
+(`controller.heartbeats`), with PostgreSQL one connection listens for the other
+replicas' order changes (`controller.wakeups`), a sweep marks hosts down whose agents
+stopped heart-beating (after writing this replica's batch) and then
 sees to stalled builds (timed out, on a host that went down, never placed) — the first
 time as soon as the app starts — and the index is checked against the store, which other
 controller replicas change too. Every `prune_interval` deleted servers, old events and
@@ -15,11 +18,13 @@ agents' answers are pruned (`controller.retention`).
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.metadata import version
+from types import FrameType
 
 import anyio
 import anyio.to_thread
@@ -44,6 +49,7 @@ from passthru.controller.api.limits import RequestLimits
 from passthru.controller.auth import ensure_admin_token
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store, unreachable
+from passthru.controller.heartbeats import Heartbeats
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.ledger import changes_of
 from passthru.controller.migrate import upgrade
@@ -53,6 +59,7 @@ from passthru.controller.reschedule import sweep_builds
 from passthru.controller.retention import prune
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.wakeups import Wakeups, listen_url
 from passthru.web import routes as web
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,18 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def _sweep_once(store: Store, scheduler: Scheduler, settings: Settings) -> None:
+def _flush_heartbeats(store: Store, scheduler: Scheduler, heartbeats: Heartbeats) -> None:
+    up = heartbeats.flush(store)
+    for name in up:
+        log.info("host %s heart-beats again; marked up", name)
+    if up:
+        scheduler.refresh(up)
+
+
+def _sweep_once(store: Store, scheduler: Scheduler, settings: Settings,
+                heartbeats: Heartbeats) -> None:
+    # This replica's heart-beats first: a host is marked down on what it last said.
+    _flush_heartbeats(store, scheduler, heartbeats)
     with store.write() as session:
         down = mark_silent_hosts_down(session, settings.heartbeat_timeout)
         changes = changes_of(session)
@@ -100,6 +118,11 @@ def create_app(settings: Settings) -> FastAPI:
     store = open_store(settings)
     scheduler = Scheduler(store, settings.weigher)
     scheduler.load()
+    postgres = store.engine.dialect.name == "postgresql"
+    wakeups = Wakeups()
+    wakeups.attach(store, notify=postgres)
+    heartbeats = Heartbeats()
+    flush_every = min(settings.heartbeat_flush_interval, settings.heartbeat_timeout / 4)
 
     # A round of pruning (in a worker thread, which cannot be cancelled) stops at its
     # next batch when the app shuts down, rather than keeping the shutdown waiting.
@@ -112,13 +135,23 @@ def create_app(settings: Settings) -> FastAPI:
             # to at start-up, not a period later.
             tasks.start_soon(partial(_every, at_once=True),
                              max(1.0, settings.heartbeat_timeout / 4), _sweep_once,
-                             store, scheduler, settings)
+                             store, scheduler, settings, heartbeats)
+            tasks.start_soon(_every, flush_every, _flush_heartbeats, store, scheduler,
+                             heartbeats)
+            if postgres:
+                await tasks.start(wakeups.listen, listen_url(settings.database_url))
             tasks.start_soon(_every, settings.resync_interval, scheduler.resync)
             tasks.start_soon(_every, settings.prune_interval, _prune_once, store, settings,
                              stopping)
+            _release_on_exit(wakeups)
             yield
             stopping.set()
             tasks.cancel_scope.cancel()
+        try:
+            await anyio.to_thread.run_sync(_flush_heartbeats, store, scheduler, heartbeats)
+        except Exception as error:
+            if not unreachable(error):
+                log.exception("the last heart-beats could not be written")
         store.close()
 
     app = FastAPI(
@@ -133,11 +166,32 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.catalog = Catalog()
     app.state.image_files = ImageFiles(settings.image_dir, settings.max_image_bytes)
     app.state.settings = settings
+    app.state.wakeups = wakeups
+    app.state.heartbeats = heartbeats
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+def _release_on_exit(wakeups: Wakeups) -> None:
+    """On SIGTERM or SIGINT, answer the held long-polls before the web server's own
+    handler begins its graceful shutdown, which waits for every request to end. Only
+    where signals can be had (the main thread of `passthru serve`, not a test's app)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def release(signum: int, frame: FrameType | None,
+                    previous: Callable[[int, FrameType | None], object] = previous) -> None:
+            wakeups.close()
+            previous(signum, frame)
+
+        signal.signal(number, release)
 
 
 async def _every(seconds: float, work: Callable[..., object], *args: object,

@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -152,6 +152,12 @@ class Store:
         self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
                                      expire_on_commit=False)
         self._outage = _Outage()
+
+    def listen(self, name: str, listener: Callable[..., None]) -> None:
+        """Call `listener` on the session event `name` (`sqlalchemy.orm.SessionEvents`)
+        of every session the store opens."""
+        event.listen(self._writers, name, listener)
+        event.listen(self._readers, name, listener)
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -20,6 +20,7 @@ from passthru.controller.enums import EventKind
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.events import record
 from passthru.controller.models import ServerRow, ServerStatus
+from passthru.controller.wakeups import wake
 from passthru.pci.work import PowerAction
 
 
@@ -95,6 +96,7 @@ def request_power(session: Session, server: ServerRow, action: PowerAction) -> N
             f"server {server.name} is {describe_state(server)}: {action} needs it {needs} "
             f"with no other power change pending; allowed now: {allowed}")
     server.task_state = str(action)
+    wake(session, server.host.name if server.host else None)
     if rule.during is not None:
         server.status = rule.during
     record(session, EventKind.POWER_REQUESTED, server=server.uuid,

@@ -19,6 +19,7 @@ from passthru.controller.enums import EventKind
 from passthru.controller.errors import NotFoundError
 from passthru.controller.events import record
 from passthru.controller.models import CpuPinRow, HostRow, PortRow, ServerRow, ServerStatus
+from passthru.controller.wakeups import wake
 from passthru.pci.resources import VmSize
 
 
@@ -74,6 +75,7 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
     free_resources(session, server)
     release_ports(session, server)
     server.status, server.task_state = ServerStatus.DELETED, None
+    wake(session, server.host.name if server.host else None)
     record(session, EventKind.SERVER_DELETED, server=server.uuid,
            host=server.host.name if server.host else None, message=f"server {server.name}")
     return hosts
@@ -81,6 +83,7 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
 
 def fail_server(session: Session, server: ServerRow, fault: str, host: str | None) -> None:
     """ERROR with `fault`, off its host, holding nothing (`host` names it for the event)."""
+    wake(session, host)
     free_devices(session, server)
     free_resources(session, server)
     server.status, server.fault, server.task_state = ServerStatus.ERROR, fault, None

@@ -37,6 +37,7 @@ from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.placement import NoValidHostError
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.wakeups import wake
 
 
 def leave_host(session: Session, server: ServerRow, host: str, fault: str,
@@ -44,6 +45,7 @@ def leave_host(session: Session, server: ServerRow, host: str, fault: str,
     """The build of `server` on `host` failed with `fault`: free what it holds there and
     count the attempt. Returns whether to place it again (it is BUILD with no host); if
     not, it is ERROR with every host's fault and holds nothing."""
+    wake(session, host)
     server.attempts += 1
     server.tried_hosts = [*server.tried_hosts, host]
     faults = f"{server.fault}; " if server.fault else ""

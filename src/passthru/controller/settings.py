@@ -99,6 +99,12 @@ class Settings:
     prune_interval: float = 3600.0
 
     # --- pushed orders and heart-beats ---
+    #: The longest an agent's orders long-poll is held, in seconds, before it is answered
+    #: "unchanged" (an agent asks for less, and its long-poll counts as its heart-beat).
+    orders_wait_max: float = 300.0
+    #: Seconds between two writes of the heart-beats a replica took (one statement for
+    #: all of them); at most a quarter of heartbeat_timeout is used.
+    heartbeat_flush_interval: float = 5.0
 
     # --- views: pagination and summaries ---
     #: Items on one page of a list (servers, hosts, PCI stats, ...) when the request gives

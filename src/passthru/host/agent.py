@@ -5,8 +5,10 @@ The first report after start is complete, with the host's CPUs, memory and disk;
 ones carry only what changed since the last report the controller accepted, and are
 complete again whenever those resources change (a CPU taken offline, a config edit).
 Every report also heart-beats, so a host whose agent stops is marked down by the
-controller and no longer scheduled to. Orders are asked for
-more often than the host is scanned, so that a boot does not wait for a re-scan.
+controller and no longer scheduled to. Orders come in a thread of their own, as soon as
+they change: the agent holds a long-poll that the controller answers when they do
+(its own heart-beat too), and carries out orders of different servers at once
+(`OrderWorker`); an older controller is polled every `order_interval` seconds.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Agent:
     jitter: float = 0.1
     worker: OrderWorker | None = None
     order_interval: float = 2.0
+    #: The longest the controller is asked to hold a long-poll of the orders.
+    poll_wait: float = 60.0
     #: The host's CPUs, memory and disk; None (or returning None): not reported.
     resources: Callable[[], HostResources | None] | None = None
     _reported: dict[str, PciDevice] | None = field(default=None, init=False)
@@ -114,9 +118,9 @@ class Agent:
         return max(0.0, self.interval + random.uniform(-spread, spread))
 
     def run(self, stop: threading.Event) -> None:
-        """Report and carry out orders until `stop` is set. A failed round is logged and
-        tried again: a controller that is briefly away must not kill the agent."""
-        started = False
+        """Report, and carry out orders, until `stop` is set. A failed round is logged
+        and tried again: a controller that is briefly away must not kill the agent."""
+        orders: threading.Thread | None = None
         next_report = time.monotonic()
         while not stop.is_set():
             if time.monotonic() >= next_report:
@@ -127,15 +131,42 @@ class Agent:
                     log.warning("report failed: %s", error)
                     self._reported = None
                 next_report = time.monotonic() + self.next_wait()
-            if self.worker is not None and self._reported is not None:
-                try:
-                    if not started:
-                        self.worker.start()
-                        started = True
-                    self.worker.run_orders()
-                except Exception as error:
-                    log.warning("orders failed: %s", error)
-            wait = next_report - time.monotonic()
-            if self.worker is not None:
-                wait = min(wait, self.order_interval)
-            stop.wait(max(0.0, wait))
+            if self.worker is not None and self._reported is not None and orders is None:
+                orders = threading.Thread(target=self.follow_orders, args=(self.worker, stop),
+                                          name="orders", daemon=True)
+                orders.start()
+            stop.wait(max(0.0, next_report - time.monotonic()))
+
+    def follow_orders(self, worker: OrderWorker, stop: threading.Event) -> None:
+        """Carry out the controller's orders until `stop` is set: long-polled (held by
+        the controller until they change, `poll_wait` seconds at most), or polled every
+        `order_interval` seconds from a controller that gives the orders no version (an
+        older one). Every `order_interval` seconds the host's servers are looked at, and
+        power states that changed are sent (all of them every `interval`), with the
+        console logs that changed."""
+        started = False
+        version: str | None = None
+        while not stop.is_set():
+            try:
+                if not started:
+                    worker.start()
+                    started = True
+                    threading.Thread(target=self._watch, args=(worker, stop),
+                                     name="watch", daemon=True).start()
+                polled = worker.follow(version, self.poll_wait, self.interval)
+                version = polled.version
+                if version is None:
+                    stop.wait(self.order_interval)
+            except Exception as error:
+                if stop.is_set():
+                    return
+                log.warning("orders failed: %s", error)
+                version = None
+                stop.wait(self.order_interval)
+
+    def _watch(self, worker: OrderWorker, stop: threading.Event) -> None:
+        while not stop.wait(self.order_interval):
+            try:
+                worker.watch()
+            except Exception as error:
+                log.warning("reporting on the host's servers failed: %s", error)

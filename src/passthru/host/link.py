@@ -35,7 +35,7 @@ from tenacity import (
 )
 
 from passthru.host.agent import StaleReportError
-from passthru.host.worker import AnswerRefusedError, ReadOrders, read_orders
+from passthru.host.worker import AnswerRefusedError, PolledOrders, ReadOrders, read_orders
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
@@ -52,6 +52,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Backoff between retries: from `_FIRST_WAIT` seconds, doubling, at most `_MOST_WAIT`.
 _FIRST_WAIT = 0.5
 _MOST_WAIT = 30.0
+#: How much later than asked a long-poll may be answered before it counts as timed out.
+_LATE = 30.0
 
 
 class LinkError(PassthruError):
@@ -140,7 +142,8 @@ class HttpLink:
                     error, wait)
 
     def _send(self, method: str, path: str, body: Any = None,
-              headers: Mapping[str, str] | None = None) -> httpx.Response:
+              headers: Mapping[str, str] | None = None,
+              read_timeout: float | None = None) -> httpx.Response:
         """One call, sent again while the controller is away or busy (see the module)."""
         retrying = Retrying(
             retry=retry_if_exception_type((httpx.TransportError, _BusyError)),
@@ -150,8 +153,13 @@ class HttpLink:
         try:
             for attempt in retrying:
                 with attempt:
+                    timeout: Any = httpx.USE_CLIENT_DEFAULT
+                    if read_timeout is not None:
+                        client = self._http.timeout
+                        timeout = httpx.Timeout(client.connect, read=read_timeout,
+                                                write=client.write, pool=client.pool)
                     response = self._http.request(method, self._base + path, json=body,
-                                                  headers=headers)
+                                                  headers=headers, timeout=timeout)
                     if response.status_code in _TRANSIENT:
                         raise _BusyError(response)
         except httpx.TransportError as error:
@@ -212,6 +220,22 @@ class HttpLink:
 
     def orders(self) -> ReadOrders:
         return read_orders(self._call("GET", "/orders"))
+
+    def poll_orders(self, version: str | None, wait: float) -> PolledOrders:
+        """The orders once they are past `version` (an ETag; None: at once), or None
+        after `wait` seconds unchanged. The version is None when the controller keeps
+        none (an older one): the agent then polls."""
+        if version is None:
+            response = self._send("GET", "/orders")
+        else:
+            response = self._send("GET", f"/orders?wait={wait:g}",
+                                  headers={"If-None-Match": version},
+                                  read_timeout=wait + _LATE)
+        if response.status_code == 304:
+            return PolledOrders(None, version)
+        if response.status_code >= 400:
+            raise self._refused("GET", "/orders", response)
+        return PolledOrders(read_orders(response.json()), response.headers.get("ETag"))
 
     def spawned(self, result: OrderResult) -> None:
         self._answer("spawned", result.server_uuid, _RESULT.dump_python(result, mode="json"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,10 @@ def _settings(vf: VfSlot, config: VfConfig) -> dict[str, Any]:
             for key, value in vf_request(vf.index, config).items() if key != "vf"}
 
 
+#: One read-modify-write of a state file at a time.
+_WRITING = threading.Lock()
+
+
 def _as_sent(value: Any) -> Any:
     return value
 
@@ -84,11 +89,12 @@ class SimulatedVfApplier:
         return vf_state_path(self.sysfs_root)
 
     def apply(self, vf: VfSlot, config: VfConfig) -> None:
-        state = read_vf_state(self.state_file)
-        entry = state.get(vf.address, {})
-        state[vf.address] = {**entry, "pf": vf.pf_netdev, "vf": vf.index,
-                             **_settings(vf, config)}
-        self._write(state)
+        with _WRITING:  # the agent spawns several servers at once
+            state = read_vf_state(self.state_file)
+            entry = state.get(vf.address, {})
+            state[vf.address] = {**entry, "pf": vf.pf_netdev, "vf": vf.index,
+                                 **_settings(vf, config)}
+            self._write(state)
 
     def reset(self, vf: VfSlot) -> None:
         self.apply(vf, RESET)

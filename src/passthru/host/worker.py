@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -116,8 +122,23 @@ def read_orders(document: Any) -> ReadOrders:
     return orders
 
 
+@dataclass(frozen=True, slots=True)
+class PolledOrders:
+    """What a long-poll of the orders brought: the orders (None: unchanged since the
+    version sent), and their version (None: the controller keeps none, so the agent
+    polls)."""
+
+    orders: ReadOrders | None
+    version: str | None
+
+
 class OrderLink(Protocol):
     def orders(self) -> ReadOrders: ...
+
+    def poll_orders(self, version: str | None, wait: float) -> PolledOrders:
+        """The orders once they are past `version` (None: at once), or None after
+        `wait` seconds unchanged."""
+        ...
 
     def spawned(self, result: OrderResult) -> None: ...
 
@@ -163,11 +184,32 @@ class OrderWorker:
     """`instances_path` holds each server's console log (None: no console logs sent)."""
 
     def __init__(self, link: OrderLink, attacher: Attacher,
-                 instances_path: Path | None = None) -> None:
+                 instances_path: Path | None = None, *, concurrency: int = 8) -> None:
         self.link = link
         self.attacher = attacher
         self.instances_path = instances_path
         self._console_sent: dict[str, bytes] = {}
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="order")
+        self._dispatching = threading.Lock()
+        self._reporting = threading.Lock()
+        self._lock = threading.Lock()
+        #: Counts reads of the orders and ends of orders, to tell which came first.
+        self._clock = 0
+        #: The reads of the orders under way (their clock when they began).
+        self._reads: set[int] = set()
+        #: The servers with an order running, and when each server's last order ended.
+        self._running: set[str] = set()
+        self._ended_at: dict[str, int] = {}
+        self._destroying: set[Future[None]] = set()
+        #: The newest orders carried out, and the clock when they were read.
+        self._last: tuple[ReadOrders, int] = (ReadOrders(), 0)
+        self._ended = threading.Event()
+        self._reader: threading.Thread | None = None
+        #: Seconds between two reports of every server's power state (0: every round);
+        #: between them only the states that changed are sent.
+        self._resend_every = 0.0
+        self._resent_at = 0.0
+        self._states_sent: dict[str, PowerState] = {}
 
     def start(self) -> ReconcileReport:
         """After a (re)start: keep the domains of servers placed here (running or shut
@@ -187,22 +229,152 @@ class OrderWorker:
         return report
 
     def run_orders(self) -> int:
-        """Carry out the host's pending orders, destroys first, then report what the
-        host's servers are doing; returns how many orders ran."""
-        orders = self.link.orders()
-        for destroy in orders.destroy:
-            self.destroy(destroy)
-        for unreadable in orders.unreadable:
-            self.refuse(unreadable)
-        for spawn in orders.spawn:
-            self.spawn(spawn)
-        for power in orders.power:
-            self.power(power)
-        self.remove_strays(orders)
-        self.report_power_states(orders.running)
-        self.send_consoles(orders.running)
-        return (len(orders.destroy) + len(orders.spawn) + len(orders.power)
-                + len(orders.unreadable))
+        """Read the host's orders, carry them out and report what the host's servers are
+        doing, waiting until every order has run; returns how many orders ran."""
+        with self._read() as read_at:
+            orders = self.link.orders()
+            started = self.carry_out(orders, read_at)
+            futures.wait(started)
+            self.report(orders, read_at)
+        return len(started) + sum(1 for order in orders.unreadable if order.server_uuid is None)
+
+    def follow(self, version: str | None, wait: float, resend_every: float = 0.0
+               ) -> PolledOrders:
+        """One long-poll of the host's orders past `version` (None: read them now): the
+        orders it brings are started, not waited for, and the host's servers reported
+        on (`report`; power states only when they changed, and all of them every
+        `resend_every` seconds). Whenever an order ends the orders are read again (in a
+        thread of their own), since its answer changed them. Returns what the poll
+        brought."""
+        with self._lock:
+            self._resend_every = resend_every
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read_again, daemon=True,
+                                                name="orders-again")
+                self._reader.start()
+        with self._read() as read_at:
+            polled = self.link.poll_orders(version, wait)
+            if polled.orders is not None:
+                self.carry_out(polled.orders, read_at)
+            with self._lock:
+                last, last_read = self._last
+            self.report(last, last_read)
+        return polled
+
+    def carry_out(self, orders: ReadOrders, read_at: int) -> list[Future[None]]:
+        """Start the orders read from the clock's `read_at` on: destroys first and waited
+        for (with any still running), so that the devices they free are free on the host
+        before a spawn takes them; then the rest at once. A server's orders run one at a
+        time, and orders that may predate a server's last answer are not trusted: an
+        order for a server with one running, or one that ended after `read_at`, is left
+        (the orders read after that one ends bring it if it still stands). Returns the
+        orders started."""
+        with self._dispatching:
+            with self._lock:
+                if read_at > self._last[1]:
+                    self._last = (orders, read_at)
+            started = [self._start(order.server_uuid, read_at, partial(self.destroy, order),
+                                   destroy=True) for order in orders.destroy]
+            with self._lock:
+                destroying = list(self._destroying)
+            futures.wait(destroying)
+            for unreadable in orders.unreadable:
+                if unreadable.server_uuid is None:
+                    self.refuse(unreadable)
+                else:
+                    started.append(self._start(unreadable.server_uuid, read_at,
+                                               partial(self.refuse, unreadable)))
+            started += [self._start(order.server_uuid, read_at, partial(self.spawn, order))
+                        for order in orders.spawn]
+            started += [self._start(order.server_uuid, read_at, partial(self.power, order))
+                        for order in orders.power]
+        return [future for future in started if future is not None]
+
+    def report(self, orders: ReadOrders, read_at: int) -> None:
+        """Remove strays and send power states and consoles, by `orders` (read from the
+        clock's `read_at` on) but for the servers with an order running or ended since:
+        those orders may not know what that order did."""
+        with self._reporting:
+            with self._lock:
+                busy = {*self._running, *(uuid for uuid, ended in self._ended_at.items()
+                                          if ended > read_at)}
+                every = self._resend_every
+            self.remove_strays(orders, busy)
+            running = [uuid for uuid in orders.running if uuid not in busy]
+            whole = not every or time.monotonic() >= self._resent_at + every
+            if whole:
+                self._resent_at = time.monotonic()
+            self.report_power_states(running, changed_only=not whole)
+            self.send_consoles(running)
+
+    def watch(self) -> None:
+        """Report on the host's servers by the newest orders (`report`), between the
+        orders' changes: a guest that shuts itself down is told as soon as it is seen."""
+        with self._read():
+            with self._lock:
+                orders, read_at = self._last
+            self.report(orders, read_at)
+
+    def close(self) -> None:
+        """Wait for the orders running to end."""
+        self._pool.shutdown(wait=True)
+
+    @contextmanager
+    def _read(self) -> Iterator[int]:
+        """A read of the orders and what is done with them: the clock before it (orders
+        read then know the answers of every order that ended before)."""
+        with self._lock:
+            self._clock += 1
+            read_at = self._clock
+            self._reads.add(read_at)
+        try:
+            yield read_at
+        finally:
+            with self._lock:
+                self._reads.discard(read_at)
+                # An order's end is remembered while orders read before it are in use.
+                oldest = min(self._reads | {self._last[1]})
+                self._ended_at = {uuid: ended for uuid, ended in self._ended_at.items()
+                                  if ended > oldest}
+
+    def _start(self, server: str, read_at: int, run: Callable[[], None], *,
+               destroy: bool = False) -> Future[None] | None:
+        with self._lock:
+            if server in self._running or self._ended_at.get(server, 0) > read_at:
+                return None
+            self._running.add(server)
+            future = self._pool.submit(self._run, server, run)
+            if destroy:
+                self._destroying.add(future)
+        if destroy:
+            future.add_done_callback(self._destroyed)
+        return future
+
+    def _destroyed(self, future: Future[None]) -> None:
+        with self._lock:
+            self._destroying.discard(future)
+
+    def _run(self, server: str, run: Callable[[], None]) -> None:
+        try:
+            run()
+        finally:
+            with self._lock:
+                self._running.discard(server)
+                self._clock += 1
+                self._ended_at[server] = self._clock
+            self._ended.set()
+
+    def _read_again(self) -> None:
+        while True:
+            self._ended.wait()
+            self._ended.clear()
+            try:
+                with self._read() as read_at:
+                    orders = self.link.orders()
+                    self.carry_out(orders, read_at)
+                    self.report(orders, read_at)
+            except Exception as error:
+                log.warning("reading the orders after one ended failed: %s", error)
 
     def refuse(self, order: UnreadableOrder) -> None:
         """Answer an order this agent cannot read as that server's failure: a spawn then
@@ -254,10 +426,11 @@ class OrderWorker:
             log.warning("%s server %s: %s", order.action, order.server_uuid, result.fault)
         _answer(lambda answer: self.link.powered(answer, order.action), result)
 
-    def remove_strays(self, orders: ReadOrders) -> None:
+    def remove_strays(self, orders: ReadOrders, busy: Iterable[str] = ()) -> None:
         """Destroy the domains of servers the controller no longer has here (see
-        `passthru.host.reconcile`); the round's orders name every server it has."""
-        known = {*orders.running, *(order.server_uuid for order in orders.spawn),
+        `passthru.host.reconcile`); the round's orders name every server it has, but
+        those with an order running or just ended (`busy`)."""
+        known = {*orders.running, *busy, *(order.server_uuid for order in orders.spawn),
                  *(order.server_uuid for order in orders.destroy),
                  *(order.server_uuid for order in orders.unreadable if order.server_uuid)}
         try:
@@ -273,9 +446,11 @@ class OrderWorker:
                 log.warning("could not remove the leftover domain of server %s: %s",
                             result.server_uuid, result.fault)
 
-    def report_power_states(self, servers: Sequence[str]) -> None:
+    def report_power_states(self, servers: Sequence[str], *, changed_only: bool = False
+                            ) -> None:
         """Tell the controller which of `servers` run and which are shut off, read after
-        this round's power orders so that they see what those did."""
+        this round's power orders so that they see what those did (`changed_only`: only
+        those whose state is not the one last sent)."""
         states: dict[str, PowerState] = {}
         for uuid in servers:
             try:
@@ -285,6 +460,10 @@ class OrderWorker:
                 continue
             if state is not None:  # a missing domain is reconcile's business
                 states[uuid] = state
+        sent = self._states_sent
+        self._states_sent = states
+        if changed_only:
+            states = {uuid: state for uuid, state in states.items() if sent.get(uuid) != state}
         if states:
             try:
                 self.link.power_states(states)

@@ -12,6 +12,12 @@ full report without it is taken as it comes (operators' tools, older agents). Ev
 report is checked whole before anything of it is applied, and a bad one gets 400 naming
 its first problems. Pools are grouped here from the reported `pool_attrs` with the same
 core function the agent uses.
+
+The orders carry their version as an ETag: an agent that sends it back (If-None-Match,
+with `wait`) holds a long-poll that is answered when the host's orders change, or 304
+from memory when `wait` runs out (`controller.wakeups`); without it the orders come at
+once, as they always did. Heart-beats of a host that is up are kept in memory and
+written in batches (`controller.heartbeats`); the agent's long-poll counts as one.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query
+import anyio.to_thread
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passthru.controller.answers import (
@@ -42,6 +50,7 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
 from passthru.controller.db import Store
 from passthru.controller.errors import NotFoundError
+from passthru.controller.heartbeats import Heartbeats
 from passthru.controller.ledger import HostChanges, changes_of
 from passthru.controller.lookup import find
 from passthru.controller.mapping import image_files
@@ -58,7 +67,9 @@ from passthru.controller.orders import (
 )
 from passthru.controller.reports import heartbeat, report_delta, report_full
 from passthru.controller.reschedule import place_again
+from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.wakeups import Wakeups
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
@@ -154,10 +165,32 @@ def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: Schedule
     return accepted
 
 
+def _heartbeats(request: Request) -> Heartbeats:
+    heartbeats: Heartbeats = request.app.state.heartbeats
+    return heartbeats
+
+
+def _wakeups(request: Request) -> Wakeups:
+    wakeups: Wakeups = request.app.state.wakeups
+    return wakeups
+
+
+HeartbeatsDep = Annotated[Heartbeats, Depends(_heartbeats)]
+WakeupsDep = Annotated[Wakeups, Depends(_wakeups)]
+
+
 @router.post("/heartbeat", response_model=HostAlive, summary="The host's agent is alive")
-def post_heartbeat(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep
-                   ) -> HostAlive:
+def post_heartbeat(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
+                   heartbeats: HeartbeatsDep) -> HostAlive:
+    """A host that is up is only noted, and written with others in the next batch
+    (`controller.heartbeats`); one down or unknown is written at once."""
     who.require_host(host)
+    with store.read() as session:
+        known = session.execute(select(HostRow.status, HostRow.generation)
+                                .where(HostRow.name == host)).one_or_none()
+    if known is not None and known.status is HostStatus.UP:
+        return HostAlive(host=host, status=HostStatus.UP, last_heartbeat=heartbeats.note(host),
+                         generation=known.generation)
     with store.write() as session:
         row = heartbeat(session, host)
         alive = HostAlive(host=row.name, status=row.status, last_heartbeat=row.last_heartbeat,
@@ -179,10 +212,7 @@ def _state(row: ServerRow) -> ServerState:
                        host=row.host.name if row.host else None)
 
 
-@router.get("/orders", response_model=Orders,
-            summary="The host's work: servers to destroy, then servers to spawn")
-def get_orders(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep) -> Orders:
-    who.require_host(host)
+def _orders_now(store: Store, scheduler: Scheduler, host: str) -> Orders:
     with store.read() as session:
         orders, unbuildable = pending_orders(session, host)
     if unbuildable:
@@ -190,6 +220,40 @@ def get_orders(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep)
             fail_unbuildable(session, host, unbuildable)
         scheduler.refresh([host])
     return orders
+
+
+def _tag(version: str) -> str:
+    return f'"{version}"'
+
+
+@router.get("/orders", response_model=Orders,
+            summary="The host's work: servers to destroy, then servers to spawn",
+            responses={304: {"description": "unchanged since the version in If-None-Match "
+                             "(after waiting up to `wait` seconds for a change)"}})
+async def get_orders(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
+                     settings: SettingsDep, wakeups: WakeupsDep, heartbeats: HeartbeatsDep,
+                     response: Response,
+                     wait: float = Query(0.0, ge=0.0, le=3600.0, description=(
+                         "with If-None-Match: seconds to wait for the orders to change "
+                         "before answering 304 (at most the controller's orders_wait_max)")),
+                     seen: str | None = Header(None, alias="If-None-Match", description=(
+                         "the ETag of the orders last got: 304 while they are unchanged")),
+                     ) -> Orders | Response:
+    """Answered at once without If-None-Match. With it, a long-poll
+    (`controller.wakeups`): held without a thread until the host's orders change or
+    `wait` runs out, and answered 304 from memory if they did not. The agent's own
+    long-poll counts as its heart-beat."""
+    who.require_host(host)
+    if who.host == host:
+        heartbeats.note(host)
+    if seen is not None:
+        version = seen.removeprefix("W/").strip('"')
+        if not await wakeups.wait(host, version, min(wait, settings.orders_wait_max)):
+            return Response(status_code=304, headers={"ETag": _tag(version)})
+    # Read before the orders: a change committed while they are read moves the version
+    # past this one, so that the agent's next long-poll is answered at once.
+    response.headers["ETag"] = _tag(wakeups.version(host))
+    return await anyio.to_thread.run_sync(_orders_now, store, scheduler, host)
 
 
 #: An answer's idempotency key: a replay with it gets the first answer's result back.

@@ -38,6 +38,7 @@ from passthru.controller import ledger
 from passthru.controller.ledger import HostChanges, LostRaceError
 from passthru.controller.models import CpuPinRow, HostRow, HostStatus, ServerRow, ServerStatus
 from passthru.controller.scheduler.snapshot import StoredHost
+from passthru.controller.wakeups import wake
 from passthru.pci.claims import Selection
 from passthru.pci.errors import PassthruError
 
@@ -122,4 +123,5 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
                                 ) from None
     connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id, "node": numa_node,
                                        "cpus": sorted(cpus)})
+    wake(session, host.name)
     return changes

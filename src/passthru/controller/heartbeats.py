@@ -1,0 +1,85 @@
+"""Heart-beats kept in memory and written in batches, so that an idle fleet costs no
+write transaction per heart-beat.
+
+A host that is up and heart-beats is only noted here (the time, per host, in this
+replica's memory); every `heartbeat_flush_interval` seconds one statement, executed for
+the batch, moves each noted host's `last_heartbeat` forward (never back: another replica
+may have written a later one). A heart-beat from a host the store has down or does not
+know yet is written at once (`reports.heartbeat`), so a host comes back up on its first
+heart-beat; one that went down between being noted and the flush is brought up by the
+flush the same way. "Down" keeps its meaning: the sweep that marks silent hosts down
+flushes this replica's batch first, and the flush interval is far below
+`heartbeat_timeout`, so another replica's batch not yet written cannot make a live host
+look silent. What is lost with a killed replica is at most one interval of heart-beats,
+each of which the next one repeats.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import bindparam, or_, select, update
+
+from passthru.controller.db import Store
+from passthru.controller.models import HostRow, HostStatus, utcnow
+from passthru.controller.reports import heartbeat
+
+#: Hosts per statement: well below SQLite's bound on a statement's parameters.
+_BATCH = 1000
+
+_FORWARD = (update(HostRow.__table__)
+            .where(HostRow.__table__.c.name == bindparam("host"),
+                   or_(HostRow.__table__.c.last_heartbeat.is_(None),
+                       HostRow.__table__.c.last_heartbeat < bindparam("seen")))
+            .values(last_heartbeat=bindparam("seen")))
+
+
+class Heartbeats:
+    """The heart-beats this replica took since its last flush: host -> when (UTC)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, datetime] = {}
+
+    def note(self, host: str, when: datetime | None = None) -> datetime:
+        """`host`'s agent is alive now (or at `when`); returns that time."""
+        when = when or utcnow()
+        with self._lock:
+            self._seen[host] = when
+        return when
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def flush(self, store: Store) -> list[str]:
+        """Write the heart-beats noted so far; returns the hosts this brought up (or
+        made known). Kept for the next flush if the store cannot take them now."""
+        with self._lock:
+            seen, self._seen = self._seen, {}
+        if not seen:
+            return []
+        try:
+            return _write(store, seen)
+        except BaseException:
+            with self._lock:  # a newer heart-beat noted meanwhile wins
+                self._seen = {**seen, **self._seen}
+            raise
+
+
+def _write(store: Store, seen: Mapping[str, datetime]) -> list[str]:
+    brought_up: list[str] = []
+    hosts = sorted(seen)  # one order for every writer's row locks
+    with store.write() as session:
+        connection = session.connection()
+        for start in range(0, len(hosts), _BATCH):
+            batch = hosts[start:start + _BATCH]
+            connection.execute(_FORWARD, [{"host": host, "seen": seen[host]} for host in batch])
+            up = set(session.scalars(select(HostRow.name).where(
+                HostRow.name.in_(batch), HostRow.status == HostStatus.UP)))
+            for host in (h for h in batch if h not in up):
+                heartbeat(session, host, seen[host])
+                brought_up.append(host)
+    return brought_up
