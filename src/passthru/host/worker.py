@@ -340,7 +340,12 @@ class OrderWorker:
     def _start(self, server: str, read_at: int, run: Callable[[], None], *,
                destroy: bool = False) -> Future[None] | None:
         with self._lock:
-            if server in self._running or self._ended_at.get(server, 0) > read_at:
+            if server in self._running:
+                return None  # its end reads the orders again
+            if self._ended_at.get(server, 0) > read_at:
+                # Read before that order ended: the orders are read again now, or an
+                # order that still stands would wait for the host's next change.
+                self._ended.set()
                 return None
             self._running.add(server)
             future = self._pool.submit(self._run, server, run)
