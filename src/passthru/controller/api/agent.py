@@ -165,12 +165,12 @@ def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: Schedule
     return accepted
 
 
-def _heartbeats(request: Request) -> Heartbeats:
+async def _heartbeats(request: Request) -> Heartbeats:
     heartbeats: Heartbeats = request.app.state.heartbeats
     return heartbeats
 
 
-def _wakeups(request: Request) -> Wakeups:
+async def _wakeups(request: Request) -> Wakeups:
     wakeups: Wakeups = request.app.state.wakeups
     return wakeups
 

@@ -104,7 +104,7 @@ class PagedList(BaseModel):
                 if value or not key.endswith("_links")}
 
 
-def _page_params(request: Request, settings: SettingsDep,
+async def _page_params(request: Request, settings: SettingsDep,
                  limit: str | None = Query(None, max_length=20, description=(
                      "at most this many items (default and cap: the controller's "
                      "page_size and max_page_size); follow the next link for more")),
