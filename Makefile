@@ -21,3 +21,8 @@ bench: setup
 	.venv/bin/python bench/e2e.py --hosts 100 --agents 20 --vms 1000 --clients 8 --latency-vms 20
 	.venv/bin/python bench/boot.py
 	.venv/bin/python bench/reports.py --quick
+	.venv/bin/python bench/ledger.py --rounds 10
+	.venv/bin/python bench/boot_path.py --quick
+	.venv/bin/python bench/orders.py --hosts 2000 --boots 64
+	.venv/bin/python bench/views.py --quick
+	.venv/bin/python bench/cli_start.py --runs 11

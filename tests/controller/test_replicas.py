@@ -91,16 +91,16 @@ def fill_with_pfs(cluster: Cluster, token: str, replica: int, hosts: int) -> lis
 
 
 def assert_everything_free(admin: httpx.Client, hosts: int) -> None:
-    devices = ok(admin.get("/os-pci-devices"))["pci_devices"]
+    devices = ok(admin.get("/os-pci-devices", params={"limit": 1000}))["pci_devices"]
     assert len(devices) == hosts * len(host_devices())
     held = [(d["host"], d["device"]["address"], d["device"]["status"], d["device"]["owner"])
             for d in devices if d["device"]["status"] != "available" or d["device"]["owner"]]
     assert held == []
-    pools = ok(admin.get("/os-pci-stats"))["pci_stats"]
+    pools = ok(admin.get("/os-pci-stats", params={"limit": 1000}))["pci_stats"]
     assert [(p["host"], p["pool_id"]) for p in pools if (p["free"], p["used"]) != (p["count"], 0)
             ] == []
     assert sum(p["count"] for p in pools) == len(devices)
-    assert ok(admin.get("/servers", params={"all_projects": True}))["servers"] == []
+    assert ok(admin.get("/servers", params={"all_projects": True, "limit": 1000}))["servers"] == []
     assert ok(admin.get("/ports", params={"all_projects": True}))["ports"] == []
 
 

@@ -36,7 +36,7 @@ from passthru.controller.power import TASK_STATES, pending_action, request_power
 from passthru.controller.release import delete_server
 from passthru.controller.scheduler.placement import Placement
 from passthru.pci.binding import VnicType
-from passthru.pci.device import PciDevice
+from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.request import PciRequest
 from passthru.pci.work import PowerAction
@@ -138,9 +138,11 @@ def server_view(row: ServerRow) -> Server:
 
 
 def placed_view(server: Booted, placement: Placement) -> Server:
-    """A server just placed, from what its boot wrote and the devices its claim took
-    (as the index holds them, claimed for it), without reading it back. Its update time
-    is the boot's, earlier than the claim's by the claim's milliseconds."""
+    """A server just placed, from what its boot wrote and the devices its claim took,
+    without reading it back. The devices are shown as the claim left them: the index's
+    own objects may already have moved on (a delete or an inventory report of another
+    request, applied meanwhile). Its update time is the boot's, earlier than the
+    claim's by the claim's milliseconds."""
     picked = placement.selection.devices
     return Server(
         id=server.uuid, name=server.name, project_id=server.project, status=ServerStatus.BUILD,
@@ -148,7 +150,9 @@ def placed_view(server: Booted, placement: Placement) -> Server:
         ports=list(server.ports), key_name=server.key_name,
         pci_requests=[RequestDevices(
             request=r, source_flavor=server.source_flavor(r),
-            devices=sorted((replace(d, tags=dict(d.tags)) for d in picked.get(r.request_id, ())),
+            devices=sorted((replace(d, tags=dict(d.tags), status=DeviceStatus.CLAIMED,
+                                   owner=server.uuid, request_id=r.request_id)
+                           for d in picked.get(r.request_id, ())),
                            key=lambda d: d.address)) for r in server.requests],
         created=server.created, updated=server.created)
 
