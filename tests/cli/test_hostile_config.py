@@ -58,8 +58,8 @@ CASES: dict[str, tuple[Writer, str]] = {
                      "key 'interval': inf s is out of range; re-scan every 1 s to 86400 s"),
     "interval nan": (_bytes(b"interval = nan"), "key 'interval': nan s is out of range"),
     "order_interval tiny": (_bytes(b"order_interval = 1e-300"),
-                            "key 'order_interval': 1e-300 s is out of range; poll for orders "
-                            "every 0.05 s to 3600 s (an hour)"),
+                            "key 'order_interval': 1e-300 s is out of range; check power "
+                            "states (and poll an older controller for orders) every 0.05 s to 3600 s"),
     "long host": (_bytes(b'host = "' + b"h" * 10_000 + b'"'),
                   "key 'host': the host name is 10000 characters long"),
     "host with a slash": (_bytes(b'host = "a/b"'), "key 'host': 'a/b' is not a host name"),

@@ -135,8 +135,8 @@ def test_the_edges_of_every_range_are_taken(settings: dict[str, object]) -> None
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
-    ({"order_interval": 0.01}, "key 'order_interval': 0.01 s is out of range; poll for orders "
-                               "every 0.05 s to 3600 s (an hour)"),
+    ({"order_interval": 0.01}, "key 'order_interval': 0.01 s is out of range; check power "
+                               "states (and poll an older controller for orders) every 0.05 s to 3600 s"),
     ({"interval": 86401}, "key 'interval': 86401 s is out of range"),
     ({"interval": float("-inf")}, "key 'interval': -inf s is out of range"),
     ({"cpu_allocation_ratio": float("inf")}, "Input should be a finite number (got inf)"),

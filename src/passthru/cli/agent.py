@@ -28,8 +28,10 @@ def agent(
     is scanned again and only changes are sent: hot-added devices appear, free devices
     that disappear are removed, devices that disappear while in use are kept and flagged
     until their VM frees them. Each round also heart-beats: a host whose agent stops is
-    marked down and receives no new VMs. Every `order_interval` seconds it asks for
-    orders: it destroys deleted servers (resetting their VFs) and spawns new ones through
+    marked down and receives no new VMs. It holds a long-poll of its orders, answered
+    as soon as they change (an older controller is asked every `order_interval`
+    seconds), and runs the orders of different servers at once: it destroys deleted
+    servers (resetting their VFs) and spawns new ones through
     libvirt at `libvirt_uri` (binding ports, configuring VFs, writing the domain XML); a
     failed spawn is undone completely and reported; it stops, starts and reboots
     servers, reports which of them run, and sends the tail of each one's console log

@@ -10,7 +10,7 @@ libvirt_uri = "qemu:///system"
 instances_path = "/var/lib/passthru/instances"   # per server: console.log; relative as sysfs_root
 vf_applier = "netlink"              # "simulated": record VF settings (passthru sim hosts)
 interval = 60                       # seconds between re-scans (1 to 86400)
-order_interval = 2                  # seconds between order polls (0.05 to 3600)
+order_interval = 2                  # power-state checks; order polls of older controllers
 pool_attrs = ["vendor_id", "product_id", "e.physical_network"]
 instances_path = "/var/lib/passthru/instances"  # VM disks, seed ISOs, console logs; its disk
 image_cache = "/var/lib/passthru/images"        # images fetched from the controller, once
@@ -95,7 +95,8 @@ MAX_DEPTH = 8
 #: controller; beyond the most (or inf/nan) it would never report or take orders again.
 INTERVALS: dict[str, tuple[float, float, str]] = {
     "interval": (1.0, 86400.0, "re-scan every 1 s to 86400 s (a day)"),
-    "order_interval": (0.05, 3600.0, "poll for orders every 0.05 s to 3600 s (an hour)"),
+    "order_interval": (0.05, 3600.0, "check power states (and poll an older controller "
+                       "for orders) every 0.05 s to 3600 s (an hour)"),
 }
 #: How many problems one error line lists; the rest are counted.
 _SHOWN_PROBLEMS = 3
