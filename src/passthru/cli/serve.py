@@ -128,6 +128,14 @@ def serve(
         "--max-page-size", min=1,
         help="The most items one page of a list may hold (Nova's max_limit); a bigger "
         "limit is cut to it.")] = 1000,
+    orders_wait_max: Annotated[float, typer.Option(
+        "--orders-wait-max", min=0.0, max=3600.0,
+        help="The longest an agent's long-poll of its orders is held when nothing "
+        "changes; it is then answered 304 and asked again.")] = 300.0,
+    heartbeat_flush_interval: Annotated[float, typer.Option(
+        "--heartbeat-flush-interval", min=0.1,
+        help="Seconds between two writes of the heart-beats noted in memory (at most a "
+        "quarter of --heartbeat-timeout is used).")] = 5.0,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -157,7 +165,8 @@ def serve(
                         keep_deleted_days=keep_deleted_days, keep_events_days=keep_events_days,
                         max_events=max_events, events_archive=events_archive,
                         unplaced_grace=unplaced_grace, page_size=page_size,
-                        max_page_size=max_page_size)
+                        max_page_size=max_page_size, orders_wait_max=orders_wait_max,
+                        heartbeat_flush_interval=heartbeat_flush_interval)
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
