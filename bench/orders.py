@@ -362,7 +362,7 @@ def main() -> None:
     hosts = min(args.hosts, limit - 1000)
     report: dict[str, Any] = {
         "benchmark": "idle agents' controller CPU and request -> ACTIVE",
-        "store": "SQLite, WAL, synchronous=NORMAL",
+        "store": "SQLite, WAL, synchronous=FULL (as it ships: every commit fsynced)",
         "machine": {"cpus": os.cpu_count(), "load": os.getloadavg(), "fd_limit": limit},
     }
     with tempfile.TemporaryDirectory(prefix="passthru-orders-", dir="/var/tmp") as work:

@@ -3,8 +3,8 @@
     .venv/bin/python bench/reports.py [--quick] [--baseline REV]
 
 For each size (1k, 10k, 40k devices; `--quick`: 1k and 10k) a fresh `passthru serve` on
-SQLite (its data dir on disk, WAL with synchronous=NORMAL as it ships: commits are
-fsynced at checkpoints) takes a full report of that many devices, then a delta adding
+SQLite (its data dir on disk, WAL with synchronous=FULL as it ships: every commit is
+fsynced) takes a full report of that many devices, then a delta adding
 as many again. Devices are SR-IOV NICs, one PF with 39 VFs each (so 40k devices are
 1,000 PFs), tagged with a physical network and grouped by the default pool attributes.
 While the 40k full report is applied, another host heart-beats every 50 ms: its
@@ -202,7 +202,7 @@ def main() -> None:
     sizes = [1000, 10_000] if args.quick else [1000, 10_000, 40_000]
     report: dict[str, Any] = {
         "benchmark": "agent reports through the REST API",
-        "store": "SQLite, WAL, synchronous=NORMAL, data dir on disk",
+        "store": "SQLite, WAL, synchronous=FULL (as it ships), data dir on disk",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "shape": f"PFs with {VFS_PER_PF} VFs each, physical network tag, default pools",
         "new": run_all(ROOT / "src", sizes),
