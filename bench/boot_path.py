@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,11 +51,10 @@ from passthru.controller.models import (
     PoolRow,
 )
 from passthru.controller.settings import DATABASE_FILE
-from reports import extract, free_port
 from scheduler import FLAVORS, _device_row, fleet
+from serving import Serve, extract
 
 ROOT = Path(__file__).resolve().parents[1]
-TICKS = os.sysconf("SC_CLK_TCK")
 BOOT = {"server": {"name": "vm", "flavorRef": "gpu1"}}
 DURABILITY = {
     "FULL": "every commit is fsynced before the API answers: a 202's claim survives a "
@@ -93,46 +91,6 @@ def populate(data: Path, hosts: int) -> None:
     store.close()
 
 
-class Serve:
-    """`passthru serve` from the source tree `src` on the data dir `data`."""
-
-    def __init__(self, src: Path, data: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
-        env["PYTHONPATH"] = str(src)
-        self.log = (data.parent / f"serve-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from passthru.cli.main import main; main()", "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=5.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("passthru serve did not start") from None
-                time.sleep(0.5)
-        self.token = (data / "admin-token").read_text().strip()
-        self.http = self.client()
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.url}/v2/admin", timeout=600.0,
-                            headers={"Authorization": f"Bearer {self.token}"})
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-
-    def stop(self) -> None:
-        self.http.close()
-        self.process.terminate()
-        self.process.wait(timeout=60)
-        self.log.close()
-
-
 def boot(http: httpx.Client) -> float:
     started = time.perf_counter()
     response = http.post("/servers", json=BOOT)
@@ -160,7 +118,7 @@ def part_latency(src: Path, work: Path, hosts: int, boots: int) -> dict[str, Any
     data = work / f"latency-{src.parent.name}"
     populate(data, hosts)
     started = time.perf_counter()
-    serve = Serve(src, data)
+    serve = Serve(src, data, prefix="/v2/admin")
     try:
         up = time.perf_counter() - started
         prepare(serve)
@@ -200,7 +158,7 @@ def part_throughput(src: Path, work: Path, hosts: int, servers: int,
                     clients: int) -> dict[str, Any]:
     data = work / f"throughput-{src.parent.name}"
     populate(data, hosts)
-    serve = Serve(src, data)
+    serve = Serve(src, data, prefix="/v2/admin")
     try:
         prepare(serve)
         boot(serve.http)

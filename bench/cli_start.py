@@ -28,28 +28,20 @@ import resource
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from importlib.metadata import version
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from serving import extract, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSTHRU = "from passthru.cli.main import main; main()"
 #: Servers in the listed project: enough rows for the table to be drawn.
 SERVERS = 3
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def child_env(src: Path) -> dict[str, str]:
@@ -144,14 +136,6 @@ def run_all(src: Path, serve: Serve, runs: int) -> dict[str, dict[str, float]]:
     for figure in figures.values():
         figure["wall_over_floor_ms"] = round(figure["wall_ms"] - floor["wall_ms"], 1)
     return figures
-
-
-def extract(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def main() -> None:

@@ -85,10 +85,16 @@ import httpx
 import dra  # bench/dra.py: the cited Kubernetes figures
 from passthru.host.config import load_host_config, offered, resources
 from passthru.sim import HostProfile, big, build_sysfs, host_config_toml, nodedev_xml
+from serving import (
+    ROOT,
+    child_env,
+    extract,
+    free_port,
+    passthru_command,
+    process_cpu_seconds,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Every host: ten A100s, five per NUMA node, and the chipset's own devices (not offered).
 PROFILE: HostProfile = big(pfs=0, vfs=0, gpus=10)
 GPUS_PER_HOST = 10
@@ -105,31 +111,6 @@ EVENT_PAGE = 500
 def say(message: str) -> None:
     """Progress on standard error; the JSON alone goes to standard output."""
     print(f"  e2e: {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def passthru_command(*args: str) -> list[str]:
-    """`passthru ARGS` from the source tree on the child's PYTHONPATH."""
-    return [sys.executable, "-c", "from passthru.cli.main import main; main()", *args]
-
-
-def child_env(src: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
-    env["PYTHONPATH"] = str(src)
-    return env
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float] | None:
@@ -191,7 +172,7 @@ class Controller:
         return f"--- serve log ---\n{text[-3000:]}"
 
     def cpu(self) -> float:
-        return cpu_seconds(self.process.pid)
+        return process_cpu_seconds(self.process.pid)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
@@ -478,7 +459,7 @@ class Meters:
     def read(self) -> tuple[float, float, float]:
         """(wall, controller CPU, agents' CPU), in seconds."""
         return (time.monotonic(), self.controller.cpu(),
-                sum(cpu_seconds(a.process.pid) for a in self.agents if a.process))
+                sum(process_cpu_seconds(a.process.pid) for a in self.agents if a.process))
 
     def since(self, start: tuple[float, float, float], idle_rate: float | None,
               boots: int) -> dict[str, Any]:
@@ -732,17 +713,6 @@ def ratios(old: dict[str, Any], new: dict[str, Any]) -> dict[str, float]:
     after = dict(flatten({"latency": new["latency"], "throughput": new["throughput"]}))
     return {key: round(before[key] / after[key], 2) for key in after
             if key in before and after[key] and key.endswith(RATIO_KEYS)}
-
-
-def extract(rev: str, into: Path) -> Path:
-    import tarfile
-    from io import BytesIO
-
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def main() -> None:

@@ -46,18 +46,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reports import ROOT, Serve, extract, free_port
+from serving import ROOT, Serve, extract
 
 POLL_WAIT = 60.0
 HEARTBEAT_EVERY = 60.0
 OLD_POLL_EVERY = 2.0
 CLIENTS = 16  # as the issue measures; --clients changes it
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def raise_fd_limit() -> int:
@@ -149,18 +143,18 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
             writer.close()
 
     # What the controller costs with no agent at all (its sweeps and index checks).
-    quiet_start = cpu_seconds(serve.process.pid)
+    quiet_start = serve.cpu_seconds()
     await asyncio.sleep(20)
-    quiet = (cpu_seconds(serve.process.pid) - quiet_start) / 20
+    quiet = (serve.cpu_seconds() - quiet_start) / 20
     tasks = [asyncio.create_task(agent(f"idle-{n:05d}")) for n in range(hosts)]
     await asyncio.sleep(max(spread, HEARTBEAT_EVERY))
     while len(ready) < hosts:  # every agent has had its orders once
         await asyncio.sleep(1)
     await asyncio.sleep(5)
     before_counts = dict(counts)
-    start, cpu_start = time.monotonic(), cpu_seconds(serve.process.pid)
+    start, cpu_start = time.monotonic(), serve.cpu_seconds()
     await asyncio.sleep(window)
-    elapsed, cpu = time.monotonic() - start, cpu_seconds(serve.process.pid) - cpu_start
+    elapsed, cpu = time.monotonic() - start, serve.cpu_seconds() - cpu_start
     during = {key: counts[key] - before_counts[key] for key in counts}
     stop.set()
     for task in tasks:
@@ -175,48 +169,20 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
             "requests": during}
 
 
-class Restarted(Serve):
-    """`passthru serve` of `src` on the data dir another one left (`data`)."""
-
-    def __init__(self, src: Path, work: Path, data: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
-        env["PYTHONPATH"] = str(src)
-        self.log = (work / f"serve-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from passthru.cli.main import main; main()", "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=2.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("passthru serve did not start") from None
-                time.sleep(0.2)
-        token = (data / "admin-token").read_text().strip()
-        self.http = httpx.Client(base_url=self.url, timeout=600.0,
-                                 headers={"Authorization": f"Bearer {token}"})
-
-
 def seeded(src: Path, work: Path, hosts: int) -> Serve:
     """A controller that knows `hosts` hosts, up and heart-beaten just now: written to
     its store while it is stopped, so that making them is not measured."""
     from passthru.controller.db import Store
     from passthru.controller.models import HostRow, utcnow
 
-    first = Serve(src, work)
-    first.stop()
-    data = work / f"data-{first.port}"
+    data = work / "data-seeded"
+    Serve(src, data).stop()
     store = Store(f"sqlite:///{data / 'passthru.sqlite'}")
     with store.write() as session:
         now = utcnow()
         session.add_all(HostRow(name=f"idle-{n:05d}", last_heartbeat=now) for n in range(hosts))
     store.close()
-    return Restarted(src, work, data)
+    return Serve(src, data)
 
 
 def run_idle(src: Path, work: Path, hosts: int, long_poll: bool) -> dict[str, Any]:
@@ -288,7 +254,7 @@ def boot_loop(serve: Serve, boots: int, times: list[float], accepted: list[float
 def run_active(src: Path, work: Path, hosts: int, boots: int,
                clients: int = CLIENTS) -> dict[str, Any]:
     work.mkdir(parents=True)
-    serve = Serve(src, work)
+    serve = Serve(src, work / "data-active")
     agents: list[subprocess.Popen[bytes]] = []
     try:
         serve.http.post("/v2/admin/flavors", json={"flavor": {"name": "m1.small"}}
@@ -318,14 +284,14 @@ def run_active(src: Path, work: Path, hosts: int, boots: int,
         threads = [threading.Thread(target=boot_loop, args=(serve, boots // clients,
                                                             times, accepted, errors))
                    for _ in range(clients)]
-        cpu_start = cpu_seconds(serve.process.pid)
+        cpu_start = serve.cpu_seconds()
         started = time.monotonic()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-        cpu = cpu_seconds(serve.process.pid) - cpu_start
+        cpu = serve.cpu_seconds() - cpu_start
         ordered = sorted(times)
         return {"hosts": hosts, "clients": clients, "boots": len(ordered),
                 "errors": errors[:5], "error_count": len(errors),

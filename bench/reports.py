@@ -22,29 +22,18 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
 import threading
 import time
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from serving import ROOT, Serve, extract
+
 VFS_PER_PF = 39
 HEARTBEAT_EVERY = 0.05
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def nic_devices(count: int, first_bus: int = 0) -> list[dict[str, Any]]:
@@ -66,40 +55,6 @@ def nic_devices(count: int, first_bus: int = 0) -> list[dict[str, Any]]:
                             "tags": tags})
         bus += 1
     return devices[:count]
-
-
-class Serve:
-    """`passthru serve` from the source tree `src`, on a fresh data dir under `work`."""
-
-    def __init__(self, src: Path, work: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        data = work / f"data-{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
-        env["PYTHONPATH"] = str(src)
-        self.log = (work / f"serve-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from passthru.cli.main import main; main()", "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=2.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("passthru serve did not start")
-        token = (data / "admin-token").read_text().strip()
-        self.http = httpx.Client(base_url=self.url, timeout=600.0,
-                                 headers={"Authorization": f"Bearer {token}"})
-
-    def stop(self) -> None:
-        self.http.close()
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.log.close()
 
 
 def timed(call: Any) -> tuple[float, httpx.Response]:
@@ -129,7 +84,7 @@ def heartbeats_while(serve: Serve, busy: threading.Event, host: str,
 
 
 def run_size(src: Path, work: Path, count: int, watch: bool) -> dict[str, Any]:
-    serve = Serve(src, work)
+    serve = Serve(src, work / f"data-{count}")
     try:
         path = "/v2/agent/hosts/bench-1/inventory"
         serve.http.post("/v2/agent/hosts/other-1/heartbeat").raise_for_status()
@@ -169,14 +124,6 @@ def run_all(src: Path, sizes: list[int]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="passthru-bench-", dir="/var/tmp") as work:
         return [run_size(src, Path(work), count, watch=count == max(sizes))
                 for count in sizes]
-
-
-def extract(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def ratios(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -33,15 +33,15 @@ import platform
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from serving import Serve, extract
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"hosts": 10_000, "servers": 50_000}
@@ -147,67 +147,17 @@ def part_populate(data_dir: str, hosts: int, servers: int) -> dict[str, Any]:
 # --- the controller -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Serve:
-    """`passthru serve` from the source tree `src` on the data dir `data`."""
-
-    def __init__(self, src: Path, data: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
-        env["PYTHONPATH"] = str(src)
-        self.log = (data.parent / f"serve-{self.port}.log").open("wb")
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from passthru.cli.main import main; main()", "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data),
-             "--heartbeat-timeout", "86400"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"passthru serve exited: see {self.log.name}")
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=5.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("passthru serve did not start")
-        self.start_s = round(time.perf_counter() - started, 1)
-        token = (data / "admin-token").read_text().strip()
-        self.http = httpx.Client(base_url=self.url, timeout=600.0,
-                                 headers={"Authorization": f"Bearer {token}"})
-
-    def cpu_s(self) -> float:
-        """The controller's CPU seconds so far (user + system)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def get(self, path: str) -> httpx.Response:
-        response = self.http.get(f"/v2/admin{path}")
-        response.raise_for_status()
-        return response
-
-    def stop(self) -> None:
-        self.http.close()
-        self.process.terminate()
-        self.process.wait(timeout=60)
-        self.log.close()
+def get(serve: Serve, path: str) -> httpx.Response:
+    response = serve.http.get(f"/v2/admin{path}")
+    response.raise_for_status()
+    return response
 
 
 def latency_ms(serve: Serve, path: str, repeats: int = REPEATS) -> dict[str, Any]:
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        response = serve.get(path)
+        response = get(serve, path)
         samples.append((time.perf_counter() - started) * 1e3)
     return {"median_ms": round(statistics.median(samples), 1),
             "min_ms": round(min(samples), 1), "bytes": len(response.content)}
@@ -217,10 +167,10 @@ def round_cpu_ms(serve: Serve, paths: list[str], rounds: int = ROUNDS) -> dict[s
     """The controller CPU one round of the page's requests costs (median of `rounds`)."""
     costs = []
     for _ in range(rounds):
-        before = serve.cpu_s()
+        before = serve.cpu_seconds()
         for path in paths:
-            serve.get(path)
-        costs.append((serve.cpu_s() - before) * 1e3)
+            get(serve, path)
+        costs.append((serve.cpu_seconds() - before) * 1e3)
         time.sleep(0.5)
     per_round = statistics.median(costs)
     # The page makes one round every 10 s: 6 a minute.
@@ -231,7 +181,7 @@ def round_cpu_ms(serve: Serve, paths: list[str], rounds: int = ROUNDS) -> dict[s
 
 def run_new(serve: Serve, servers: int) -> dict[str, Any]:
     middle = f"00000000-0000-4000-8000-{servers // 2:012d}"
-    summary = serve.get("/os-fleet-summary").json()["summary"]
+    summary = get(serve, "/os-fleet-summary").json()["summary"]
     after = summary["last_event"] or 0
     steady = ["/os-fleet-summary", f"/os-events?limit=50&after={after}", "/os-hosts?limit=100"]
     detail = ["/os-pci-stats?limit=1000", "/servers?all_projects=true&limit=100"]
@@ -267,14 +217,6 @@ def run_old(serve: Serve) -> dict[str, Any]:
     }
 
 
-def extract(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
-
-
 def measure(src: Path, work: Path, size: dict[str, int], old: bool) -> dict[str, Any]:
     data = work / "data"
     populate = subprocess.run(
@@ -282,7 +224,7 @@ def measure(src: Path, work: Path, size: dict[str, int], old: bool) -> dict[str,
          str(size["hosts"]), str(size["servers"])],
         check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
     populated = json.loads(populate.stdout)
-    serve = Serve(src, data)
+    serve = Serve(src, data, "--heartbeat-timeout", "86400", start_timeout=900)
     try:
         figures = run_old(serve) if old else run_new(serve, size["servers"])
         return {"fleet": populated, "serve_start_s": serve.start_s, **figures}
