@@ -115,6 +115,10 @@ class Settings:
 
     # --- the boot path: durability and batching ---
 
+    # --- the request path: HTTP server, token cache ---
+
+    # --- the scheduler's index: start-up and memory ---
+
     @property
     def sqlite_path(self) -> Path:
         """The SQLite file, used when `db_url` is None."""
