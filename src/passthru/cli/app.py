@@ -1,11 +1,13 @@
 """The `passthru` program. Command modules declare their commands on `commands`.
 
 Start-up is part of every command's latency, so the program does at start only what the
-command line in hand needs. Typer turns a command's signature into click parameters
-(reading its type hints) when the program's click group is built, for every command at
-once: here the root group converts a command only when it is looked up, so `passthru
-list` converts `list` alone. `passthru --help` converts none: it lists each command's
-first paragraph in its panel, drawn with rich directly rather than by typer's rich help
+command line in hand needs. The root group knows every command from the PANELS table
+(its module and its one-line help) and imports a command's module only when that command
+is looked up, so `passthru list` imports the servers' module alone and converts `list`
+alone (Typer turns a command's signature into click parameters when the click group is
+built, for every command at once; here that is done for the command in hand).
+`passthru --help` imports and converts none: it lists each command's one-line help from
+the table in its panel, drawn with rich directly rather than by typer's rich help
 module, which loads a Markdown parser and a traceback renderer to show one page. A
 command's own `--help` is typer's. Heavy parts (the store, the web stack, the host side)
 are imported inside the commands that use them; `tests/cli/test_import_weight.py`
@@ -17,37 +19,130 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Iterator, MutableMapping
+from importlib import import_module
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.padding import Padding
-from rich.panel import Panel
-from rich.table import Table
 from typer.core import TyperGroup
 from typer.main import get_command_from_info
-from typer.models import CommandInfo
 
 #: The commands, declared with Typer's decorators; the root group converts them lazily.
 commands = typer.Typer()
 
-#: `passthru --help` lists the commands in these groups, in this order.
-PANELS: dict[str, tuple[str, ...]] = {
-    "Start here": ("demo", "sim", "discover"),
-    "Run passthru": ("serve", "agent", "host-token", "token-create", "token-list",
-                     "token-revoke", "admin-token-rotate", "prune"),
-    "PCI flavors (operator)": ("pci-flavor-create", "pci-flavor-update", "pci-flavor-list",
-                               "pci-flavor-show", "pci-flavor-delete", "pci-flavor-import"),
-    "Flavors, images, networks (operator)": (
-        "flavor-create", "flavor-key", "flavor-list", "flavor-show", "flavor-delete",
-        "image-create", "image-list", "image-show", "image-delete",
-        "net-create", "net-list", "net-show", "net-delete"),
-    "Servers and ports": ("boot", "list", "show", "stop", "start", "reboot", "console-log",
-                          "delete", "port-create", "port-list", "port-show", "port-delete",
-                          "keypair-create", "keypair-list", "keypair-delete"),
-    "The fleet (operator)": ("host-list", "pci-device-list", "pci-stats", "events"),
+#: `passthru --help` lists the commands in these groups, in this order: each command with
+#: the module of passthru.cli that declares it, and its one-line help (the first paragraph
+#: of the command's help; tests/cli/test_help.py holds the two to agreeing). The page is
+#: drawn from this table, so it imports no command module; a command's module is imported
+#: when that command is looked up.
+PANELS: dict[str, dict[str, tuple[str, str]]] = {
+    'Start here': {
+        'demo': ('demo',
+                 "Start a passthru cluster on this machine and walk the seed's use cases on it."),
+        'sim': ('sim',
+                'Build a simulated host of real PCI hardware, to try host configs without it.'),
+        'discover': ('discover',
+                     'Show what this host would offer for passthrough, without contacting the '
+                     'controller.'),
+    },
+    'Run passthru': {
+        'serve': ('serve', 'Run the controller (REST API; its description at /openapi.json).'),
+        'agent': ('agent',
+                  "Report this host's PCI devices, CPUs, memory and disk to the controller and "
+                  'keep the report current.'),
+        'host-token': ('tokens', '(admin) Print a new agent token that can report only HOST.'),
+        'token-create': ('tokens', '(admin) Print a new token for a member of PROJECT.'),
+        'token-list': ('tokens',
+                       '(admin) List every token: its id (for token-revoke), name, role, project '
+                       'or host, when it was issued and when it expires. Tokens themselves are '
+                       'never shown again.'),
+        'token-revoke': ('tokens',
+                         '(admin) Revoke tokens: each stops working at once, on every controller '
+                         'replica.'),
+        'admin-token-rotate': ('maintenance',
+                               'Replace the admin token of the data dir by a new one: the old one'
+                               ' stops working at once, on every controller replica.'),
+        'prune': ('maintenance',
+                  'Prune the store now, as the controller does every hour: deleted servers that '
+                  "left their host, events past their age or count, agents' old answers, and "
+                  'tokens that expired long ago.'),
+    },
+    'PCI flavors (operator)': {
+        'pci-flavor-create': ('pci_flavors',
+                              '(admin) Create a PCI flavor: a name users ask for, e.g. bigGPU or '
+                              'phyX_NIC.'),
+        'pci-flavor-update': ('pci_flavors',
+                              "(admin) Change a PCI flavor's match pairs, description or name."),
+        'pci-flavor-list': ('pci_flavors', 'List PCI flavors with their match pairs.'),
+        'pci-flavor-show': ('pci_flavors',
+                            'Show a PCI flavor; `pci-flavor-show 0` lists what hosts expose.'),
+        'pci-flavor-delete': ('pci_flavors', '(admin) Delete a PCI flavor that nothing uses.'),
+        'pci-flavor-import': ('pci_flavors',
+                              '(admin) Turn nova.conf `[pci] alias = {...}` lines into PCI '
+                              'flavors.'),
+    },
+    'Flavors, images, networks (operator)': {
+        'flavor-create': ('flavors',
+                          '(admin) Create a flavor. Give it PCI devices with flavor-key.'),
+        'flavor-key': ('flavors', "(admin) Set or unset a flavor's extra specs."),
+        'flavor-list': ('flavors', 'List flavors with their extra specs.'),
+        'flavor-show': ('flavors', 'Show a flavor and its extra specs.'),
+        'flavor-delete': ('flavors', '(admin) Delete a flavor that no server uses.'),
+        'image-create': ('images',
+                         '(admin) Register an image, and upload its disk (and kernel, initrd) '
+                         'when given.'),
+        'image-list': ('images', 'List images.'),
+        'image-show': ('images',
+                       'Show an image: status, format, virtual size, checksum and files.'),
+        'image-delete': ('images',
+                         '(admin) Delete an image and its files (refused while a server uses it).'),
+        'net-create': ('networks', '(admin) Create a provider network for SR-IOV ports.'),
+        'net-list': ('networks', 'List the networks this project can use.'),
+        'net-show': ('networks', 'Show a network.'),
+        'net-delete': ('networks', '(admin) Delete a network; refused while it has ports.'),
+    },
+    'Servers and ports': {
+        'boot': ('servers',
+                 "Boot a server with the flavor's PCI devices and one device per SR-IOV nic."),
+        'list': ('servers', "List this project's servers with their hosts and PCI devices."),
+        'show': ('servers',
+                 'Show a server: status, host, and each PCI request with its devices (host '
+                 'address, and the port it serves).'),
+        'stop': ('servers',
+                 'Shut a server down (ACTIVE; its guest gets a minute to stop, then is powered '
+                 'off). It is SHUTOFF once its host has done it, and keeps its devices.'),
+        'start': ('servers', 'Start a SHUTOFF server again, with the devices it kept.'),
+        'reboot': ('servers',
+                   'Reboot an ACTIVE server: REBOOT (or HARD_REBOOT) until its host has done it.'),
+        'console-log': ('servers',
+                        "Print the tail of a server's serial console log, as its host last sent "
+                        'it.'),
+        'delete': ('servers',
+                   'Delete a server: its devices are freed and the ports its boot made are '
+                   'deleted.'),
+        'port-create': ('ports', 'Create a port on NET for this project.'),
+        'port-list': ('ports', "List this project's ports."),
+        'port-show': ('ports', 'Show a port with its binding.'),
+        'port-delete': ('ports', 'Delete a port; refused while a server uses it.'),
+        'keypair-create': ('keypairs',
+                           'Import an SSH public key; boot --key-name NAME puts it into the '
+                           'server.'),
+        'keypair-list': ('keypairs', "List the project's keypairs with their fingerprints."),
+        'keypair-delete': ('keypairs', 'Delete a keypair (servers booted with it keep the key).'),
+    },
+    'The fleet (operator)': {
+        'host-list': ('hosts',
+                      '(admin) List hosts: up or down, last heart-beat, devices and how many are '
+                      "free, and the vCPUs, memory (MiB) and disk (GB) VMs use of each host's "
+                      'capacity.'),
+        'pci-device-list': ('hosts', '(admin) List PCI devices with their status and owner.'),
+        'pci-stats': ('hosts',
+                      "(admin) PCI stats: each host's pools with their attributes, free and used "
+                      'counts.'),
+        'events': ('events',
+                   '(admin) List events, newest first: claims and frees of devices, servers '
+                   'created and deleted, devices added or removed by agents, hosts going down and'
+                   ' up.'),
+    },
 }
 
 #: An inline `code` span in a help text, shown as typer's Markdown mode shows it.
@@ -55,32 +150,29 @@ _CODE = re.compile(r"`([^`]+)`")
 
 
 def panel_of(command: str) -> str | None:
-    return next((panel for panel, names in PANELS.items() if command in names), None)
+    return next((panel for panel, entries in PANELS.items() if command in entries), None)
 
 
-def arrange() -> None:
-    """Order the declared commands as PANELS lists them."""
-    order = {name: i for i, name in enumerate(n for names in PANELS.values() for n in names)}
-    commands.registered_commands.sort(
-        key=lambda command: order.get(command.name or "", len(order)))
+#: Each command's module, from PANELS.
+_MODULES = {name: module for entries in PANELS.values()
+            for name, (module, _) in entries.items()}
 
 
 class _Converted(MutableMapping[str, Any]):
-    """The declared commands by name, each converted to a click command when first asked
-    for."""
+    """The commands by name, in PANELS' order, each converted to a click command when first
+    asked for, once its module has declared it."""
 
     def __init__(self, markup_mode: Any) -> None:
         self._markup_mode = markup_mode
         self._done: dict[str, Any] = {}
 
-    def _declared(self) -> dict[str, CommandInfo]:
-        return {info.name: info for info in commands.registered_commands if info.name}
-
     def __getitem__(self, name: str) -> Any:
         if name not in self._done:
+            import_module(f"passthru.cli.{_MODULES[name]}")
+            declared = next(info for info in commands.registered_commands
+                            if info.name == name)
             self._done[name] = get_command_from_info(
-                self._declared()[name], pretty_exceptions_short=False,
-                rich_markup_mode=self._markup_mode)
+                declared, pretty_exceptions_short=False, rich_markup_mode=self._markup_mode)
         return self._done[name]
 
     def __setitem__(self, name: str, command: Any) -> None:
@@ -90,14 +182,15 @@ class _Converted(MutableMapping[str, Any]):
         raise TypeError("passthru's commands are declared on passthru.cli.app.commands")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._declared())
+        return iter(_MODULES)
 
     def __len__(self) -> int:
-        return len(self._declared())
+        return len(_MODULES)
 
 
 class _Root(TyperGroup):
-    """The program's group: its commands converted on demand, its help drawn light."""
+    """The program's group: its commands imported and converted on demand, its help drawn
+    light."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -107,6 +200,10 @@ class _Root(TyperGroup):
         return list(self.commands)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.padding import Padding
+
         # Typer's look (rich_utils' styles), so that the page reads as every command's.
         console = Console(highlight=False, width=ctx.terminal_width)
         console.print(Padding(f"[bold]{escape(self.get_usage(ctx))}[/]", 1))
@@ -118,24 +215,19 @@ class _Root(TyperGroup):
                    if (record := param.get_help_record(ctx)) is not None]
         console.print(_panel("Options", [(names, escape(text)) for names, text in options],
                              max(len(names) for names, _ in options)))
-        declared = [info for info in commands.registered_commands
-                    if info.name and not info.hidden]
-        width = max(len(info.name or "") for info in declared)  # one column for all panels
-        for title in dict.fromkeys(info.rich_help_panel or "Commands" for info in declared):
+        width = max(map(len, _MODULES))  # one column for all panels
+        for title, entries in PANELS.items():
             console.print(_panel(title, [
-                (info.name or "", _summary(info)) for info in declared
-                if (info.rich_help_panel or "Commands") == title], width))
+                (name, _CODE.sub(r"[bold cyan]\1[/]", escape(summary)))
+                for name, (_, summary) in entries.items()], width))
 
 
-def _summary(info: CommandInfo) -> str:
-    """A command's first paragraph, as Rich markup."""
-    text = inspect.cleandoc(info.help if info.help is not None
-                            else inspect.getdoc(info.callback) or "")
-    first = " ".join(text.split("\n\n")[0].split())
-    return _CODE.sub(r"[bold cyan]\1[/]", escape(first))
+def _panel(title: str, rows: list[tuple[str, str]], width: int) -> Any:
+    from rich import box
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
 
-
-def _panel(title: str, rows: list[tuple[str, str]], width: int) -> Panel:
     table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1), expand=True)
     table.add_column(style="bold cyan", no_wrap=True, width=width)
     table.add_column(ratio=10)

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from passthru.cli.client import Client
 from passthru.cli.files import read_text
-from passthru.cli.nics import parse_nic
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
 from passthru.pci.errors import PassthruError
@@ -74,6 +73,8 @@ def boot(
     Example: boot vm1 --flavor m1.gpu --image debian --key-name mykey
     --nic net-id=prod,vnic-type=direct
     """
+    from passthru.cli.nics import parse_nic  # the core's port types: only boot needs them
+
     body: dict[str, Any] = {"server": {
         "name": name, "flavorRef": flavor, "imageRef": image,
         "networks": [parse_nic(n) for n in nics or []], "min_count": min_count,
