@@ -88,5 +88,7 @@ def test_a_client_command_imports_nothing_heavy(command: list[str], module: str,
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"cannot reach the controller at {_NOWHERE}" in run.stderr
     assert heavy_among(modules) == []
+    # The token and the address are given: the controller's settings are not read.
+    assert not {"passthru.controller.settings", "platformdirs"} & modules
     # Its own module, no other command's.
     assert sorted(modules & COMMAND_MODULES) == [f"passthru.cli.{module}"]

@@ -32,13 +32,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from passthru.controller.settings import ADMIN_TOKEN_FILE, DEFAULT_LISTEN, default_data_dir
 from passthru.pci.errors import PassthruError
 
 if TYPE_CHECKING:  # the HTTP stack loads with the first request: --help sends none
     import ssl
 
-DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 URL_ENV = "PASSTHRU_URL"
 TOKEN_ENV = "PASSTHRU_TOKEN"
 RETRY_ENV = "PASSTHRU_RETRY_SECONDS"
@@ -90,8 +88,17 @@ class ApiError(PassthruError):
         self.status = status
 
 
+def _default_url() -> str:
+    from passthru.controller.settings import DEFAULT_LISTEN
+
+    return f"http://{DEFAULT_LISTEN}"
+
+
 def local_admin_token(data_dir: Path | None = None) -> str:
     """The admin token `passthru serve` left in this machine's data dir."""
+    # The controller's settings (platformdirs, the Settings class) load only when needed.
+    from passthru.controller.settings import ADMIN_TOKEN_FILE, default_data_dir
+
     path = (data_dir or default_data_dir()) / ADMIN_TOKEN_FILE
     try:
         return path.read_text().strip()
@@ -196,7 +203,7 @@ class Client:
     """Calls the controller at `url` with `token`; `tenant(...)` builds project paths."""
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
-        self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.url = (url or os.environ.get(URL_ENV) or _default_url()).rstrip("/")
         where = urlsplit(self.url)
         if where.scheme not in ("http", "https") or not where.hostname:
             raise ApiError(f"the controller's address {self.url!r} is not http://HOST:PORT "

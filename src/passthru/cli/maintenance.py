@@ -3,7 +3,9 @@ store directly (as `serve` opens it), while the controller runs or not."""
 
 from __future__ import annotations
 
-from passthru.cli.options import (
+from passthru.cli.output import command, err
+from passthru.cli.serve import opened, where_store
+from passthru.cli.store_options import (
     DataDir,
     Db,
     EventsArchive,
@@ -11,8 +13,6 @@ from passthru.cli.options import (
     KeepEventsDays,
     MaxEvents,
 )
-from passthru.cli.output import command, err
-from passthru.cli.serve import opened, where_store
 from passthru.controller.settings import (
     DEFAULT_KEEP_DELETED_DAYS,
     DEFAULT_KEEP_EVENTS_DAYS,

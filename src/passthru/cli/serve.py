@@ -7,7 +7,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from passthru.cli.options import (
+from passthru.cli.output import command, err
+from passthru.cli.store_options import (
     DataDir,
     Db,
     EventsArchive,
@@ -15,7 +16,6 @@ from passthru.cli.options import (
     KeepEventsDays,
     MaxEvents,
 )
-from passthru.cli.output import command, err
 from passthru.controller.enums import Weigher
 from passthru.controller.settings import (
     DEFAULT_KEEP_DELETED_DAYS,
