@@ -1,6 +1,10 @@
 import inspect
+import io
+import re
 from importlib import import_module
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from passthru.cli.app import PANELS, commands
@@ -67,3 +71,43 @@ def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("passthru ")
+
+
+def _as_tables(width: int) -> str:
+    """The page's panels on a terminal `width` columns wide, as rich's Table draws them
+    (typer's help looks so): the names in one column in bold cyan, their texts wrapped
+    beside them."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = Console(width=width, highlight=False, emoji=False, record=True,
+                      file=io.StringIO())
+    group = typer.main.get_command(app)
+    options = [record for param in group.get_params(typer.Context(group))
+               if (record := param.get_help_record(typer.Context(group))) is not None]
+    panels = [("Options", options)]
+    panels += [(title, [(name, summary) for name, (_, summary) in entries.items()])
+               for title, entries in PANELS.items()]
+    names = max(len(name) for entries in PANELS.values() for name in entries)
+    for title, rows in panels:
+        table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1),
+                      expand=True)
+        table.add_column(style="bold cyan", no_wrap=True, width=names if title != "Options"
+                         else max(len(name) for name, _ in options))
+        table.add_column(ratio=10)
+        for name, summary in rows:
+            table.add_row(escape(name), re.sub(r"`([^`]+)`", r"[bold cyan]\1[/]",
+                                               escape(summary)))
+        console.print(Panel(table, box=box.ROUNDED, border_style="dim", title=title,
+                            title_align="left"))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [50, 80, 100, 120, 200])
+def test_the_panels_are_drawn_as_rich_tables_draw_them(width: int) -> None:
+    text = CliRunner().invoke(app, ["--help"], terminal_width=width).output
+    panels = text[text.index("╭─ Options"):]
+    assert panels.rstrip("\n") == _as_tables(width).rstrip("\n")

@@ -205,7 +205,8 @@ class _Root(TyperGroup):
         from rich.padding import Padding
 
         # Typer's look (rich_utils' styles), so that the page reads as every command's.
-        console = Console(highlight=False, width=ctx.terminal_width)
+        # No emoji codes in help texts: their table (a large module) is not loaded.
+        console = Console(highlight=False, emoji=False, width=ctx.terminal_width)
         console.print(Padding(f"[bold]{escape(self.get_usage(ctx))}[/]", 1))
         if self.help:
             text = "\n\n".join(" ".join(paragraph.split())
@@ -213,27 +214,46 @@ class _Root(TyperGroup):
             console.print(Padding(escape(text), (0, 1, 1, 1)))
         options = [record for param in self.get_params(ctx)
                    if (record := param.get_help_record(ctx)) is not None]
-        console.print(_panel("Options", [(names, escape(text)) for names, text in options],
+        console.print(_panel(console, "Options", [(names, _styled(text, code=False))
+                                                  for names, text in options],
                              max(len(names) for names, _ in options)))
         width = max(map(len, _MODULES))  # one column for all panels
         for title, entries in PANELS.items():
-            console.print(_panel(title, [
-                (name, _CODE.sub(r"[bold cyan]\1[/]", escape(summary)))
-                for name, (_, summary) in entries.items()], width))
+            console.print(_panel(console, title, [
+                (name, _styled(summary)) for name, (_, summary) in entries.items()], width))
 
 
-def _panel(title: str, rows: list[tuple[str, str]], width: int) -> Any:
+def _styled(text: str, *, code: bool = True) -> Any:
+    """A help text as rich Text, with its `code` spans in bold cyan as typer's Markdown mode
+    shows them (split out here, not parsed as markup)."""
+    from rich.text import Text
+
+    parts = _CODE.split(text) if code else [text]  # odd items are the spans' contents
+    return Text.assemble(*((part, "bold cyan") if i % 2 else part
+                           for i, part in enumerate(parts)))
+
+
+def _panel(console: Any, title: str, rows: list[tuple[str, Any]], width: int) -> Any:
+    """A titled box of two columns: names (`width` wide, bold cyan) and their texts,
+    wrapped to the console. It draws what a borderless rich Table of those two columns
+    draws (padding (0, 1), no edge padding, expanded), as lines of text: the Table
+    measured every cell to draw the same page, which took half of `--help`'s time
+    (tests/cli/test_help.py compares the two)."""
     from rich import box
-    from rich.markup import escape
     from rich.panel import Panel
-    from rich.table import Table
+    from rich.text import Text
 
-    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1), expand=True)
-    table.add_column(style="bold cyan", no_wrap=True, width=width)
-    table.add_column(ratio=10)
+    # The panel's borders and padding, the names' column and the gap between the two.
+    room = max(console.width - 4 - width - 2, 1)
+    lines: list[Text] = []
     for name, text in rows:
-        table.add_row(escape(name), text)
-    return Panel(table, box=box.ROUNDED, border_style="dim", title=title, title_align="left")
+        wrapped = ([text] if text.cell_len <= room
+                   else text.wrap(console, room, overflow="ellipsis"))
+        for i, line in enumerate(wrapped):
+            label = name if i == 0 else ""
+            lines.append(Text.assemble((label.ljust(width) + " ", "bold cyan"), " ", line))
+    return Panel(Text("\n").join(lines), box=box.ROUNDED, border_style="dim", title=title,
+                 title_align="left")
 
 
 def _version(asked: bool) -> None:

@@ -19,8 +19,10 @@ from passthru.pci.errors import PassthruError
 P = ParamSpec("P")
 R = TypeVar("R")
 
-out = Console()
-err = Console(stderr=True)
+# Values print as they are, with no emoji codes read in them (a name may hold `:x:`); nor
+# is the table of those codes (a large module) loaded.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def print_error(error: object) -> None:
