@@ -35,113 +35,113 @@ commands = typer.Typer()
 #: drawn from this table, so it imports no command module; a command's module is imported
 #: when that command is looked up.
 PANELS: dict[str, dict[str, tuple[str, str]]] = {
-    'Start here': {
-        'demo': ('demo',
+    "Start here": {
+        "demo": ("demo",
                  "Start a passthru cluster on this machine and walk the seed's use cases on it."),
-        'sim': ('sim',
-                'Build a simulated host of real PCI hardware, to try host configs without it.'),
-        'discover': ('discover',
-                     'Show what this host would offer for passthrough, without contacting the '
-                     'controller.'),
+        "sim": ("sim",
+                "Build a simulated host of real PCI hardware, to try host configs without it."),
+        "discover": ("discover",
+                     "Show what this host would offer for passthrough, without contacting the "
+                     "controller."),
     },
-    'Run passthru': {
-        'serve': ('serve', 'Run the controller (REST API; its description at /openapi.json).'),
-        'agent': ('agent',
+    "Run passthru": {
+        "serve": ("serve", "Run the controller (REST API; its description at /openapi.json)."),
+        "agent": ("agent",
                   "Report this host's PCI devices, CPUs, memory and disk to the controller and "
-                  'keep the report current.'),
-        'host-token': ('tokens', '(admin) Print a new agent token that can report only HOST.'),
-        'token-create': ('tokens', '(admin) Print a new token for a member of PROJECT.'),
-        'token-list': ('tokens',
-                       '(admin) List every token: its id (for token-revoke), name, role, project '
-                       'or host, when it was issued and when it expires. Tokens themselves are '
-                       'never shown again.'),
-        'token-revoke': ('tokens',
-                         '(admin) Revoke tokens: each stops working at once, on every controller '
-                         'replica.'),
-        'admin-token-rotate': ('maintenance',
-                               'Replace the admin token of the data dir by a new one: the old one'
-                               ' stops working at once, on every controller replica.'),
-        'prune': ('maintenance',
-                  'Prune the store now, as the controller does every hour: deleted servers that '
+                  "keep the report current."),
+        "host-token": ("tokens", "(admin) Print a new agent token that can report only HOST."),
+        "token-create": ("tokens", "(admin) Print a new token for a member of PROJECT."),
+        "token-list": ("tokens",
+                       "(admin) List every token: its id (for token-revoke), name, role, project "
+                       "or host, when it was issued and when it expires. Tokens themselves are "
+                       "never shown again."),
+        "token-revoke": ("tokens",
+                         "(admin) Revoke tokens: each stops working at once, on every controller "
+                         "replica."),
+        "admin-token-rotate": ("maintenance",
+                               "Replace the admin token of the data dir by a new one: the old one"
+                               " stops working at once, on every controller replica."),
+        "prune": ("maintenance",
+                  "Prune the store now, as the controller does every hour: deleted servers that "
                   "left their host, events past their age or count, agents' old answers, and "
-                  'tokens that expired long ago.'),
+                  "tokens that expired long ago."),
     },
-    'PCI flavors (operator)': {
-        'pci-flavor-create': ('pci_flavors',
-                              '(admin) Create a PCI flavor: a name users ask for, e.g. bigGPU or '
-                              'phyX_NIC.'),
-        'pci-flavor-update': ('pci_flavors',
+    "PCI flavors (operator)": {
+        "pci-flavor-create": ("pci_flavors",
+                              "(admin) Create a PCI flavor: a name users ask for, e.g. bigGPU or "
+                              "phyX_NIC."),
+        "pci-flavor-update": ("pci_flavors",
                               "(admin) Change a PCI flavor's match pairs, description or name."),
-        'pci-flavor-list': ('pci_flavors', 'List PCI flavors with their match pairs.'),
-        'pci-flavor-show': ('pci_flavors',
-                            'Show a PCI flavor; `pci-flavor-show 0` lists what hosts expose.'),
-        'pci-flavor-delete': ('pci_flavors', '(admin) Delete a PCI flavor that nothing uses.'),
-        'pci-flavor-import': ('pci_flavors',
-                              '(admin) Turn nova.conf `[pci] alias = {...}` lines into PCI '
-                              'flavors.'),
+        "pci-flavor-list": ("pci_flavors", "List PCI flavors with their match pairs."),
+        "pci-flavor-show": ("pci_flavors",
+                            "Show a PCI flavor; `pci-flavor-show 0` lists what hosts expose."),
+        "pci-flavor-delete": ("pci_flavors", "(admin) Delete a PCI flavor that nothing uses."),
+        "pci-flavor-import": ("pci_flavors",
+                              "(admin) Turn nova.conf `[pci] alias = {...}` lines into PCI "
+                              "flavors."),
     },
-    'Flavors, images, networks (operator)': {
-        'flavor-create': ('flavors',
-                          '(admin) Create a flavor. Give it PCI devices with flavor-key.'),
-        'flavor-key': ('flavors', "(admin) Set or unset a flavor's extra specs."),
-        'flavor-list': ('flavors', 'List flavors with their extra specs.'),
-        'flavor-show': ('flavors', 'Show a flavor and its extra specs.'),
-        'flavor-delete': ('flavors', '(admin) Delete a flavor that no server uses.'),
-        'image-create': ('images',
-                         '(admin) Register an image, and upload its disk (and kernel, initrd) '
-                         'when given.'),
-        'image-list': ('images', 'List images.'),
-        'image-show': ('images',
-                       'Show an image: status, format, virtual size, checksum and files.'),
-        'image-delete': ('images',
-                         '(admin) Delete an image and its files (refused while a server uses it).'),
-        'net-create': ('networks', '(admin) Create a provider network for SR-IOV ports.'),
-        'net-list': ('networks', 'List the networks this project can use.'),
-        'net-show': ('networks', 'Show a network.'),
-        'net-delete': ('networks', '(admin) Delete a network; refused while it has ports.'),
+    "Flavors, images, networks (operator)": {
+        "flavor-create": ("flavors",
+                          "(admin) Create a flavor. Give it PCI devices with flavor-key."),
+        "flavor-key": ("flavors", "(admin) Set or unset a flavor's extra specs."),
+        "flavor-list": ("flavors", "List flavors with their extra specs."),
+        "flavor-show": ("flavors", "Show a flavor and its extra specs."),
+        "flavor-delete": ("flavors", "(admin) Delete a flavor that no server uses."),
+        "image-create": ("images",
+                         "(admin) Register an image, and upload its disk (and kernel, initrd) "
+                         "when given."),
+        "image-list": ("images", "List images."),
+        "image-show": ("images",
+                       "Show an image: status, format, virtual size, checksum and files."),
+        "image-delete": ("images",
+                         "(admin) Delete an image and its files (refused while a server uses it)."),
+        "net-create": ("networks", "(admin) Create a provider network for SR-IOV ports."),
+        "net-list": ("networks", "List the networks this project can use."),
+        "net-show": ("networks", "Show a network."),
+        "net-delete": ("networks", "(admin) Delete a network; refused while it has ports."),
     },
-    'Servers and ports': {
-        'boot': ('servers',
+    "Servers and ports": {
+        "boot": ("servers",
                  "Boot a server with the flavor's PCI devices and one device per SR-IOV nic."),
-        'list': ('servers', "List this project's servers with their hosts and PCI devices."),
-        'show': ('servers',
-                 'Show a server: status, host, and each PCI request with its devices (host '
-                 'address, and the port it serves).'),
-        'stop': ('servers',
-                 'Shut a server down (ACTIVE; its guest gets a minute to stop, then is powered '
-                 'off). It is SHUTOFF once its host has done it, and keeps its devices.'),
-        'start': ('servers', 'Start a SHUTOFF server again, with the devices it kept.'),
-        'reboot': ('servers',
-                   'Reboot an ACTIVE server: REBOOT (or HARD_REBOOT) until its host has done it.'),
-        'console-log': ('servers',
+        "list": ("servers", "List this project's servers with their hosts and PCI devices."),
+        "show": ("servers",
+                 "Show a server: status, host, and each PCI request with its devices (host "
+                 "address, and the port it serves)."),
+        "stop": ("servers",
+                 "Shut a server down (ACTIVE; its guest gets a minute to stop, then is powered "
+                 "off). It is SHUTOFF once its host has done it, and keeps its devices."),
+        "start": ("servers", "Start a SHUTOFF server again, with the devices it kept."),
+        "reboot": ("servers",
+                   "Reboot an ACTIVE server: REBOOT (or HARD_REBOOT) until its host has done it."),
+        "console-log": ("servers",
                         "Print the tail of a server's serial console log, as its host last sent "
-                        'it.'),
-        'delete': ('servers',
-                   'Delete a server: its devices are freed and the ports its boot made are '
-                   'deleted.'),
-        'port-create': ('ports', 'Create a port on NET for this project.'),
-        'port-list': ('ports', "List this project's ports."),
-        'port-show': ('ports', 'Show a port with its binding.'),
-        'port-delete': ('ports', 'Delete a port; refused while a server uses it.'),
-        'keypair-create': ('keypairs',
-                           'Import an SSH public key; boot --key-name NAME puts it into the '
-                           'server.'),
-        'keypair-list': ('keypairs', "List the project's keypairs with their fingerprints."),
-        'keypair-delete': ('keypairs', 'Delete a keypair (servers booted with it keep the key).'),
+                        "it."),
+        "delete": ("servers",
+                   "Delete a server: its devices are freed and the ports its boot made are "
+                   "deleted."),
+        "port-create": ("ports", "Create a port on NET for this project."),
+        "port-list": ("ports", "List this project's ports."),
+        "port-show": ("ports", "Show a port with its binding."),
+        "port-delete": ("ports", "Delete a port; refused while a server uses it."),
+        "keypair-create": ("keypairs",
+                           "Import an SSH public key; boot --key-name NAME puts it into the "
+                           "server."),
+        "keypair-list": ("keypairs", "List the project's keypairs with their fingerprints."),
+        "keypair-delete": ("keypairs", "Delete a keypair (servers booted with it keep the key)."),
     },
-    'The fleet (operator)': {
-        'host-list': ('hosts',
-                      '(admin) List hosts: up or down, last heart-beat, devices and how many are '
+    "The fleet (operator)": {
+        "host-list": ("hosts",
+                      "(admin) List hosts: up or down, last heart-beat, devices and how many are "
                       "free, and the vCPUs, memory (MiB) and disk (GB) VMs use of each host's "
-                      'capacity.'),
-        'pci-device-list': ('hosts', '(admin) List PCI devices with their status and owner.'),
-        'pci-stats': ('hosts',
+                      "capacity."),
+        "pci-device-list": ("hosts", "(admin) List PCI devices with their status and owner."),
+        "pci-stats": ("hosts",
                       "(admin) PCI stats: each host's pools with their attributes, free and used "
-                      'counts.'),
-        'events': ('events',
-                   '(admin) List events, newest first: claims and frees of devices, servers '
-                   'created and deleted, devices added or removed by agents, hosts going down and'
-                   ' up.'),
+                      "counts."),
+        "events": ("events",
+                   "(admin) List events, newest first: claims and frees of devices, servers "
+                   "created and deleted, devices added or removed by agents, hosts going down and"
+                   " up."),
     },
 }
 
