@@ -151,7 +151,7 @@ def serve(
     import uvicorn  # the web stack loads only for the server, not for every CLI call
 
     from passthru.controller.app import create_app
-    from passthru.controller.http_protocol import HeaderDeadlineProtocol
+    from passthru.controller.http_protocol import protocol
 
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
@@ -172,6 +172,8 @@ def serve(
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
     # An idle keep-alive connection is closed after 5 s, request headers may take 16 KiB
     # (uvicorn's and h11's defaults, said here) and --body-timeout seconds to arrive.
+    # The event loop is uvloop's where it is installed (uvicorn's "auto").
+    header_bytes = 16 << 10
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
-                h11_max_incomplete_event_size=16 << 10,
-                http=HeaderDeadlineProtocol.with_timeout(settings.body_timeout))
+                h11_max_incomplete_event_size=header_bytes, loop="auto",
+                http=protocol(settings.body_timeout, header_bytes))
