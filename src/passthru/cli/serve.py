@@ -136,6 +136,12 @@ def serve(
         "--heartbeat-flush-interval", min=0.1,
         help="Seconds between two writes of the heart-beats noted in memory (at most a "
         "quarter of --heartbeat-timeout is used).")] = 5.0,
+    token_cache_seconds: Annotated[float, typer.Option(
+        "--token-cache-seconds", min=0.0,
+        help="Seconds a replica answers for a token from memory before looking it up in "
+        "the store again (0: on every request). A revoked token fails on its next use "
+        "all the same, on every replica (with PostgreSQL once the replicas are notified, "
+        "within milliseconds).")] = 60.0,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -166,7 +172,8 @@ def serve(
                         max_events=max_events, events_archive=events_archive,
                         unplaced_grace=unplaced_grace, page_size=page_size,
                         max_page_size=max_page_size, orders_wait_max=orders_wait_max,
-                        heartbeat_flush_interval=heartbeat_flush_interval)
+                        heartbeat_flush_interval=heartbeat_flush_interval,
+                        token_cache_seconds=token_cache_seconds)
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)

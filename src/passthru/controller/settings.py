@@ -116,6 +116,11 @@ class Settings:
     # --- the boot path: durability and batching ---
 
     # --- the request path: HTTP server, token cache ---
+    #: Seconds a replica answers for a token from memory before it looks the token up in
+    #: the store again (0: every request looks its token up). A revoked token fails on
+    #: its next use sooner than that (`controller.token_cache`); this bounds how long a
+    #: notification of a revoke that was lost unnoticed could go unseen.
+    token_cache_seconds: float = 60.0
 
     # --- the scheduler's index: start-up and memory ---
 

@@ -13,12 +13,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
 from passthru.controller.api.fields import NamePath
-from passthru.controller.auth import Principal, principal_of
+from passthru.controller.auth import Principal
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.token_cache import TokenCache
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
                      "`passthru token-create` or the data dir's admin-token file")
@@ -62,14 +63,14 @@ async def _settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def identify(state: State, token: str) -> Principal:
+async def identify(state: State, token: str) -> Principal:
     """Who `token` belongs to (UnauthorizedError if nobody, or if it expired): the one
-    lookup of a token, made by `api.limits` before a request's body is read. Looked up
-    on every request, never cached: a revoked token fails on its next use, on every
-    replica (see controller.auth)."""
-    store: Store = state.store
-    with store.read() as session:
-        return principal_of(session, token)
+    lookup of a token, made by `api.limits` before a request's body is read. From the
+    replica's memory when it holds the token, in the event loop; else in the store, in
+    a worker thread. A revoked token fails on its next use, on every replica (see
+    controller.token_cache)."""
+    tokens: TokenCache = state.tokens
+    return (await tokens.known(token)).principal_at()
 
 
 async def _caller(request: Request,
