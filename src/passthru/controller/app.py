@@ -66,9 +66,12 @@ from passthru.web import routes as web
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (pci_flavors.router, flavors.router, images.router, keypairs.router,
-           networks.router, ports.router, servers.router, hosts.router, tokens.router,
-           agent.router, events.router, fleet.router, web.router)
+#: In the order a request's path is matched against them (each route in turn): the
+#: agents' first, which make most of the requests (their paths, /v2/agent/hosts/...,
+#: are no project's).
+ROUTERS = (agent.router, servers.router, pci_flavors.router, flavors.router, images.router,
+           keypairs.router, networks.router, ports.router, hosts.router, tokens.router,
+           events.router, fleet.router, web.router)
 
 
 def open_store(settings: Settings) -> Store:
