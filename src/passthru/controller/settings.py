@@ -121,6 +121,9 @@ class Settings:
     #: its next use sooner than that (`controller.token_cache`); this bounds how long a
     #: notification of a revoke that was lost unnoticed could go unseen.
     token_cache_seconds: float = 60.0
+    #: Whether the web server logs a line per request (uvicorn's access log): a tenth of
+    #: the CPU of the cheapest request.
+    access_log: bool = True
 
     # --- the scheduler's index: start-up and memory ---
 
