@@ -64,7 +64,8 @@ class TokenCache:
         self._version: sqlite3.Connection | None = None
         self._seen_version = -1
         if store.engine.dialect.name == "sqlite":
-            self._version = sqlite3.connect(store.engine.url.database or "",
+            # Used in the event loop, which must not wait on a lock: no busy timeout.
+            self._version = sqlite3.connect(store.engine.url.database or "", timeout=0,
                                             isolation_level=None, check_same_thread=False)
             self._version.execute("PRAGMA query_only=ON")
         #: Whether entries may be kept now (PostgreSQL: while notifications are heard).
@@ -110,7 +111,10 @@ class TokenCache:
         if not self._live:
             return None
         if self._version is not None:
-            found = self._version.execute(_VERSION, (topics.TOKENS,)).fetchone()
+            try:
+                found = self._version.execute(_VERSION, (topics.TOKENS,)).fetchone()
+            except sqlite3.Error:  # the lookup, in a worker thread, will say what is wrong
+                return None
             version = found[0] if found else 0
             if version != self._seen_version:
                 with self._lock:
