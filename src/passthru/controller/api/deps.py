@@ -21,8 +21,19 @@ from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
 from passthru.controller.token_cache import TokenCache
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
-                     "`passthru token-create` or the data dir's admin-token file")
+
+class _Declared(HTTPBearer):
+    """The bearer scheme, declared for the OpenAPI document; `api.limits` has already
+    checked the token and refused requests without a known one, so the header is not
+    parsed again."""
+
+    async def __call__(self, request: Request) -> HTTPAuthorizationCredentials | None:
+        return None
+
+
+_bearer = _Declared(auto_error=False, scheme_name="HTTPBearer",
+                    description="A token from `passthru host-token`, `passthru "
+                    "token-create` or the data dir's admin-token file")
 
 
 async def _store(request: Request) -> Store:
@@ -76,8 +87,6 @@ async def identify(state: State, token: str) -> Principal:
 async def _caller(request: Request,
             _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
             ) -> Principal:
-    # The bearer scheme is declared for the OpenAPI document; `api.limits` has already
-    # checked the token and refused requests without a known one.
     principal: Principal = request.state.principal
     return principal
 
