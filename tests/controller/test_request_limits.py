@@ -156,6 +156,17 @@ def test_headers_that_never_end_lose_their_connection(live: LiveController) -> N
         assert sock.recv(1) == b""  # closed by the controller
 
 
+def test_headers_past_16_kib_are_refused(live: LiveController) -> None:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=60) as sock:
+        sock.sendall(b"GET /v2/whoami HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"X-Filler: " + b"a" * (32 << 10) + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert httpx.get(f"{live.url}/v2/whoami", headers=_admin(live)).status_code == 200
+
+
 def test_one_members_flood_does_not_limit_another(live: LiveController) -> None:
     flooder, other = _member(live, "p1"), _member(live, "p2")
     flood: list[httpx.Response] = []

@@ -136,6 +136,16 @@ def serve(
         "--heartbeat-flush-interval", min=0.1,
         help="Seconds between two writes of the heart-beats noted in memory (at most a "
         "quarter of --heartbeat-timeout is used).")] = 5.0,
+    token_cache_seconds: Annotated[float, typer.Option(
+        "--token-cache-seconds", min=0.0,
+        help="Seconds a replica answers for a token from memory before looking it up in "
+        "the store again (0: on every request). A revoked token fails on its next use "
+        "all the same, on every replica (with PostgreSQL once the replicas are notified, "
+        "within milliseconds).")] = 60.0,
+    access_log: Annotated[bool, typer.Option(
+        "--access-log/--no-access-log",
+        help="Log a line per request. Each takes a tenth of the CPU of the cheapest "
+        "request; with many agents, --no-access-log.")] = True,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -151,7 +161,7 @@ def serve(
     import uvicorn  # the web stack loads only for the server, not for every CLI call
 
     from passthru.controller.app import create_app
-    from passthru.controller.http_protocol import HeaderDeadlineProtocol
+    from passthru.controller.http_protocol import protocol
 
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
@@ -166,12 +176,16 @@ def serve(
                         max_events=max_events, events_archive=events_archive,
                         unplaced_grace=unplaced_grace, page_size=page_size,
                         max_page_size=max_page_size, orders_wait_max=orders_wait_max,
-                        heartbeat_flush_interval=heartbeat_flush_interval)
+                        heartbeat_flush_interval=heartbeat_flush_interval,
+                        token_cache_seconds=token_cache_seconds, access_log=access_log)
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
     # An idle keep-alive connection is closed after 5 s, request headers may take 16 KiB
     # (uvicorn's and h11's defaults, said here) and --body-timeout seconds to arrive.
+    # The event loop is uvloop's where it is installed (uvicorn's "auto").
+    header_bytes = 16 << 10
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
-                h11_max_incomplete_event_size=16 << 10,
-                http=HeaderDeadlineProtocol.with_timeout(settings.body_timeout))
+                h11_max_incomplete_event_size=header_bytes, loop="auto",
+                access_log=settings.access_log,
+                http=protocol(settings.body_timeout, header_bytes))

@@ -3,7 +3,8 @@
 Creating the app prepares the store: it applies the packaged migrations and makes sure
 the data dir holds a working admin token (the data dir and its files are the owner's
 alone: 0700 and 0600), and loads the scheduler's index from the store.
-Every request passes `api.limits` first: a token, a rate, a body size and pace.
+Every request passes `api.limits` first: a token (known to the replica's token cache, or
+looked up), a rate, a body size and pace.
 Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, the heart-beats agents send are written in batches
 (`controller.heartbeats`), with PostgreSQL one connection listens for the other
@@ -46,7 +47,7 @@ from passthru.controller.api import (
 )
 from passthru.controller.api.errors import install_error_handlers
 from passthru.controller.api.limits import RequestLimits
-from passthru.controller.auth import ensure_admin_token
+from passthru.controller.auth import TOKENS_CHANNEL, ensure_admin_token
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store, unreachable
 from passthru.controller.heartbeats import Heartbeats
@@ -59,14 +60,18 @@ from passthru.controller.reschedule import sweep_builds
 from passthru.controller.retention import prune
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.token_cache import TokenCache
 from passthru.controller.wakeups import Wakeups, listen_url
 from passthru.web import routes as web
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (pci_flavors.router, flavors.router, images.router, keypairs.router,
-           networks.router, ports.router, servers.router, hosts.router, tokens.router,
-           agent.router, events.router, fleet.router, web.router)
+#: In the order a request's path is matched against them (each route in turn): the
+#: agents' first, which make most of the requests (their paths, /v2/agent/hosts/...,
+#: are no project's).
+ROUTERS = (agent.router, servers.router, pci_flavors.router, flavors.router, images.router,
+           keypairs.router, networks.router, ports.router, hosts.router, tokens.router,
+           events.router, fleet.router, web.router)
 
 
 def open_store(settings: Settings) -> Store:
@@ -121,6 +126,8 @@ def create_app(settings: Settings) -> FastAPI:
     postgres = store.engine.dialect.name == "postgresql"
     wakeups = Wakeups()
     wakeups.attach(store, notify=postgres)
+    tokens = TokenCache(store, settings.token_cache_seconds)
+    wakeups.subscribe(TOKENS_CHANNEL, tokens)
     heartbeats = Heartbeats()
     flush_every = min(settings.heartbeat_flush_interval, settings.heartbeat_timeout / 4)
 
@@ -152,6 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as error:
             if not unreachable(error):
                 log.exception("the last heart-beats could not be written")
+        tokens.close()
         store.close()
 
     app = FastAPI(
@@ -167,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.image_files = ImageFiles(settings.image_dir, settings.max_image_bytes)
     app.state.settings = settings
     app.state.wakeups = wakeups
+    app.state.tokens = tokens
     app.state.heartbeats = heartbeats
     install_error_handlers(app)
     app.add_middleware(RequestLimits, settings=settings)

@@ -116,6 +116,14 @@ class Settings:
     # --- the boot path: durability and batching ---
 
     # --- the request path: HTTP server, token cache ---
+    #: Seconds a replica answers for a token from memory before it looks the token up in
+    #: the store again (0: every request looks its token up). A revoked token fails on
+    #: its next use sooner than that (`controller.token_cache`); this bounds how long a
+    #: notification of a revoke that was lost unnoticed could go unseen.
+    token_cache_seconds: float = 60.0
+    #: Whether the web server logs a line per request (uvicorn's access log): a tenth of
+    #: the CPU of the cheapest request.
+    access_log: bool = True
 
     # --- the scheduler's index: start-up and memory ---
 

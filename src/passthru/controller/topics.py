@@ -23,6 +23,8 @@ from passthru.controller.models import TopicRow
 PCI_FLAVORS = "pci_flavors"
 #: The flavors and their extra specs, which each replica's boots look up.
 FLAVORS = "flavors"
+#: The set of tokens, whose principals each replica keeps (`controller.token_cache`).
+TOKENS = "tokens"
 
 _TOPICS = TopicRow.__table__
 

@@ -21,7 +21,9 @@ orders at once. With PostgreSQL the replicas wake one another: the committing tr
 sends `NOTIFY` (delivered only if it commits) naming its replica and hosts (JSON), and each
 replica keeps one connection `LISTEN`ing. Notifications missed while that connection was
 down are made good by waking every host once it is back (a new epoch). A single SQLite
-process needs none of that.
+process needs none of that. Other parts take their own channels' notifications on the
+same connection (`subscribe`; the token cache, `controller.token_cache`), and are told
+when it breaks and when it is back.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
@@ -51,6 +53,16 @@ CHANNEL = "passthru_orders"
 _PAYLOAD_BYTES = 7000
 #: Seconds between attempts to listen again after the listening connection broke.
 _RELISTEN_WAIT = (0.5, 30.0)
+
+
+class Subscriber(Protocol):
+    """Takes another channel's notifications on the listening connection."""
+
+    def notified(self, payload: str) -> None:
+        """A notification of the channel."""
+
+    def listening(self, up: bool) -> None:
+        """Notifications are heard from now on (`up`), or may be missed from now on."""
 
 
 def wake(session: Session, host: str | None) -> None:
@@ -77,6 +89,7 @@ class Wakeups:
         self._counts: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._closed = False
+        self._subscribers: dict[str, Subscriber] = {}
 
     def attach(self, store: Any, *, notify: bool) -> None:
         """Wake after every commit of `store`'s sessions; with `notify` (PostgreSQL),
@@ -85,6 +98,11 @@ class Wakeups:
         store.listen("after_rollback", self._rolled_back)
         if notify:
             store.listen("before_commit", self._notify)
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> None:
+        """Give `subscriber` the notifications of `channel` too (PostgreSQL; before
+        `listen`)."""
+        self._subscribers[channel] = subscriber
 
     def version(self, host: str) -> str:
         with self._lock:
@@ -177,7 +195,10 @@ class Wakeups:
             try:
                 async with await psycopg.AsyncConnection.connect(
                         url, autocommit=True, keepalives=1, keepalives_idle=30) as connection:
-                    await connection.execute(f"LISTEN {CHANNEL}")
+                    for channel in (CHANNEL, *self._subscribers):
+                        await connection.execute(f"LISTEN {channel}")
+                    for subscriber in self._subscribers.values():
+                        subscriber.listening(True)
                     wait = _RELISTEN_WAIT[0]
                     if listened:
                         self.bump_all()  # whatever was notified while nobody listened
@@ -185,8 +206,13 @@ class Wakeups:
                         task_status.started()
                     listened = True
                     async for note in connection.notifies():
-                        self._notified(note.payload)
+                        if note.channel == CHANNEL:
+                            self._notified(note.payload)
+                        else:
+                            self._subscribers[note.channel].notified(note.payload)
             except psycopg.Error as error:
+                for subscriber in self._subscribers.values():
+                    subscriber.listening(False)
                 first_line = next(iter(str(error).splitlines()), type(error).__name__)
                 log.warning("cannot listen for other replicas' order changes (%s); "
                             "trying again in %.1f s", first_line, wait)

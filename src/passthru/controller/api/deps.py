@@ -13,15 +13,27 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
 from passthru.controller.api.fields import NamePath
-from passthru.controller.auth import Principal, principal_of
+from passthru.controller.auth import Principal
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.token_cache import TokenCache
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `passthru host-token`, "
-                     "`passthru token-create` or the data dir's admin-token file")
+
+class _Declared(HTTPBearer):
+    """The bearer scheme, declared for the OpenAPI document; `api.limits` has already
+    checked the token and refused requests without a known one, so the header is not
+    parsed again."""
+
+    async def __call__(self, request: Request) -> HTTPAuthorizationCredentials | None:
+        return None
+
+
+_bearer = _Declared(auto_error=False, scheme_name="HTTPBearer",
+                    description="A token from `passthru host-token`, `passthru "
+                    "token-create` or the data dir's admin-token file")
 
 
 async def _store(request: Request) -> Store:
@@ -62,21 +74,19 @@ async def _settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def identify(state: State, token: str) -> Principal:
+async def identify(state: State, token: str) -> Principal:
     """Who `token` belongs to (UnauthorizedError if nobody, or if it expired): the one
-    lookup of a token, made by `api.limits` before a request's body is read. Looked up
-    on every request, never cached: a revoked token fails on its next use, on every
-    replica (see controller.auth)."""
-    store: Store = state.store
-    with store.read() as session:
-        return principal_of(session, token)
+    lookup of a token, made by `api.limits` before a request's body is read. From the
+    replica's memory when it holds the token, in the event loop; else in the store, in
+    a worker thread. A revoked token fails on its next use, on every replica (see
+    controller.token_cache)."""
+    tokens: TokenCache = state.tokens
+    return (await tokens.known(token)).principal_at()
 
 
 async def _caller(request: Request,
             _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
             ) -> Principal:
-    # The bearer scheme is declared for the OpenAPI document; `api.limits` has already
-    # checked the token and refused requests without a known one.
     principal: Principal = request.state.principal
     return principal
 

@@ -6,8 +6,9 @@ request and its body), checking in this order:
 1. A token. Every path but the public pages (`/ui`, `/openapi.json`, `/docs`, `/redoc`)
    needs `Authorization: Bearer` with a token the store knows; any other request gets
    401 before its body is read, so an anonymous client cannot make the controller take
-   in a large body. The lookup is `deps.identify`, the one every route relies on: its
-   result is the request's principal, which the routes' `Caller` reads.
+   in a large body. The lookup is `deps.identify`, the one every route relies on (from
+   the replica's token cache when it may, in the event loop): its result is the
+   request's principal, which the routes' `Caller` reads.
 2. A rate. A member token gets `rate_limit` requests per second on average and
    `rate_burst` at once (a token bucket by token digest); past that, 429 with
    Retry-After. The buckets are each replica's own: behind a balancer over N replicas a
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import anyio
-import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -161,7 +161,7 @@ class RequestLimits:
                 HTTPStatus.UNAUTHORIZED, "no token given: send 'Authorization: Bearer "
                 "<token>' (the CLI takes --token or PASSTHRU_TOKEN)"))
         try:
-            principal = await anyio.to_thread.run_sync(identify, scope["app"].state, token)
+            principal = await identify(scope["app"].state, token)
         except UnauthorizedError as error:
             raise _RefusedError(error_response(HTTPStatus.UNAUTHORIZED, str(error))) from None
         except Exception as error:
