@@ -6,10 +6,14 @@ scheduler's conditional update, which needs the server and its requests to exist
 When no host fits, what is left follows Nova:
 - one server goes to ERROR with the scheduler's message (its fault) and holds nothing, so
   the tenant sees what was asked for and why it failed (the boot answers 202 with it);
-- a multi-create (`min_count` > 1) is refused whole: as Nova creates no server when
-  `min_count` cannot be met, its servers, their requests and the ports the boot made are
-  removed again (ports the tenant made are freed), with one event that says so, and the
-  boot answers 409 with the scheduler's message. The tenant is left with nothing to clean.
+- a multi-create that cannot place `min_count` servers is refused whole: as Nova creates
+  no server when `min_count` cannot be met, its servers, their requests and the ports the
+  boot made are removed again (ports the tenant made are freed), with one event that says
+  so, and the boot answers 409 with the scheduler's message. The tenant is left with
+  nothing to clean;
+- of a multi-create of up to `max_count` servers, as many as fit are placed (the first
+  ones, at least `min_count`); the others are removed again in the same way, with one
+  event that names them, and the boot answers 202 with those placed.
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ class Launched:
 
 
 def launch(store: Store, scheduler: Scheduler, catalog: Catalog,
-           boots: Sequence[BootRequest]) -> list[Launched]:
-    """Create the servers and place them all on hosts, or none of them.
+           boots: Sequence[BootRequest], least: int | None = None) -> list[Launched]:
+    """Create the servers and place them on hosts: all of them, or (`least`, Nova's
+    min_count of a multi-create whose max_count is `len(boots)`) the first ones, as many
+    as fit and at least `least`; the others are removed again, as if never asked for.
 
-    Returns them: BUILD on their hosts, or the one server ERROR with the reason.
+    Returns those left: BUILD on their hosts, or the one server ERROR with the reason.
     A multi-create that cannot be placed leaves nothing and raises ConflictError.
     """
     with store.write() as session:
@@ -55,7 +61,7 @@ def launch(store: Store, scheduler: Scheduler, catalog: Catalog,
         placements: Sequence[Placement | None] = scheduler.schedule_many(
             [(server.uuid, server.requests) for server in servers],
             [server.size for server in servers],
-            flavors_version=servers[0].pci_flavors_version)
+            flavors_version=servers[0].pci_flavors_version, least=least)
     except (NoValidHostError, ServerGoneError) as error:
         # ServerGoneError: one was deleted by its owner before it was placed; the others
         # of a multi-create go with it (all or none), and nothing is held.
@@ -65,8 +71,14 @@ def launch(store: Store, scheduler: Scheduler, catalog: Catalog,
             raise ConflictError(refused) from None
         fail(store, uuids, str(error))
         placements = [None]
+    if len(placements) < len(servers):
+        left = boots[len(placements):]
+        discard(store, uuids[len(placements):],
+                f"{len(placements)} of the {len(boots)} servers {_names(boots)} were "
+                f"created (max_count {len(boots)}): no host fits {_names(left)} besides",
+                boots[0].project)
     return [Launched(server, placement)
-            for server, placement in zip(servers, placements, strict=True)]
+            for server, placement in zip(servers, placements, strict=False)]
 
 
 def _names(boots: Sequence[BootRequest]) -> str:

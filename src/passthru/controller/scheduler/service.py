@@ -248,19 +248,25 @@ class Scheduler:
     def schedule_many(self, vms: Sequence[Vm],
                       sizes: Sequence[VmSize] | None = None,
                       exclude: Collection[str] = frozenset(),
-                      flavors_version: int | None = None) -> list[Placement]:
+                      flavors_version: int | None = None,
+                      least: int | None = None) -> list[Placement]:
         """Place every VM (of its size in `sizes`, which should be its server row's, as
         the store counts those), on none of the hosts in `exclude`, and claim all their
         devices and room in one transaction, or none. `flavors_version`: the version of
-        topic pci_flavors the VMs' requests were checked at (None: read it now)."""
+        topic pci_flavors the VMs' requests were checked at (None: read it now).
+
+        `least` (Nova's min_count, when it is below the number of VMs, its max_count):
+        place the VMs in order, as many as the index fits, and at least `least` of them
+        or none; the placements returned are those of the first VMs. A VM that does not
+        fit ends the batch: the VMs of a multi-create ask for the same."""
         self._check_flavors(flavors_version)
+        least = len(vms) if least is None else least
         resynced = False
         for _ in range(_MAX_ROUNDS):
             placements: list[Placement] | None = None
             with self._lock:
                 try:
-                    placements = place_many(self.index, vms, weigher=self.weigher,
-                                            exclude=frozenset(exclude), sizes=sizes)
+                    placements = self._place(vms, sizes, frozenset(exclude), least)
                 except NoValidHostError as error:
                     refused, busy = error, set(self._in_flight)
                 else:
@@ -277,7 +283,7 @@ class Scheduler:
                     resynced = True
                 continue
             try:
-                self._claim(vms, placements, ticket)
+                self._claim(vms[:len(placements)], placements, ticket)
             except LostRaceError as race:
                 self.refresh([race.host])
                 resynced = False
@@ -285,6 +291,33 @@ class Scheduler:
             return placements
         raise NoValidHostError(f"lost the race for devices or room {_MAX_ROUNDS} times in "
                                "a row to other boots; boot it again")
+
+    def _place(self, vms: Sequence[Vm], sizes: Sequence[VmSize] | None,
+               exclude: frozenset[str], least: int) -> list[Placement]:
+        """(Under the lock.) Place the first VMs, at least `least` of them, each claimed
+        in the index so that the next one sees it; if fewer fit, none is (all are
+        released again) and the refusal names the VM that did not fit."""
+        if least >= len(vms):
+            return place_many(self.index, vms, weigher=self.weigher, exclude=exclude,
+                              sizes=sizes)
+        placed: list[Placement] = []
+        try:
+            for number, vm in enumerate(vms, 1):
+                size = [sizes[number - 1]] if sizes is not None else None
+                try:
+                    placed += place_many(self.index, [vm], weigher=self.weigher,
+                                         exclude=exclude, sizes=size)
+                except NoValidHostError as error:
+                    if len(placed) >= least:
+                        return placed
+                    raise NoValidHostError(
+                        f"VM {number} of {len(vms)} (at least {least} must be placed): "
+                        f"{error}", error.request, error.closest) from None
+        except BaseException:
+            for (owner, _), placement in zip(vms, placed, strict=False):
+                self.index.free(placement.host, owner)
+            raise
+        return placed
 
     def _settle(self, ticket: int) -> None:
         """Claim `ticket` ended (call under the lock)."""
