@@ -154,6 +154,12 @@ def changes_of(session: Session) -> list[HostChanges]:
     return list(_records(session).values())
 
 
+def take_changes(session: Session) -> list[HostChanges]:
+    """The change records made so far, removed from the session: those of a savepoint,
+    handed on when it is released, or dropped when it is rolled back."""
+    return list(session.info.pop(_SESSION_KEY, {}).values())
+
+
 def _records(session: Session) -> dict[str, HostChanges]:
     records: dict[str, HostChanges] = session.info.setdefault(_SESSION_KEY, {})
     return records
