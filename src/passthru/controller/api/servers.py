@@ -235,7 +235,8 @@ def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
     reservation = f"r-{secrets.token_hex(4)}"
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
                          nics=nics, key_name=spec.key_name, user_data=user_data,
-                         reservation=reservation if len(names) > 1 else None)
+                         reservation=(reservation if len(names) > 1
+                                      or spec.return_reservation_id else None))
              for name in names]
     launched = launch(store, scheduler, catalog, boots, least=spec.min_count)
     if spec.return_reservation_id:
