@@ -15,7 +15,7 @@ this thread's CPU time), as the API runs it:
 - `delta`: an inventory delta of one device (a VF's driver changes).
 
 The baseline is the full load/save path as it was before the ledger (`HostDevices.load`
-+ `save` of `controller/host_devices.py` at git revision `main`, loaded from git into
++ `save` of `controller/host_devices.py` before the ledger, loaded from git into
 this process): load every row of the host, core rules, compare all, regroup every pool.
 Besides the store the scheduler is brought up to date after each transition: the new
 path applies the ledger's records (`Scheduler.apply`), the old one read the host again
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,8 @@ from typing import Any
 from sqlalchemy import event
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+# PASSTHRU_SRC: another revision's tree (`serving.extract`), to compare the new path.
+sys.path.insert(0, os.environ.get("PASSTHRU_SRC", str(ROOT / "src")))
 
 from passthru.controller import ledger  # noqa: E402
 from passthru.controller.db import Store  # noqa: E402
@@ -61,9 +63,13 @@ SIZES = {10: (2, 4), 520: (8, 64), 2056: (8, 256)}
 POOL_ATTRS = ("vendor_id", "product_id", "e.*")
 
 
+#: The last revision with the load/save path (the ledger's commit replaced it).
+OLD_PATH = "0ef0178^"
+
+
 def baseline_module() -> ModuleType:
-    """`controller/host_devices.py` as it is on `main`, imported from git."""
-    source = subprocess.run(["git", "show", "main:src/passthru/controller/host_devices.py"],
+    """`controller/host_devices.py` as it was before the ledger, imported from git."""
+    source = subprocess.run(["git", "show", f"{OLD_PATH}:src/passthru/controller/host_devices.py"],
                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "baseline_host_devices.py"
     path.write_text(source)

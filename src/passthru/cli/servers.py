@@ -54,7 +54,12 @@ def boot(
              "it), or an existing port P.")] = None,
     min_count: Annotated[int, typer.Option(
         "--min-count", min=1, max=1000,
-        help="Boot this many servers, NAME-1 ... NAME-N: all placed on hosts, or none.")] = 1,
+        help="Boot at least this many servers, NAME-1 ... NAME-N: all placed on hosts, "
+             "or none.")] = 1,
+    max_count: Annotated[int | None, typer.Option(
+        "--max-count", min=1, max=1000,
+        help="Boot up to this many servers, as many as fit (at least --min-count).")
+    ] = None,
     key_name: Annotated[str | None, typer.Option(
         "--key-name", help="A keypair (keypair-create) whose public key the server gets.")
     ] = None,
@@ -68,7 +73,8 @@ def boot(
     The scheduler places it on a host whose free devices meet every request at once and
     claims them; the host's agent then starts it. When no host fits, the server is kept
     in ERROR with the reason and the command fails; with --min-count, no server is made
-    at all and the command fails with the reason.
+    at all and the command fails with the reason; with --max-count, those that fit are
+    made.
 
     Example: boot vm1 --flavor m1.gpu --image debian --key-name mykey
     --nic net-id=prod,vnic-type=direct
@@ -78,13 +84,13 @@ def boot(
     body: dict[str, Any] = {"server": {
         "name": name, "flavorRef": flavor, "imageRef": image,
         "networks": [parse_nic(n) for n in nics or []], "min_count": min_count,
-        "key_name": key_name}}
+        "max_count": max_count, "key_name": key_name}}
     if user_data is not None:
         text = read_text(user_data, "--user-data", limit=64 * 1024)
         body["server"]["user_data"] = base64.b64encode(text.encode()).decode()
     with Client(url, token) as api:
         servers = api.call("POST", api.tenant("/servers"), json=body)["servers"]
-    if min_count == 1:
+    if max(min_count, max_count or 1) == 1:
         show(servers[0], as_json, lambda: _print_server(servers[0]))
     else:
         rows = [{**s, "devices": _devices(s)} for s in servers]

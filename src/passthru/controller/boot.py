@@ -78,6 +78,8 @@ class BootRequest:
     key_name: str | None = None
     #: The decoded user-data (`decode_user_data`).
     user_data: str | None = None
+    #: The reservation_id of the multi-create it is one of (in its creation event).
+    reservation: str | None = None
 
 
 #: Nova's limit on a server's user-data, decoded.
@@ -236,5 +238,6 @@ def boot_server(session: Session, catalog: Catalog, boot: BootRequest) -> Booted
             for position, r in enumerate(requests)])
     connection.execute(insert(_EVENTS), {
         "time": now, "kind": str(EventKind.SERVER_CREATED), "server": uuid,
-        "message": f"server {boot.name} of project {boot.project}, flavor {flavor.name}"})
+        "message": f"server {boot.name} of project {boot.project}, flavor {flavor.name}"
+                   + (f", reservation {boot.reservation}" if boot.reservation else "")})
     return booted

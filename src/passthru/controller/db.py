@@ -14,6 +14,15 @@ claimed devices included) survives a crash of the process and a power loss alike
 NORMAL a power loss could drop the last commits, and a claim the tenant was told of would
 be gone. An fsync costs about 0.1 ms on an SSD; a commit pays it once, whatever it wrote.
 
+Group commit (`Store.grouped`): concurrent requests whose work is one short write each
+(a boot) share one transaction and so one fsync. The first to come runs, in its own
+thread, the work of every request waiting then, each inside a savepoint of its own, and
+commits them together; then it hands the lead to the first request that came meanwhile.
+Each request gets its answer only once the commit that holds its work has returned, so
+it is as durable as with a transaction of its own; a work that fails rolls back its own
+savepoint only, and the others commit. SQLite has one writer at a time: under load the
+writes queue for its lock anyway, and grouping them makes one commit of the queue.
+
 A 503 tells a client that sending the request again is safe only if nothing of it was
 stored: `count_commits()` counts the write transactions committed while one request is
 served (a boot commits several), so that the API can tell the two cases apart.
@@ -28,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -38,6 +47,10 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 _READ_ONLY = "passthru_read_only"
+_ON_ROLLBACK = "passthru_on_rollback"
+#: The most works one group commit takes: a bound on the wait of the last of them.
+GROUP_LIMIT = 64
+T = TypeVar("T")
 #: SQLite's result codes for a store that cannot be used now (locked past the busy
 #: timeout, its file gone or unwritable), rather than for a bad statement.
 _SQLITE_DOWN = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
@@ -142,6 +155,42 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def on_rollback(session: Session, undo: Callable[[], None]) -> None:
+    """Call `undo` if the work of `Store.grouped` that runs in `session` does not commit
+    after all (the group's commit failed), to take back what it did outside the store."""
+    session.info[_ON_ROLLBACK].append(undo)
+
+
+class _Work(Generic[T]):
+    """One request's part of a group commit."""
+
+    def __init__(self, work: Callable[[Session], T]) -> None:
+        self.work = work
+        self.commits = _commits.get()
+        self.undo: list[Callable[[], None]] = []
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+        #: Made the leader: it runs the next group.
+        self.lead = False
+        self.woken = threading.Event()
+
+
+def _undo(work: _Work[Any]) -> None:
+    undos, work.undo[:] = list(work.undo), []
+    for undo in reversed(undos):
+        undo()
+
+
+class _Group:
+    """The works waiting for a group commit, and whether one is being run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[_Work[Any]] = []
+        self.leading = False
+
+
 class Store:
     """The database: `write()` and `read()` open one transaction each, committed when
     the block ends (before the API answers) and rolled back if it raises."""
@@ -152,6 +201,7 @@ class Store:
         self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
                                      expire_on_commit=False)
         self._outage = _Outage()
+        self._group = _Group()
 
     def listen(self, name: str, listener: Callable[..., None]) -> None:
         """Call `listener` on the session event `name` (`sqlalchemy.orm.SessionEvents`)
@@ -166,6 +216,70 @@ class Store:
         commits = _commits.get()
         if commits is not None:
             commits.count += 1
+
+    def grouped(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` in a write transaction shared with the works of concurrent
+        callers (group commit, see the module's docstring), in a savepoint of its own;
+        return what it returned, or raise what it raised, once the transaction has
+        committed (or failed: then every work of the group raises its error, and their
+        `on_rollback` undos have run). `work` must not wait for other callers."""
+        mine = _Work(work)
+        group = self._group
+        with group.lock:
+            group.queue.append(mine)
+            if not group.leading:
+                group.leading = mine.lead = True
+        if not mine.lead:
+            mine.woken.wait()
+        if not mine.finished:
+            self._lead()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        group = self._group
+        with group.lock:
+            works, group.queue = group.queue[:GROUP_LIMIT], group.queue[GROUP_LIMIT:]
+        try:
+            self._commit_group(works)
+        finally:
+            with group.lock:
+                if group.queue:
+                    group.queue[0].lead = True
+                    group.queue[0].woken.set()
+                else:
+                    group.leading = False
+            for one in works:
+                one.finished = True
+                one.woken.set()
+
+    def _commit_group(self, works: list[_Work[Any]]) -> None:
+        try:
+            with self._watched(), self._writers() as session, session.begin():
+                if len(works) == 1:  # alone: its failure rolls the transaction back
+                    session.info[_ON_ROLLBACK] = works[0].undo
+                    works[0].result = works[0].work(session)
+                for one in works if len(works) > 1 else ():
+                    session.info[_ON_ROLLBACK] = one.undo
+                    try:
+                        with session.begin_nested():
+                            one.result = one.work(session)
+                    except Exception as error:
+                        one.error = error
+                        _undo(one)
+                session.info.pop(_ON_ROLLBACK, None)
+        except BaseException as error:
+            for one in works:
+                if one.error is None:
+                    one.error = error
+                    _undo(one)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for one in works:
+            if one.error is None and one.commits is not None:
+                one.commits.count += 1
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -154,6 +154,12 @@ def changes_of(session: Session) -> list[HostChanges]:
     return list(_records(session).values())
 
 
+def take_changes(session: Session) -> list[HostChanges]:
+    """The change records made so far, removed from the session: those of a savepoint,
+    handed on when it is released, or dropped when it is rolled back."""
+    return list(session.info.pop(_SESSION_KEY, {}).values())
+
+
 def _records(session: Session) -> dict[str, HostChanges]:
     records: dict[str, HostChanges] = session.info.setdefault(_SESSION_KEY, {})
     return records
@@ -253,7 +259,7 @@ def _chunks(items: Collection[str]) -> Iterator[list[str]]:
 def read_host(session: Session, host_id: int, name: str) -> Part:
     """Every device row of a host (a full report compares them all)."""
     part = Part(host_id, name)
-    part.add_rows(session.execute(_ROWS, {"host": host_id}))
+    part.add_rows(session.connection().execute(_ROWS, {"host": host_id}))
     return part
 
 
@@ -263,7 +269,8 @@ def read_addresses(session: Session, host_id: int, name: str, addresses: Collect
     of the devices `around` too (those a report brings, which have no row yet)."""
     part = Part(host_id, name)
     for chunk in _chunks(addresses):
-        part.add_rows(session.execute(_BY_ADDRESS, {"host": host_id, "addresses": chunk}))
+        part.add_rows(session.connection().execute(
+            _BY_ADDRESS, {"host": host_id, "addresses": chunk}))
     add_family(session, part, siblings=None, around=around)
     return part
 
@@ -272,7 +279,7 @@ def read_owner(session: Session, host_id: int, name: str, owner: str) -> Part:
     """The devices `owner` holds on a host with their family, and what a free needs to
     tell whether a parent stays blocked (`add_family`)."""
     part = Part(host_id, name)
-    part.add_rows(session.execute(_BY_OWNER, {"host": host_id, "owner": owner}))
+    part.add_rows(session.connection().execute(_BY_OWNER, {"host": host_id, "owner": owner}))
     add_family(session, part, siblings=owner)
     return part
 
@@ -291,14 +298,14 @@ def add_family(session: Session, part: Part, *, siblings: str | None,
     heads = {d.address for d in seeds if d.dev_type is not DevType.VF}
     wanted = parents - part.devices.keys()
     for chunk in _chunks(wanted | heads):
-        part.add_rows(session.execute(_FAMILY, {
+        part.add_rows(session.connection().execute(_FAMILY, {
             "host": part.host_id, "wanted": [a for a in chunk if a in wanted],
             "heads": [a for a in chunk if a in heads]}))
     if siblings is not None:
         # Whether a parent stays blocked turns on whether any of its other VFs is in use
         # (`claims.free`): one such VF of another owner tells it, whatever the PF's size.
         for parent in sorted(parents - heads):
-            part.add_rows(session.execute(_SIBLING_IN_USE, {
+            part.add_rows(session.connection().execute(_SIBLING_IN_USE, {
                 "host": part.host_id, "parent": parent, "owner": siblings}))
 
 
@@ -352,7 +359,7 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
         _saved(part, changes, address, was.id, was.generation + 1, pool_id)
     new = [address for address, was in moved if was is None]
     if new:
-        inserted = session.execute(
+        inserted = session.connection().execute(
             insert(_DEVICES).returning(_DEVICES.c.id, _DEVICES.c.address),
             [{**dict(zip(DEVICE_FIELDS, device_values(part.devices[a]), strict=True)),
               "host_id": part.host_id, "pool_id": pool_of.get(a), "generation": 1}
@@ -363,7 +370,7 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
             and was.pool_id is not None and was.pool_id != pool_of.get(address)}
     if left:
         # A pool is deleted once no device row is left in it.
-        session.execute(delete(_POOLS).where(
+        session.connection().execute(delete(_POOLS).where(
             _POOLS.c.id.in_(sorted(left)), ~exists().where(_DEVICES.c.pool_id == _POOLS.c.id)))
     if regrouped:
         changes.regrouped = tuple(pool_attrs or ())
@@ -392,7 +399,7 @@ def _guarded(session: Session, statement: Any, host: str, rows: list[dict[str, A
     if not rows:
         return
     rows.sort(key=lambda row: row["row_id"])  # device rows locked in id order
-    updated = session.execute(statement, rows).rowcount
+    updated = session.connection().execute(statement, rows).rowcount
     if updated != len(rows):
         raise StaleDataError(f"{len(rows) - updated} devices of host {host} changed while "
                              "this was applied")
@@ -412,12 +419,12 @@ def _pools_for(session: Session, part: Part, moved: Sequence[tuple[str, _Stored 
     texts = {key: pool_key_text(key) for key in set(keys.values())}
     existing: dict[str, int] = {}
     for chunk in _chunks(set(texts.values())):
-        existing.update(dict(session.execute(
+        existing.update(dict(session.connection().execute(
             _POOL_IDS, {"host": part.host_id, "keys": chunk}).all()))
     fresh = [pool_record(part.host_id, empty_pool(key)) for key, text in texts.items()
              if text not in existing]
     if fresh:
-        existing.update(dict(session.execute(
+        existing.update(dict(session.connection().execute(
             insert(_POOLS).returning(_POOLS.c.key, _POOLS.c.id), fresh).all()))
     pool_of = {address: existing[texts[key]] for address, key in keys.items()}
     regrouped = any(was is None or was.pool_id != pool_of.get(a) for a, was in moved)
@@ -436,7 +443,7 @@ def _expire(session: Session, host_id: int) -> None:
 def _events(session: Session, host: str, kind: EventKind, owner: str | None,
             messages: Mapping[str, str]) -> None:
     if messages:
-        session.execute(insert(_EVENTS), [
+        session.connection().execute(insert(_EVENTS), [
             {"kind": str(kind), "host": host, "device_address": address, "server": owner,
              "message": message} for address, message in messages.items()])
 
@@ -472,7 +479,7 @@ def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> l
     """claimed → allocated for what `owner` holds on `host` (locked by the caller), once
     its VM runs; returns their addresses."""
     part = Part(host.id, host.name)
-    part.add_rows(session.execute(_BY_OWNER, {"host": host.id, "owner": owner}))
+    part.add_rows(session.connection().execute(_BY_OWNER, {"host": host.id, "owner": owner}))
     allocated = [d.address for d in claims.allocate(part.devices, owner)]
     save(session, part, None, changed=allocated)
     _events(session, host.name, EventKind.DEVICE_ALLOCATED, owner,

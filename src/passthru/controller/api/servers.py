@@ -4,6 +4,7 @@ delete (which frees every device and port the server held, in any state)."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
@@ -41,6 +42,9 @@ from passthru.pci.errors import PciValueError
 from passthru.pci.request import PciRequest
 from passthru.pci.work import PowerAction
 
+#: The most servers one multi-create makes.
+MAX_COUNT = 1000
+
 router = APIRouter(prefix="/v2/{tenant_id}/servers", tags=["servers"],
                    responses=ERROR_RESPONSES)
 
@@ -61,8 +65,13 @@ class ServerCreate(BaseModel):
     flavor: Name = Field(alias="flavorRef", description="flavor UUID or name")
     image: Name | None = Field(None, alias="imageRef", description="image UUID or name")
     networks: list[Nic] = Field(default_factory=list, max_length=32)
-    min_count: int = Field(1, ge=1, le=1000, description="boot this many servers, all placed "
-                           "or none; names get -1, -2, ... when more than one")
+    min_count: int = Field(1, ge=1, le=MAX_COUNT, description="boot at least this many "
+                           "servers, all placed or none")
+    max_count: int | None = Field(None, ge=1, le=MAX_COUNT, description="boot up to this "
+                                  "many servers, as many as fit (default: min_count); with "
+                                  "more than one they are named NAME-1, NAME-2, ...")
+    return_reservation_id: bool = Field(False, description="answer with the multi-create's "
+                                        "reservation_id instead of its servers, as Nova")
     key_name: Name | None = Field(None, description="a keypair of the project: its public "
                                   "key goes into the cloud-init seed")
     # Room for the base64 of MAX_USER_DATA with line breaks; the decoded size is checked.
@@ -76,8 +85,13 @@ class ServerCreateBody(BaseModel):
 
 
 class ServersCreated(BaseModel):
-    server: Server
+    server: Server = Field(description="the first server")
     servers: list[Server] = Field(description="every server of a multi-create")
+
+
+class Reservation(BaseModel):
+    reservation_id: str = Field(description="names the multi-create in its servers' "
+                                "creation events")
 
 
 class RequestDevices(BaseModel):
@@ -187,29 +201,46 @@ def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: 
                           servers_links=page.next_links(rows, more, lambda r: r.uuid))
 
 
-@router.post("", status_code=202, response_model=ServersCreated,
+def _names(spec: ServerCreate) -> list[str]:
+    """The servers' names: Nova's multi_instance_display_name_template, %(name)s-%(count)d,
+    when more than one may be made."""
+    count = spec.min_count if spec.max_count is None else spec.max_count
+    if count < spec.min_count:
+        raise PciValueError(f"server.min_count {spec.min_count} is more than max_count "
+                            f"{count}; give min_count <= max_count")
+    names = [spec.name] if count == 1 else [f"{spec.name}-{n}" for n in range(1, count + 1)]
+    if len(names[-1]) > MAX_NAME:
+        field = "min_count" if spec.max_count is None else "max_count"
+        raise PciValueError(f"server.name is {len(spec.name)} characters; with {field} "
+                            f"{count} the servers are named NAME-1 ... NAME-{count}, so it "
+                            f"may have at most {MAX_NAME - len(names[-1]) + len(spec.name)}")
+    return names
+
+
+@router.post("", status_code=202, response_model=ServersCreated | Reservation,
              summary="Boot servers: place each on a host and claim its devices")
 def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                   scheduler: SchedulerDep, catalog: CatalogDep,
-                  body: ServerCreateBody) -> ServersCreated:
+                  body: ServerCreateBody) -> ServersCreated | Reservation:
     """One server that no host fits is kept in ERROR with the scheduler's message as its
-    fault (202, as Nova). A multi-create (min_count > 1) that the hosts cannot take whole
-    is refused with 409 and that message, and leaves no server and no port behind."""
+    fault (202, as Nova). A multi-create places up to max_count servers, as many as fit,
+    with one placement decision for the batch and one transaction for its claims; when
+    fewer than min_count fit it is refused with 409 and the scheduler's message, and
+    leaves no server and no port behind."""
     spec = body.server
     nics = tuple(NicRequest(network=n.uuid, port=n.port, vnic_type=n.vnic_type,
                             pci_flavor=n.pci_flavor) for n in spec.networks)
-    names = ([spec.name] if spec.min_count == 1
-             else [f"{spec.name}-{n}" for n in range(1, spec.min_count + 1)])
-    if len(names[-1]) > MAX_NAME:
-        raise PciValueError(f"server.name is {len(spec.name)} characters; with min_count "
-                            f"{spec.min_count} the servers are named NAME-1 ... "
-                            f"NAME-{spec.min_count}, so it may have at most "
-                            f"{MAX_NAME - len(names[-1]) + len(spec.name)}")
+    names = _names(spec)
     user_data = decode_user_data(spec.user_data) if spec.user_data is not None else None
+    reservation = f"r-{secrets.token_hex(4)}"
     boots = [BootRequest(name=name, project=tenant_id, flavor=spec.flavor, image=spec.image,
-                         nics=nics, key_name=spec.key_name, user_data=user_data)
+                         nics=nics, key_name=spec.key_name, user_data=user_data,
+                         reservation=(reservation if len(names) > 1
+                                      or spec.return_reservation_id else None))
              for name in names]
-    launched = launch(store, scheduler, catalog, boots)
+    launched = launch(store, scheduler, catalog, boots, least=spec.min_count)
+    if spec.return_reservation_id:
+        return Reservation(reservation_id=reservation)
     views = [placed_view(one.server, one.placement) for one in launched
              if one.placement is not None]
     if len(views) != len(launched):  # the one server that failed: its fault is stored

@@ -30,6 +30,13 @@ are checked and placed against the same flavors). That check is what makes the n
 boot on every replica honour an edit exactly; a push (PostgreSQL's LISTEN/NOTIFY)
 could only make the reload earlier, never the answer more right, and is left out.
 
+A boot claims inside its own transaction (`schedule_many(session=...)`), which it may
+share with concurrent boots (`Store.grouped`): the claim's records reach the index when
+its savepoint is released, and the hosts are read again if the transaction then fails.
+Inside a shared transaction nothing waits for the store: a lost race, or a refusal
+while claims of this replica are in flight, raises RetryError, and the boot is made
+again in a new transaction once the host was read again or those claims ended.
+
 The API tells the scheduler what else changed: `apply(changes)` with the device ledger's
 change records after a free, an allocation, an inventory report or a host going down
 (O(changed), no store read), `refresh(hosts)` where it has none (a host back up),
@@ -41,14 +48,22 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from functools import partial
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from passthru.controller import topics
-from passthru.controller.db import Store
+from passthru.controller.db import Store, on_rollback
 from passthru.controller.enums import Weigher
-from passthru.controller.ledger import DeviceChange, HostChanges, LostRaceError, changes_of
+from passthru.controller.ledger import (
+    DeviceChange,
+    HostChanges,
+    LostRaceError,
+    changes_of,
+    take_changes,
+)
 from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
 from passthru.controller.scheduler.index import HostIndex, PoolTally, fleet_totals
 from passthru.controller.scheduler.placement import (
@@ -77,6 +92,17 @@ _SETTLE_WAIT = 30.0
 
 #: A VM: the server that will own the devices, and its PCI requests.
 Vm = tuple[str, Sequence[PciRequest]]
+
+
+class RetryError(Exception):
+    """A placement inside a caller's transaction (`schedule_many(session=...)`) that must
+    be made again in a new one, after `prepare()` has run outside any transaction: it lost
+    a race (the host is read again), or it must wait for claims of this replica in flight
+    (which may wait for the caller's transaction)."""
+
+    def __init__(self, prepare: Callable[[], object], why: str) -> None:
+        super().__init__(why)
+        self.prepare = prepare
 
 
 class Scheduler:
@@ -248,25 +274,40 @@ class Scheduler:
     def schedule_many(self, vms: Sequence[Vm],
                       sizes: Sequence[VmSize] | None = None,
                       exclude: Collection[str] = frozenset(),
-                      flavors_version: int | None = None) -> list[Placement]:
+                      flavors_version: int | None = None,
+                      least: int | None = None,
+                      session: Session | None = None) -> list[Placement]:
         """Place every VM (of its size in `sizes`, which should be its server row's, as
         the store counts those), on none of the hosts in `exclude`, and claim all their
         devices and room in one transaction, or none. `flavors_version`: the version of
-        topic pci_flavors the VMs' requests were checked at (None: read it now)."""
+        topic pci_flavors the VMs' requests were checked at (None: read it now).
+
+        `least` (Nova's min_count, when it is below the number of VMs, its max_count):
+        place the VMs in order, as many as the index fits, and at least `least` of them
+        or none; the placements returned are those of the first VMs. A VM that does not
+        fit ends the batch: the VMs of a multi-create ask for the same.
+
+        `session`: claim in the caller's transaction (a savepoint of it), which must then
+        hand the claims' records to the index once it commits (`Store.grouped`'s undos
+        read the hosts again if it does not). Where the placement would wait for the
+        store (a lost race, claims of this replica in flight) it raises RetryError instead."""
         self._check_flavors(flavors_version)
+        least = len(vms) if least is None else least
         resynced = False
         for _ in range(_MAX_ROUNDS):
             placements: list[Placement] | None = None
             with self._lock:
                 try:
-                    placements = place_many(self.index, vms, weigher=self.weigher,
-                                            exclude=frozenset(exclude), sizes=sizes)
+                    placements = self._place(vms, sizes, frozenset(exclude), least)
                 except NoValidHostError as error:
                     refused, busy = error, set(self._in_flight)
                 else:
                     ticket = next(self._tickets)
                     self._in_flight.add(ticket)
             if placements is None:
+                if busy and session is not None:
+                    raise RetryError(partial(self._wait_for, busy),
+                                "claims of this replica are in flight")
                 if busy:
                     # Claims of this replica in flight hold devices in the index that
                     # their store transaction may yet give back.
@@ -277,14 +318,51 @@ class Scheduler:
                     resynced = True
                 continue
             try:
-                self._claim(vms, placements, ticket)
+                self._claim(vms[:len(placements)], placements, ticket, session)
             except LostRaceError as race:
+                if session is not None:
+                    raise RetryError(partial(self.refresh, [race.host]), str(race)) from race
                 self.refresh([race.host])
                 resynced = False
                 continue
             return placements
         raise NoValidHostError(f"lost the race for devices or room {_MAX_ROUNDS} times in "
                                "a row to other boots; boot it again")
+
+    def _place(self, vms: Sequence[Vm], sizes: Sequence[VmSize] | None,
+               exclude: frozenset[str], least: int) -> list[Placement]:
+        """(Under the lock.) Place the first VMs, at least `least` of them, each claimed
+        in the index so that the next one sees it; if fewer fit, none is (all are
+        released again) and the refusal names the VM that did not fit."""
+        if least >= len(vms):
+            return place_many(self.index, vms, weigher=self.weigher, exclude=exclude,
+                              sizes=sizes)
+        placed: list[Placement] = []
+        try:
+            for number, vm in enumerate(vms, 1):
+                size = [sizes[number - 1]] if sizes is not None else None
+                try:
+                    placed += place_many(self.index, [vm], weigher=self.weigher,
+                                         exclude=exclude, sizes=size)
+                except NoValidHostError as error:
+                    if len(placed) >= least:
+                        return placed
+                    raise NoValidHostError(
+                        f"VM {number} of {len(vms)} (at least {least} must be placed): "
+                        f"{error}", error.request, error.closest) from None
+        except BaseException:
+            for (owner, _), placement in zip(vms, placed, strict=False):
+                self.index.free(placement.host, owner)
+            raise
+        return placed
+
+    def _claim_in(self, session: Session, placed: list[tuple[str, Placement]]) -> None:
+        lock_servers(session, [owner for owner, _ in placed])
+        # Host rows are locked in name order, as deletes do: two multi-creates never lock
+        # hosts crosswise.
+        for owner, placement in sorted(placed, key=lambda item: item[1].host):
+            claim_in_store(session, self._hosts[placement.host], placement.selection,
+                           owner, numa_node=placement.numa_node, cpus=placement.cpus)
 
     def _settle(self, ticket: int) -> None:
         """Claim `ticket` ended (call under the lock)."""
@@ -295,20 +373,26 @@ class Scheduler:
         with self._settled:
             self._settled.wait_for(lambda: not claims & self._in_flight, timeout=_SETTLE_WAIT)
 
-    def _claim(self, vms: Sequence[Vm], placements: list[Placement], ticket: int) -> None:
+    def _claim(self, vms: Sequence[Vm], placements: list[Placement], ticket: int,
+               outer: Session | None) -> None:
         placed = [(owner, p) for (owner, _), p in zip(vms, placements, strict=True)]
         # The hosts as read when they were chosen: a host read again meanwhile is a new
         # object, whose use the store already counts this claim in.
         claimed = [(self._hosts[p.host], p) for _, p in placed]
         try:
-            with self.store.write() as session:
-                lock_servers(session, [owner for owner, _ in placed])
-                # Host rows are locked in name order, as deletes do: two multi-creates
-                # never lock hosts crosswise.
-                for owner, placement in sorted(placed, key=lambda item: item[1].host):
-                    claim_in_store(session, self._hosts[placement.host], placement.selection,
-                                   owner, numa_node=placement.numa_node, cpus=placement.cpus)
-                changes = changes_of(session)
+            if outer is None:
+                with self.store.write() as session:
+                    self._claim_in(session, placed)
+                    changes = changes_of(session)
+            else:
+                # No savepoint of its own: a claim that fails fails the caller's work,
+                # whose savepoint goes.
+                try:
+                    self._claim_in(outer, placed)
+                finally:
+                    changes = take_changes(outer)
+                hosts = sorted({p.host for _, p in placed})
+                on_rollback(outer, partial(self.refresh, hosts))
         except BaseException as error:
             with self._lock:
                 for owner, placement in placed:

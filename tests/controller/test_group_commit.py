@@ -1,0 +1,137 @@
+"""Group commit, on SQLite and PostgreSQL: works of concurrent callers share one
+transaction, each answered only once it has committed, and one that fails leaves the
+others committed; concurrent boots through a real `passthru serve` are all durable, each
+with its own devices, and a boot that fails among them fails alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from passthru.controller.db import Store, on_rollback
+from passthru.controller.enums import EventKind
+from passthru.controller.events import record
+from passthru.controller.models import EventRow
+from tests.cli.live import LiveController
+from tests.controller.test_boot_durability import gpus_of
+from tests.controller.test_races import Live, at_once, create_catalog, ok, report_host
+
+
+def _messages(store: Store) -> list[str]:
+    with store.read() as session:
+        return sorted(session.scalars(select(EventRow.message)))
+
+
+def _queued(store: Store, count: int) -> None:
+    """Wait until `count` works wait behind the group being run."""
+    deadline = time.monotonic() + 60
+    while len(store._group.queue) < count:
+        assert time.monotonic() < deadline, "the works never queued"
+        time.sleep(0.01)
+
+
+def test_one_failing_work_leaves_the_others_of_its_group_committed(db_url: str,
+                                                                   store: Store) -> None:
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _connection: commits.append(1))
+    started, release, undone = threading.Event(), threading.Event(), []
+
+    def first(session: Session) -> str:
+        record(session, EventKind.SERVER_CREATED, "first")
+        started.set()
+        release.wait(60)  # the others queue meanwhile, into one group
+        return "first"
+
+    def write(number: int) -> Callable[[Session], str]:
+        def work(session: Session) -> str:
+            record(session, EventKind.SERVER_CREATED, f"work {number}")
+            on_rollback(session, lambda: undone.append(number))
+            if number == 2:
+                raise ValueError("work 2 fails")
+            return f"done {number}"
+        return work
+
+    with ThreadPoolExecutor(6) as pool:
+        leader = pool.submit(store.grouped, first)
+        assert started.wait(60)
+        answers: list[Future[str]] = []
+        for number in range(5):
+            answers.append(pool.submit(store.grouped, write(number)))
+            _queued(store, number + 1)
+        assert not any(answer.done() for answer in answers)
+        release.set()
+        assert leader.result() == "first"
+        with pytest.raises(ValueError, match="work 2 fails"):
+            answers[2].result()
+        assert [answers[n].result() for n in (0, 1, 3, 4)] == [
+            "done 0", "done 1", "done 3", "done 4"]
+    assert len(commits) == 2  # the first alone, then the five together
+    assert undone == [2]  # only the failed one's undo ran
+    # What a fresh store reads: the committed works, not the failed one.
+    reopened = Store(db_url)
+    try:
+        assert _messages(reopened) == ["first", "work 0", "work 1", "work 3", "work 4"]
+    finally:
+        reopened.close()
+
+
+def test_a_work_alone_that_fails_rolls_back_and_is_undone(store: Store) -> None:
+    undone: list[str] = []
+
+    def work(session: Session) -> None:
+        record(session, EventKind.SERVER_CREATED, "never")
+        on_rollback(session, lambda: undone.append("never"))
+        session.execute(EventRow.__table__.insert(), {
+            "kind": "x", "message": "bad", "server": None, "time": None})
+
+    with pytest.raises(Exception, match="time"):
+        store.grouped(work)
+    assert undone == ["never"]
+    assert _messages(store) == []
+
+
+def _boots(live: Live, count: int) -> list[Callable[[], httpx.Response]]:
+    def boot(name: str, flavor: str) -> Callable[[], httpx.Response]:
+        return lambda: live.member.post("/servers", json={"server": {
+            "name": name, "flavorRef": flavor}})
+    return [boot(f"vm{n}", "m1.gpu") for n in range(count)] + [boot("bad", "no-such")]
+
+
+def test_concurrent_boots_are_all_durable_and_one_failing_fails_alone(
+        db_url: str, tmp_path: Path) -> None:
+    controller = LiveController(tmp_path / "data", db_url, ("--rate-limit", "0"))
+    controller.start()
+    live = Live(controller)
+    try:
+        create_catalog(live.admin)
+        report_host(live.admin, controller.url)
+        answers = at_once(_boots(live, 4))
+        controller.kill()  # right after the last answer: nothing but commits kept them
+    finally:
+        live.close()
+    *booted, bad = answers
+    assert bad.status_code == 404, bad.text
+    servers: list[dict[str, Any]] = [ok(answer)["server"] for answer in booted]
+    assert {(s["status"], s["host"]) for s in servers} == {("BUILD", "compute-0")}
+    devices = [address for s in servers for address in gpus_of(s)]
+    assert len(devices) == 4 and len(set(devices)) == 4  # one GPU each, none twice
+    controller.start()
+    live = Live(controller)
+    try:
+        for server in servers:
+            shown = ok(live.member.get(f"/servers/{server['id']}"))["server"]
+            assert (shown["status"], gpus_of(shown)) == ("BUILD", gpus_of(server))
+        listed = ok(live.member.get("/servers"))["servers"]
+        assert sorted(s["name"] for s in listed) == ["vm0", "vm1", "vm2", "vm3"]
+    finally:
+        live.close()
+        controller.stop()
