@@ -30,6 +30,13 @@ are checked and placed against the same flavors). That check is what makes the n
 boot on every replica honour an edit exactly; a push (PostgreSQL's LISTEN/NOTIFY)
 could only make the reload earlier, never the answer more right, and is left out.
 
+Start-up reads each pool's counts, not its devices (`snapshot.load_summaries`); a host's
+device rows are read when a placement picks it or a change record touches it (the
+store then holds the change already, so the record itself is stale), and at most
+`loaded_devices` devices are held: the hosts least recently used are dropped back to
+their counts, but never one a claim of this replica is still in flight on (its devices
+hold the tentative claim).
+
 The API tells the scheduler what else changed: `apply(changes)` with the device ledger's
 change records after a free, an allocation, an inventory report or a host going down
 (O(changed), no store read), `refresh(hosts)` where it has none (a host back up),
@@ -64,7 +71,10 @@ from passthru.controller.scheduler.snapshot import (
     fingerprints,
     load_flavors,
     load_hosts,
+    load_summaries,
 )
+from passthru.controller.settings import DEFAULT_LOADED_DEVICES
+from passthru.pci.pool import Pool
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize
 
@@ -80,17 +90,19 @@ Vm = tuple[str, Sequence[PciRequest]]
 
 
 class Scheduler:
-    def __init__(self, store: Store, weigher: Weigher = Weigher.PACK) -> None:
+    def __init__(self, store: Store, weigher: Weigher = Weigher.PACK,
+                 loaded_devices: int = DEFAULT_LOADED_DEVICES) -> None:
         self.store = store
         self.weigher = weigher
-        self.index = HostIndex()
+        self.loaded_devices = loaded_devices
+        self.index = HostIndex(loader=self._read_devices)
         self._hosts: dict[str, StoredHost] = {}
         self._lock = threading.Lock()
         #: The version of topic pci_flavors the index's flavors were read at.
         self._flavors_version = -1
-        #: This replica's claims whose store transaction has not ended, by ticket: their
-        #: devices are held in the index, tentatively.
-        self._in_flight: set[int] = set()
+        #: This replica's claims whose store transaction has not ended, by ticket, with
+        #: their hosts: their devices are held in the index, tentatively.
+        self._in_flight: dict[int, set[str]] = {}
         self._tickets = itertools.count()
         self._settled = threading.Condition(self._lock)
 
@@ -102,11 +114,32 @@ class Scheduler:
             seen = topics.version(session, topics.PCI_FLAVORS)
             flavors = load_flavors(session)
             with self._lock:
-                self.index = HostIndex(flavors)
+                self.index = HostIndex(flavors, loader=self._read_devices)
                 self._flavors_version = seen
                 self._hosts.clear()
-                for host in load_hosts(session):
-                    self._adopt(host)
+                for host, pools in load_summaries(session):
+                    self._hosts[host.name] = host
+                    self.index.summarize(host.name, pools, up=host.up, socket_of=host.socket_of,
+                                         capacity=host.capacity, usage=host.usage)
+
+    def _read_devices(self, name: str) -> list[Pool] | None:
+        """The index's loader: the host's device rows from the store, their refs taken
+        for the claims to come (called under the lock)."""
+        with self.store.read() as session:
+            read = next(load_hosts(session, [name]), None)
+        if read is None:
+            return None
+        host = self._hosts.get(name)
+        if host is None:
+            self._hosts[name] = host = read
+        host.reload(read)
+        return read.pools
+
+    def _trim(self) -> None:
+        """Drop the least recently used hosts' devices beyond the budget (under the lock)."""
+        busy = set().union(*self._in_flight.values())
+        for name in self.index.trim(self.loaded_devices, busy):
+            self._hosts[name].unload()
 
     def refresh(self, names: Collection[str]) -> None:
         """Read these hosts again from the store; hosts that are gone leave the index."""
@@ -118,6 +151,7 @@ class Scheduler:
                 self.index.remove(name)
             for host in hosts:
                 self._adopt(host)
+            self._trim()
 
     def apply(self, changes: Iterable[HostChanges]) -> None:
         """What a committed transaction changed (the ledger's records), in O(changed):
@@ -134,11 +168,16 @@ class Scheduler:
                     self._apply(change)
                 else:
                     unknown.append(change.host)
+            self._trim()
         if unknown:
             self.refresh(unknown)
 
     def _apply(self, change: HostChanges) -> None:
-        host, entry = self._hosts[change.host], self.index.hosts[change.host]
+        host = self._hosts[change.host]
+        # Devices not loaded are read now, the change included (its records then are
+        # not news).
+        entry = (self.index.loaded(change.host) if change.devices
+                 else self.index.hosts[change.host])
         for released in change.released:
             host.usage = host.usage.minus(released.size, released.cpus)
             held = entry.held.pop(released.owner, None)
@@ -263,9 +302,10 @@ class Scheduler:
                                             exclude=frozenset(exclude), sizes=sizes)
                 except NoValidHostError as error:
                     refused, busy = error, set(self._in_flight)
+                    self._trim()
                 else:
                     ticket = next(self._tickets)
-                    self._in_flight.add(ticket)
+                    self._in_flight[ticket] = {p.host for p in placements}
             if placements is None:
                 if busy:
                     # Claims of this replica in flight hold devices in the index that
@@ -288,12 +328,13 @@ class Scheduler:
 
     def _settle(self, ticket: int) -> None:
         """Claim `ticket` ended (call under the lock)."""
-        self._in_flight.discard(ticket)
+        self._in_flight.pop(ticket, None)
         self._settled.notify_all()
 
     def _wait_for(self, claims: set[int]) -> None:
         with self._settled:
-            self._settled.wait_for(lambda: not claims & self._in_flight, timeout=_SETTLE_WAIT)
+            self._settled.wait_for(lambda: not claims & self._in_flight.keys(),
+                                   timeout=_SETTLE_WAIT)
 
     def _claim(self, vms: Sequence[Vm], placements: list[Placement], ticket: int) -> None:
         placed = [(owner, p) for (owner, _), p in zip(vms, placements, strict=True)]
@@ -333,3 +374,4 @@ class Scheduler:
                     self._apply(change)
             for host, placement in claimed:
                 host.usage = host.usage.plus(placement.size, placement.cpus)
+            self._trim()

@@ -2,8 +2,11 @@
 and generation of every device (for conditional updates), their capacity, what VMs use
 of it and the CPUs they pinned, the NUMA node → socket map of their CPUs, and PCI flavors.
 
-Rows are read with plain column selects, streamed host by host, so that loading a large
-fleet at start-up builds no ORM objects.
+Start-up reads no device row: `load_summaries` has the database count each pool's
+devices by status (one GROUP BY over the device table), which is all the scheduler's
+shapes and the views need. A host's device rows (`load_hosts`) are read when a decision
+or a change needs them. Rows are read with plain column selects, so that neither path
+builds ORM objects.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from passthru.controller.models import (
     PciFlavorRow,
     PoolRow,
 )
+from passthru.controller.scheduler.index import PoolCount
+from passthru.pci.device import DeviceStatus
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Pool
 from passthru.pci.resources import Capacity, Usage
@@ -61,8 +66,11 @@ class StoredHost:
     id: int
     up: bool
     pools: list[Pool] = field(default_factory=list)
-    #: Every device row of the host, pooled or not, by address.
+    #: Every device row of the host, pooled or not, by address, when they were read
+    #: (`loaded`); else how many rows and the sum of their generations.
     refs: dict[str, DeviceRef] = field(default_factory=dict)
+    loaded: bool = True
+    rows: tuple[int, int] = (0, 0)
     #: None: the host reports no resources, and VMs are not counted against it.
     capacity: Capacity | None = None
     usage: Usage = field(default_factory=Usage)
@@ -73,9 +81,22 @@ class StoredHost:
     def fingerprint(self) -> Fingerprint:
         capacity = ((self.capacity.vcpus, self.capacity.ram_mb, self.capacity.disk_gb)
                     if self.capacity is not None else (None, None, None))
-        return Fingerprint(self.up, len(self.refs), sum(r.generation for r in self.refs.values()),
-                           capacity, (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb),
+        rows, generations = self.rows if not self.loaded else (
+            len(self.refs), sum(r.generation for r in self.refs.values()))
+        return Fingerprint(self.up, rows, generations, capacity,
+                           (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb),
                            len(self.usage.pinned))
+
+    def unload(self) -> None:
+        """Forget the device rows, keeping what the fingerprint needs of them."""
+        if self.loaded:
+            self.rows = (len(self.refs), sum(r.generation for r in self.refs.values()))
+            self.refs, self.pools, self.loaded = {}, [], False
+
+    def reload(self, read: StoredHost) -> None:
+        """Take the device rows of `read` (the same host read again), keeping status,
+        capacity and use as this replica knows them."""
+        self.refs, self.pools, self.loaded = read.refs, read.pools, True
 
 
 def load_flavors(session: Session) -> dict[str, PciFlavor]:
@@ -127,6 +148,65 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
         seen.add(host_id)
         yield host
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
+
+
+def load_summaries(session: Session) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
+    """Every host with its pools counted by the database, no device row read: the hosts
+    come back not `loaded`. Pools with the same attributes share one attribute dict (a
+    fleet has few kinds of device, and 100k hosts many pools)."""
+    hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
+                         HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
+                         HostRow.disk_gb_capacity, HostRow.vcpus_used, HostRow.ram_mb_used,
+                         HostRow.disk_gb_used).order_by(HostRow.id)
+    table = DeviceRow.__table__
+    per_pool = (select(table.c.pool_id, table.c.status, func.count(), func.sum(table.c.generation))
+                .group_by(table.c.pool_id, table.c.status))
+    unpooled = (select(table.c.host_id, func.count(), func.sum(table.c.generation))
+                .where(table.c.pool_id.is_(None)).group_by(table.c.host_id))
+    pins: dict[int, set[int]] = {}
+    for host_id, cpu in session.execute(select(CpuPinRow.host_id, CpuPinRow.cpu)):
+        pins.setdefault(host_id, set()).add(cpu)
+    hosts = {row.id: stored_host(row, pins.get(row.id, set()))
+             for row in session.execute(hosts_query)}
+    rows: dict[int, list[int]] = {}
+    for host_id, count, generations in session.execute(unpooled):
+        rows[host_id] = [count, generations]
+    # [not removed, available, claimed or allocated] per pool id.
+    counts: dict[int, list[int]] = {}
+    removed, available = DeviceStatus.REMOVED, DeviceStatus.AVAILABLE
+    in_use = (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
+    for pool_id, status, count, generations in session.execute(per_pool):
+        tally = counts.get(pool_id)
+        if tally is None:
+            tally = counts[pool_id] = [0, 0, 0, 0, 0]
+        tally[3] += count
+        tally[4] += generations
+        if status is not removed:
+            tally[0] += count
+        if status is available:
+            tally[1] += count
+        elif status in in_use:
+            tally[2] += count
+    shared: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    pools: dict[int, list[PoolCount]] = {}
+    pools_query = select(PoolRow.id, PoolRow.host_id, PoolRow.attrs, PoolRow.dev_type,
+                         PoolRow.numa_node, PoolRow.parent_addr).order_by(PoolRow.id)
+    for pool_id, host_id, attrs, dev_type, numa_node, parent_addr in session.execute(
+            pools_query.execution_options(yield_per=_STREAM)):
+        tally = counts.get(pool_id)
+        if tally is None:
+            continue  # no device row: the ledger drops such pools
+        key = tuple(sorted(attrs.items()))
+        attrs = shared.setdefault(key, dict(key))
+        pools.setdefault(host_id, []).append(
+            PoolCount(Pool(attrs, dev_type, numa_node, parent_addr), *tally[:3]))
+        host_rows = rows.setdefault(host_id, [0, 0])
+        host_rows[0] += tally[3]
+        host_rows[1] += tally[4]
+    for host_id, host in hosts.items():
+        host.loaded = False
+        host.rows = tuple(rows.get(host_id, (0, 0)))  # type: ignore[assignment]
+        yield host, pools.get(host_id, [])
 
 
 def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
