@@ -73,6 +73,8 @@ class PoolCount:
     count: int
     free: int
     used: int
+    #: `signature_of(pool)`, when the caller has it already.
+    signature: Signature | None = None
 
 
 _status = attrgetter("status")
@@ -270,8 +272,8 @@ class HostIndex:
                   capacity: Capacity | None = None, usage: Usage | None = None) -> None:
         """A host's pools by their counts alone, its devices left to be loaded when
         needed (`loaded`); otherwise as `report`."""
-        self._install(HostEntry(host, [_Slot(p.pool, signature_of(p.pool), p.free, p.count,
-                                             p.used) for p in pools],
+        self._install(HostEntry(host, [_Slot(p.pool, p.signature or signature_of(p.pool),
+                                             p.free, p.count, p.used) for p in pools],
                                 dict(socket_of or {}), up, loaded=False, capacity=capacity,
                                 usage=usage or Usage()))
 

@@ -11,13 +11,14 @@ builds ORM objects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import ColumnElement, Label, Row, Select, Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.mapping import DEVICE_FIELDS, device_from_values, resources_from_json
@@ -30,7 +31,8 @@ from passthru.controller.models import (
     PoolRow,
 )
 from passthru.controller.scheduler.index import PoolCount
-from passthru.pci.device import DeviceStatus
+from passthru.controller.scheduler.shapes import Signature
+from passthru.pci.device import DeviceStatus, DevType
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Pool
 from passthru.pci.resources import Capacity, Usage
@@ -151,62 +153,60 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
 
 
 def load_summaries(session: Session) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
-    """Every host with its pools counted by the database, no device row read: the hosts
-    come back not `loaded`. Pools with the same attributes share one attribute dict (a
-    fleet has few kinds of device, and 100k hosts many pools)."""
+    """Every host with its pools counted by the database (one GROUP BY over the device
+    rows, joined to the pools), no device row read: the hosts come back not `loaded`.
+    Pools with the same attributes share one attribute dict and signature (a fleet has
+    few kinds of device, and 100k hosts many pools)."""
+    table = DeviceRow.__table__
+    status = table.c.status
+
+    def how_many(condition: ColumnElement[bool]) -> Label[int]:
+        return func.sum(case((condition, 1), else_=0)).label(None)
+
+    counted = (select(table.c.pool_id, func.count().label("rows"),
+                      func.sum(table.c.generation).label("generations"),
+                      how_many(status != DeviceStatus.REMOVED).label("count"),
+                      how_many(status == DeviceStatus.AVAILABLE).label("free"),
+                      how_many(status.in_([DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED])
+                               ).label("used"))
+               .where(table.c.pool_id.is_not(None)).group_by(table.c.pool_id).subquery())
+    # The attributes as the database's text: decoded once per distinct value.
+    pools_query = (select(PoolRow.host_id, cast(PoolRow.attrs, Text), PoolRow.dev_type,
+                          PoolRow.numa_node, PoolRow.parent_addr, counted.c.count,
+                          counted.c.free, counted.c.used, counted.c.rows,
+                          counted.c.generations)
+                   .join(counted, counted.c.pool_id == PoolRow.id).order_by(PoolRow.id))
+    unpooled = (select(table.c.host_id, func.count(), func.sum(table.c.generation))
+                .where(table.c.pool_id.is_(None)).group_by(table.c.host_id))
     hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
                          HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
                          HostRow.disk_gb_capacity, HostRow.vcpus_used, HostRow.ram_mb_used,
                          HostRow.disk_gb_used).order_by(HostRow.id)
-    table = DeviceRow.__table__
-    per_pool = (select(table.c.pool_id, table.c.status, func.count(), func.sum(table.c.generation))
-                .group_by(table.c.pool_id, table.c.status))
-    unpooled = (select(table.c.host_id, func.count(), func.sum(table.c.generation))
-                .where(table.c.pool_id.is_(None)).group_by(table.c.host_id))
     pins: dict[int, set[int]] = {}
     for host_id, cpu in session.execute(select(CpuPinRow.host_id, CpuPinRow.cpu)):
         pins.setdefault(host_id, set()).add(cpu)
-    hosts = {row.id: stored_host(row, pins.get(row.id, set()))
-             for row in session.execute(hosts_query)}
-    rows: dict[int, list[int]] = {}
-    for host_id, count, generations in session.execute(unpooled):
-        rows[host_id] = [count, generations]
-    # [not removed, available, claimed or allocated] per pool id.
-    counts: dict[int, list[int]] = {}
-    removed, available = DeviceStatus.REMOVED, DeviceStatus.AVAILABLE
-    in_use = (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
-    for pool_id, status, count, generations in session.execute(per_pool):
-        tally = counts.get(pool_id)
-        if tally is None:
-            tally = counts[pool_id] = [0, 0, 0, 0, 0]
-        tally[3] += count
-        tally[4] += generations
-        if status is not removed:
-            tally[0] += count
-        if status is available:
-            tally[1] += count
-        elif status in in_use:
-            tally[2] += count
-    shared: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    rows: dict[int, list[int]] = {host_id: [count, generations] for host_id, count, generations
+                                  in session.execute(unpooled)}
+    kinds: dict[tuple[str, DevType], tuple[dict[str, str], Signature]] = {}
     pools: dict[int, list[PoolCount]] = {}
-    pools_query = select(PoolRow.id, PoolRow.host_id, PoolRow.attrs, PoolRow.dev_type,
-                         PoolRow.numa_node, PoolRow.parent_addr).order_by(PoolRow.id)
-    for pool_id, host_id, attrs, dev_type, numa_node, parent_addr in session.execute(
-            pools_query.execution_options(yield_per=_STREAM)):
-        tally = counts.get(pool_id)
-        if tally is None:
-            continue  # no device row: the ledger drops such pools
-        key = tuple(sorted(attrs.items()))
-        attrs = shared.setdefault(key, dict(key))
+    for (host_id, attrs_text, dev_type, numa_node, parent_addr, count, free, used, in_pool,
+         generations) in session.execute(pools_query.execution_options(yield_per=_STREAM)):
+        kind = kinds.get((attrs_text, dev_type))
+        if kind is None:
+            attrs = json.loads(attrs_text)
+            kind = kinds[attrs_text, dev_type] = (
+                attrs, Signature(tuple(sorted(attrs.items())), dev_type))
         pools.setdefault(host_id, []).append(
-            PoolCount(Pool(attrs, dev_type, numa_node, parent_addr), *tally[:3]))
+            PoolCount(Pool(kind[0], dev_type, numa_node, parent_addr), count, free, used,
+                      kind[1]))
         host_rows = rows.setdefault(host_id, [0, 0])
-        host_rows[0] += tally[3]
-        host_rows[1] += tally[4]
-    for host_id, host in hosts.items():
-        host.loaded = False
-        host.rows = tuple(rows.get(host_id, (0, 0)))  # type: ignore[assignment]
-        yield host, pools.get(host_id, [])
+        host_rows[0] += in_pool
+        host_rows[1] += generations
+    for row in session.execute(hosts_query):
+        host = stored_host(row, pins.get(row.id, set()))
+        count, generations = rows.get(row.id, (0, 0))
+        host.loaded, host.rows = False, (count, generations)
+        yield host, pools.get(row.id, [])
 
 
 def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
