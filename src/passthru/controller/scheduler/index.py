@@ -125,9 +125,10 @@ class HostEntry:
     held: dict[str, tuple[VmSize, tuple[int, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._index_slots()
+        self.index_slots()
 
-    def _index_slots(self) -> None:
+    def index_slots(self) -> None:
+        """Index the slots' devices (if loaded) and NUMA nodes."""
         nodes = set(self.socket_of)
         self.devices, self.slot_of, self.signature_by_pool = {}, {}, {}
         for slot in self.slots:
@@ -179,8 +180,9 @@ def fleet_totals(entries: Sequence[HostEntry], down: Collection[str]
             total = get(slot.signature)
             if total is None:
                 total = totals[slot.signature] = [0, 0, 0]
-            free, count = slot.free, slot.count
+            # The devices before the count: `trim` sets the count before it drops them.
             devices = slot.pool.devices
+            free, count = slot.free, slot.count
             total[1] += free
             if count >= 0:  # a host not loaded: counted already
                 total[0] += count
@@ -315,18 +317,33 @@ class HostIndex:
         if self._loader is None:
             raise UnknownHostError(f"host {host!r} has no devices loaded, and the scheduler "
                                    "has nowhere to read them from")
-        slots = [_Slot(p, signature_of(p), p.free) for p in self._loader(host) or []]
+        return self._replace_slots(entry, [_Slot(p, signature_of(p), p.free)
+                                           for p in self._loader(host) or []], loaded=True)
+
+    def recounted(self, host: str, pools: Iterable[PoolCount]) -> None:
+        """The counts of a host not loaded, read again (its devices changed in the store)."""
+        entry = self.entry(host)
+        if entry.loaded:
+            raise ValueError(f"host {host!r} has its devices loaded: apply their changes")
+        self._replace_slots(entry, [_Slot(p.pool, p.signature or signature_of(p.pool),
+                                          p.free, p.count, p.used) for p in pools],
+                            loaded=False)
+
+    def _replace_slots(self, entry: HostEntry, slots: list[_Slot], loaded: bool
+                       ) -> HostEntry:
+        """The host's pools now, its status, capacity, use and holders kept."""
         if _free_by_node(slots) == _free_by_node(entry.slots):
             # What the shapes were told stands: no ranking moves (a walk over one may be
             # under way).
-            entry.slots, entry.loaded = slots, True
-            entry._index_slots()
-            self._recent[host] = entry.device_count
-            self._held_devices += entry.device_count
+            entry.slots, entry.loaded = slots, loaded
+            entry.index_slots()
+            if loaded:
+                self._recent[entry.name] = entry.device_count
+                self._held_devices += entry.device_count
             return entry
         self.moves += 1
-        fresh = HostEntry(host, slots, entry.socket_of, entry.up, capacity=entry.capacity,
-                          usage=entry.usage, held=entry.held)
+        fresh = HostEntry(entry.name, slots, entry.socket_of, entry.up, loaded=loaded,
+                          capacity=entry.capacity, usage=entry.usage, held=entry.held)
         self._install(fresh)
         return fresh
 
@@ -349,12 +366,12 @@ class HostIndex:
     def _unload(self, entry: HostEntry) -> None:
         for slot in entry.slots:
             # The counts first: a view reading without the lock sees either.
-            slot.used = _counts(slot)[1]
-            slot.count = _counts(slot)[0]
+            count, slot.used = _counts(slot)
+            slot.count = count
             pool = slot.pool
             slot.pool = Pool(pool.attrs, pool.dev_type, pool.numa_node, pool.parent_addr)
         entry.loaded = False
-        entry._index_slots()
+        entry.index_slots()
         self._forget_load(entry.name)
 
     def _forget_load(self, host: str) -> None:

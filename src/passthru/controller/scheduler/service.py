@@ -31,15 +31,16 @@ boot on every replica honour an edit exactly; a push (PostgreSQL's LISTEN/NOTIFY
 could only make the reload earlier, never the answer more right, and is left out.
 
 Start-up reads each pool's counts, not its devices (`snapshot.load_summaries`); a host's
-device rows are read when a placement picks it or a change record touches it (the
-store then holds the change already, so the record itself is stale), and at most
-`loaded_devices` devices are held: the hosts least recently used are dropped back to
-their counts, but never one a claim of this replica is still in flight on (its devices
-hold the tentative claim).
+device rows are read when a placement picks it, and a change record for a host whose
+devices are not held has that host's counts read again (the store holds the change
+already). At most `loaded_devices` devices are held: the hosts least recently used are
+dropped back to their counts, but never one a claim of this replica is still in flight
+on (its devices hold the tentative claim).
 
 The API tells the scheduler what else changed: `apply(changes)` with the device ledger's
 change records after a free, an allocation, an inventory report or a host going down
-(O(changed), no store read), `refresh(hosts)` where it has none (a host back up),
+(O(changed), no store read; one count query for a host whose devices are not held),
+`refresh(hosts)` where it has none (a host back up),
 `flavors_changed()` after PCI flavor edits (which spares the replica that made them the
 reload at its next placement).
 """
@@ -57,7 +58,7 @@ from passthru.controller.db import Store
 from passthru.controller.enums import Weigher
 from passthru.controller.ledger import DeviceChange, HostChanges, LostRaceError, changes_of
 from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
-from passthru.controller.scheduler.index import HostIndex, PoolTally, fleet_totals
+from passthru.controller.scheduler.index import HostEntry, HostIndex, PoolTally, fleet_totals
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
     NoValidHostError,
@@ -173,15 +174,29 @@ class Scheduler:
             self.refresh(unknown)
 
     def _apply(self, change: HostChanges) -> None:
-        host = self._hosts[change.host]
-        # Devices not loaded are read now, the change included (its records then are
-        # not news).
-        entry = (self.index.loaded(change.host) if change.devices
-                 else self.index.hosts[change.host])
+        host, entry = self._hosts[change.host], self.index.hosts[change.host]
         for released in change.released:
             host.usage = host.usage.minus(released.size, released.cpus)
             held = entry.held.pop(released.owner, None)
             entry.usage = entry.usage.minus(*(held or (released.size, released.cpus)))
+        if change.devices and not entry.loaded:
+            self._count_again(host)
+        elif change.devices:
+            self._apply_devices(change, host, entry)
+        if change.up is not None and change.up != host.up:
+            host.up = change.up
+            self.index.set_up(change.host, change.up)
+
+    def _count_again(self, host: StoredHost) -> None:
+        """Devices of a host not loaded changed: its counts are read again, the change
+        included (one GROUP BY over its rows, whatever its size, and no device held)."""
+        with self.store.read() as session:
+            found = next(load_summaries(session, [host.name]), None)
+        if found is not None:
+            host.rows = found[0].rows
+            self.index.recounted(host.name, found[1])
+
+    def _apply_devices(self, change: HostChanges, host: StoredHost, entry: HostEntry) -> None:
         fresh = [c for c in change.devices if self._newer(host, c)]
         if change.regrouped is not None:
             self.index.regroup(change.host, [c.device for c in fresh], change.regrouped)
@@ -195,9 +210,6 @@ class Scheduler:
                     device.request_id, device.missing = c.device.request_id, c.device.missing
                     touched.append(device)
             self.index.recount(change.host, touched)
-        if change.up is not None and change.up != host.up:
-            host.up = change.up
-            self.index.set_up(change.host, change.up)
 
     @staticmethod
     def _newer(host: StoredHost, change: DeviceChange) -> bool:

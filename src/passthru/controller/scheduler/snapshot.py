@@ -152,13 +152,19 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
 
 
-def load_summaries(session: Session) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
-    """Every host with its pools counted by the database (one GROUP BY over the device
-    rows, joined to the pools), no device row read: the hosts come back not `loaded`.
-    Pools with the same attributes share one attribute dict and signature (a fleet has
-    few kinds of device, and 100k hosts many pools)."""
+def load_summaries(session: Session, names: Collection[str] | None = None
+                   ) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
+    """Hosts (all, or those named) with their pools counted by the database (one GROUP
+    BY over the device rows, joined to the pools), no device row read: the hosts come
+    back not `loaded`. Pools with the same attributes share one attribute dict and
+    signature (a fleet has few kinds of device, and 100k hosts many pools)."""
     table = DeviceRow.__table__
     status = table.c.status
+    wanted = (select(HostRow.id).where(HostRow.name.in_(names)).scalar_subquery()
+              if names is not None else None)
+
+    def of_hosts(query: Select[Any], column: ColumnElement[int]) -> Select[Any]:
+        return query.where(column.in_(wanted)) if wanted is not None else query
 
     def how_many(condition: ColumnElement[bool]) -> Label[int]:
         return func.sum(case((condition, 1), else_=0)).label(None)
@@ -169,24 +175,28 @@ def load_summaries(session: Session) -> Iterator[tuple[StoredHost, list[PoolCoun
                       how_many(status == DeviceStatus.AVAILABLE).label("free"),
                       how_many(status.in_([DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED])
                                ).label("used"))
-               .where(table.c.pool_id.is_not(None)).group_by(table.c.pool_id).subquery())
+               .where(table.c.pool_id.is_not(None)))
+    counted = of_hosts(counted, table.c.host_id).group_by(table.c.pool_id).subquery()
     # The attributes as the database's text: decoded once per distinct value.
     pools_query = (select(PoolRow.host_id, cast(PoolRow.attrs, Text), PoolRow.dev_type,
                           PoolRow.numa_node, PoolRow.parent_addr, counted.c.count,
                           counted.c.free, counted.c.used, counted.c.rows,
                           counted.c.generations)
                    .join(counted, counted.c.pool_id == PoolRow.id).order_by(PoolRow.id))
-    unpooled = (select(table.c.host_id, func.count(), func.sum(table.c.generation))
-                .where(table.c.pool_id.is_(None)).group_by(table.c.host_id))
-    hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
-                         HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
-                         HostRow.disk_gb_capacity, HostRow.vcpus_used, HostRow.ram_mb_used,
-                         HostRow.disk_gb_used).order_by(HostRow.id)
+    unpooled = of_hosts(select(table.c.host_id, func.count(), func.sum(table.c.generation))
+                        .where(table.c.pool_id.is_(None)), table.c.host_id
+                        ).group_by(table.c.host_id)
+    hosts_query = of_hosts(select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
+                                  HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
+                                  HostRow.disk_gb_capacity, HostRow.vcpus_used,
+                                  HostRow.ram_mb_used, HostRow.disk_gb_used),
+                           HostRow.id).order_by(HostRow.id)
     # Core statements on the connection: the ORM's result machinery cost more than the
     # database's GROUP BY.
     connection = session.connection()
     pins: dict[int, set[int]] = {}
-    for host_id, cpu in connection.execute(select(CpuPinRow.host_id, CpuPinRow.cpu)):
+    for host_id, cpu in connection.execute(
+            of_hosts(select(CpuPinRow.host_id, CpuPinRow.cpu), CpuPinRow.host_id)):
         pins.setdefault(host_id, set()).add(cpu)
     rows: dict[int, list[int]] = {host_id: [count, generations] for host_id, count, generations
                                   in connection.execute(unpooled)}
