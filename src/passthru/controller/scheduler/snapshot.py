@@ -18,7 +18,18 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, Label, Row, Select, Text, case, cast, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Label,
+    Row,
+    Select,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from passthru.controller.mapping import DEVICE_FIELDS, device_from_values, resources_from_json
@@ -106,9 +117,9 @@ def load_flavors(session: Session) -> dict[str, PciFlavor]:
             for row in session.scalars(select(PciFlavorRow))}
 
 
-def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterator[StoredHost]:
-    """Hosts (all, or those named) with their pools, device refs, capacity and usage, one
-    at a time."""
+def _host_queries(named: bool) -> tuple[Select[Any], ...]:
+    """load_hosts' statements (for the hosts named in bind parameter `names`): made once,
+    as building a statement cost more than running it for one host."""
     hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
                          HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
                          HostRow.disk_gb_capacity, HostRow.vcpus_used, HostRow.ram_mb_used,
@@ -121,20 +132,37 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
                            *(table.c[name] for name in DEVICE_FIELDS)
                            ).order_by(table.c.host_id, table.c.id)
     pins_query = select(CpuPinRow.host_id, CpuPinRow.cpu)
-    if names is not None:
-        wanted = select(HostRow.id).where(HostRow.name.in_(names)).scalar_subquery()
+    if named:
+        wanted = (select(HostRow.id).where(HostRow.name.in_(bindparam("names", expanding=True)))
+                  .scalar_subquery())
         hosts_query = hosts_query.where(HostRow.id.in_(wanted))
         pools_query = pools_query.where(PoolRow.host_id.in_(wanted))
         devices_query = devices_query.where(DeviceRow.host_id.in_(wanted))
         pins_query = pins_query.where(CpuPinRow.host_id.in_(wanted))
+    return (hosts_query, pools_query, devices_query.execution_options(yield_per=_STREAM),
+            pins_query)
+
+
+_ALL_HOSTS, _NAMED_HOSTS = _host_queries(named=False), _host_queries(named=True)
+
+
+def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterator[StoredHost]:
+    """Hosts (all, or those named) with their pools, device refs, capacity and usage, one
+    at a time."""
+    hosts_query, pools_query, devices_query, pins_query = (
+        _ALL_HOSTS if names is None else _NAMED_HOSTS)
+    values = {} if names is None else {"names": sorted(names)}
+    # Core statements on the connection, as in `load_summaries`: a decision on a host not
+    # loaded waits for this read.
+    connection = session.connection()
     pins: dict[int, set[int]] = {}
-    for host_id, cpu in session.execute(pins_query):
+    for host_id, cpu in connection.execute(pins_query, values):
         pins.setdefault(host_id, set()).add(cpu)
     hosts = {row.id: stored_host(row, pins.get(row.id, set()))
-             for row in session.execute(hosts_query)}
+             for row in connection.execute(hosts_query, values)}
     pools = {row.id: Pool(dict(row.attrs), row.dev_type, row.numa_node, row.parent_addr)
-             for row in session.execute(pools_query)}
-    rows = session.execute(devices_query.execution_options(yield_per=_STREAM))
+             for row in connection.execute(pools_query, values)}
+    rows = connection.execute(devices_query, values)
     seen: set[int] = set()
     for host_id, host_rows in groupby(rows, key=itemgetter(0)):
         host = hosts[host_id]
@@ -152,16 +180,13 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
 
 
-def load_summaries(session: Session, names: Collection[str] | None = None
-                   ) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
-    """Hosts (all, or those named) with their pools counted by the database (one GROUP
-    BY over the device rows, joined to the pools), no device row read: the hosts come
-    back not `loaded`. Pools with the same attributes share one attribute dict and
-    signature (a fleet has few kinds of device, and 100k hosts many pools)."""
+def _summary_queries(named: bool) -> tuple[Select[Any], ...]:
+    """load_summaries' statements (for the hosts named in bind parameter `names`), made
+    once: building one cost more than running it for one host."""
     table = DeviceRow.__table__
     status = table.c.status
-    wanted = (select(HostRow.id).where(HostRow.name.in_(names)).scalar_subquery()
-              if names is not None else None)
+    wanted = (select(HostRow.id).where(HostRow.name.in_(bindparam("names", expanding=True)))
+              .scalar_subquery() if named else None)
 
     def of_hosts(query: Select[Any], column: ColumnElement[int]) -> Select[Any]:
         return query.where(column.in_(wanted)) if wanted is not None else query
@@ -191,19 +216,34 @@ def load_summaries(session: Session, names: Collection[str] | None = None
                                   HostRow.disk_gb_capacity, HostRow.vcpus_used,
                                   HostRow.ram_mb_used, HostRow.disk_gb_used),
                            HostRow.id).order_by(HostRow.id)
+    pins_query = of_hosts(select(CpuPinRow.host_id, CpuPinRow.cpu), CpuPinRow.host_id)
+    return pins_query, unpooled, pools_query, hosts_query
+
+
+_ALL_SUMMARIES, _NAMED_SUMMARIES = _summary_queries(named=False), _summary_queries(named=True)
+
+
+def load_summaries(session: Session, names: Collection[str] | None = None
+                   ) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
+    """Hosts (all, or those named) with their pools counted by the database (one GROUP
+    BY over the device rows, joined to the pools), no device row read: the hosts come
+    back not `loaded`. Pools with the same attributes share one attribute dict and
+    signature (a fleet has few kinds of device, and 100k hosts many pools)."""
+    pins_query, unpooled, pools_query, hosts_query = (
+        _ALL_SUMMARIES if names is None else _NAMED_SUMMARIES)
+    values = {} if names is None else {"names": sorted(names)}
     # Core statements on the connection: the ORM's result machinery cost more than the
     # database's GROUP BY.
     connection = session.connection()
     pins: dict[int, set[int]] = {}
-    for host_id, cpu in connection.execute(
-            of_hosts(select(CpuPinRow.host_id, CpuPinRow.cpu), CpuPinRow.host_id)):
+    for host_id, cpu in connection.execute(pins_query, values):
         pins.setdefault(host_id, set()).add(cpu)
     rows: dict[int, list[int]] = {host_id: [count, generations] for host_id, count, generations
-                                  in connection.execute(unpooled)}
+                                  in connection.execute(unpooled, values)}
     kinds: dict[tuple[str, DevType], tuple[dict[str, str], Signature]] = {}
     pools: dict[int, list[PoolCount]] = {}
     for (host_id, attrs_text, dev_type, numa_node, parent_addr, count, free, used, in_pool,
-         generations) in connection.execute(pools_query):
+         generations) in connection.execute(pools_query, values):
         kind = kinds.get((attrs_text, dev_type))
         if kind is None:
             attrs = json.loads(attrs_text)
@@ -215,7 +255,7 @@ def load_summaries(session: Session, names: Collection[str] | None = None
         host_rows = rows.setdefault(host_id, [0, 0])
         host_rows[0] += in_pool
         host_rows[1] += generations
-    for row in connection.execute(hosts_query):
+    for row in connection.execute(hosts_query, values):
         host = stored_host(row, pins.get(row.id, set()))
         count, generations = rows.get(row.id, (0, 0))
         host.loaded, host.rows = False, (count, generations)
