@@ -120,9 +120,11 @@ def place(index: HostIndex, requests: Sequence[PciRequest], *,
     demands = _demands(index, requests, bound)
     for host in _candidates(index, demands, requests, bound, weigher, exclude):
         entry = index.hosts[host]
-        # The cheap check first, before any device is read: room on some node.
-        if all(entry.room(size, node) is not None
-               for node in (entry.numa_nodes if bound else (None,))):
+        # The cheap check first, before any device is read: room (on some node).
+        if bound:
+            if all(entry.room(size, node) is not None for node in entry.numa_nodes):
+                continue
+        elif entry.room(size) is not None:
             continue
         if requests:
             moves = index.moves
