@@ -118,6 +118,28 @@ def place(index: HostIndex, requests: Sequence[PciRequest], *,
     claimed."""
     bound = numa_bound(requests, size)
     demands = _demands(index, requests, bound)
+    placement = _walk(index, demands, requests, bound, weigher, exclude, size)
+    while isinstance(placement, _Again):
+        placement = _walk(index, demands, requests, bound, weigher, exclude, size)
+    if placement is not None:
+        return placement
+    raise (_no_room(index, demands, requests, bound, weigher, size)
+           or _explain(index, demands, requests, bound, exclude))
+
+
+class _Again:
+    """`_walk`'s answer when loading a host moved the rankings it walks."""
+
+
+_AGAIN = _Again()
+
+
+def _walk(index: HostIndex, demands: list[_Demand], requests: Sequence[PciRequest],
+          bound: bool, weigher: Weigher, exclude: frozenset[str], size: VmSize
+          ) -> Placement | _Again | None:
+    """The first candidate that fits (None: none does), or _AGAIN: the store had moved
+    on under a host that was loaded, so the walk starts again over the rankings now (a
+    host loaded does not move again, so this ends)."""
     for host in _candidates(index, demands, requests, bound, weigher, exclude):
         entry = index.hosts[host]
         # The cheap check first, before any device is read: room (on some node).
@@ -130,14 +152,11 @@ def place(index: HostIndex, requests: Sequence[PciRequest], *,
             moves = index.moves
             entry = index.loaded(host)
             if index.moves != moves:
-                # The store had moved on: the walk starts again over the rankings now (a
-                # host loaded does not move again, so this ends).
-                return place(index, requests, weigher=weigher, exclude=exclude, size=size)
+                return _AGAIN
         placement = fit(entry, requests, index.pool_filter(entry, requests), bound, size)
         if placement is not None:
             return placement
-    raise (_no_room(index, demands, requests, bound, weigher, size)
-           or _explain(index, demands, requests, bound, exclude))
+    return None
 
 
 def place_many(index: HostIndex, vms: Sequence[tuple[str, Sequence[PciRequest]]], *,
