@@ -124,7 +124,7 @@ class Settings:
     #: The most devices the scheduler's index holds in memory. It keeps every host's pool
     #: counts, which is all its decisions and the views need, and reads a host's devices
     #: from the store when a placement picks it; beyond this many, those of the hosts
-    #: least recently used are dropped again (about 1.2 KiB each). 0 holds none between
+    #: least recently used are dropped again (about 1 KiB each). 0 holds none between
     #: decisions.
     loaded_devices: int = DEFAULT_LOADED_DEVICES
 
