@@ -1,7 +1,7 @@
 """Admin views benchmark: stats endpoints at 10k hosts, `GET /servers` at 50k servers and
 what the fleet page costs the controller, through a real `passthru serve`; prints JSON.
 
-    .venv/bin/python bench/views.py [--quick] [--baseline REV]
+    .venv/bin/python bench/views.py [--quick] [--baseline REV] [--data DIR] [--start-only]
 
 The store (SQLite in a fresh data dir) is populated directly with bulk inserts: 10,000
 hosts (`--quick`: 1,000) that are up, each with 2 PFs of 32 VFs on two physical networks
@@ -18,6 +18,11 @@ long enough that no host goes down) and is asked over HTTP:
   from /proc around each round (median of several), then scaled to a minute of the page
   open. Background work of the controller (its resync every 10 s) can fall into a round;
   the median keeps it out.
+
+Start-up: the seconds from starting `passthru serve` to its first answer, and its
+resident memory then (`rss_mib`) and at its peak by the end (`peak_rss_mib`, after the
+views). `--start-only` measures start-up alone; `--data DIR` keeps the populated store in
+DIR and reuses it on the next run (populating 10k hosts takes about a minute).
 
 `--baseline REV` runs the old way against the code of git revision REV (its own source
 tree from `git archive`, its own store populated the same way): every list unpaged, the
@@ -217,17 +222,38 @@ def run_old(serve: Serve) -> dict[str, Any]:
     }
 
 
-def measure(src: Path, work: Path, size: dict[str, int], old: bool) -> dict[str, Any]:
-    data = work / "data"
+def rss_mib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (`VmHWM`: its peak so far), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def populated(src: Path, data: Path, size: dict[str, int]) -> dict[str, Any]:
+    """The fleet in `data`: populated with the tree `src`, unless a run left it there."""
+    figures = data / "fleet.json"
+    if figures.exists() and json.loads(figures.read_text())["hosts"] == size["hosts"]:
+        return {**json.loads(figures.read_text()), "reused": True}
     populate = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--part", "populate", str(data),
          str(size["hosts"]), str(size["servers"])],
         check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
-    populated = json.loads(populate.stdout)
+    figures.write_text(populate.stdout)
+    return json.loads(populate.stdout)
+
+
+def measure(src: Path, data: Path, size: dict[str, int], old: bool,
+            start_only: bool = False) -> dict[str, Any]:
+    fleet = populated(src, data, size)
     serve = Serve(src, data, "--heartbeat-timeout", "86400", start_timeout=900)
     try:
-        figures = run_old(serve) if old else run_new(serve, size["servers"])
-        return {"fleet": populated, "serve_start_s": serve.start_s, **figures}
+        start = {"serve_start_s": serve.start_s, "cpu_s": round(serve.cpu_seconds(), 1),
+                 "rss_mib": rss_mib(serve.process.pid)}
+        figures = ({} if start_only else
+                   run_old(serve) if old else run_new(serve, size["servers"]))
+        start["peak_rss_mib"] = rss_mib(serve.process.pid, "VmHWM")
+        return {"fleet": fleet, "start": start, **figures}
     finally:
         serve.stop()
 
@@ -236,6 +262,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--baseline", metavar="REV")
+    parser.add_argument("--data", metavar="DIR", type=Path,
+                        help="keep the populated store here, and reuse it next time")
+    parser.add_argument("--start-only", action="store_true",
+                        help="measure the controller's start-up only")
     parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
@@ -249,12 +279,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="passthru-views-") as directory:
         work = Path(directory)
         (work / "new").mkdir()
-        result["after"] = measure(ROOT / "src", work / "new", size, old=False)
+        result["after"] = measure(ROOT / "src", args.data or work / "new" / "data", size,
+                                  old=False, start_only=args.start_only)
         if args.baseline:
             (work / "old").mkdir()
             src = extract(args.baseline, work / "old")
-            result["before"] = {"rev": args.baseline,
-                                **measure(src, work / "old", size, old=True)}
+            result["before"] = {"rev": args.baseline, **measure(
+                src, args.data or work / "old" / "data", size, old=True,
+                start_only=args.start_only)}
     result["machine"]["load_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 

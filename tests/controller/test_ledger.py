@@ -130,6 +130,7 @@ def test_the_ledger_on_a_family_changes_what_the_core_on_the_whole_host_does(
     whole = {d.address: d for d in _stored(store, host)[0].values()}
     scheduler = Scheduler(store)
     scheduler.load()
+    scheduler.index.loaded(host)  # its devices held from now on, kept up by records alone
     extra = itertools.count()
     for op, who, pick in ops:
         owner, request_id = owners[who]
@@ -196,5 +197,5 @@ def test_the_ledger_on_a_family_changes_what_the_core_on_the_whole_host_does(
         assert {a: r.generation for a, r in scheduler._hosts[host].refs.items()} == generations
     fresh = Scheduler(store)
     fresh.load()
-    assert ({a: _state(d) for a, d in fresh.index.hosts[host].devices.items()}
+    assert ({a: _state(d) for a, d in fresh.index.loaded(host).devices.items()}
             == {a: _state(d) for a, d in scheduler.index.hosts[host].devices.items()})

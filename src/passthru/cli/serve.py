@@ -21,6 +21,7 @@ from passthru.controller.settings import (
     DEFAULT_KEEP_DELETED_DAYS,
     DEFAULT_KEEP_EVENTS_DAYS,
     DEFAULT_LISTEN,
+    DEFAULT_LOADED_DEVICES,
     DEFAULT_MAX_BODY_KB,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_IMAGE_GB,
@@ -146,6 +147,12 @@ def serve(
         "--access-log/--no-access-log",
         help="Log a line per request. Each takes a tenth of the CPU of the cheapest "
         "request; with many agents, --no-access-log.")] = True,
+    loaded_devices: Annotated[int, typer.Option(
+        "--loaded-devices", min=0,
+        help="The most devices the scheduler holds in memory (about 1 KiB each). It keeps "
+        "every host's pool counts and reads a host's devices from the store when it "
+        "places a VM there; beyond this many, the least recently used hosts' are dropped "
+        "again.")] = DEFAULT_LOADED_DEVICES,
 ) -> None:
     """Run the controller (REST API; its description at /openapi.json).
 
@@ -177,7 +184,8 @@ def serve(
                         unplaced_grace=unplaced_grace, page_size=page_size,
                         max_page_size=max_page_size, orders_wait_max=orders_wait_max,
                         heartbeat_flush_interval=heartbeat_flush_interval,
-                        token_cache_seconds=token_cache_seconds, access_log=access_log)
+                        token_cache_seconds=token_cache_seconds, access_log=access_log,
+                        loaded_devices=loaded_devices)
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)

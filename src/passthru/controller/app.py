@@ -121,7 +121,7 @@ def _prune_once(store: Store, settings: Settings, stopping: threading.Event) -> 
 
 def create_app(settings: Settings) -> FastAPI:
     store = open_store(settings)
-    scheduler = Scheduler(store, settings.weigher)
+    scheduler = Scheduler(store, settings.weigher, settings.loaded_devices)
     scheduler.load()
     postgres = store.engine.dialect.name == "postgresql"
     wakeups = Wakeups()

@@ -25,6 +25,8 @@ DEFAULT_MAX_REPORT_MB = 64
 DEFAULT_KEEP_DELETED_DAYS = 30.0
 DEFAULT_KEEP_EVENTS_DAYS = 90.0
 DEFAULT_MAX_EVENTS = 1_000_000
+#: The most devices the scheduler's index holds, unless `passthru serve` is told otherwise.
+DEFAULT_LOADED_DEVICES = 100_000
 
 
 def default_data_dir() -> Path:
@@ -126,6 +128,13 @@ class Settings:
     access_log: bool = True
 
     # --- the scheduler's index: start-up and memory ---
+
+    #: The most devices the scheduler's index holds in memory. It keeps every host's pool
+    #: counts, which is all its decisions and the views need, and reads a host's devices
+    #: from the store when a placement picks it; beyond this many, those of the hosts
+    #: least recently used are dropped again (about 1 KiB each). 0 holds none between
+    #: decisions.
+    loaded_devices: int = DEFAULT_LOADED_DEVICES
 
     @property
     def sqlite_path(self) -> Path:

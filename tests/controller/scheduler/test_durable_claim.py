@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from passthru.controller.db import Store
+from passthru.controller.ledger import changes_of
 from passthru.controller.mapping import new_request_row
 from passthru.controller.models import (
     Base,
@@ -228,3 +229,33 @@ def test_a_server_deleted_before_its_claim_commits_gets_nothing(store: Store) ->
     assert devices_of(store, owner) == devices_of(store, other) == []
     # The index gave back its tentative claims: the other server still fits.
     assert scheduler.schedule(other, other_requests).host == "compute-1"
+
+
+def test_a_scheduler_holding_no_devices_reads_them_for_each_decision(store: Store) -> None:
+    report(store, "compute-1", nic(0, 2, "physnet1"))
+    report(store, "compute-2", [gpu(0)])
+    scheduler = Scheduler(store, loaded_devices=0)
+    scheduler.load()
+    held = lambda: {name for name, e in scheduler.index.hosts.items() if e.loaded}  # noqa: E731
+    assert held() == set()  # start-up read counts only
+    first = scheduler.schedule(*vm(store, vf_port("physnet1")))
+    assert held() == set()
+    second = scheduler.schedule(*vm(store, vf_port("physnet1")))
+    assert first.host == second.host == "compute-1"
+    assert set(first.selection.addresses).isdisjoint(second.selection.addresses)
+    # Its VFs in use, the PF is not free: the counts say so with no device held.
+    with pytest.raises(NoValidHostError):
+        scheduler.schedule(*vm(store, pf_port("physnet1")))
+    with store.write() as session:
+        for owner in {row.owner for row in devices_of(store) if row.owner}:
+            delete_server(session, session.get(ServerRow, owner))
+        changes = changes_of(session)
+    scheduler.apply(changes)
+    assert held() == set()
+    fresh = replica(store)
+    assert counts(scheduler, "compute-1") == counts(fresh, "compute-1")
+    assert scheduler.schedule(*vm(store, pf_port("physnet1"))).host == "compute-1"
+
+
+def counts(scheduler: Scheduler, host: str) -> set[tuple[object, ...]]:
+    return {(t.pool.key, *t[1:]) for t in scheduler.pool_tallies([host])[host]}

@@ -1,10 +1,20 @@
 """The scheduler's in-memory picture of the fleet, indexed so that a decision never scans
 every host.
 
-Per host: its pools (core `Pool`s holding core `PciDevice`s), whether it is up, its
-NUMA node → socket map, and its capacity with what VMs use of it (vCPUs, memory, disk and
-pinned CPUs; capacity None: not counted). Capacity is checked per candidate host in O(1)
-(O(CPUs) for dedicated CPUs), so it needs no index of its own.
+Per host: its pools with their counts (devices not removed, free, used), whether it is
+up, its NUMA node → socket map, and its capacity with what VMs use of it (vCPUs, memory,
+disk and pinned CPUs; capacity None: not counted). Capacity is checked per candidate host
+in O(1) (O(CPUs) for dedicated CPUs), so it needs no index of its own.
+
+A host's devices (core `PciDevice`s in its core `Pool`s) are held only while it is
+*loaded*: the shapes, the rankings and the views work on the counts alone, so start-up
+reads counts (`summarize`) and no device. The exact check of a candidate host, a claim
+and a change to its devices need them: `loaded` reads them through the `loader` the
+index was given (the store), which replaces the host's pools and recounts its shapes, so
+a host read again is as current as the store. The least recently used hosts are
+unloaded again (`trim`) once more devices than a budget are held, except those the
+caller still needs (claims in flight): memory stays bounded whatever the fleet's size.
+An index without a loader (a fleet given whole by `report`) never unloads.
 
 Across hosts: one `Shape` per request criteria, created on first use and from then on kept
 current in O(changed pools) whenever a host's devices change (claim, free, inventory
@@ -17,7 +27,8 @@ rebuild cost the next boot 100-250 ms.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import NamedTuple
@@ -53,11 +64,26 @@ class PoolTally(NamedTuple):
     used: int
 
 
+@dataclass(frozen=True, slots=True)
+class PoolCount:
+    """A pool without its devices: how many are not removed, available, and claimed or
+    allocated (`controller.usage` counts the same way)."""
+
+    pool: Pool
+    count: int
+    free: int
+    used: int
+    #: `signature_of(pool)`, when the caller has it already.
+    signature: Signature | None = None
+
+
 _status = attrgetter("status")
 
 
 def _counts(slot: _Slot) -> tuple[int, int]:
     """The pool's devices that are not removed, and those claimed or allocated."""
+    if slot.count >= 0:
+        return slot.count, slot.used
     devices = slot.pool.devices
     if slot.free == len(devices):
         # Every device available (`recount` keeps `free` true): nothing to count.
@@ -69,11 +95,14 @@ def _counts(slot: _Slot) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class _Slot:
-    """A pool of a host, with the free count the shapes were last told about."""
+    """A pool of a host, with the free count the shapes were last told about; on a host
+    not loaded, also its counts (`count` -1: count its devices)."""
 
     pool: Pool
     signature: Signature
     free: int
+    count: int = -1
+    used: int = 0
 
 
 @dataclass(slots=True)
@@ -82,6 +111,8 @@ class HostEntry:
     slots: list[_Slot]
     socket_of: dict[int, int]
     up: bool
+    #: Whether `devices` and the pools' devices are held (see the module's docstring).
+    loaded: bool = True
     devices: dict[str, PciDevice] = field(default_factory=dict)
     slot_of: dict[str, _Slot] = field(default_factory=dict)
     signature_by_pool: dict[int, Signature] = field(default_factory=dict)
@@ -94,15 +125,26 @@ class HostEntry:
     held: dict[str, tuple[VmSize, tuple[int, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.index_slots()
+
+    def index_slots(self) -> None:
+        """Index the slots' devices (if loaded) and NUMA nodes."""
         nodes = set(self.socket_of)
+        self.devices, self.slot_of, self.signature_by_pool = {}, {}, {}
         for slot in self.slots:
-            self.signature_by_pool[id(slot.pool)] = slot.signature
             if slot.pool.numa_node is not None:
                 nodes.add(slot.pool.numa_node)
+            if not self.loaded:
+                continue
+            self.signature_by_pool[id(slot.pool)] = slot.signature
             for device in slot.pool.devices:
                 self.devices[device.address] = device
                 self.slot_of[device.address] = slot
         self.numa_nodes = tuple(sorted(nodes))
+
+    @property
+    def device_count(self) -> int:
+        return len(self.devices)
 
     @property
     def pools(self) -> list[Pool]:
@@ -138,10 +180,14 @@ def fleet_totals(entries: Sequence[HostEntry], down: Collection[str]
             total = get(slot.signature)
             if total is None:
                 total = totals[slot.signature] = [0, 0, 0]
-            free = slot.free
+            # The devices before the count: `trim` sets the count before it drops them.
             devices = slot.pool.devices
+            free, count = slot.free, slot.count
             total[1] += free
-            if free == len(devices):  # all available: nothing to count (see _counts)
+            if count >= 0:  # a host not loaded: counted already
+                total[0] += count
+                total[2] += slot.used
+            elif free == len(devices):  # all available: nothing to count (see _counts)
                 total[0] += free
             else:
                 statuses = list(map(_status, devices))
@@ -153,6 +199,10 @@ def fleet_totals(entries: Sequence[HostEntry], down: Collection[str]
             for slot in entry.slots:
                 totals[slot.signature][1] -= slot.free
     return totals
+
+
+def _free_by_node(slots: Iterable[_Slot]) -> Counter[tuple[Signature, int | None, int]]:
+    return Counter((slot.signature, slot.pool.numa_node, slot.free) for slot in slots)
 
 
 class _RememberedMatch:
@@ -172,9 +222,20 @@ class _RememberedMatch:
         return answer
 
 
+#: Reads a host's pools with their devices (from the store); None: the host is gone.
+Loader = Callable[[str], list[Pool] | None]
+
+
 class HostIndex:
-    def __init__(self, flavors: Mapping[str, PoolMatcher] | None = None) -> None:
+    def __init__(self, flavors: Mapping[str, PoolMatcher] | None = None,
+                 loader: Loader | None = None) -> None:
         self.hosts: dict[str, HostEntry] = {}
+        self._loader = loader
+        #: The hosts loaded, least recently used first, with how many devices each holds.
+        self._recent: OrderedDict[str, int] = OrderedDict()
+        self._held_devices = 0
+        #: Bumped whenever loading a host moved its rankings (the store had changed).
+        self.moves = 0
         self._shapes: dict[Criteria, Shape] = {}
         self._shapes_by_signature: dict[Signature, list[Shape]] = {}
         self._flavors: dict[str, PoolMatcher] = {}
@@ -204,25 +265,117 @@ class HostIndex:
                socket_of: Mapping[int, int] | None = None, up: bool = True,
                capacity: Capacity | None = None, usage: Usage | None = None) -> None:
         """The whole truth about a host's devices and capacity (from the store)."""
+        self._install(HostEntry(host, [_Slot(p, signature_of(p), p.free) for p in pools],
+                                dict(socket_of or {}), up, capacity=capacity,
+                                usage=usage or Usage()))
+
+    def summarize(self, host: str, pools: Iterable[PoolCount], *,
+                  socket_of: Mapping[int, int] | None = None, up: bool = True,
+                  capacity: Capacity | None = None, usage: Usage | None = None) -> None:
+        """A host's pools by their counts alone, its devices left to be loaded when
+        needed (`loaded`); otherwise as `report`."""
+        self._install(HostEntry(host, [_Slot(p.pool, p.signature or signature_of(p.pool),
+                                             p.free, p.count, p.used) for p in pools],
+                                dict(socket_of or {}), up, loaded=False, capacity=capacity,
+                                usage=usage or Usage()))
+
+    def _install(self, entry: HostEntry) -> None:
+        host = entry.name
         old = self.hosts.get(host)
         if old is not None:
             for shape in self._shapes_of(old):
                 shape.forget(host)
-        entry = HostEntry(host, [_Slot(p, signature_of(p), p.free) for p in pools],
-                          dict(socket_of or {}), up, capacity=capacity,
-                          usage=usage or Usage())
+        self._forget_load(host)
         self.hosts[host] = entry
         for slot in entry.slots:
             for shape in self._register(slot.signature):
                 shape.add_free(host, slot.pool.numa_node, slot.free)
         for shape in self._shapes_of(entry):
             shape.rerank(host, entry.socket_of, entry.up)
+        if entry.loaded:
+            self._recent[host] = entry.device_count
+            self._held_devices += entry.device_count
 
     def remove(self, host: str) -> None:
         entry = self.hosts.pop(host, None)
         if entry is not None:
             for shape in self._shapes_of(entry):
                 shape.forget(host)
+        self._forget_load(host)
+
+    # --- loading and unloading devices ------------------------------------------------
+
+    def loaded(self, host: str) -> HostEntry:
+        """The host's entry with its devices, read through the loader if they are not
+        held (its pools and shapes then become the store's; its status, capacity, use
+        and what VMs hold are kept)."""
+        entry = self.entry(host)
+        if entry.loaded:
+            if host in self._recent:
+                self._recent.move_to_end(host)
+            return entry
+        if self._loader is None:
+            raise UnknownHostError(f"host {host!r} has no devices loaded, and the scheduler "
+                                   "has nowhere to read them from")
+        return self._replace_slots(entry, [_Slot(p, signature_of(p), p.free)
+                                           for p in self._loader(host) or []], loaded=True)
+
+    def recounted(self, host: str, pools: Iterable[PoolCount]) -> None:
+        """The counts of a host not loaded, read again (its devices changed in the store)."""
+        entry = self.entry(host)
+        if entry.loaded:
+            raise ValueError(f"host {host!r} has its devices loaded: apply their changes")
+        self._replace_slots(entry, [_Slot(p.pool, p.signature or signature_of(p.pool),
+                                          p.free, p.count, p.used) for p in pools],
+                            loaded=False)
+
+    def _replace_slots(self, entry: HostEntry, slots: list[_Slot], loaded: bool
+                       ) -> HostEntry:
+        """The host's pools now, its status, capacity, use and holders kept."""
+        if _free_by_node(slots) == _free_by_node(entry.slots):
+            # What the shapes were told stands: no ranking moves (a walk over one may be
+            # under way).
+            entry.slots, entry.loaded = slots, loaded
+            entry.index_slots()
+            if loaded:
+                self._recent[entry.name] = entry.device_count
+                self._held_devices += entry.device_count
+            return entry
+        self.moves += 1
+        fresh = HostEntry(entry.name, slots, entry.socket_of, entry.up, loaded=loaded,
+                          capacity=entry.capacity, usage=entry.usage, held=entry.held)
+        self._install(fresh)
+        return fresh
+
+    def trim(self, budget: int, keep: Collection[str] = ()) -> list[str]:
+        """Unload the least recently used hosts (not those in `keep`) until at most
+        `budget` devices are held; returns the hosts unloaded. Their counts stay, so
+        shapes and views do not move. Does nothing without a loader."""
+        if self._loader is None or self._held_devices <= budget:
+            return []
+        unloaded = []
+        for host in list(self._recent):
+            if self._held_devices <= budget:
+                break
+            if host in keep:
+                continue
+            self._unload(self.hosts[host])
+            unloaded.append(host)
+        return unloaded
+
+    def _unload(self, entry: HostEntry) -> None:
+        for slot in entry.slots:
+            # The counts first: a view reading without the lock sees either.
+            count, slot.used = _counts(slot)
+            slot.count = count
+            pool = slot.pool
+            slot.pool = Pool(pool.attrs, pool.dev_type, pool.numa_node, pool.parent_addr)
+        entry.loaded = False
+        entry.index_slots()
+        self._forget_load(entry.name)
+
+    def _forget_load(self, host: str) -> None:
+        self._held_devices -= self._recent.pop(host, 0)
 
     def set_up(self, host: str, up: bool) -> None:
         entry = self.entry(host)
@@ -234,7 +387,7 @@ class HostIndex:
               size: VmSize | None = None, cpus: tuple[int, ...] = ()) -> list[PciDevice]:
         """Apply a selection to the in-memory devices (the core's claim rules), and count
         the VM's size and pinned CPUs against the host."""
-        entry = self.entry(host)
+        entry = self.loaded(host) if selection.devices else self.entry(host)
         changed = claim(entry.devices, selection, owner)
         if size is not None:
             entry.usage = entry.usage.plus(size, cpus)
@@ -243,7 +396,7 @@ class HostIndex:
         return changed
 
     def free(self, host: str, owner: str) -> list[PciDevice]:
-        entry = self.entry(host)
+        entry = self.loaded(host)
         changed = free(entry.devices, owner)
         if owner in entry.held:
             entry.usage = entry.usage.minus(*entry.held.pop(owner))
@@ -262,7 +415,7 @@ class HostIndex:
         adopted as they are): each goes to the pool its key names under `pool_attrs`,
         pools are made and dropped as needed, and the shapes of the pools touched are
         brought up to date; O(devices changed and the pools they touch)."""
-        entry = self.entry(host)
+        entry = self.loaded(host)
         by_key = {slot.pool.key: slot for slot in entry.slots}
         touched: dict[int, _Slot] = {}
         for device in devices:
@@ -292,6 +445,9 @@ class HostIndex:
         if empty:
             entry.slots = [slot for slot in entry.slots if id(slot) not in empty]
             entry.signature_by_pool = {id(slot.pool): slot.signature for slot in entry.slots}
+        if host in self._recent:
+            self._held_devices += entry.device_count - self._recent[host]
+            self._recent[host] = entry.device_count
 
     def _recount(self, entry: HostEntry, slots: Iterable[_Slot]) -> None:
         host = entry.name

@@ -19,6 +19,14 @@ for dedicated CPUs, enough unpinned CPUs on the VM's node); that check is a few 
 comparisons per host and runs before the exact device check. When no host fits, hosts
 whose devices would have fitted but that lacked room are looked for first, so that the
 error says what was short ("no host has room for 8 vCPUs, ...; closest: ...").
+
+Devices: only a host that passed the counts and has room is loaded (`HostIndex.loaded`)
+for the exact check (if loading it moves the rankings, the walk starts again), so a
+decision reads the devices of the host it picks and of the few that the counts let
+through wrongly. The error path reads none: a host whose devices are not loaded is
+taken to fit its devices when its counts say so (the counts are exact for all but NUMA,
+socket and PF/VF combinations), which can only make the error speak of room where the
+exact check would have spoken of devices.
 """
 
 from __future__ import annotations
@@ -110,15 +118,45 @@ def place(index: HostIndex, requests: Sequence[PciRequest], *,
     claimed."""
     bound = numa_bound(requests, size)
     demands = _demands(index, requests, bound)
+    placement = _walk(index, demands, requests, bound, weigher, exclude, size)
+    while isinstance(placement, _Again):
+        placement = _walk(index, demands, requests, bound, weigher, exclude, size)
+    if placement is not None:
+        return placement
+    raise (_no_room(index, demands, requests, bound, weigher, size)
+           or _explain(index, demands, requests, bound, exclude))
+
+
+class _Again:
+    """`_walk`'s answer when loading a host moved the rankings it walks."""
+
+
+_AGAIN = _Again()
+
+
+def _walk(index: HostIndex, demands: list[_Demand], requests: Sequence[PciRequest],
+          bound: bool, weigher: Weigher, exclude: frozenset[str], size: VmSize
+          ) -> Placement | _Again | None:
+    """The first candidate that fits (None: none does), or _AGAIN: the store had moved
+    on under a host that was loaded, so the walk starts again over the rankings now (a
+    host loaded does not move again, so this ends)."""
     for host in _candidates(index, demands, requests, bound, weigher, exclude):
         entry = index.hosts[host]
-        if not bound and entry.room(size) is not None:
-            continue  # the cheap check first; a bound VM's room depends on its node
+        # The cheap check first, before any device is read: room (on some node).
+        if bound:
+            if all(entry.room(size, node) is not None for node in entry.numa_nodes):
+                continue
+        elif entry.room(size) is not None:
+            continue
+        if requests:
+            moves = index.moves
+            entry = index.loaded(host)
+            if index.moves != moves:
+                return _AGAIN
         placement = fit(entry, requests, index.pool_filter(entry, requests), bound, size)
         if placement is not None:
             return placement
-    raise (_no_room(index, demands, requests, bound, weigher, size)
-           or _explain(index, demands, requests, bound, exclude))
+    return None
 
 
 def place_many(index: HostIndex, vms: Sequence[tuple[str, Sequence[PciRequest]]], *,
@@ -187,9 +225,12 @@ def _no_room(index: HostIndex, demands: list[_Demand], requests: Sequence[PciReq
         entry = index.hosts[host]
         if host in short:
             continue  # a host is walked again for each soft request it may serve
-        placement = fit(entry, requests, index.pool_filter(entry, requests), bound, None)
-        node = placement.numa_node if placement is not None else None
-        if placement is not None or (bound and not entry.numa_nodes):
+        if entry.loaded:
+            placement = fit(entry, requests, index.pool_filter(entry, requests), bound, None)
+            fits, node = placement is not None, placement.numa_node if placement else None
+        else:  # taken to fit by its counts (see the module's docstring)
+            fits, node = True, entry.numa_nodes[0] if bound and entry.numa_nodes else None
+        if fits or (bound and not entry.numa_nodes):
             # (A host that knows no NUMA node fits no bound VM; its room says why.)
             why = entry.room(size, node)
             if why is not None:

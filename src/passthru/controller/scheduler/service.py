@@ -37,9 +37,17 @@ Inside a shared transaction nothing waits for the store: a lost race, or a refus
 while claims of this replica are in flight, raises RetryError, and the boot is made
 again in a new transaction once the host was read again or those claims ended.
 
+Start-up reads each pool's counts, not its devices (`snapshot.load_summaries`); a host's
+device rows are read when a placement picks it, and a change record for a host whose
+devices are not held has that host's counts read again (the store holds the change
+already). At most `loaded_devices` devices are held: the hosts least recently used are
+dropped back to their counts, but never one a claim of this replica is still in flight
+on (its devices hold the tentative claim).
+
 The API tells the scheduler what else changed: `apply(changes)` with the device ledger's
 change records after a free, an allocation, an inventory report or a host going down
-(O(changed), no store read), `refresh(hosts)` where it has none (a host back up),
+(O(changed), no store read; one count query for a host whose devices are not held),
+`refresh(hosts)` where it has none (a host back up),
 `flavors_changed()` after PCI flavor edits (which spares the replica that made them the
 reload at its next placement).
 """
@@ -65,7 +73,7 @@ from passthru.controller.ledger import (
     take_changes,
 )
 from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
-from passthru.controller.scheduler.index import HostIndex, PoolTally, fleet_totals
+from passthru.controller.scheduler.index import HostEntry, HostIndex, PoolTally, fleet_totals
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
     NoValidHostError,
@@ -79,7 +87,10 @@ from passthru.controller.scheduler.snapshot import (
     fingerprints,
     load_flavors,
     load_hosts,
+    load_summaries,
 )
+from passthru.controller.settings import DEFAULT_LOADED_DEVICES
+from passthru.pci.pool import Pool
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize
 
@@ -106,17 +117,19 @@ class RetryError(Exception):
 
 
 class Scheduler:
-    def __init__(self, store: Store, weigher: Weigher = Weigher.PACK) -> None:
+    def __init__(self, store: Store, weigher: Weigher = Weigher.PACK,
+                 loaded_devices: int = DEFAULT_LOADED_DEVICES) -> None:
         self.store = store
         self.weigher = weigher
-        self.index = HostIndex()
+        self.loaded_devices = loaded_devices
+        self.index = HostIndex(loader=self._read_devices)
         self._hosts: dict[str, StoredHost] = {}
         self._lock = threading.Lock()
         #: The version of topic pci_flavors the index's flavors were read at.
         self._flavors_version = -1
-        #: This replica's claims whose store transaction has not ended, by ticket: their
-        #: devices are held in the index, tentatively.
-        self._in_flight: set[int] = set()
+        #: This replica's claims whose store transaction has not ended, by ticket, with
+        #: their hosts: their devices are held in the index, tentatively.
+        self._in_flight: dict[int, set[str]] = {}
         self._tickets = itertools.count()
         self._settled = threading.Condition(self._lock)
 
@@ -128,11 +141,32 @@ class Scheduler:
             seen = topics.version(session, topics.PCI_FLAVORS)
             flavors = load_flavors(session)
             with self._lock:
-                self.index = HostIndex(flavors)
+                self.index = HostIndex(flavors, loader=self._read_devices)
                 self._flavors_version = seen
                 self._hosts.clear()
-                for host in load_hosts(session):
-                    self._adopt(host)
+                for host, pools in load_summaries(session):
+                    self._hosts[host.name] = host
+                    self.index.summarize(host.name, pools, up=host.up, socket_of=host.socket_of,
+                                         capacity=host.capacity, usage=host.usage)
+
+    def _read_devices(self, name: str) -> list[Pool] | None:
+        """The index's loader: the host's device rows from the store, their refs taken
+        for the claims to come (called under the lock)."""
+        with self.store.read() as session:
+            read = next(load_hosts(session, [name]), None)
+        if read is None:
+            return None
+        host = self._hosts.get(name)
+        if host is None:
+            self._hosts[name] = host = read
+        host.reload(read)
+        return read.pools
+
+    def _trim(self) -> None:
+        """Drop the least recently used hosts' devices beyond the budget (under the lock)."""
+        busy = set().union(*self._in_flight.values())
+        for name in self.index.trim(self.loaded_devices, busy):
+            self._hosts[name].unload()
 
     def refresh(self, names: Collection[str]) -> None:
         """Read these hosts again from the store; hosts that are gone leave the index."""
@@ -144,6 +178,7 @@ class Scheduler:
                 self.index.remove(name)
             for host in hosts:
                 self._adopt(host)
+            self._trim()
 
     def apply(self, changes: Iterable[HostChanges]) -> None:
         """What a committed transaction changed (the ledger's records), in O(changed):
@@ -160,6 +195,7 @@ class Scheduler:
                     self._apply(change)
                 else:
                     unknown.append(change.host)
+            self._trim()
         if unknown:
             self.refresh(unknown)
 
@@ -169,6 +205,24 @@ class Scheduler:
             host.usage = host.usage.minus(released.size, released.cpus)
             held = entry.held.pop(released.owner, None)
             entry.usage = entry.usage.minus(*(held or (released.size, released.cpus)))
+        if change.devices and not entry.loaded:
+            self._count_again(host)
+        elif change.devices:
+            self._apply_devices(change, host, entry)
+        if change.up is not None and change.up != host.up:
+            host.up = change.up
+            self.index.set_up(change.host, change.up)
+
+    def _count_again(self, host: StoredHost) -> None:
+        """Devices of a host not loaded changed: its counts are read again, the change
+        included (one GROUP BY over its rows, whatever its size, and no device held)."""
+        with self.store.read() as session:
+            found = next(load_summaries(session, [host.name]), None)
+        if found is not None:
+            host.rows = found[0].rows
+            self.index.recounted(host.name, found[1])
+
+    def _apply_devices(self, change: HostChanges, host: StoredHost, entry: HostEntry) -> None:
         fresh = [c for c in change.devices if self._newer(host, c)]
         if change.regrouped is not None:
             self.index.regroup(change.host, [c.device for c in fresh], change.regrouped)
@@ -182,9 +236,6 @@ class Scheduler:
                     device.request_id, device.missing = c.device.request_id, c.device.missing
                     touched.append(device)
             self.index.recount(change.host, touched)
-        if change.up is not None and change.up != host.up:
-            host.up = change.up
-            self.index.set_up(change.host, change.up)
 
     @staticmethod
     def _newer(host: StoredHost, change: DeviceChange) -> bool:
@@ -301,9 +352,10 @@ class Scheduler:
                     placements = self._place(vms, sizes, frozenset(exclude), least)
                 except NoValidHostError as error:
                     refused, busy = error, set(self._in_flight)
+                    self._trim()
                 else:
                     ticket = next(self._tickets)
-                    self._in_flight.add(ticket)
+                    self._in_flight[ticket] = {p.host for p in placements}
             if placements is None:
                 if busy and session is not None:
                     raise RetryError(partial(self._wait_for, busy),
@@ -366,12 +418,13 @@ class Scheduler:
 
     def _settle(self, ticket: int) -> None:
         """Claim `ticket` ended (call under the lock)."""
-        self._in_flight.discard(ticket)
+        self._in_flight.pop(ticket, None)
         self._settled.notify_all()
 
     def _wait_for(self, claims: set[int]) -> None:
         with self._settled:
-            self._settled.wait_for(lambda: not claims & self._in_flight, timeout=_SETTLE_WAIT)
+            self._settled.wait_for(lambda: not claims & self._in_flight.keys(),
+                                   timeout=_SETTLE_WAIT)
 
     def _claim(self, vms: Sequence[Vm], placements: list[Placement], ticket: int,
                outer: Session | None) -> None:
@@ -417,3 +470,4 @@ class Scheduler:
                     self._apply(change)
             for host, placement in claimed:
                 host.usage = host.usage.plus(placement.size, placement.cpus)
+            self._trim()

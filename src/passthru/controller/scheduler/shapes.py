@@ -24,6 +24,14 @@ from passthru.pci.request import NumaPolicy, PciRequest
 class Signature:
     attrs: tuple[tuple[str, str], ...]
     dev_type: DevType
+    #: Computed once: every pool of the fleet looks its signature up in the index's maps.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.attrs, self.dev_type)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def example_pool(self) -> Pool:
         """A pool with this signature: enough for anything that matches on signatures."""

@@ -2,19 +2,34 @@
 and generation of every device (for conditional updates), their capacity, what VMs use
 of it and the CPUs they pinned, the NUMA node → socket map of their CPUs, and PCI flavors.
 
-Rows are read with plain column selects, streamed host by host, so that loading a large
-fleet at start-up builds no ORM objects.
+Start-up reads no device row: `load_summaries` has the database count each pool's
+devices by status (one GROUP BY over the device table), which is all the scheduler's
+shapes and the views need. A host's device rows (`load_hosts`) are read when a decision
+or a change needs them. Rows are read with plain column selects, so that neither path
+builds ORM objects.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Label,
+    Row,
+    Select,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from passthru.controller.mapping import DEVICE_FIELDS, device_from_values, resources_from_json
@@ -26,6 +41,9 @@ from passthru.controller.models import (
     PciFlavorRow,
     PoolRow,
 )
+from passthru.controller.scheduler.index import PoolCount
+from passthru.controller.scheduler.shapes import Signature
+from passthru.pci.device import DeviceStatus, DevType
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Pool
 from passthru.pci.resources import Capacity, Usage
@@ -61,8 +79,11 @@ class StoredHost:
     id: int
     up: bool
     pools: list[Pool] = field(default_factory=list)
-    #: Every device row of the host, pooled or not, by address.
+    #: Every device row of the host, pooled or not, by address, when they were read
+    #: (`loaded`); else how many rows and the sum of their generations.
     refs: dict[str, DeviceRef] = field(default_factory=dict)
+    loaded: bool = True
+    rows: tuple[int, int] = (0, 0)
     #: None: the host reports no resources, and VMs are not counted against it.
     capacity: Capacity | None = None
     usage: Usage = field(default_factory=Usage)
@@ -73,9 +94,22 @@ class StoredHost:
     def fingerprint(self) -> Fingerprint:
         capacity = ((self.capacity.vcpus, self.capacity.ram_mb, self.capacity.disk_gb)
                     if self.capacity is not None else (None, None, None))
-        return Fingerprint(self.up, len(self.refs), sum(r.generation for r in self.refs.values()),
-                           capacity, (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb),
+        rows, generations = self.rows if not self.loaded else (
+            len(self.refs), sum(r.generation for r in self.refs.values()))
+        return Fingerprint(self.up, rows, generations, capacity,
+                           (self.usage.vcpus, self.usage.ram_mb, self.usage.disk_gb),
                            len(self.usage.pinned))
+
+    def unload(self) -> None:
+        """Forget the device rows, keeping what the fingerprint needs of them."""
+        if self.loaded:
+            self.rows = (len(self.refs), sum(r.generation for r in self.refs.values()))
+            self.refs, self.pools, self.loaded = {}, [], False
+
+    def reload(self, read: StoredHost) -> None:
+        """Take the device rows of `read` (the same host read again), keeping status,
+        capacity and use as this replica knows them."""
+        self.refs, self.pools, self.loaded = read.refs, read.pools, True
 
 
 def load_flavors(session: Session) -> dict[str, PciFlavor]:
@@ -83,9 +117,9 @@ def load_flavors(session: Session) -> dict[str, PciFlavor]:
             for row in session.scalars(select(PciFlavorRow))}
 
 
-def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterator[StoredHost]:
-    """Hosts (all, or those named) with their pools, device refs, capacity and usage, one
-    at a time."""
+def _host_queries(named: bool) -> tuple[Select[Any], ...]:
+    """load_hosts' statements (for the hosts named in bind parameter `names`): made once,
+    as building a statement cost more than running it for one host."""
     hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
                          HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
                          HostRow.disk_gb_capacity, HostRow.vcpus_used, HostRow.ram_mb_used,
@@ -98,20 +132,37 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
                            *(table.c[name] for name in DEVICE_FIELDS)
                            ).order_by(table.c.host_id, table.c.id)
     pins_query = select(CpuPinRow.host_id, CpuPinRow.cpu)
-    if names is not None:
-        wanted = select(HostRow.id).where(HostRow.name.in_(names)).scalar_subquery()
+    if named:
+        wanted = (select(HostRow.id).where(HostRow.name.in_(bindparam("names", expanding=True)))
+                  .scalar_subquery())
         hosts_query = hosts_query.where(HostRow.id.in_(wanted))
         pools_query = pools_query.where(PoolRow.host_id.in_(wanted))
         devices_query = devices_query.where(DeviceRow.host_id.in_(wanted))
         pins_query = pins_query.where(CpuPinRow.host_id.in_(wanted))
+    return (hosts_query, pools_query, devices_query.execution_options(yield_per=_STREAM),
+            pins_query)
+
+
+_ALL_HOSTS, _NAMED_HOSTS = _host_queries(named=False), _host_queries(named=True)
+
+
+def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterator[StoredHost]:
+    """Hosts (all, or those named) with their pools, device refs, capacity and usage, one
+    at a time."""
+    hosts_query, pools_query, devices_query, pins_query = (
+        _ALL_HOSTS if names is None else _NAMED_HOSTS)
+    values = {} if names is None else {"names": sorted(names)}
+    # Core statements on the connection, as in `load_summaries`: a decision on a host not
+    # loaded waits for this read.
+    connection = session.connection()
     pins: dict[int, set[int]] = {}
-    for host_id, cpu in session.execute(pins_query):
+    for host_id, cpu in connection.execute(pins_query, values):
         pins.setdefault(host_id, set()).add(cpu)
     hosts = {row.id: stored_host(row, pins.get(row.id, set()))
-             for row in session.execute(hosts_query)}
+             for row in connection.execute(hosts_query, values)}
     pools = {row.id: Pool(dict(row.attrs), row.dev_type, row.numa_node, row.parent_addr)
-             for row in session.execute(pools_query)}
-    rows = session.execute(devices_query.execution_options(yield_per=_STREAM))
+             for row in connection.execute(pools_query, values)}
+    rows = connection.execute(devices_query, values)
     seen: set[int] = set()
     for host_id, host_rows in groupby(rows, key=itemgetter(0)):
         host = hosts[host_id]
@@ -127,6 +178,88 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
         seen.add(host_id)
         yield host
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
+
+
+def _summary_queries(named: bool) -> tuple[Select[Any], ...]:
+    """load_summaries' statements (for the hosts named in bind parameter `names`), made
+    once: building one cost more than running it for one host."""
+    table = DeviceRow.__table__
+    status = table.c.status
+    wanted = (select(HostRow.id).where(HostRow.name.in_(bindparam("names", expanding=True)))
+              .scalar_subquery() if named else None)
+
+    def of_hosts(query: Select[Any], column: ColumnElement[int]) -> Select[Any]:
+        return query.where(column.in_(wanted)) if wanted is not None else query
+
+    def how_many(condition: ColumnElement[bool]) -> Label[int]:
+        return func.sum(case((condition, 1), else_=0)).label(None)
+
+    counted = (select(table.c.pool_id, func.count().label("rows"),
+                      func.sum(table.c.generation).label("generations"),
+                      how_many(status != DeviceStatus.REMOVED).label("count"),
+                      how_many(status == DeviceStatus.AVAILABLE).label("free"),
+                      how_many(status.in_([DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED])
+                               ).label("used"))
+               .where(table.c.pool_id.is_not(None)))
+    counted = of_hosts(counted, table.c.host_id).group_by(table.c.pool_id).subquery()
+    # The attributes as the database's text: decoded once per distinct value.
+    pools_query = (select(PoolRow.host_id, cast(PoolRow.attrs, Text), PoolRow.dev_type,
+                          PoolRow.numa_node, PoolRow.parent_addr, counted.c.count,
+                          counted.c.free, counted.c.used, counted.c.rows,
+                          counted.c.generations)
+                   .join(counted, counted.c.pool_id == PoolRow.id).order_by(PoolRow.id))
+    unpooled = of_hosts(select(table.c.host_id, func.count(), func.sum(table.c.generation))
+                        .where(table.c.pool_id.is_(None)), table.c.host_id
+                        ).group_by(table.c.host_id)
+    hosts_query = of_hosts(select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
+                                  HostRow.vcpus_capacity, HostRow.ram_mb_capacity,
+                                  HostRow.disk_gb_capacity, HostRow.vcpus_used,
+                                  HostRow.ram_mb_used, HostRow.disk_gb_used),
+                           HostRow.id).order_by(HostRow.id)
+    pins_query = of_hosts(select(CpuPinRow.host_id, CpuPinRow.cpu), CpuPinRow.host_id)
+    return pins_query, unpooled, pools_query, hosts_query
+
+
+_ALL_SUMMARIES, _NAMED_SUMMARIES = _summary_queries(named=False), _summary_queries(named=True)
+
+
+def load_summaries(session: Session, names: Collection[str] | None = None
+                   ) -> Iterator[tuple[StoredHost, list[PoolCount]]]:
+    """Hosts (all, or those named) with their pools counted by the database (one GROUP
+    BY over the device rows, joined to the pools), no device row read: the hosts come
+    back not `loaded`. Pools with the same attributes share one attribute dict and
+    signature (a fleet has few kinds of device, and 100k hosts many pools)."""
+    pins_query, unpooled, pools_query, hosts_query = (
+        _ALL_SUMMARIES if names is None else _NAMED_SUMMARIES)
+    values = {} if names is None else {"names": sorted(names)}
+    # Core statements on the connection: the ORM's result machinery cost more than the
+    # database's GROUP BY.
+    connection = session.connection()
+    pins: dict[int, set[int]] = {}
+    for host_id, cpu in connection.execute(pins_query, values):
+        pins.setdefault(host_id, set()).add(cpu)
+    rows: dict[int, list[int]] = {host_id: [count, generations] for host_id, count, generations
+                                  in connection.execute(unpooled, values)}
+    kinds: dict[tuple[str, DevType], tuple[dict[str, str], Signature]] = {}
+    pools: dict[int, list[PoolCount]] = {}
+    for (host_id, attrs_text, dev_type, numa_node, parent_addr, count, free, used, in_pool,
+         generations) in connection.execute(pools_query, values):
+        kind = kinds.get((attrs_text, dev_type))
+        if kind is None:
+            attrs = json.loads(attrs_text)
+            kind = kinds[attrs_text, dev_type] = (
+                attrs, Signature(tuple(sorted(attrs.items())), dev_type))
+        pools.setdefault(host_id, []).append(
+            PoolCount(Pool(kind[0], dev_type, numa_node, parent_addr), count, free, used,
+                      kind[1]))
+        host_rows = rows.setdefault(host_id, [0, 0])
+        host_rows[0] += in_pool
+        host_rows[1] += generations
+    for row in connection.execute(hosts_query, values):
+        host = stored_host(row, pins.get(row.id, set()))
+        count, generations = rows.get(row.id, (0, 0))
+        host.loaded, host.rows = False, (count, generations)
+        yield host, pools.get(row.id, [])
 
 
 def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
