@@ -180,6 +180,9 @@ class HostIndex:
         self._flavors: dict[str, PoolMatcher] = {}
         self._matches: dict[str, _RememberedMatch] = {}
         self._serves: PoolFilter = flavor_filter({})
+        #: Bumped by every change to hosts, pools or device states (views keep what they
+        #: counted from the index until it moves: `Scheduler.pool_totals`).
+        self.version = 0
         self.set_flavors(flavors or {})
 
     # --- what the fleet tells us ----------------------------------------------------
@@ -204,6 +207,7 @@ class HostIndex:
                socket_of: Mapping[int, int] | None = None, up: bool = True,
                capacity: Capacity | None = None, usage: Usage | None = None) -> None:
         """The whole truth about a host's devices and capacity (from the store)."""
+        self.version += 1
         old = self.hosts.get(host)
         if old is not None:
             for shape in self._shapes_of(old):
@@ -219,6 +223,7 @@ class HostIndex:
             shape.rerank(host, entry.socket_of, entry.up)
 
     def remove(self, host: str) -> None:
+        self.version += 1
         entry = self.hosts.pop(host, None)
         if entry is not None:
             for shape in self._shapes_of(entry):
@@ -294,6 +299,7 @@ class HostIndex:
             entry.signature_by_pool = {id(slot.pool): slot.signature for slot in entry.slots}
 
     def _recount(self, entry: HostEntry, slots: Iterable[_Slot]) -> None:
+        self.version += 1
         host = entry.name
         touched: dict[int, Shape] = {}
         for slot in slots:
