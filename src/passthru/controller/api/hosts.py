@@ -28,10 +28,11 @@ from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, s
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.enums import Role
 from passthru.controller.errors import NotFoundError
-from passthru.controller.mapping import device_from_row, pool_key_text
+from passthru.controller.mapping import device_from_row
 from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow
 from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.pool import Pool
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RESPONSES)
 
@@ -201,9 +202,9 @@ def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page:
               host: Annotated[CheckedName | None, name_query("only this host's pools")] = None,
               ) -> Response:
     """By host name, then pool id; the marker is a pool id. The pools are the store's,
-    their counts the scheduler's (matched by the pool's key)."""
+    their counts the scheduler's (matched by what makes up the pool's key)."""
     who.require_admin("reading PCI stats")
-    query = select(PoolRow.id, PoolRow.key, PoolRow.attrs, PoolRow.dev_type, PoolRow.numa_node,
+    query = select(PoolRow.id, PoolRow.attrs, PoolRow.dev_type, PoolRow.numa_node,
                    PoolRow.parent_addr, HostRow.name, HostRow.status).join(HostRow)
     if host is not None:
         query = query.where(HostRow.name == host)
@@ -211,17 +212,24 @@ def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page:
         query = keyset(session, query, (HostRow.name, PoolRow.id), page, "pool", "id",
                        lambda marker: [PoolRow.id == int(marker), PoolRow.host_id == HostRow.id])
         rows, more = split(session.execute(query).all(), page)
-    tallies = {(name, pool_key_text(t.pool.key)): t
+    tallies = {(name, *_identity(t.pool)): t
                for name, found in scheduler.pool_tallies({row.name for row in rows}).items()
                for t in found}
     stats = []
     for row in rows:
-        tally = tallies.get((row.name, row.key))
+        tally = tallies.get((row.name, *_identity(row)))
         count, available, used = (tally.count, tally.available, tally.used) if tally else (
             0, 0, 0)
-        stats.append(PoolStats(host=row.name, pool_id=row.id, attrs=row.attrs,
-                               dev_type=row.dev_type, numa_node=row.numa_node,
-                               parent_addr=row.parent_addr, count=count,
-                               free=available if row.status is HostStatus.UP else 0, used=used))
+        # Built without validation: every value is the store's or the index's already.
+        stats.append(PoolStats.model_construct(
+            host=row.name, pool_id=row.id, attrs=row.attrs, dev_type=row.dev_type,
+            numa_node=row.numa_node, parent_addr=row.parent_addr, count=count,
+            free=available if row.status is HostStatus.UP else 0, used=used))
     return answer(page.request, PoolStatsList(
         pci_stats=stats, pci_stats_links=page.next_links(rows, more, lambda r: r.id)))
+
+
+def _identity(pool: Pool | Row[Any]) -> tuple[object, ...]:
+    """What tells a host's pools apart (their key), for a core pool and a pool row alike:
+    cheaper to compare than the key's canonical text."""
+    return (pool.dev_type, pool.numa_node, pool.parent_addr, *sorted(pool.attrs.items()))
