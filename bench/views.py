@@ -1,7 +1,8 @@
 """Admin views benchmark: stats endpoints at 10k hosts, `GET /servers` at 50k servers and
 what the fleet page costs the controller, through a real `passthru serve`; prints JSON.
 
-    .venv/bin/python bench/views.py [--quick] [--baseline REV] [--data DIR] [--start-only]
+    .venv/bin/python bench/views.py [--quick] [--baseline REV [--unpaged]] [--data DIR]
+        [--start-only]
 
 The store (SQLite in a fresh data dir) is populated directly with bulk inserts: 10,000
 hosts (`--quick`: 1,000) that are up, each with 2 PFs of 32 VFs on two physical networks
@@ -11,22 +12,29 @@ VF claimed by every fifth. Then `passthru serve` starts on it (with a heart-beat
 long enough that no host goes down) and is asked over HTTP:
 
 - each stats endpoint and `GET /servers` (its first page, a full page of 1,000, and a
-  page in the middle by marker), several times; the median latency in ms;
-- the fleet page's rounds, as its script makes them every 10 s (`fleet.js`): a steady
-  round (summary, new events, the first page of hosts) and one after the summary moved
-  (that, and the first page of pools and servers). The controller's CPU time per round is read
-  from /proc around each round (median of several), then scaled to a minute of the page
-  open. Background work of the controller (its resync every 10 s) can fall into a round;
-  the median keeps it out.
+  page in the middle by marker), several times; the median latency in ms. The fleet
+  summary and PCI flavor stats also right after a change (a boot that claims a GPU, made
+  before each request and not timed): what they cost when nothing is kept from before;
+- the fleet page's rounds, as its script makes them every 10 s (`fleet.js`), each request
+  with the ETag of the answer it has for that list (If-None-Match; a controller that
+  gives none gets plain requests): a round at rest (the summary and the first page of
+  hosts; events only when the summary's newest moved) and one after a change (a boot as
+  above, then the summary, the events since, the first pages of hosts, pools and
+  servers). The controller's CPU time per round is read from /proc around each round's
+  requests (median of several), then scaled to a minute of the page open. Background
+  work of the controller (its resync every 10 s) can fall into a round; the median keeps
+  it out.
 
 Start-up: the seconds from starting `passthru serve` to its first answer, and its
 resident memory then (`rss_mib`) and at its peak by the end (`peak_rss_mib`, after the
-views). `--start-only` measures start-up alone; `--data DIR` keeps the populated store in
-DIR and reuses it on the next run (populating 10k hosts takes about a minute).
+views). `--start-only` measures start-up alone; `--data DIR` keeps the populated stores in
+DIR/new (and DIR/old for a baseline) and reuses them on the next run (populating 10k
+hosts takes about a minute).
 
-`--baseline REV` runs the old way against the code of git revision REV (its own source
-tree from `git archive`, its own store populated the same way): every list unpaged, the
-stats counted by the store, and the old page's round (every list whole, every 10 s).
+`--baseline REV` measures the same against the code of git revision REV (its own source
+tree from `git archive`, its own store populated the same way); with `--unpaged`, the
+old way, for a revision before paged views: every list unpaged, the stats counted by the
+store, and the old page's round (every list whole, every 10 s).
 """
 
 from __future__ import annotations
@@ -168,8 +176,16 @@ def latency_ms(serve: Serve, path: str, repeats: int = REPEATS) -> dict[str, Any
             "min_ms": round(min(samples), 1), "bytes": len(response.content)}
 
 
+def _per_round(costs: list[float]) -> dict[str, Any]:
+    per_round = statistics.median(costs)
+    # The page makes one round every 10 s: 6 a minute.
+    return {"cpu_ms_per_round": round(per_round, 1),
+            "cpu_s_per_minute": round(per_round * 6 / 1e3, 3),
+            "core_percent": round(per_round / 10_000 * 100, 2)}
+
+
 def round_cpu_ms(serve: Serve, paths: list[str], rounds: int = ROUNDS) -> dict[str, Any]:
-    """The controller CPU one round of the page's requests costs (median of `rounds`)."""
+    """The controller CPU one round of plain requests costs (median of `rounds`)."""
     costs = []
     for _ in range(rounds):
         before = serve.cpu_seconds()
@@ -177,36 +193,125 @@ def round_cpu_ms(serve: Serve, paths: list[str], rounds: int = ROUNDS) -> dict[s
             get(serve, path)
         costs.append((serve.cpu_seconds() - before) * 1e3)
         time.sleep(0.5)
-    per_round = statistics.median(costs)
-    # The page makes one round every 10 s: 6 a minute.
-    return {"requests": paths, "cpu_ms_per_round": round(per_round, 1),
-            "cpu_s_per_minute": round(per_round * 6 / 1e3, 3),
-            "core_percent": round(per_round / 10_000 * 100, 2)}
+    return {"requests": paths, **_per_round(costs)}
+
+
+class Page:
+    """The fleet page's requests (`fleet.js`): each polled list asked with the ETag of the
+    answer kept for it, the events since the newest one seen."""
+
+    LISTS = {"hosts": "/os-hosts?limit=100", "pools": "/os-pci-stats?limit=1000",
+             "servers": "/servers?all_projects=true&limit=100"}
+
+    def __init__(self, serve: Serve) -> None:
+        self.serve = serve
+        self.kept: dict[str, httpx.Response] = {}
+        self.newest: int | None = None
+        self.statuses: dict[str, int] = {}
+
+    def ask(self, path: str) -> httpx.Response:
+        kept = self.kept.get(path)
+        tag = kept.headers.get("ETag") if kept is not None else None
+        response = self.serve.http.get(f"/v2/admin{path}",
+                                       headers={"If-None-Match": tag} if tag else {})
+        self.statuses[path.split("?")[0]] = response.status_code
+        if response.status_code == 304 and kept is not None:
+            return kept
+        response.raise_for_status()
+        self.kept[path] = response
+        return response
+
+    def round(self) -> dict[str, int]:
+        """One round; the status of each answer."""
+        self.statuses = {}
+        before = self.kept.get("/os-fleet-summary")
+        summary = self.ask("/os-fleet-summary")
+        # As the page sees it: a 304, or the same summary (from a controller without
+        # ETags, whose page compared them), has not moved.
+        moved = before is None or summary.json() != before.json()
+        newest = summary.json()["summary"]["last_event"]
+        if newest != self.newest:
+            get(self.serve, f"/os-events?limit=50&after={self.newest or 0}")
+            self.statuses["/os-events"] = 200
+            self.newest = newest
+        for name in ("hosts", "pools", "servers") if moved else ("hosts",):
+            self.ask(self.LISTS[name])
+        return self.statuses
+
+
+class Changes:
+    """Boots that each claim a GPU: a change of the index, the summary and the lists."""
+
+    FLAVOR = "bench.gpu"
+
+    def __init__(self, serve: Serve) -> None:
+        self.serve = serve
+        self.made = 0
+        http = serve.http
+        http.post("/v2/admin/flavors", json={"flavor": {"name": self.FLAVOR}}
+                  ).raise_for_status()
+        http.post(f"/v2/admin/flavors/{self.FLAVOR}/os-extra_specs", json={
+            "extra_specs": {"pci_passthrough:pci_flavor": "1:bigGPU"}}).raise_for_status()
+
+    def make(self) -> None:
+        self.made += 1
+        self.serve.http.post("/v2/admin/servers", json={"server": {
+            "name": f"changed-{self.made}", "flavorRef": self.FLAVOR}}).raise_for_status()
+
+
+def page_cpu_ms(serve: Serve, page: Page, changes: Changes | None,
+                rounds: int = ROUNDS) -> dict[str, Any]:
+    """The controller CPU one round of the page costs (median of `rounds`), each after a
+    change (not counted) if `changes`."""
+    costs, statuses = [], []
+    for _ in range(rounds):
+        if changes is not None:
+            changes.make()
+        before = serve.cpu_seconds()
+        statuses.append(page.round())
+        costs.append((serve.cpu_seconds() - before) * 1e3)
+        time.sleep(0.5)
+    return {**_per_round(costs), "answers_of_the_last_round": statuses[-1]}
+
+
+def latency_after_change_ms(serve: Serve, changes: Changes, path: str) -> dict[str, Any]:
+    samples = []
+    for _ in range(REPEATS):
+        changes.make()
+        started = time.perf_counter()
+        response = get(serve, path)
+        samples.append((time.perf_counter() - started) * 1e3)
+    return {"median_ms": round(statistics.median(samples), 1),
+            "min_ms": round(min(samples), 1), "bytes": len(response.content)}
 
 
 def run_new(serve: Serve, servers: int) -> dict[str, Any]:
     middle = f"00000000-0000-4000-8000-{servers // 2:012d}"
-    summary = get(serve, "/os-fleet-summary").json()["summary"]
-    after = summary["last_event"] or 0
-    steady = ["/os-fleet-summary", f"/os-events?limit=50&after={after}", "/os-hosts?limit=100"]
-    detail = ["/os-pci-stats?limit=1000", "/servers?all_projects=true&limit=100"]
+    changes = Changes(serve)
+    latency = {
+        "os-hosts (a page of 100)": latency_ms(serve, "/os-hosts"),
+        "os-hosts?limit=1000": latency_ms(serve, "/os-hosts?limit=1000"),
+        "os-pci-stats (a page of 100)": latency_ms(serve, "/os-pci-stats"),
+        "os-pci-stats?limit=1000": latency_ms(serve, "/os-pci-stats?limit=1000"),
+        "os-pci-flavor-stats (every flavor, every host)":
+            latency_ms(serve, "/os-pci-flavor-stats"),
+        "os-fleet-summary": latency_ms(serve, "/os-fleet-summary"),
+        "os-pci-flavor-stats right after a change": latency_after_change_ms(
+            serve, changes, "/os-pci-flavor-stats"),
+        "os-fleet-summary right after a change": latency_after_change_ms(
+            serve, changes, "/os-fleet-summary"),
+        "servers (a page of 100)": latency_ms(serve, "/servers?all_projects=true"),
+        "servers?limit=1000": latency_ms(serve, "/servers?all_projects=true&limit=1000"),
+        "servers?marker=<the middle one>": latency_ms(
+            serve, f"/servers?all_projects=true&marker={middle}"),
+    }
+    page = Page(serve)
+    page.round()  # the page's first round: everything
     return {
-        "latency": {
-            "os-hosts (a page of 100)": latency_ms(serve, "/os-hosts"),
-            "os-hosts?limit=1000": latency_ms(serve, "/os-hosts?limit=1000"),
-            "os-pci-stats (a page of 100)": latency_ms(serve, "/os-pci-stats"),
-            "os-pci-stats?limit=1000": latency_ms(serve, "/os-pci-stats?limit=1000"),
-            "os-pci-flavor-stats (every flavor, every host)":
-                latency_ms(serve, "/os-pci-flavor-stats"),
-            "os-fleet-summary": latency_ms(serve, "/os-fleet-summary"),
-            "servers (a page of 100)": latency_ms(serve, "/servers?all_projects=true"),
-            "servers?limit=1000": latency_ms(serve, "/servers?all_projects=true&limit=1000"),
-            "servers?marker=<the middle one>": latency_ms(
-                serve, f"/servers?all_projects=true&marker={middle}"),
-        },
-        "fleet_page": {"steady_round": round_cpu_ms(serve, steady),
-                       "round_after_a_change": round_cpu_ms(serve, steady + detail)},
-        "summary": summary,
+        "latency": latency,
+        "fleet_page": {"round_at_rest": page_cpu_ms(serve, page, None),
+                       "round_after_a_change": page_cpu_ms(serve, page, changes)},
+        "summary": get(serve, "/os-fleet-summary").json()["summary"],
     }
 
 
@@ -266,6 +371,8 @@ def main() -> None:
                         help="keep the populated store here, and reuse it next time")
     parser.add_argument("--start-only", action="store_true",
                         help="measure the controller's start-up only")
+    parser.add_argument("--unpaged", action="store_true",
+                        help="measure the baseline the old way (a revision before paged views)")
     parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
@@ -279,14 +386,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="passthru-views-") as directory:
         work = Path(directory)
         (work / "new").mkdir()
-        result["after"] = measure(ROOT / "src", args.data or work / "new" / "data", size,
-                                  old=False, start_only=args.start_only)
+        result["after"] = measure(
+            ROOT / "src", args.data / "new" if args.data else work / "new" / "data", size,
+            old=False, start_only=args.start_only)
         if args.baseline:
             (work / "old").mkdir()
             src = extract(args.baseline, work / "old")
             result["before"] = {"rev": args.baseline, **measure(
-                src, args.data or work / "old" / "data", size, old=True,
-                start_only=args.start_only)}
+                src, args.data / "old" if args.data else work / "old" / "data", size,
+                old=args.unpaged, start_only=args.start_only)}
     result["machine"]["load_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 

@@ -136,3 +136,99 @@ def test_stats_from_the_index_are_the_stores(api: Api) -> None:
     newest = api.ok("GET", f"{V2}/os-events", params={"limit": 1})["events"][0]["id"]
     assert summary["last_event"] == newest
     assert api.ok("GET", f"{V2}/os-events", params={"after": newest})["events"] == []
+
+
+def _summary_from_store(api: Api) -> dict[str, Any]:
+    """The summary's device and flavor numbers, counted by the database."""
+    expected = _from_store(api)
+    devices = Counter[str]()
+    for tally in expected["hosts"].values():
+        devices.update(tally)
+    flavors = {name: Counter[str]() for name in expected["flavors"]}
+    for name, shares in expected["flavors"].items():
+        for share in shares.values():
+            flavors[name].update(share)
+    return {"devices": {"count": devices["devices"], "free": devices["free"],
+                        "used": devices["used"]},
+            "pci_flavors": {name: (c["count"], c["free"], c["used"])
+                            for name, c in flavors.items()},
+            "servers": expected["servers"]}
+
+
+def _summary(api: Api) -> dict[str, Any]:
+    summary = api.ok("GET", f"{V2}/os-fleet-summary")["summary"]
+    return {"devices": summary["devices"],
+            "pci_flavors": {f["name"]: (f["count"], f["free"], f["used"])
+                            for f in summary["pci_flavors"]},
+            "servers": summary["servers"]}
+
+
+def test_the_summary_follows_every_change_though_it_is_kept_between_polls(api: Api) -> None:
+    """What the summary keeps from one poll to the next is counted again after a claim,
+    an inventory report, a host going down and a PCI flavor edit."""
+    _populate(api)
+    before = _summary(api)
+    assert before == _summary(api) == _summary_from_store(api)
+
+    api.ok("POST", f"{V2}/servers", json={"server": {"name": "g9", "flavorRef": "m1.gpu"}})
+    claimed = _summary(api)
+    assert claimed == _summary_from_store(api)
+    assert claimed["devices"]["used"] == before["devices"]["used"] + 1
+
+    api.ok("PUT", "/v2/agent/hosts/host-0/inventory", json={"pool_attrs": ATTRS, "devices": [
+        _gpu("0000:17:00.0", "20b5", 0), _gpu("0000:31:00.0", "20b5", 0),
+        _gpu("0000:4b:00.0", "1eb8", 1), _gpu("0000:65:00.0", "20b5", 1),
+        *_pf_and_vfs(0x0a, 3)]})
+    reported = _summary(api)
+    assert reported == _summary_from_store(api)
+    assert reported["pci_flavors"]["bigGPU"][0] == claimed["pci_flavors"]["bigGPU"][0] + 1
+
+    store = api.client.app.state.store
+    silence(store, "host-3")
+    down = _summary(api)
+    assert down == _summary_from_store(api)
+    assert down["devices"]["free"] < reported["devices"]["free"]
+
+    api.ok("PUT", f"{V2}/os-pci-flavors/none", json={"pci-flavor": {"product_id": "1eb8"}})
+    edited = _summary(api)
+    assert edited == _summary_from_store(api)
+    assert down["pci_flavors"]["none"] == (0, 0, 0)
+    # Now every T4: five hosts have one, two of them down.
+    assert edited["pci_flavors"]["none"] == (5, 3, 0)
+
+
+def _get(api: Api, path: str, tag: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {api.admin}"}
+    if tag is not None:
+        headers["If-None-Match"] = tag
+    return api.client.get(f"{V2}{path}", headers=headers)
+
+
+POLLED = ("/os-fleet-summary", "/os-hosts", "/os-hosts?limit=2", "/os-events?limit=5",
+          "/os-pci-stats", "/os-pci-stats?limit=3", "/os-pci-flavor-stats?limit=2")
+
+
+def test_polls_get_304_while_nothing_changed_and_the_new_answer_once_it_did(api: Api) -> None:
+    _populate(api)
+    tags = {}
+    for path in POLLED:
+        first = _get(api, path)
+        assert first.status_code == 200, first.text
+        tag = tags[path] = first.headers["ETag"]
+        assert first.headers["Cache-Control"] == "private, no-cache"
+        again = _get(api, path, tag)
+        assert (again.status_code, again.content, again.headers["ETag"]) == (304, b"", tag)
+        assert _get(api, path, f'"other", W/{tag}').status_code == 304
+        other = _get(api, path, '"other"')
+        assert (other.status_code, other.json()) == (200, first.json())
+
+    # A boot claims a GPU (on a host of the whole lists) and records events.
+    api.ok("POST", f"{V2}/servers", json={"server": {"name": "g9", "flavorRef": "m1.gpu"}})
+    for path in ("/os-fleet-summary", "/os-hosts", "/os-events?limit=5", "/os-pci-stats",
+                 "/os-pci-flavor-stats?limit=2"):
+        moved = _get(api, path, tags[path])
+        assert moved.status_code == 200, path
+        assert moved.headers["ETag"] != tags[path]
+        assert _get(api, path, moved.headers["ETag"]).status_code == 304
+    summary = _get(api, "/os-fleet-summary", tags["/os-fleet-summary"]).json()["summary"]
+    assert summary["servers"] == {"BUILD": 11}

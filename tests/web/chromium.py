@@ -17,20 +17,21 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 BUDGET_MS = 5000
 
 
-def _run(url: str, *extra: str) -> str:
+def _run(url: str, *extra: str, budget_ms: int = BUDGET_MS) -> str:
     with tempfile.TemporaryDirectory(prefix="passthru-chromium-") as profile:
         done = subprocess.run(
             [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}",
-             f"--virtual-time-budget={BUDGET_MS}", *extra, url],
+             f"--virtual-time-budget={budget_ms}", *extra, url],
             capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"chromium failed ({done.returncode}): {done.stderr[-2000:]}")
     return done.stdout
 
 
-def dump_dom(url: str) -> str:
-    """The page's DOM, serialised, once its scripts have run."""
-    return _run(url, "--dump-dom")
+def dump_dom(url: str, budget_ms: int = BUDGET_MS) -> str:
+    """The page's DOM, serialised, once its scripts have run for `budget_ms` of virtual
+    time (more than the refresh period: the page has refreshed meanwhile)."""
+    return _run(url, "--dump-dom", budget_ms=budget_ms)
 
 
 def screenshot(url: str, path: Path, width: int = 1400, height: int = 1000) -> None:

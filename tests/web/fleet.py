@@ -3,6 +3,8 @@ placed by the real scheduler, and a host whose agent went silent."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,17 @@ def place(store: Store, server_id: str) -> str:
     scheduler = Scheduler(store)
     scheduler.load()
     return scheduler.schedule(server_id, requests).host
+
+
+def heartbeats_written(http: httpx.Client, hosts: Iterable[str], wait: float = 60.0) -> None:
+    """Wait until the controller has written the heart-beats its agents sent (it keeps
+    them in memory for a while): one still in memory would bring a `silence`d host back
+    up once written. `http` carries an admin token."""
+    deadline = time.monotonic() + wait
+    for host in hosts:
+        while http.get(f"/v2/admin/os-hosts/{host}").json()["host"]["last_heartbeat"] is None:
+            assert time.monotonic() < deadline, f"{host}'s heart-beat was never written"
+            time.sleep(0.05)
 
 
 def silence(store: Store, host: str, timeout: float = 180.0) -> None:

@@ -19,7 +19,7 @@ from passthru.controller.settings import DATABASE_FILE
 from passthru.sim import PROFILES
 from tests.cli.live import LiveController
 from tests.web.chromium import dump_dom, screenshot
-from tests.web.fleet import place, report_host, silence
+from tests.web.fleet import heartbeats_written, place, report_host, silence
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 HOSTS = {"gpu-1": "gpu-2numa", "net-1": "x710-2x", "qat-1": "qat"}
@@ -62,7 +62,9 @@ def _ok(answer: httpx.Response) -> Any:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
-    controller = LiveController(root / "data")
+    # Heart-beats written soon (not every 5 s), so that the fleet is at rest from the
+    # start: a heart-beat still in memory would bring the silenced host back up.
+    controller = LiveController(root / "data", options=["--heartbeat-flush-interval", "0.1"])
     controller.start()
     store = Store(f"sqlite:///{root / 'data' / DATABASE_FILE}")
     auth = {"Authorization": f"Bearer {controller.admin_token}"}
@@ -70,6 +72,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         with httpx.Client(base_url=controller.url, headers=auth, timeout=30) as http:
             for name, profile in HOSTS.items():
                 report_host(http, name, PROFILES[profile], root / "sys")
+            heartbeats_written(http, HOSTS)
             for name, (description, spec) in PCI_FLAVORS.items():
                 _ok(http.post("/v2/admin/os-pci-flavors", json={"pci-flavor": {
                     "name": name, "description": description, **spec}}))
@@ -149,6 +152,38 @@ def test_the_page_shows_hosts_pools_flavors_servers_and_events(fleet: Fleet) -> 
     # The token travelled in the fragment and in headers only, never in a requested URL.
     assert "GET /ui HTTP" in fleet.log.read_text()
     assert fleet.admin not in fleet.log.read_text()
+
+
+def _requests(log: str, path: str) -> list[int]:
+    """The status of each request for `path` (without its query) in a stretch of log."""
+    return [int(line.rsplit('" ', 1)[1].split()[0]) for line in log.splitlines()
+            if f"GET /{path}" in line and " HTTP/1.1\" " in line]
+
+
+def test_an_open_page_asks_again_with_etags_and_keeps_what_did_not_change(fleet: Fleet
+                                                                          ) -> None:
+    """Two refreshes (virtual time) on a fleet at rest: the summary and the first page of
+    hosts come back 304, nothing else is asked again, and the page still shows it all."""
+    start = len(fleet.log.read_bytes())
+    page = html.fromstring(dump_dom(fleet.page(fleet.admin), budget_ms=25_000))
+    log = fleet.log.read_bytes()[start:].decode()
+    assert _requests(log, "v2/admin/os-fleet-summary") == [200, 304, 304]
+    assert _requests(log, "v2/admin/os-hosts") == [200, 304, 304]
+    assert _requests(log, "v2/admin/os-pci-stats") == [200]
+    assert _requests(log, "v2/admin/servers") == [200]
+    assert _requests(log, "v2/admin/os-events") == [200]
+    assert _requests(log, "v2/whoami") == [200]
+
+    assert page.get_element_by_id("fleet").get("data-loaded") == "true"
+    assert page.get_element_by_id("notice").get("hidden") is not None
+    hosts = page.xpath('//tbody[@id="hosts"]/tr')
+    assert _data(hosts, "host", "status") == {
+        "gpu-1": ("up",), "net-1": ("up",), "qat-1": ("down",)}
+    summary = _text(page.get_element_by_id("summary"))
+    assert summary == "Hosts 2 up 1 down Devices 56 Used 2 Free 34 PCI flavors 4 Servers 2"
+    assert len(page.xpath('//div[@id="pools"]/article')) == 3
+    assert len(page.xpath('//tbody[@id="servers"]/tr')) == 2
+    assert page.xpath('//tbody[@id="events"]/tr')
 
 
 def test_a_screenshot_of_the_page_is_kept(fleet: Fleet) -> None:

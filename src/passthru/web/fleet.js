@@ -4,7 +4,9 @@
 // What it asks stays small whatever the fleet's size: every 10 s the fleet summary (a few
 // numbers), the first page of hosts (their heart-beats) and the events since the newest
 // one it has; the first page of pools and servers only when the summary moved, further
-// pages when asked ("More").
+// pages when asked ("More"). What it polls it asks with the ETag of the answer it has
+// (If-None-Match): while nothing changed the controller answers 304 with no body, and the
+// page draws nothing again but the "ago" of each heart-beat.
 "use strict";
 
 const TOKEN_KEY = "passthru.token";
@@ -36,22 +38,35 @@ function takeToken() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-async function get(path, token) {
+// The last answer of each polled list ("summary", "hosts", ...): its path, ETag and body.
+const answers = new Map();
+
+// `path`'s answer; `slot` names a polled list, asked again with the ETag of the answer
+// kept for it (`changed` is false when the controller said 304: that answer still holds).
+async function ask(path, token, slot = null) {
+  const kept = slot && answers.get(slot);
+  const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+  if (kept && kept.path === path) headers["If-None-Match"] = kept.etag;
   let response;
   try {
-    response = await fetch(API + path, {
-      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
-      cache: "no-store",
-    });
+    // The browser's cache is left out: the page revalidates what it keeps itself.
+    response = await fetch(API + path, { headers, cache: "no-store" });
   } catch (error) {
     throw new ApiError(0, `cannot reach the controller (${error.message})`);
   }
+  if (response.status === 304 && headers["If-None-Match"]) return { body: kept.body, changed: false };
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const message = body?.error?.message ?? `${response.status} ${response.statusText}`;
     throw new ApiError(response.status, message);
   }
-  return body;
+  const etag = response.headers.get("ETag");
+  if (slot && etag) answers.set(slot, { path, etag, body });
+  return { body, changed: true };
+}
+
+async function get(path, token) {
+  return (await ask(path, token)).body;
 }
 
 // Asked first, so that a member's or an agent's token gets a message about this page
@@ -75,10 +90,11 @@ function nextPath(path, body, key) {
   return url.pathname.slice(1) + url.search;
 }
 
-// A list drawn page by page: `items` so far, and the path of the page after them.
-async function firstPage(path, key, token) {
-  const body = await get(path, token);
-  return { path, key, items: body[key], next: nextPath(path, body, key) };
+// A list drawn page by page: `items` so far, and the path of the page after them; null
+// when its first page is still the one drawn (`slot` as for `ask`).
+async function firstPage(path, key, token, slot) {
+  const { body, changed } = await ask(path, token, slot);
+  return changed ? { path, key, items: body[key], next: nextPath(path, body, key) } : null;
 }
 
 async function morePage(list, token) {
@@ -86,19 +102,27 @@ async function morePage(list, token) {
   return { ...list, items: list.items.concat(body[list.key]), next: nextPath(list.path, body, list.key) };
 }
 
-// What the page holds between rounds.
+// What the page holds between rounds, and the token whose role was checked.
 const state = { summary: null, hosts: null, pools: null, servers: null, events: [] };
+let admin = null;
+// The parts of the state that changed since they were last drawn (all, at first). A
+// round that fails, or that a newer one overtakes, leaves its changes here to be drawn.
+const pending = new Set(["summary", "hosts", "pools", "servers", "events"]);
 
-function fetchHosts(token) {
-  return firstPage(`admin/os-hosts?limit=${PAGE}`, "hosts", token);
-}
+const LISTS = {
+  hosts: [`admin/os-hosts?limit=${PAGE}`, "hosts"],
+  pools: [`admin/os-pci-stats?limit=${POOL_PAGE}`, "pci_stats"],
+  servers: [`admin/servers?all_projects=true&limit=${PAGE}`, "servers"],
+};
 
-async function fetchDetail(token) {
-  [state.hosts, state.pools, state.servers] = await Promise.all([
-    fetchHosts(token),
-    firstPage(`admin/os-pci-stats?limit=${POOL_PAGE}`, "pci_stats", token),
-    firstPage(`admin/servers?all_projects=true&limit=${PAGE}`, "servers", token),
-  ]);
+// The first page of list `name` into the state, if it changed.
+async function fetchList(name, token) {
+  const [path, key] = LISTS[name];
+  const list = await firstPage(path, key, token, name);
+  if (list) {
+    state[name] = list;
+    pending.add(name);
+  }
 }
 
 async function fetchEvents(token, newest) {
@@ -106,24 +130,25 @@ async function fetchEvents(token, newest) {
   const since = state.events.length ? `&after=${state.events[0].id}` : "";
   const body = await get(`admin/os-events?limit=${EVENT_LIMIT}${since}`, token);
   state.events = body.events.concat(state.events).slice(0, EVENT_LIMIT);
+  pending.add("events");
 }
 
 // One round: the summary, and whatever changed since the last round.
 async function fetchFleet(token) {
-  await requireAdmin(token);
-  const { summary } = await get("admin/os-fleet-summary", token);
-  const moved = JSON.stringify(summary) !== JSON.stringify(state.summary);
-  // Heart-beats move without the summary: the first page of hosts is read every round.
-  const hosts = async () => { state.hosts = await fetchHosts(token); };
-  await Promise.all([moved ? fetchDetail(token) : hosts(), fetchEvents(token, summary.last_event)]);
-  state.summary = summary;
-  return {
-    summary,
-    hosts: state.hosts,
-    pools: state.pools,
-    servers: state.servers,
-    events: state.events,
-  };
+  // A token's role never changes: asked once; a revoked token fails the summary (401).
+  if (admin !== token) {
+    answers.clear();
+    await requireAdmin(token);
+    admin = token;
+  }
+  const summary = await ask("admin/os-fleet-summary", token, "summary");
+  const moved = summary.changed || state.summary === null;
+  state.summary = summary.body.summary;
+  if (moved) pending.add("summary");
+  // Heart-beats move without the summary: the first page of hosts is asked every round.
+  const lists = moved ? ["hosts", "pools", "servers"] : ["hosts"];
+  await Promise.all([fetchEvents(token, state.summary.last_event),
+    ...lists.map((name) => fetchList(name, token))]);
 }
 
 // --- drawing helpers ------------------------------------------------------------------
@@ -203,7 +228,8 @@ function more(list, name) {
     button.disabled = true;
     try {
       state[name] = await morePage(list, token);
-      draw({ summary: state.summary, ...state });
+      pending.add(name);
+      draw(state);
     } finally {
       button.disabled = false;
     }
@@ -238,7 +264,8 @@ function drawHosts({ hosts }) {
     return el("tr", { data: { host: host.name, status: host.status }, class: up ? "" : "is-down" },
       el("td", { class: "name" }, el("span", { class: `dot ${up ? "ok" : "bad"}` }), host.name),
       el("td", {}, pill(host.status, up ? "ok" : "bad")),
-      el("td", { title: utc(host.last_heartbeat) + " UTC" }, ago(host.last_heartbeat)),
+      el("td", { title: utc(host.last_heartbeat) + " UTC", data: { heartbeat: host.last_heartbeat ?? "" } },
+        ago(host.last_heartbeat)),
       el("td", { class: "num" }, host.devices),
       el("td", { class: "usage" }, bar(usage), counts(usage)));
   });
@@ -333,13 +360,23 @@ function drawEvents({ events }) {
   document.getElementById("events").replaceChildren(...(rows.length ? rows : [empty(6, "No events yet.")]));
 }
 
+// What each part of the state draws (pools show their host's status from the hosts).
+const SECTIONS = {
+  summary: [drawSummary, drawFlavors],
+  hosts: [drawHosts, drawPools],
+  pools: [drawPools],
+  servers: [drawServers],
+  events: [drawEvents],
+};
+
+// The sections whose part of the state changed; every heart-beat's "ago" moves anyway.
 function draw(fleet) {
-  drawSummary(fleet);
-  drawHosts(fleet);
-  drawFlavors(fleet);
-  drawPools(fleet);
-  drawServers(fleet);
-  drawEvents(fleet);
+  const sections = new Set([...pending].flatMap((name) => SECTIONS[name]));
+  pending.clear();
+  for (const section of sections) section(fleet);
+  for (const cell of document.querySelectorAll("#hosts td[data-heartbeat]")) {
+    cell.textContent = ago(cell.dataset.heartbeat || null);
+  }
   const main = document.getElementById("fleet");
   main.hidden = false;
   main.dataset.loaded = "true";
@@ -381,16 +418,18 @@ async function refresh() {
   }
   document.getElementById("forget").hidden = false;
   try {
-    const fleet = await fetchFleet(token);
+    await fetchFleet(token);
     if (mine !== round) return;
-    draw(fleet);
+    draw(state);
     document.getElementById("notice").hidden = true;
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     if (mine !== round) return;
     if (error.status === 401) return refuse("refused", "The controller refused this token:", error.message);
     if (error.status === 403) return refuse("forbidden", "This token may not read the fleet:", error.message);
-    state.summary = null;  // a failed round may have left half of the detail behind
+    // A failed round may have left half of the detail behind: the next one asks anew.
+    state.summary = null;
+    answers.clear();
     notify("unreachable", "Could not refresh:", `${error.message}. Retrying every ${REFRESH_MS / 1000} s.`);
   }
   timer = setTimeout(refresh, REFRESH_MS);

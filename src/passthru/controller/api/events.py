@@ -1,7 +1,9 @@
 """The event history, for admins: who had which device, when hosts went down.
 
 Events are written by the code that makes each change, in the same transaction
-(`controller.events.record`); this only reads them, newest first.
+(`controller.events.record`); this only reads them, newest first. A page carries an ETag
+(`api.conditional`), so that a poller asking for what happened since its newest gets a
+304 while nothing did.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import Select, or_, select
 
+from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, name_query
@@ -91,7 +94,7 @@ def _events_query(host: str | None = None, device: str | None = None,
     return query
 
 
-@router.get("/os-events", response_model=EventList,
+@router.get("/os-events", response_model=EventList, responses=NOT_MODIFIED,
             summary="List events: claims, frees, inventory changes, hosts up and down (admin)")
 def list_events(
     who: TenantCaller, store: StoreDep,
@@ -108,7 +111,7 @@ def list_events(
     after: int | None = Query(None, ge=0, description="only events with an id above this "
                               "(the newest a client has seen: what happened since)"),
     *, page: Page,
-) -> EventList:
+) -> Response:
     """Newest first (by time, then id); the marker is an event's id."""
     who.require_admin("listing events")
     query = _events_query(host, device, server, kind, since, until, after)
@@ -116,6 +119,6 @@ def list_events(
         query = keyset(session, query, (EventRow.time, EventRow.id), page, "event", "id",
                        by(EventRow.id, int), descending=True)
         rows, more = split(session.execute(query).all(), page)
-        return EventList(events=[Event(**event_record(row, name, project))
-                                 for row, name, project in rows],
-                         events_links=page.next_links(rows, more, lambda r: r[0].id))
+        return answer(page.request, EventList(
+            events=[Event(**event_record(row, name, project)) for row, name, project in rows],
+            events_links=page.next_links(rows, more, lambda r: r[0].id)))

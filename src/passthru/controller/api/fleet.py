@@ -5,21 +5,24 @@ enough to poll.
 A pool counts for every flavor that matches it (`PciFlavor.matches_pool`, as the
 scheduler matches), so overlapping flavors share devices; whether a flavor matches is
 asked once per pool signature, and the fleet's totals are summed per signature by the
-scheduler's index (`Scheduler.pool_totals`) in one pass over its pools. The counts are
-the index's, counted as `controller.usage` counts the store; whether a host is up is the
-store's. Nothing here reads a device row.
+scheduler's index (`Scheduler.pool_totals`) in one pass over its pools, made again only
+once the index moved. The counts are the index's, counted as `controller.usage` counts
+the store; whether a host is up is the store's. Nothing here reads a device row.
+
+Both answers carry an ETag (`api.conditional`): a poller that sends it back in
+If-None-Match gets a 304 while nothing changed.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME
@@ -146,13 +149,13 @@ def _total(flavor: PciFlavor, sums: list[int]) -> dict[str, Any]:
             "count": count, "free": free, "used": used}
 
 
-@router.get("/os-pci-flavor-stats", response_model=FlavorUsageList,
+@router.get("/os-pci-flavor-stats", response_model=FlavorUsageList, responses=NOT_MODIFIED,
             summary="PCI flavor stats: each PCI flavor's devices across the fleet, free "
                     "(on hosts that are up) and used, in total and per host (admin)")
 def pci_flavor_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page: Page,
                      name: str | None = Query(None, max_length=MAX_NAME,
                                               description="only this PCI flavor"),
-                     ) -> FlavorUsageList:
+                     ) -> Response:
     """Every PCI flavor (by name, case aside) with its totals over the whole fleet, and
     its share of each host of a page of hosts: the page, its limit and marker are of
     hosts (by name; the marker is a host's name), so that no answer holds every host.
@@ -168,35 +171,35 @@ def pci_flavor_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep
     matching = _Matching(flavors)
     sums = _flavor_totals(matching, scheduler.pool_totals(down))
     shares = _host_shares(matching, names, down, scheduler.pool_tallies(names))
-    return FlavorUsageList(
+    return answer(page.request, FlavorUsageList(
         pci_flavor_stats=[FlavorUsage(**_total(f, total), hosts=hosts)
                           for f, total, hosts in zip(flavors, sums, shares, strict=True)],
-        pci_flavor_stats_links=page.next_links(names, more, lambda host: host))
+        pci_flavor_stats_links=page.next_links(names, more, lambda host: host)))
 
 
-@router.get("/os-fleet-summary", response_model=FleetSummaryBody,
+@router.get("/os-fleet-summary", response_model=FleetSummaryBody, responses=NOT_MODIFIED,
             dependencies=[Depends(refuse_unknown_query)],
             summary="The fleet in a few numbers: hosts up and down, devices and each PCI "
                     "flavor's free and used, servers by status, the newest event (admin)")
-def fleet_summary(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
-                  ) -> FleetSummaryBody:
+def fleet_summary(request: Request, who: TenantCaller, store: StoreDep,
+                  scheduler: SchedulerDep) -> Response:
+    """Small enough to poll; send its ETag back in If-None-Match for a 304 while the
+    fleet is at rest."""
     who.require_admin("reading the fleet summary")
     with store.read() as session:
         flavors = _sorted_flavors(session)
         servers = dict(session.execute(
             select(ServerRow.status, func.count()).where(ServerRow.status != ServerStatus.DELETED)
             .group_by(ServerRow.status)).all())
-        hosts = Counter(dict(session.execute(
-            select(HostRow.status, func.count()).group_by(HostRow.status)).all()))
+        hosts = session.scalar(select(func.count()).select_from(HostRow)) or 0
         last_event = session.scalar(select(func.max(EventRow.id)))
         down = _down(session)
     totals = scheduler.pool_totals(down)
     count, free, used = (sum(t[k] for t in totals.values()) for k in range(3))
     sums = _flavor_totals(_Matching(flavors), totals)
-    up = hosts.pop(HostStatus.UP, 0)
-    return FleetSummaryBody(summary=FleetSummary(
-        hosts=HostCounts(up=up, down=hosts.total()),
+    return answer(request, FleetSummaryBody(summary=FleetSummary(
+        hosts=HostCounts(up=hosts - len(down), down=len(down)),
         devices=Usage(count=count, free=free, used=used),
         pci_flavors=[FlavorTotal(**_total(f, total)) for f, total in zip(flavors, sums,
                                                                           strict=True)],
-        servers=servers, last_event=last_event))
+        servers=servers, last_event=last_event)))

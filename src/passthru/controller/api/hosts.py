@@ -5,6 +5,9 @@ Host rows and pool rows are the store's; how many devices each pool has free and
 the scheduler's index (`Scheduler.pool_tallies`), which counts them as `controller.usage`
 counts the store, without a query over every device row. Whether a host is up is the
 store's, so a host the sweep marked down has nothing free here at once.
+
+A page of hosts and a page of PCI stats carry an ETag (`api.conditional`): the fleet page
+polls the first page of hosts, and gets a 304 while nothing on it changed.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, select
 
+from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, NamePath, name_query
@@ -24,10 +28,11 @@ from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, s
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.enums import Role
 from passthru.controller.errors import NotFoundError
-from passthru.controller.mapping import device_from_row, pool_from_row
+from passthru.controller.mapping import device_from_row
 from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow
 from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.pool import Pool
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RESPONSES)
 
@@ -120,10 +125,11 @@ def _host_views(rows: Sequence[Row[Any]], scheduler: Scheduler) -> list[Host]:
     return views
 
 
-@router.get("/os-hosts", response_model=HostList, summary="List hosts (admin)")
+@router.get("/os-hosts", response_model=HostList, responses=NOT_MODIFIED,
+            summary="List hosts (admin)")
 def list_hosts(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page: Page,
                status: HostStatus | None = Query(None, description="only hosts in this status"),
-               ) -> HostList:
+               ) -> Response:
     """By name; the marker is a host's name. Device counts are the scheduler's."""
     who.require_admin("listing hosts")
     scope = [] if status is None else [HostRow.status == status]
@@ -131,8 +137,9 @@ def list_hosts(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page
         query = keyset(session, select(*_HOST_COLUMNS).where(*scope), (HostRow.name,), page,
                        "host", "name", by(HostRow.name, scope=scope))
         rows, more = split(session.execute(query).all(), page)
-    return HostList(hosts=_host_views(rows, scheduler),
-                    hosts_links=page.next_links(rows, more, lambda r: r.name))
+    return answer(page.request, HostList(
+        hosts=_host_views(rows, scheduler),
+        hosts_links=page.next_links(rows, more, lambda r: r.name)))
 
 
 @router.get("/os-hosts/{host}", response_model=HostBody, summary="Show a host (admin)")
@@ -189,35 +196,40 @@ def list_devices(who: TenantCaller, store: StoreDep, page: Page,
                 rows, more, lambda r: f"{r[1]}/{r[0].address}"))
 
 
-@router.get("/os-pci-stats", response_model=PoolStatsList,
+@router.get("/os-pci-stats", response_model=PoolStatsList, responses=NOT_MODIFIED,
             summary="PCI stats: each host's pools with free and used counts (admin)")
 def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page: Page,
               host: Annotated[CheckedName | None, name_query("only this host's pools")] = None,
-              ) -> PoolStatsList:
+              ) -> Response:
     """By host name, then pool id; the marker is a pool id. The pools are the store's,
-    their counts the scheduler's."""
+    their counts the scheduler's (matched by what makes up the pool's key)."""
     who.require_admin("reading PCI stats")
-    query = select(PoolRow, HostRow.name, HostRow.status).join(HostRow)
+    query = select(PoolRow.id, PoolRow.attrs, PoolRow.dev_type, PoolRow.numa_node,
+                   PoolRow.parent_addr, HostRow.name, HostRow.status).join(HostRow)
     if host is not None:
         query = query.where(HostRow.name == host)
     with store.read() as session:
         query = keyset(session, query, (HostRow.name, PoolRow.id), page, "pool", "id",
                        lambda marker: [PoolRow.id == int(marker), PoolRow.host_id == HostRow.id])
         rows, more = split(session.execute(query).all(), page)
-        pools = [(row.id, name, status, pool_from_row(row, devices=()))
-                 for row, name, status in rows]
-    tallies = {(name, t.pool.key): t
-               for name, found in scheduler.pool_tallies({name for _, name, _, _ in pools}
-                                                         ).items()
+    tallies = {(name, *_identity(t.pool)): t
+               for name, found in scheduler.pool_tallies({row.name for row in rows}).items()
                for t in found}
     stats = []
-    for pool_id, name, status, pool in pools:
-        tally = tallies.get((name, pool.key))
+    for row in rows:
+        tally = tallies.get((row.name, *_identity(row)))
         count, available, used = (tally.count, tally.available, tally.used) if tally else (
             0, 0, 0)
-        stats.append(PoolStats(host=name, pool_id=pool_id, attrs=pool.attrs,
-                               dev_type=pool.dev_type, numa_node=pool.numa_node,
-                               parent_addr=pool.parent_addr, count=count,
-                               free=available if status is HostStatus.UP else 0, used=used))
-    return PoolStatsList(pci_stats=stats,
-                         pci_stats_links=page.next_links(rows, more, lambda r: r[0].id))
+        # Built without validation: every value is the store's or the index's already.
+        stats.append(PoolStats.model_construct(
+            host=row.name, pool_id=row.id, attrs=row.attrs, dev_type=row.dev_type,
+            numa_node=row.numa_node, parent_addr=row.parent_addr, count=count,
+            free=available if row.status is HostStatus.UP else 0, used=used))
+    return answer(page.request, PoolStatsList(
+        pci_stats=stats, pci_stats_links=page.next_links(rows, more, lambda r: r.id)))
+
+
+def _identity(pool: Pool | Row[Any]) -> tuple[object, ...]:
+    """What tells a host's pools apart (their key), for a core pool and a pool row alike:
+    cheaper to compare than the key's canonical text."""
+    return (pool.dev_type, pool.numa_node, pool.parent_addr, *sorted(pool.attrs.items()))

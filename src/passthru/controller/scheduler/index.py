@@ -241,6 +241,9 @@ class HostIndex:
         self._flavors: dict[str, PoolMatcher] = {}
         self._matches: dict[str, _RememberedMatch] = {}
         self._serves: PoolFilter = flavor_filter({})
+        #: Bumped by every change to hosts, pools or device states (views keep what they
+        #: counted from the index until it moves: `Scheduler.pool_totals`).
+        self.version = 0
         self.set_flavors(flavors or {})
 
     # --- what the fleet tells us ----------------------------------------------------
@@ -281,6 +284,7 @@ class HostIndex:
 
     def _install(self, entry: HostEntry) -> None:
         host = entry.name
+        self.version += 1
         old = self.hosts.get(host)
         if old is not None:
             for shape in self._shapes_of(old):
@@ -297,6 +301,7 @@ class HostIndex:
             self._held_devices += entry.device_count
 
     def remove(self, host: str) -> None:
+        self.version += 1
         entry = self.hosts.pop(host, None)
         if entry is not None:
             for shape in self._shapes_of(entry):
@@ -450,6 +455,7 @@ class HostIndex:
             self._recent[host] = entry.device_count
 
     def _recount(self, entry: HostEntry, slots: Iterable[_Slot]) -> None:
+        self.version += 1
         host = entry.name
         touched: dict[int, Shape] = {}
         for slot in slots:

@@ -56,8 +56,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
+from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -116,6 +118,16 @@ class RetryError(Exception):
         self.prepare = prepare
 
 
+class _Totals(NamedTuple):
+    """`Scheduler.pool_totals` as counted from `index` (held weakly: an index replaced
+    by a reload is freed) at its `version`, with the hosts in `down` down."""
+
+    index: weakref.ref[HostIndex]
+    version: int
+    down: frozenset[str]
+    totals: dict[Signature, list[int]]
+
+
 class Scheduler:
     def __init__(self, store: Store, weigher: Weigher = Weigher.PACK,
                  loaded_devices: int = DEFAULT_LOADED_DEVICES) -> None:
@@ -132,6 +144,8 @@ class Scheduler:
         self._in_flight: dict[int, set[str]] = {}
         self._tickets = itertools.count()
         self._settled = threading.Condition(self._lock)
+        #: The last `pool_totals` counted.
+        self._totals: _Totals | None = None
 
     # --- keeping the index in step with the store -------------------------------------
 
@@ -309,11 +323,24 @@ class Scheduler:
 
     def pool_totals(self, down: Collection[str]) -> dict[Signature, list[int]]:
         """The whole fleet's [devices, free, used] per pool signature, nothing free on the
-        hosts in `down` (`index.fleet_totals`). Only the list of hosts is taken under the
-        lock: a pass over every pool would hold placements up."""
+        hosts in `down` (`index.fleet_totals`), counted again only once the index moved
+        (its version) or `down` changed: a poll of a fleet at rest costs nothing here.
+        Only the list of hosts and the version are taken under the lock (a pass over every
+        pool would hold placements up); a change made during the pass bumps the version
+        after the one the result is kept under, so it is counted at the next call."""
+        down = frozenset(down)
         with self._lock:
-            entries = list(self.index.hosts.values())
-        return fleet_totals(entries, down)
+            index, version = self.index, self.index.version
+            kept = self._totals
+            if kept is not None and (kept.index() is not index or kept.version != version
+                                     or kept.down != down):
+                kept = None
+            if kept is None:
+                entries = list(index.hosts.values())
+        if kept is None:
+            kept = self._totals = _Totals(weakref.ref(index), version, down,
+                                          fleet_totals(entries, down))
+        return {signature: list(total) for signature, total in kept.totals.items()}
 
     # --- placing ------------------------------------------------------------------------
 
