@@ -56,8 +56,14 @@ sys.path.insert(0, str(ROOT / "src"))  # this tree's agent cadence and store, wh
 #: The polling baseline's agents: orders every 2 s, a heart-beat every 60 s.
 OLD_POLL_EVERY = 2.0
 OLD_HEARTBEAT_EVERY = 60.0
-#: The first requests of all the agents are spread over this many seconds.
-RAMP = 30.0
+#: The agents' first requests (whole orders, read from the store) are spread over this
+#: many seconds per thousand agents, at least `RAMP_LEAST`, so as not to swamp the
+#: controller before the measuring begins.
+RAMP_PER_1000 = 10.0
+RAMP_LEAST = 30.0
+#: How much longer than asked an answer may take before the bench counts an error and
+#: connects again (the controller was swamped, and dropped the request).
+LATE = 60.0
 CLIENTS = 16  # as the issue measures; --clients changes it
 
 
@@ -102,6 +108,7 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
     ready: set[str] = set()
     stop = asyncio.Event()
     poll_wait = float(agent_cadence()["long_poll_wait_s"])
+    ramp = max(RAMP_LEAST, RAMP_PER_1000 * len(tokens) / 1000)
     port = serve.port
 
     async def connected() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -128,7 +135,7 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
         path = f"/v2/agent/hosts/{host}"
         auth = {"Authorization": f"Bearer {token}"}
         beating = None if long_poll else asyncio.create_task(heartbeats(path, auth))
-        await asyncio.sleep(random.uniform(0, RAMP))
+        await asyncio.sleep(random.uniform(0, ramp))
         etag: str | None = None
         wait = random.uniform(0, poll_wait)  # the first, to spread them evenly
         reader, writer = await connected()
@@ -136,13 +143,13 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
             while not stop.is_set():
                 try:
                     if long_poll and etag is not None:
-                        status, found = await _request(
+                        status, found = await asyncio.wait_for(_request(
                             reader, writer, "GET", f"{path}/orders?wait={wait:g}",
-                            {**auth, "If-None-Match": etag})
+                            {**auth, "If-None-Match": etag}), wait + LATE)
                         wait = poll_wait
                     else:
-                        status, found = await _request(reader, writer, "GET",
-                                                       f"{path}/orders", auth)
+                        status, found = await asyncio.wait_for(_request(
+                            reader, writer, "GET", f"{path}/orders", auth), LATE)
                     if status >= 400:
                         counts["errors"] += 1
                     counts["unchanged" if status == 304 else "orders"] += 1
@@ -151,7 +158,7 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
                     etag = found.get("etag", etag)
                     if not long_poll:
                         await asyncio.sleep(OLD_POLL_EVERY)
-                except (OSError, asyncio.IncompleteReadError):
+                except (OSError, asyncio.IncompleteReadError, TimeoutError):
                     counts["errors"] += 1
                     writer.close()
                     await asyncio.sleep(1.0)
@@ -167,7 +174,7 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
     await asyncio.sleep(20)
     quiet = (serve.cpu_seconds() - quiet_start) / 20
     tasks = [asyncio.create_task(agent(host, token)) for host, token in tokens.items()]
-    await asyncio.sleep(RAMP if long_poll else max(RAMP, OLD_HEARTBEAT_EVERY))
+    await asyncio.sleep(ramp if long_poll else max(ramp, OLD_HEARTBEAT_EVERY))
     while len(ready) < len(tokens):  # every agent has had its orders once
         await asyncio.sleep(1)
     await asyncio.sleep(5)
