@@ -2,7 +2,8 @@
 its heart-beat: a report round with nothing to report sends no heart-beat while a
 long-poll is held. It heart-beats again when no long-poll is held, and when an orders
 answer tells an inventory generation other than the one it last got back, after which a
-controller copy that differs is reported in full."""
+controller copy that differs is reported in full, and always against a controller that
+tells no generation (an older one, which counts a long-poll only when it comes)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,31 @@ def test_an_idle_agent_heart_beats_only_without_a_long_poll_or_on_another_genera
     # No long-poll held: the report round heart-beats again.
     agent.report_once()
     assert controller.heartbeats == beats + 1
+
+
+class OlderController(Controller):
+    """Long-polls its agents but tells no generation: it counts a long-poll as a
+    heart-beat only when it comes."""
+
+    def poll_orders(self, version: str | None, wait: float) -> PolledOrders:
+        polled = super().poll_orders(version, wait)
+        return PolledOrders(polled.orders, polled.version)
+
+
+def test_an_agent_heart_beats_a_controller_that_tells_no_generation() -> None:
+    controller = OlderController()
+    agent = Agent(scan=list, link=controller, pool_attrs=[])
+    agent.report_once()
+    worker = OrderWorker(controller, Hypervisor())  # type: ignore[arg-type]
+    stop = threading.Event()
+    follower = threading.Thread(target=agent.follow_orders, args=(worker, stop), daemon=True)
+    follower.start()
+    try:
+        until("a long-poll is held", lambda: controller.long_polls > 0)
+        beats = controller.heartbeats
+        agent.report_once()
+        assert controller.heartbeats == beats + 1
+    finally:
+        stop.set()
+        follower.join(60)
+        worker.close()

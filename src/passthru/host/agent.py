@@ -13,7 +13,9 @@ A host whose agent stops is marked down by the controller and no longer schedule
 the agent's held long-poll is its heart-beat (the controller counts it as one while it
 is held), so an idle agent sends nothing else, one long-poll every `poll_wait` seconds.
 Only a round that reported something, or one without a long-poll held (an older
-controller, or the controller unreachable), heart-beats as well. What that heart-beat
+controller, or the controller unreachable), heart-beats as well; so does every round
+against a controller whose orders answers tell no inventory generation (an older one,
+which counts a long-poll as a heart-beat only when it comes). What that heart-beat
 also checked, that the controller's copy of the inventory is the one this agent built
 (not a restored one, or another reporter's), the orders answers tell (their inventory
 generation, and a report wakes the long-poll): a generation told that is not the one
@@ -80,6 +82,9 @@ class Agent:
     #: unreachable), and the generation the last orders answer told.
     _long_poll_began: float | None = field(default=None, init=False)
     _told_generation: int | None = field(default=None, init=False)
+    #: Whether the controller's orders answers tell the generation: it then counts a
+    #: held long-poll as a heart-beat for as long as it is held.
+    _long_poll_beats: bool = field(default=False, init=False)
 
     def _report_full(self, devices: Sequence[PciDevice], found: HostResources | None) -> int:
         """A full report built on the generation last got back. The controller refuses one
@@ -132,7 +137,8 @@ class Agent:
         `poll_wait` and a minute ago), and the controller told no other inventory
         generation than the one this agent last got back."""
         began, told = self._long_poll_began, self._told_generation
-        if began is None or time.monotonic() - began > self.poll_wait + 60:
+        if (not self._long_poll_beats or began is None
+                or time.monotonic() - began > self.poll_wait + 60):
             return False
         if told is not None and told != self._generation:
             self._told_generation = None  # checked now, by the heart-beat
@@ -187,6 +193,7 @@ class Agent:
                     version = polled.version
                     if polled.generation is not None:
                         self._told_generation = polled.generation
+                        self._long_poll_beats = True
                     if version is None:
                         self._long_poll_began = None
                         stop.wait(self.order_interval)
