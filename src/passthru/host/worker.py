@@ -193,7 +193,7 @@ class OrderWorker:
     """`instances_path` holds each server's console log (None: no console logs sent)."""
 
     def __init__(self, link: OrderLink, attacher: Attacher,
-                 instances_path: Path | None = None, *, concurrency: int = 32) -> None:
+                 instances_path: Path | None = None, *, concurrency: int = 8) -> None:
         self.link = link
         self.attacher = attacher
         self.instances_path = instances_path
