@@ -3,16 +3,19 @@
     .venv/bin/python bench/orders.py [--hosts 10000] [--baseline REV] [--quick]
 
 (a) Idle agents. A real `passthru serve` (SQLite) and one asyncio client standing for
-`--hosts` agents: each holds a long-poll of its orders (`wait` = the agent's `poll_wait`,
-60 s) on a connection of its own, asks again when it ends, and heart-beats every 60 s
-(the agent's report interval) on another, all spread evenly. They use the admin token
-(making 10k agent tokens takes minutes here): a token's lookup costs the same, and only
-an agent's own long-poll is noted as its heart-beat, a dict entry. Nothing changes, so every
-long-poll ends "unchanged". The controller's CPU (utime + stime from /proc/<pid>/stat)
-is read over a window as long as one long-poll, after every agent holds one. The
-baseline is the code of `--baseline` (which polls every 2 s, as its agents do), measured
-the same way with `--baseline-hosts` agents, and scaled to `--hosts` (polling cost is
-linear in hosts).
+`--hosts` agents, each with its own agent token (written to the store with the hosts,
+before the controller starts), at the agent's own cadence (`passthru.host.agent.Agent`'s
+defaults, named in the JSON): an idle agent sends nothing but a long-poll of its orders
+(`wait` = its `poll_wait`, 300 s), on a connection of its own, asked again when it ends;
+its report rounds find nothing to report and send nothing while the long-poll is held.
+The controller counts each held long-poll as its agent's heart-beat and writes those in
+batches. The first long-polls wait a random part of `poll_wait`, so that they are spread
+evenly from the start. Nothing changes, so every long-poll ends "unchanged". The
+controller's CPU (utime + stime from /proc/<pid>/stat) is read over a window as long as
+one long-poll, after every agent holds one. The baseline is the code of `--baseline`
+(which polls every 2 s and heart-beats every 60 s, as its agents did), measured the same
+way with `--baseline-hosts` agents, and scaled to `--hosts` (polling cost is linear in
+hosts).
 
 (b) Request -> ACTIVE. Real `passthru agent` processes on simulated hosts (libvirt's
 test driver over each host's node XML, VF settings recorded, as `passthru sim` sets up),
@@ -48,9 +51,19 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import ROOT, Serve, extract
 
-POLL_WAIT = 60.0
-HEARTBEAT_EVERY = 60.0
+sys.path.insert(0, str(ROOT / "src"))  # this tree's agent cadence and store, whatever is installed
+
+#: The polling baseline's agents: orders every 2 s, a heart-beat every 60 s.
 OLD_POLL_EVERY = 2.0
+OLD_HEARTBEAT_EVERY = 60.0
+#: The agents' first requests (whole orders, read from the store) are spread over this
+#: many seconds per thousand agents, at least `RAMP_LEAST`, so as not to swamp the
+#: controller before the measuring begins.
+RAMP_PER_1000 = 10.0
+RAMP_LEAST = 30.0
+#: How much longer than asked an answer may take before the bench counts an error and
+#: connects again (the controller was swamped, and dropped the request).
+LATE = 60.0
 CLIENTS = 16  # as the issue measures; --clients changes it
 
 
@@ -77,24 +90,34 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, m
     return status, found
 
 
-async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
+def agent_cadence() -> dict[str, Any]:
+    """What an idle agent of this tree sends: its defaults."""
+    from passthru.host.agent import Agent
+
+    return {"long_poll_wait_s": Agent.poll_wait, "report_interval_s": Agent.interval,
+            "heartbeat_posts": "none while its long-poll is held (a report round with "
+            "nothing to report sends nothing; the held long-poll is the heart-beat)"}
+
+
+async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
                       window: float) -> dict[str, Any]:
-    """Each agent long-polls (or polls every 2 s) and heart-beats; the controller's CPU
-    per second over `window` seconds once every agent is going."""
+    """Each agent long-polls at the agent's cadence (or polls every 2 s and heart-beats
+    every 60 s, as the baseline's did); the controller's CPU per second over `window`
+    seconds once every agent is going."""
     counts = {"orders": 0, "unchanged": 0, "heartbeats": 0, "errors": 0}
     ready: set[str] = set()
     stop = asyncio.Event()
-    spread = POLL_WAIT if long_poll else OLD_POLL_EVERY
-    auth = {"Authorization": serve.http.headers["Authorization"]}
+    poll_wait = float(agent_cadence()["long_poll_wait_s"])
+    ramp = max(RAMP_LEAST, RAMP_PER_1000 * len(tokens) / 1000)
     port = serve.port
 
     async def connected() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", port)
 
-    async def heartbeats(path: str) -> None:
+    async def heartbeats(path: str, auth: dict[str, str]) -> None:
         """A connection for each heart-beat, as an agent's client makes one (the
         controller closes a connection idle for 5 s)."""
-        await asyncio.sleep(random.uniform(0, HEARTBEAT_EVERY))
+        await asyncio.sleep(random.uniform(0, OLD_HEARTBEAT_EVERY))
         while not stop.is_set():
             try:
                 reader, writer = await connected()
@@ -106,24 +129,27 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
                 counts["heartbeats" if status < 400 else "errors"] += 1
             except (OSError, asyncio.IncompleteReadError):
                 counts["errors"] += 1
-            await asyncio.sleep(HEARTBEAT_EVERY)
+            await asyncio.sleep(OLD_HEARTBEAT_EVERY)
 
-    async def agent(host: str) -> None:
+    async def agent(host: str, token: str) -> None:
         path = f"/v2/agent/hosts/{host}"
-        beating = asyncio.create_task(heartbeats(path))
-        await asyncio.sleep(random.uniform(0, spread))
+        auth = {"Authorization": f"Bearer {token}"}
+        beating = None if long_poll else asyncio.create_task(heartbeats(path, auth))
+        await asyncio.sleep(random.uniform(0, ramp))
         etag: str | None = None
+        wait = random.uniform(0, poll_wait)  # the first, to spread them evenly
         reader, writer = await connected()
         try:
             while not stop.is_set():
                 try:
                     if long_poll and etag is not None:
-                        status, found = await _request(
-                            reader, writer, "GET", f"{path}/orders?wait={POLL_WAIT:g}",
-                            {**auth, "If-None-Match": etag})
+                        status, found = await asyncio.wait_for(_request(
+                            reader, writer, "GET", f"{path}/orders?wait={wait:g}",
+                            {**auth, "If-None-Match": etag}), wait + LATE)
+                        wait = poll_wait
                     else:
-                        status, found = await _request(reader, writer, "GET",
-                                                       f"{path}/orders", auth)
+                        status, found = await asyncio.wait_for(_request(
+                            reader, writer, "GET", f"{path}/orders", auth), LATE)
                     if status >= 400:
                         counts["errors"] += 1
                     counts["unchanged" if status == 304 else "orders"] += 1
@@ -132,23 +158,24 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
                     etag = found.get("etag", etag)
                     if not long_poll:
                         await asyncio.sleep(OLD_POLL_EVERY)
-                except (OSError, asyncio.IncompleteReadError):
+                except (OSError, asyncio.IncompleteReadError, TimeoutError):
                     counts["errors"] += 1
                     writer.close()
                     await asyncio.sleep(1.0)
                     with contextlib.suppress(OSError):
                         reader, writer = await connected()
         finally:
-            beating.cancel()
+            if beating is not None:
+                beating.cancel()
             writer.close()
 
     # What the controller costs with no agent at all (its sweeps and index checks).
     quiet_start = serve.cpu_seconds()
     await asyncio.sleep(20)
     quiet = (serve.cpu_seconds() - quiet_start) / 20
-    tasks = [asyncio.create_task(agent(f"idle-{n:05d}")) for n in range(hosts)]
-    await asyncio.sleep(max(spread, HEARTBEAT_EVERY))
-    while len(ready) < hosts:  # every agent has had its orders once
+    tasks = [asyncio.create_task(agent(host, token)) for host, token in tokens.items()]
+    await asyncio.sleep(ramp if long_poll else max(ramp, OLD_HEARTBEAT_EVERY))
+    while len(ready) < len(tokens):  # every agent has had its orders once
         await asyncio.sleep(1)
     await asyncio.sleep(5)
     before_counts = dict(counts)
@@ -161,7 +188,9 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     requests = during["orders"] + during["unchanged"] + during["heartbeats"]
-    return {"hosts": hosts, "window_s": round(elapsed, 1),
+    cadence = (agent_cadence() if long_poll else
+               {"poll_every_s": OLD_POLL_EVERY, "heartbeat_every_s": OLD_HEARTBEAT_EVERY})
+    return {"hosts": len(tokens), "cadence": cadence, "window_s": round(elapsed, 1),
             "controller_cpu_cores": round(cpu / elapsed, 4),
             "controller_cpu_cores_without_agents": round(quiet, 4),
             "requests_per_s": round(requests / elapsed, 1),
@@ -169,28 +198,33 @@ async def idle_agents(serve: Serve, hosts: int, *, long_poll: bool,
             "requests": during}
 
 
-def seeded(src: Path, work: Path, hosts: int) -> Serve:
-    """A controller that knows `hosts` hosts, up and heart-beaten just now: written to
-    its store while it is stopped, so that making them is not measured."""
+def seeded(src: Path, work: Path, hosts: int) -> tuple[Serve, dict[str, str]]:
+    """A controller that knows `hosts` hosts, up and heart-beaten just now, each with an
+    agent token (returned, by host): written to its store while it is stopped, so that
+    making them is not measured."""
+    from passthru.controller.auth import issue_token
     from passthru.controller.db import Store
+    from passthru.controller.enums import Role
     from passthru.controller.models import HostRow, utcnow
 
     data = work / "data-seeded"
     Serve(src, data).stop()
     store = Store(f"sqlite:///{data / 'passthru.sqlite'}")
+    names = [f"idle-{n:05d}" for n in range(hosts)]
     with store.write() as session:
         now = utcnow()
-        session.add_all(HostRow(name=f"idle-{n:05d}", last_heartbeat=now) for n in range(hosts))
+        session.add_all(HostRow(name=name, last_heartbeat=now) for name in names)
+        tokens = {name: issue_token(session, Role.AGENT, host=name).token for name in names}
     store.close()
-    return Serve(src, data)
+    return Serve(src, data), tokens
 
 
 def run_idle(src: Path, work: Path, hosts: int, long_poll: bool) -> dict[str, Any]:
     work.mkdir(parents=True)
-    serve = seeded(src, work, hosts)
+    serve, tokens = seeded(src, work, hosts)
     try:
-        window = POLL_WAIT + 10 if long_poll else 30.0
-        result = asyncio.run(idle_agents(serve, hosts, long_poll=long_poll, window=window))
+        window = float(agent_cadence()["long_poll_wait_s"]) + 10 if long_poll else 30.0
+        result = asyncio.run(idle_agents(serve, tokens, long_poll=long_poll, window=window))
         print(json.dumps(result), file=sys.stderr)
         return result
     finally:

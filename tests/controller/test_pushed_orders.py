@@ -6,12 +6,15 @@ transaction rolled back wakes nobody. With PostgreSQL, a change committed throug
 `passthru serve` process answers a long-poll held by another (NOTIFY). A heart-beat of a
 host that is up waits for the next batch; one of a host down brings it up at once; the
 batch brings up a host marked down meanwhile, and a host silent past the timeout still
-goes down.
+goes down. A held long-poll is its agent's heart-beat for as long as it is held, minutes
+past the timeout, and stops being one once its connection is gone. A report wakes the
+host's long-poll, whose answer carries the inventory generation.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -302,5 +305,54 @@ def test_a_stopping_controller_answers_its_held_long_polls(tmp_path: Path) -> No
                 answer = held.result(timeout=120)
                 controller.process.wait(timeout=120)  # ended, as SIGTERM ends it
         assert answer.status_code == 304
+    finally:
+        controller.kill()
+
+
+def test_a_report_answers_the_long_poll_with_the_new_generation(api: Api,
+                                                                agent_token: str) -> None:
+    first = api.call("GET", ORDERS, agent_token, expect=200)
+    generation = int(first.headers["X-Inventory-Generation"])
+    held = long_poll(api, agent_token, first.headers["ETag"])
+    until("the long-poll is held", lambda: wakeups(api).waiting() == 1)
+    # Another pool grouping is another generation of the host's inventory.
+    api.ok("PUT", f"/v2/agent/hosts/{HOST}/inventory", agent_token,
+           json={"devices": [], "pool_attrs": ["vendor_id"]})
+    answer = held.result(timeout=60)
+    assert answer.status_code == 200
+    assert int(answer.headers["X-Inventory-Generation"]) == generation + 1
+
+
+def test_a_held_long_poll_keeps_its_host_up_until_its_connection_goes(tmp_path: Path) -> None:
+    controller = LiveController(tmp_path / "data", options=["--heartbeat-timeout", "2"])
+    controller.start()
+    admin = {"Authorization": f"Bearer {controller.admin_token}"}
+    try:
+        with httpx.Client(base_url=controller.url, headers=admin, timeout=60) as http:
+            token = http.post(f"/v2/admin/os-hosts/{HOST}/tokens").json()["token"]
+            agent = {"Authorization": f"Bearer {token}"}
+            http.put(f"/v2/agent/hosts/{HOST}/inventory", headers=agent,
+                     json={"devices": []}).raise_for_status()
+            etag = http.get(ORDERS, headers=agent).headers["ETag"]
+
+            def host() -> dict[str, Any]:
+                found: dict[str, Any] = http.get(f"/v2/admin/os-hosts/{HOST}").json()["host"]
+                return found
+
+            # Held for up to the controller's orders_wait_max (300 s), far past the
+            # timeout: its heart-beat is written again and again while it waits.
+            held = socket.create_connection(("127.0.0.1", controller.port))
+            held.sendall((f"GET {ORDERS}?wait=300 HTTP/1.1\r\nHost: c\r\n"
+                          f"Authorization: Bearer {token}\r\n"
+                          f"If-None-Match: {etag}\r\n\r\n").encode())
+            seen = [host()["last_heartbeat"]]
+            for _ in range(3):
+                until("the held long-poll beats again",
+                      lambda: host()["last_heartbeat"] != seen[-1])
+                seen.append(host()["last_heartbeat"])
+                assert host()["status"] == "up"
+            # Its agent gone, the host falls silent and goes down, its wait not over.
+            held.close()
+            until("the host goes down", lambda: host()["status"] == "down")
     finally:
         controller.kill()

@@ -198,3 +198,27 @@ def test_an_older_controller_is_polled_and_its_orders_carried_out() -> None:
         worker.close()
     assert link.polls == [None, None, None]
     assert link.answers == [("spawned", ONE, True)]
+
+
+def test_a_spawn_waits_for_a_destroy_to_free_the_host_not_for_its_answer() -> None:
+    hypervisor = Hypervisor()
+    answering = threading.Event()
+
+    class SlowAnswers(Link):
+        """The controller is slow to take the destroy's answer."""
+
+        def destroyed(self, result: OrderResult) -> None:
+            answering.wait(120)
+            super().destroyed(result)
+
+    link = SlowAnswers(ReadOrders(destroy=[DestroyOrder(ONE, "vm-1")], spawn=[spawn(TWO)]))
+    worker = OrderWorker(link, hypervisor)  # type: ignore[arg-type]
+    try:
+        threading.Thread(target=worker.follow, args=(None, 0), daemon=True).start()
+        until("the spawn ends", lambda: f"spawn {TWO} end" in hypervisor.log)
+        assert hypervisor.log.index(f"destroy {ONE} end") < hypervisor.log.index(
+            f"spawn {TWO} start")
+        assert link.answers == [("spawned", TWO, True)]  # the destroy's still on its way
+    finally:
+        answering.set()
+        worker.close()

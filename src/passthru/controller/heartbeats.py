@@ -10,8 +10,12 @@ heart-beat; one that went down between being noted and the flush is brought up b
 flush the same way. "Down" keeps its meaning: the sweep that marks silent hosts down
 flushes this replica's batch first, and the flush interval is far below
 `heartbeat_timeout`, so another replica's batch not yet written cannot make a live host
-look silent. What is lost with a killed replica is at most one interval of heart-beats,
-each of which the next one repeats.
+look silent. An agent's held orders long-poll, minutes long, is noted by the replica
+that holds it when it comes and again every third of `heartbeat_timeout` while its
+connection stands (`api.agent`), so its host's `last_heartbeat` in the store never
+falls that far behind, whichever replica sweeps. What is lost with a killed replica is
+at most one interval of heart-beats, each of which the next one repeats (its agents'
+long-polls break and come again, to another replica).
 """
 
 from __future__ import annotations

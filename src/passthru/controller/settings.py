@@ -102,7 +102,8 @@ class Settings:
 
     # --- pushed orders and heart-beats ---
     #: The longest an agent's orders long-poll is held, in seconds, before it is answered
-    #: "unchanged" (an agent asks for less, and its long-poll counts as its heart-beat).
+    #: "unchanged" (agents ask for 300 s). While held it counts as the agent's heart-beat,
+    #: noted again every third of heartbeat_timeout, so an idle agent sends nothing else.
     orders_wait_max: float = 300.0
     #: Seconds between two writes of the heart-beats a replica took (one statement for
     #: all of them); at most a quarter of heartbeat_timeout is used.

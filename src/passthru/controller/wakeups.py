@@ -134,6 +134,11 @@ class Wakeups:
             self._waiters.clear()
         _resolve(woken)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the controller is stopping (nobody waits any more)."""
+        return self._closed
+
     async def wait(self, host: str, seen: str, timeout: float) -> bool:
         """Whether the orders of `host` are past version `seen`, waiting up to `timeout`
         seconds for them to be (not at all once closed)."""

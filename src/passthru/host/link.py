@@ -40,7 +40,13 @@ from passthru.pci.device import PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.resources import HostResources
-from passthru.pci.work import ImagePart, OrderResult, PowerAction, PowerState
+from passthru.pci.work import (
+    GENERATION_HEADER,
+    ImagePart,
+    OrderResult,
+    PowerAction,
+    PowerState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +229,9 @@ class HttpLink:
 
     def poll_orders(self, version: str | None, wait: float) -> PolledOrders:
         """The orders once they are past `version` (an ETag; None: at once), or None
-        after `wait` seconds unchanged. The version is None when the controller keeps
-        none (an older one): the agent then polls."""
+        after `wait` seconds unchanged, with the host's inventory generation when the
+        controller tells it. The version is None when the controller keeps none (an
+        older one): the agent then polls."""
         if version is None:
             response = self._send("GET", "/orders")
         else:
@@ -235,7 +242,9 @@ class HttpLink:
             return PolledOrders(None, version)
         if response.status_code >= 400:
             raise self._refused("GET", "/orders", response)
-        return PolledOrders(read_orders(response.json()), response.headers.get("ETag"))
+        told = response.headers.get(GENERATION_HEADER, "")
+        return PolledOrders(read_orders(response.json()), response.headers.get("ETag"),
+                            int(told) if told.isdigit() else None)
 
     def spawned(self, result: OrderResult) -> None:
         self._answer("spawned", result.server_uuid, _RESULT.dump_python(result, mode="json"))

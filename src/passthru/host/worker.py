@@ -10,6 +10,14 @@ the round tells the controller what it finds of the servers placed here: the pow
 of each domain (a guest may shut itself down) and the tail of each console log that
 changed; there too one server's trouble is logged and the others are served. Only an
 unreachable controller fails a round: it is tried again, and the orders come again.
+
+Orders that come by long-poll are started and not waited for, and that report on the
+servers is left to the agent's watching thread (`watch`, woken at once), so that the
+next long-poll is held again at once: an order's answer, a POST under a busy controller,
+must not stand between the controller's next order and the agent. A spawn waits only
+for the destroys before it to have freed their devices on the host, not for their
+answers (the controller frees the devices it counts on an answer, and only then orders
+them elsewhere).
 """
 
 from __future__ import annotations
@@ -125,11 +133,12 @@ def read_orders(document: Any) -> ReadOrders:
 @dataclass(frozen=True, slots=True)
 class PolledOrders:
     """What a long-poll of the orders brought: the orders (None: unchanged since the
-    version sent), and their version (None: the controller keeps none, so the agent
-    polls)."""
+    version sent), their version (None: the controller keeps none, so the agent polls),
+    and the host's inventory generation the controller holds (None: not told)."""
 
     orders: ReadOrders | None
     version: str | None
+    generation: int | None = None
 
 
 class OrderLink(Protocol):
@@ -200,10 +209,13 @@ class OrderWorker:
         #: The servers with an order running, and when each server's last order ended.
         self._running: set[str] = set()
         self._ended_at: dict[str, int] = {}
+        #: The destroys under way until each has freed its server's devices on the host.
         self._destroying: set[Future[None]] = set()
         #: The newest orders carried out, and the clock when they were read.
         self._last: tuple[ReadOrders, int] = (ReadOrders(), 0)
         self._ended = threading.Event()
+        #: Set when orders came: the watching thread reports on the servers now.
+        self._report_due = threading.Event()
         self._reader: threading.Thread | None = None
         #: Seconds between two reports of every server's power state (0: every round);
         #: between them only the states that changed are sent.
@@ -241,11 +253,11 @@ class OrderWorker:
     def follow(self, version: str | None, wait: float, resend_every: float = 0.0
                ) -> PolledOrders:
         """One long-poll of the host's orders past `version` (None: read them now): the
-        orders it brings are started, not waited for, and the host's servers reported
-        on (`report`; power states only when they changed, and all of them every
-        `resend_every` seconds). Whenever an order ends the orders are read again (in a
-        thread of their own), since its answer changed them. Returns what the poll
-        brought."""
+        orders it brings are started, not waited for, and the host's servers are to be
+        reported on (`report`, by `watch`, which this wakes; power states only when they
+        changed, and all of them every `resend_every` seconds). Whenever an order ends
+        the orders are read again (in a thread of their own), since its answer changed
+        them. Returns what the poll brought."""
         with self._lock:
             self._resend_every = resend_every
             if self._reader is None:
@@ -256,25 +268,26 @@ class OrderWorker:
             polled = self.link.poll_orders(version, wait)
             if polled.orders is not None:
                 self.carry_out(polled.orders, read_at)
-            with self._lock:
-                last, last_read = self._last
-            self.report(last, last_read)
+        self._report_due.set()
         return polled
 
     def carry_out(self, orders: ReadOrders, read_at: int) -> list[Future[None]]:
-        """Start the orders read from the clock's `read_at` on: destroys first and waited
-        for (with any still running), so that the devices they free are free on the host
-        before a spawn takes them; then the rest at once. A server's orders run one at a
-        time, and orders that may predate a server's last answer are not trusted: an
-        order for a server with one running, or one that ended after `read_at`, is left
-        (the orders read after that one ends bring it if it still stands). Returns the
-        orders started."""
+        """Start the orders read from the clock's `read_at` on: destroys first, waited
+        for (with any still running) until their domains are gone, so that the devices
+        they free are free on the host before a spawn takes them; then the rest at once.
+        A server's orders run one at a time, and orders that may predate a server's last
+        answer are not trusted: an order for a server with one running, or one that
+        ended after `read_at`, is left (the orders read after that one ends bring it if
+        it still stands). Returns the orders started."""
         with self._dispatching:
             with self._lock:
                 if read_at > self._last[1]:
                     self._last = (orders, read_at)
-            started = [self._start(order.server_uuid, read_at, partial(self.destroy, order),
-                                   destroy=True) for order in orders.destroy]
+            started: list[Future[None] | None] = []
+            for order in orders.destroy:
+                freed: Future[None] = Future()
+                started.append(self._start(order.server_uuid, read_at,
+                                           partial(self.destroy, order, freed), freed=freed))
             with self._lock:
                 destroying = list(self._destroying)
             futures.wait(destroying)
@@ -307,9 +320,16 @@ class OrderWorker:
             self.report_power_states(running, changed_only=not whole)
             self.send_consoles(running)
 
+    def report_due(self, timeout: float) -> None:
+        """Wait until orders came (a report on the servers is due), `timeout` seconds
+        at most."""
+        self._report_due.wait(timeout)
+        self._report_due.clear()
+
     def watch(self) -> None:
-        """Report on the host's servers by the newest orders (`report`), between the
-        orders' changes: a guest that shuts itself down is told as soon as it is seen."""
+        """Report on the host's servers by the newest orders (`report`), after orders
+        came and between the orders' changes: a guest that shuts itself down is told as
+        soon as it is seen."""
         with self._read():
             with self._lock:
                 orders, read_at = self._last
@@ -338,7 +358,9 @@ class OrderWorker:
                                   if ended > oldest}
 
     def _start(self, server: str, read_at: int, run: Callable[[], None], *,
-               destroy: bool = False) -> Future[None] | None:
+               freed: Future[None] | None = None) -> Future[None] | None:
+        """Run `run` for `server` in the pool, unless it must wait (see `carry_out`);
+        `freed` (a destroy's) is then waited for by spawns until it is done."""
         with self._lock:
             if server in self._running:
                 return None  # its end reads the orders again
@@ -348,21 +370,23 @@ class OrderWorker:
                 self._ended.set()
                 return None
             self._running.add(server)
-            future = self._pool.submit(self._run, server, run)
-            if destroy:
-                self._destroying.add(future)
-        if destroy:
-            future.add_done_callback(self._destroyed)
+            future = self._pool.submit(self._run, server, run, freed)
+            if freed is not None:
+                self._destroying.add(freed)
+        if freed is not None:
+            freed.add_done_callback(self._destroyed)
         return future
 
     def _destroyed(self, future: Future[None]) -> None:
         with self._lock:
             self._destroying.discard(future)
 
-    def _run(self, server: str, run: Callable[[], None]) -> None:
+    def _run(self, server: str, run: Callable[[], None], freed: Future[None] | None) -> None:
         try:
             run()
         finally:
+            if freed is not None and not freed.done():  # it raised before freeing
+                freed.set_result(None)
             with self._lock:
                 self._running.discard(server)
                 self._clock += 1
@@ -377,7 +401,7 @@ class OrderWorker:
                 with self._read() as read_at:
                     orders = self.link.orders()
                     self.carry_out(orders, read_at)
-                    self.report(orders, read_at)
+                self._report_due.set()
             except Exception as error:
                 log.warning("reading the orders after one ended failed: %s", error)
 
@@ -399,8 +423,12 @@ class OrderWorker:
             action = order.action
             _answer(lambda answer: self.link.powered(answer, action), result)
 
-    def destroy(self, order: DestroyOrder) -> None:
+    def destroy(self, order: DestroyOrder, freed: Future[None] | None = None) -> None:
+        """Destroy the server's domain, `freed` done once it is gone from the host (its
+        devices free for a spawn), then answer."""
         result = _isolated(order.server_uuid, "destroy", lambda: self.attacher.destroy(order))
+        if freed is not None:
+            freed.set_result(None)
         if result.ok:
             log.info("destroyed server %s (%s)", order.name, order.server_uuid)
         else:

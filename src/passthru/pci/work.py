@@ -66,6 +66,10 @@ class ImageFile:
 
 #: The HTTP header an image file's SHA-256 travels in, both ways.
 SHA256_HEADER = "X-Image-Sha256"
+#: The HTTP header of an orders answer that carries the host's inventory generation, so
+#: that an agent learns of a copy that moved on (a restore, another reporter) without
+#: heart-beating for it.
+GENERATION_HEADER = "X-Inventory-Generation"
 
 
 @dataclass(slots=True)

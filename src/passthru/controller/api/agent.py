@@ -16,12 +16,23 @@ core function the agent uses.
 The orders carry their version as an ETag: an agent that sends it back (If-None-Match,
 with `wait`) holds a long-poll that is answered when the host's orders change, or 304
 from memory when `wait` runs out (`controller.wakeups`); without it the orders come at
-once, as they always did. Heart-beats of a host that is up are kept in memory and
-written in batches (`controller.heartbeats`); the agent's long-poll counts as one.
+once, as they always did. They also carry the host's inventory generation
+(`X-Inventory-Generation`), and a report wakes the host's long-poll, so that an idle
+agent learns of a copy that moved on without heart-beating for it. Heart-beats of a host
+that is up are kept in memory and written in batches (`controller.heartbeats`). An
+agent's own long-poll counts as its heart-beat for as long as it is held: noted when it
+comes, and again every third of `heartbeat_timeout` while it waits and its connection
+stands, so that a host whose agent holds a long-poll of `orders_wait_max` (minutes) is
+never taken for silent, on any replica, while one whose agent went away is.
+
+The long-poll is the one request every idle agent makes, so it is kept lean: a
+coroutine (no worker thread) that takes what it needs from the app's state rather than
+through dependencies, and a 304 without a body that reads nothing from the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
@@ -69,7 +80,7 @@ from passthru.controller.reports import heartbeat, report_delta, report_full
 from passthru.controller.reschedule import place_again
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
-from passthru.controller.wakeups import Wakeups
+from passthru.controller.wakeups import Wakeups, wake
 from passthru.pci.device import PciDevice
 from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
@@ -77,6 +88,7 @@ from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.resources import HostResources
 from passthru.pci.work import (
     CONSOLE_TAIL,
+    GENERATION_HEADER,
     SHA256_HEADER,
     ImagePart,
     OrderResult,
@@ -145,6 +157,7 @@ def put_inventory(host: str, who: Caller, store: StoreDep, scheduler: SchedulerD
     with store.write() as session:
         accepted = _accepted(report_full(session, host, body.devices, body.pool_attrs,
                                          body.resources, base_generation=body.base_generation))
+        wake(session, host)  # its agent's long-poll brings the new generation
         changes = changes_of(session)
     scheduler.apply(changes)
     return accepted
@@ -160,6 +173,7 @@ def patch_inventory(host: str, who: Caller, store: StoreDep, scheduler: Schedule
     with store.write() as session:
         accepted = _accepted(report_delta(session, host, body.delta, body.pool_attrs,
                                           body.base_generation))
+        wake(session, host)  # its agent's long-poll brings the new generation
         changes = changes_of(session)
     scheduler.apply(changes)
     return accepted
@@ -170,13 +184,7 @@ async def _heartbeats(request: Request) -> Heartbeats:
     return heartbeats
 
 
-async def _wakeups(request: Request) -> Wakeups:
-    wakeups: Wakeups = request.app.state.wakeups
-    return wakeups
-
-
 HeartbeatsDep = Annotated[Heartbeats, Depends(_heartbeats)]
-WakeupsDep = Annotated[Wakeups, Depends(_wakeups)]
 
 
 @router.post("/heartbeat", response_model=HostAlive, summary="The host's agent is alive")
@@ -212,27 +220,45 @@ def _state(row: ServerRow) -> ServerState:
                        host=row.host.name if row.host else None)
 
 
-def _orders_now(store: Store, scheduler: Scheduler, host: str) -> Orders:
+def _orders_now(store: Store, scheduler: Scheduler, host: str) -> tuple[Orders, int | None]:
+    """The host's orders, and its inventory generation (None: a host not known yet)."""
     with store.read() as session:
         orders, unbuildable = pending_orders(session, host)
+        generation = session.scalar(select(HostRow.generation).where(HostRow.name == host))
     if unbuildable:
         with store.write() as session:
             fail_unbuildable(session, host, unbuildable)
         scheduler.refresh([host])
-    return orders
+    return orders, generation
 
 
 def _tag(version: str) -> str:
     return f'"{version}"'
 
 
+async def _changed(request: Request, wakeups: Wakeups, heartbeats: Heartbeats | None,
+                   host: str, version: str, wait: float, beat_every: float) -> bool:
+    """Whether the orders of `host` move past `version` within `wait` seconds. While it
+    waits, the long-poll is the agent's heart-beat (noted in `heartbeats`, when it is the
+    agent's) every `beat_every` seconds, as long as its connection stands: a long-poll
+    whose agent went away stops beating at the next of them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        left = deadline - loop.time()
+        if await wakeups.wait(host, version, min(left, beat_every)):
+            return True
+        if left <= beat_every or wakeups.closed or await request.is_disconnected():
+            return False
+        if heartbeats is not None:
+            heartbeats.note(host)
+
+
 @router.get("/orders", response_model=Orders,
             summary="The host's work: servers to destroy, then servers to spawn",
             responses={304: {"description": "unchanged since the version in If-None-Match "
                              "(after waiting up to `wait` seconds for a change)"}})
-async def get_orders(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
-                     settings: SettingsDep, wakeups: WakeupsDep, heartbeats: HeartbeatsDep,
-                     response: Response,
+async def get_orders(host: str, who: Caller, request: Request, response: Response,
                      wait: float = Query(0.0, ge=0.0, le=3600.0, description=(
                          "with If-None-Match: seconds to wait for the orders to change "
                          "before answering 304 (at most the controller's orders_wait_max)")),
@@ -242,18 +268,28 @@ async def get_orders(host: str, who: Caller, store: StoreDep, scheduler: Schedul
     """Answered at once without If-None-Match. With it, a long-poll
     (`controller.wakeups`): held without a thread until the host's orders change or
     `wait` runs out, and answered 304 from memory if they did not. The agent's own
-    long-poll counts as its heart-beat."""
+    long-poll counts as its heart-beat while it is held (see the module)."""
     who.require_host(host)
-    if who.host == host:
+    state = request.app.state
+    settings: Settings = state.settings
+    wakeups: Wakeups = state.wakeups
+    heartbeats: Heartbeats | None = state.heartbeats if who.host == host else None
+    if heartbeats is not None:
         heartbeats.note(host)
     if seen is not None:
         version = seen.removeprefix("W/").strip('"')
-        if not await wakeups.wait(host, version, min(wait, settings.orders_wait_max)):
+        if not await _changed(request, wakeups, heartbeats, host, version,
+                              min(wait, settings.orders_wait_max),
+                              max(1.0, settings.heartbeat_timeout / 3)):
             return Response(status_code=304, headers={"ETag": _tag(version)})
     # Read before the orders: a change committed while they are read moves the version
     # past this one, so that the agent's next long-poll is answered at once.
     response.headers["ETag"] = _tag(wakeups.version(host))
-    return await anyio.to_thread.run_sync(_orders_now, store, scheduler, host)
+    orders, generation = await anyio.to_thread.run_sync(_orders_now, state.store,
+                                                        state.scheduler, host)
+    if generation is not None:
+        response.headers[GENERATION_HEADER] = str(generation)
+    return orders
 
 
 #: An answer's idempotency key: a replay with it gets the first answer's result back.
