@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
@@ -201,10 +201,25 @@ class Booted:
 
 
 def boot_server(session: Session, catalog: Catalog, boot: BootRequest) -> Booted:
-    """Create the server with its ports and PCI requests; it stays BUILD until placed.
+    """Create the server with its ports and PCI requests; it stays BUILD until placed."""
+    return boot_servers(session, catalog, [boot])[0]
 
-    The rows are plain inserts on the session's connection (the server, its requests,
-    its event); only ports, which have rules of their own, go through the ORM."""
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What the boots of one flavor, image and key have in common, checked once."""
+
+    flavor: Flavor
+    known: frozenset[str]
+    pci_version: int
+    image: ImageRow | None
+    #: The requests and size of a server without nics, as a pattern (each server has
+    #: request ids of its own).
+    requests: tuple[PciRequest, ...] | None = None
+    size: VmSize | None = None
+
+
+def _shared(session: Session, catalog: Catalog, boot: BootRequest) -> _Shared:
     flavor, known, pci_version = catalog.lookup(session, boot.flavor)
     image = _image(session, boot.image) if boot.image else None
     if boot.key_name is not None:
@@ -213,31 +228,71 @@ def boot_server(session: Session, catalog: Catalog, boot: BootRequest) -> Booted
         except NotFoundError as error:
             raise PciValueError(f"key_name: {error}") from None
     parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists
+    return _Shared(flavor, known, pci_version, image)
+
+
+def boot_servers(session: Session, catalog: Catalog, boots: Sequence[BootRequest]
+                 ) -> list[Booted]:
+    """Create the servers with their ports and PCI requests; they stay BUILD until placed.
+
+    The flavor, image and key are looked up once per distinct (flavor, image, key,
+    project) of the boots (a multi-create has one), and servers without nics share one
+    check of their requests, each with request ids of its own. The rows are plain inserts
+    on the session's connection, one statement per table for every server (the servers,
+    their requests, their events); only ports, which have rules of their own, go through
+    the ORM."""
+    shared: dict[tuple[str, str | None, str | None, str], _Shared] = {}
+    # A microsecond apart, in order: servers are listed oldest first, then by UUID.
+    start = utcnow()
+    times = [start + timedelta(microseconds=n) for n in range(len(boots))]
+    uuids = [new_uuid() for _ in boots]
+    contexts: list[_Shared] = []
+    for boot in boots:
+        key = (boot.flavor, boot.image, boot.key_name, boot.project)
+        if key not in shared:
+            shared[key] = _shared(session, catalog, boot)
+        contexts.append(shared[key])
+    connection = session.connection()
     # The size is fixed now: the host counts it for the server's life, whatever becomes
     # of the flavor.
-    uuid, now = new_uuid(), utcnow()
-    connection = session.connection()
-    connection.execute(insert(_SERVERS), {
-        "uuid": uuid, "name": boot.name, "project": boot.project, "flavor_id": flavor.id,
-        "image_id": image.id if image is not None else None, "status": ServerStatus.BUILD,
-        "vcpus": flavor.vcpus, "ram_mb": flavor.ram_mb, "disk_gb": flavor.disk_gb,
-        "key_name": boot.key_name, "user_data": boot.user_data, "created_at": now,
-        "updated_at": now})
-    ports = [_nic_port(session, uuid, boot.project, nic, i) for i, nic in enumerate(boot.nics)]
-    if ports:
+    connection.execute(insert(_SERVERS), [{
+        "uuid": uuid, "name": boot.name, "project": boot.project, "flavor_id": c.flavor.id,
+        "image_id": c.image.id if c.image is not None else None,
+        "status": ServerStatus.BUILD, "vcpus": c.flavor.vcpus, "ram_mb": c.flavor.ram_mb,
+        "disk_gb": c.flavor.disk_gb, "key_name": boot.key_name, "user_data": boot.user_data,
+        "created_at": now, "updated_at": now}
+        for uuid, boot, c, now in zip(uuids, boots, contexts, times, strict=True)])
+    ports = [[_nic_port(session, uuid, boot.project, nic, i) for i, nic in enumerate(boot.nics)]
+             for uuid, boot in zip(uuids, boots, strict=True)]
+    if any(ports):
         session.flush()  # the requests name their ports
-    requests = pci_requests(session, flavor, known, image, ports)
-    booted = Booted(uuid, boot.name, boot.project, flavor.name,
-                    image.name if image is not None else None, boot.key_name,
-                    tuple(port.id for port in ports), tuple(requests),
-                    vm_size(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, flavor.extra_specs,
-                            ports), now, pci_version)
-    if requests:
-        connection.execute(insert(_REQUESTS), [
-            {**request_columns(r, position, booted.source_flavor(r)), "server_uuid": uuid}
-            for position, r in enumerate(requests)])
-    connection.execute(insert(_EVENTS), {
-        "time": now, "kind": str(EventKind.SERVER_CREATED), "server": uuid,
-        "message": f"server {boot.name} of project {boot.project}, flavor {flavor.name}"
-                   + (f", reservation {boot.reservation}" if boot.reservation else "")})
+    booted = [_booted(session, shared, uuid, boot, own, now)
+              for uuid, boot, own, now in zip(uuids, boots, ports, times, strict=True)]
+    rows = [{**request_columns(r, position, server.source_flavor(r)), "server_uuid": server.uuid}
+            for server in booted for position, r in enumerate(server.requests)]
+    if rows:
+        connection.execute(insert(_REQUESTS), rows)
+    connection.execute(insert(_EVENTS), [{
+        "time": server.created, "kind": str(EventKind.SERVER_CREATED), "server": server.uuid,
+        "message": f"server {boot.name} of project {boot.project}, flavor {server.flavor}"
+                   + (f", reservation {boot.reservation}" if boot.reservation else "")}
+        for server, boot in zip(booted, boots, strict=True)])
     return booted
+
+
+def _booted(session: Session, shared: dict[tuple[str, str | None, str | None, str], _Shared],
+            uuid: str, boot: BootRequest, ports: list[PortRow], now: datetime) -> Booted:
+    key = (boot.flavor, boot.image, boot.key_name, boot.project)
+    context = shared[key]
+    flavor, image = context.flavor, context.image
+    if ports or context.requests is None or context.size is None:
+        requests = tuple(pci_requests(session, flavor, context.known, image, ports))
+        size = vm_size(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, flavor.extra_specs, ports)
+        if not ports:
+            shared[key] = replace(context, requests=requests, size=size)
+    else:
+        requests = tuple(replace(r, request_id=new_uuid()) for r in context.requests)
+        size = context.size
+    return Booted(uuid, boot.name, boot.project, flavor.name,
+                  image.name if image is not None else None, boot.key_name,
+                  tuple(port.id for port in ports), requests, size, now, context.pci_version)

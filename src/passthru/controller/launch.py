@@ -31,7 +31,7 @@ from functools import partial
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from passthru.controller.boot import Booted, BootRequest, boot_server
+from passthru.controller.boot import Booted, BootRequest, boot_servers
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.enums import EventKind
@@ -84,7 +84,7 @@ def _launch(scheduler: Scheduler, catalog: Catalog, boots: Sequence[BootRequest]
     """The boot in `session`: what it placed, or why a multi-create was refused."""
     # What a refused multi-create takes back (a single server is kept in ERROR).
     created = session.begin_nested() if len(boots) > 1 else None
-    servers = [boot_server(session, catalog, boot) for boot in boots]
+    servers = boot_servers(session, catalog, boots)
     uuids = [server.uuid for server in servers]
     try:
         placements: Sequence[Placement | None] = scheduler.schedule_many(

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -99,10 +99,14 @@ class LostRaceError(PassthruError):
     down or ran out of room, or a chosen CPU was pinned by another VM."""
 
     def __init__(self, host: str, address: str | None = None,
-                 reason: str = "was taken or changed") -> None:
-        what = f"device {address} on {host}" if address else f"host {host}"
+                 reason: str = "was taken or changed", *,
+                 hosts: Sequence[str] | None = None) -> None:
+        what = (f"device {address} on {host}" if address
+                else f"one of hosts {host}" if hosts and len(hosts) > 1 else f"host {host}")
         super().__init__(f"{what} {reason} since it was chosen; choose again")
         self.host = host
+        #: The hosts to read again (more than one when the database cannot tell which).
+        self.hosts = list(hosts) if hosts else [host]
 
 
 # --- change records ---------------------------------------------------------------------
@@ -338,10 +342,8 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
             moved.append((address, was))
     pool_of, regrouped = _pools_for(session, part, moved, pool_attrs)
     writes: list[tuple[str, _Stored, int | None]] = []
-    _guarded(session, _SET_USE, part.host, [
-        {"row_id": was.id, "seen": was.generation,
-         **{f"new_{name}": getattr(part.devices[address], name) for name in _USE}}
-        for address, was in used])
+    _guarded(session, _SET_USE, part.host, [_use_row(part, address, was)
+                                             for address, was in used])
     writes += [(address, was, was.pool_id) for address, was in used]
     rows = []
     for address, was in moved:
@@ -374,8 +376,15 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
             _POOLS.c.id.in_(sorted(left)), ~exists().where(_DEVICES.c.pool_id == _POOLS.c.id)))
     if regrouped:
         changes.regrouped = tuple(pool_attrs or ())
-    _expire(session, part.host_id)
+    _expire(session, {part.host_id})
     return changes
+
+
+def _use_row(part: Part, address: str, was: _Stored) -> dict[str, Any]:
+    """The `_SET_USE` parameters of a device whose use changed."""
+    device = part.devices[address]
+    return {"row_id": was.id, "seen": was.generation,
+            **{f"new_{name}": getattr(device, name) for name in _USE}}
 
 
 def _same_pool_fields(values: tuple[Any, ...], was: tuple[Any, ...]) -> bool:
@@ -431,12 +440,12 @@ def _pools_for(session: Session, part: Part, moved: Sequence[tuple[str, _Stored 
     return pool_of, regrouped
 
 
-def _expire(session: Session, host_id: int) -> None:
+def _expire(session: Session, host_ids: Collection[int]) -> None:
     """ORM objects this session holds of what the statements changed are read again."""
     for obj in list(session.identity_map.values()):
         if isinstance(obj, DeviceRow | PoolRow | PciRequestRow):
             session.expire(obj)
-        elif isinstance(obj, HostRow) and obj.id == host_id:
+        elif isinstance(obj, HostRow) and obj.id in host_ids:
             session.expire(obj, ["pools", "devices"])
 
 
@@ -456,23 +465,93 @@ def claim(session: Session, host: StoredHost, selection: Selection, owner: str
     """available → claimed for the selected devices of `host` (whose row the caller
     locked), their relatives blocked. Each chosen row must still be at the generation the
     scheduler saw (`host.refs`) and available; else LostRaceError."""
-    chosen = {device.address: request_id for request_id, picked in selection.devices.items()
-              for device in picked}
-    part = read_addresses(session, host.id, host.name, chosen)
-    for address in sorted(chosen, key=lambda a: host.refs[a].id):
-        was = part.stored.get(address)
-        if was is None or was.generation != host.refs[address].generation:
-            raise LostRaceError(host.name, address)
-    try:
-        changed = claims.claim(part.devices, selection, owner)
-    except claims.ClaimError:
-        raise LostRaceError(host.name, next(
-            a for a in chosen if part.devices[a].status is not DeviceStatus.AVAILABLE)) from None
-    changes = save(session, part, None, changed=[d.address for d in changed])
-    _events(session, host.name, EventKind.DEVICE_CLAIMED, owner,
-            {address: f"claimed for request {request_id}"
-             for address, request_id in chosen.items()})
-    return changes
+    return claim_many(session, [(host, selection, owner)])[0]
+
+
+#: The chosen rows (by id) and the PF/VF family of each chosen device, on any host.
+_CLAIMED_ROWS = (
+    select(_DEVICES.c.host_id, *_COLUMNS)
+    .where(or_(_DEVICES.c.id.in_(bindparam("ids", expanding=True)),
+               tuple_(_DEVICES.c.host_id, _DEVICES.c.address).in_(
+                   bindparam("wanted", expanding=True)),
+               tuple_(_DEVICES.c.host_id, _DEVICES.c.parent_addr).in_(
+                   bindparam("heads", expanding=True))))
+    .order_by(_DEVICES.c.id))
+#: Claims whose rows one statement reads: well below SQLite's bound on parameters.
+_CLAIMS_READ = 300
+
+
+def claim_many(session: Session, wanted: Sequence[tuple[StoredHost, Selection, str]]
+               ) -> list[HostChanges]:
+    """`claim` of each (host, selection, owner), on hosts the caller locked, in one read
+    of their rows and one write of those that changed (for a multi-create, whatever
+    hosts its servers went to). Returns the change record of each host, in the order
+    they come first in `wanted`; any chosen device no longer as the scheduler saw it
+    raises LostRaceError, leaving the caller to roll back."""
+    parts: dict[int, Part] = {}
+    for first in range(0, len(wanted), _CLAIMS_READ):
+        _read_claimed(session, wanted[first:first + _CLAIMS_READ], parts)
+    changed: dict[int, dict[str, None]] = {}
+    events: list[dict[str, Any]] = []
+    for host, selection, owner in wanted:
+        part = parts[host.id]
+        chosen = {device.address: request_id
+                  for request_id, picked in selection.devices.items() for device in picked}
+        for address in sorted(chosen, key=lambda a: host.refs[a].id):
+            was = part.stored.get(address)
+            if was is None or was.generation != host.refs[address].generation:
+                raise LostRaceError(host.name, address)
+        try:
+            done = claims.claim(part.devices, selection, owner)
+        except claims.ClaimError:
+            raise LostRaceError(host.name, next(
+                a for a in chosen if part.devices[a].status is not DeviceStatus.AVAILABLE)
+                ) from None
+        changed.setdefault(host.id, {}).update(dict.fromkeys(d.address for d in done))
+        events += [{"kind": str(EventKind.DEVICE_CLAIMED), "host": host.name,
+                    "device_address": address, "server": owner,
+                    "message": f"claimed for request {request_id}"}
+                   for address, request_id in chosen.items()]
+    session.flush()  # the ORM's pending changes first: the statements below follow
+    # A claim changes the use of devices only, never their pools.
+    writes = [(parts[host_id], address, parts[host_id].stored[address])
+              for host_id, addresses in changed.items() for address in addresses
+              if device_values(parts[host_id].devices[address])
+              != parts[host_id].stored[address].values]
+    _guarded(session, _SET_USE, ", ".join(sorted({part.host for part, _, _ in writes})),
+             [_use_row(part, address, was) for part, address, was in writes])
+    records = {part.host: changes_for(session, part.host) for part in parts.values()}
+    for part, address, was in writes:
+        _saved(part, records[part.host], address, was.id, was.generation + 1, was.pool_id)
+    if events:
+        session.connection().execute(insert(_EVENTS), events)
+    _expire(session, parts.keys())
+    return [records[parts[host_id].host] for host_id in dict.fromkeys(
+        host.id for host, _, _ in wanted)]
+
+
+def _read_claimed(session: Session, wanted: Sequence[tuple[StoredHost, Selection, str]],
+                  parts: dict[int, Part]) -> None:
+    """Read the chosen rows of `wanted` and their family (`add_family`'s, found from the
+    devices as the scheduler saw them: a row read at another generation is refused
+    anyway) into `parts`, one per host."""
+    ids: set[int] = set()
+    family: set[tuple[int, str]] = set()
+    heads: set[tuple[int, str]] = set()
+    for host, selection, _ in wanted:
+        parts.setdefault(host.id, Part(host.id, host.name))
+        seeds = [device for picked in selection.devices.values() for device in picked]
+        chosen = {device.address for device in seeds}
+        ids.update(host.refs[address].id for address in chosen)
+        family.update((host.id, d.parent_addr) for d in seeds if d.dev_type is DevType.VF
+                      and d.parent_addr is not None and d.parent_addr not in chosen)
+        heads.update((host.id, d.address) for d in seeds if d.dev_type is not DevType.VF)
+    rows: dict[int, list[Any]] = {}
+    for row in session.connection().execute(_CLAIMED_ROWS, {
+            "ids": sorted(ids), "wanted": sorted(family), "heads": sorted(heads)}):
+        rows.setdefault(row[0], []).append(row[1:])
+    for host_id, found in rows.items():
+        parts[host_id].add_rows(found)
 
 
 def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> list[str]:

@@ -28,7 +28,8 @@ both, so that none waits on the other crosswise.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import ScalarSelect, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -47,7 +48,9 @@ _SERVERS = ServerRow.__table__
 _LOCK_SERVERS = (select(_SERVERS.c.uuid, _SERVERS.c.status, _SERVERS.c.host_id)
                  .where(_SERVERS.c.uuid.in_(bindparam("owners", expanding=True)))
                  .order_by(_SERVERS.c.uuid).with_for_update())
-_LOCK_HOST = select(_HOSTS.c.status).where(_HOSTS.c.id == bindparam("host")).with_for_update()
+_LOCK_HOSTS = (select(_HOSTS.c.id, _HOSTS.c.status)
+               .where(_HOSTS.c.id.in_(bindparam("hosts", expanding=True)))
+               .order_by(_HOSTS.c.name).with_for_update())
 _PLACE_SERVER = (update(_SERVERS)
                  .where(_SERVERS.c.uuid == bindparam("owner"))
                  .values(host_id=bindparam("host"), numa_node=bindparam("node"),
@@ -107,21 +110,52 @@ def claim_in_store(session: Session, host: StoredHost, selection: Selection, own
     for the host; raises LostRaceError, leaving the caller to roll back, if any chosen
     device is no longer what the scheduler saw, the host has no room left or a CPU was
     pinned."""
+    return claim_all_in_store(session, [Claim(host, selection, owner, numa_node, cpus)])[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One server's placement to claim: its devices on `host`, its NUMA node and CPUs."""
+
+    host: StoredHost
+    selection: Selection
+    owner: str
+    numa_node: int | None = None
+    cpus: Collection[int] = ()
+
+
+def claim_all_in_store(session: Session, wanted: Sequence[Claim]) -> list[HostChanges]:
+    """`claim_in_store` of each claim (servers locked by the caller), in statements that
+    each serve every claim: the hosts locked (in name order) by one, the devices read by
+    one and written by one (the ledger's `claim_many`), the servers' sizes counted by one
+    and the servers placed by one. Returns the change record of each host; a claim that
+    fails raises LostRaceError (naming every host of the batch when the database cannot
+    tell which one ran out of room), leaving the caller to roll back."""
     # Plain statements on the session's connection: a claim needs no ORM unit of work.
     connection = session.connection()
-    if connection.execute(_LOCK_HOST, {"host": host.id}).scalar_one_or_none() != HostStatus.UP:
-        raise LostRaceError(host.name, reason="went down")
-    changes = ledger.claim(session, host, selection, owner)
-    if connection.execute(_COUNT, {"host": host.id, "owner": owner}).rowcount != 1:
-        raise LostRaceError(host.name, reason="ran out of room for the VM")
-    if cpus:
-        try:
-            connection.execute(_PIN, [{"host_id": host.id, "cpu": cpu, "server_uuid": owner}
-                                      for cpu in sorted(cpus)])
-        except IntegrityError:
-            raise LostRaceError(host.name, reason="had a chosen CPU pinned by another VM"
-                                ) from None
-    connection.execute(_PLACE_SERVER, {"owner": owner, "host": host.id, "node": numa_node,
-                                       "cpus": sorted(cpus)})
-    wake(session, host.name)
+    hosts = {claim.host.id: claim.host for claim in wanted}
+    status = dict(connection.execute(_LOCK_HOSTS, {"hosts": sorted(hosts)}).all())
+    for host in sorted(hosts.values(), key=lambda h: h.name):
+        if status.get(host.id) != HostStatus.UP:
+            raise LostRaceError(host.name, reason="went down")
+    changes = ledger.claim_many(session, [(c.host, c.selection, c.owner) for c in wanted])
+    if connection.execute(_COUNT, [{"host": c.host.id, "owner": c.owner} for c in wanted]
+                          ).rowcount != len(wanted):
+        names = sorted({c.host.name for c in wanted})
+        raise LostRaceError(names[0] if len(names) == 1 else ", ".join(names),
+                            reason="ran out of room for the VM", hosts=names)
+    for claim in wanted:
+        if claim.cpus:
+            try:
+                connection.execute(_PIN, [{"host_id": claim.host.id, "cpu": cpu,
+                                           "server_uuid": claim.owner}
+                                          for cpu in sorted(claim.cpus)])
+            except IntegrityError:
+                raise LostRaceError(claim.host.name, reason="had a chosen CPU pinned by "
+                                    "another VM") from None
+    connection.execute(_PLACE_SERVER, [{"owner": c.owner, "host": c.host.id,
+                                        "node": c.numa_node, "cpus": sorted(c.cpus)}
+                                       for c in wanted])
+    for host in hosts.values():
+        wake(session, host.name)
     return changes

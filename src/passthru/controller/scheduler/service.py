@@ -74,7 +74,12 @@ from passthru.controller.ledger import (
     changes_of,
     take_changes,
 )
-from passthru.controller.scheduler.claim import claim_in_store, is_lost_race, lock_servers
+from passthru.controller.scheduler.claim import (
+    Claim,
+    claim_all_in_store,
+    is_lost_race,
+    lock_servers,
+)
 from passthru.controller.scheduler.index import HostEntry, HostIndex, PoolTally, fleet_totals
 from passthru.controller.scheduler.placement import (
     DEFAULT_SIZE,
@@ -400,8 +405,8 @@ class Scheduler:
                 self._claim(vms[:len(placements)], placements, ticket, session)
             except LostRaceError as race:
                 if session is not None:
-                    raise RetryError(partial(self.refresh, [race.host]), str(race)) from race
-                self.refresh([race.host])
+                    raise RetryError(partial(self.refresh, race.hosts), str(race)) from race
+                self.refresh(race.hosts)
                 resynced = False
                 continue
             return placements
@@ -439,9 +444,10 @@ class Scheduler:
         lock_servers(session, [owner for owner, _ in placed])
         # Host rows are locked in name order, as deletes do: two multi-creates never lock
         # hosts crosswise.
-        for owner, placement in sorted(placed, key=lambda item: item[1].host):
-            claim_in_store(session, self._hosts[placement.host], placement.selection,
-                           owner, numa_node=placement.numa_node, cpus=placement.cpus)
+        claim_all_in_store(session, [
+            Claim(self._hosts[placement.host], placement.selection, owner,
+                  placement.numa_node, placement.cpus)
+            for owner, placement in sorted(placed, key=lambda item: item[1].host)])
 
     def _settle(self, ticket: int) -> None:
         """Claim `ticket` ended (call under the lock)."""
