@@ -182,6 +182,22 @@ def test_a_stale_replica_is_stopped_by_the_stores_condition(fleet: Store) -> Non
         assert session.get_one(ServerRow, owner).host_id is None
 
 
+def test_a_stale_replicas_batch_goes_where_the_room_is_once_the_store_refused_it(
+        fleet: Store) -> None:
+    # The batch's room is counted for all its servers at once: the store does not say
+    # which host ran out, so every host of the batch is read again before the next try.
+    for host in ("compute-1", "compute-2", "compute-3"):
+        report(fleet, host, machine(4))
+    first, second = replica(fleet), replica(fleet)
+    filler = new_server(fleet, VmSize(3, 512), name="filler")
+    first.schedule_many([(filler, [])], [VmSize(3, 512)], exclude={"compute-1", "compute-3"})
+    owners = [new_server(fleet, VmSize(3, 512), name=f"vm-{n}") for n in (1, 2)]
+    placements = second.schedule_many([(owner, []) for owner in owners],
+                                      [VmSize(3, 512)] * 2)
+    assert sorted(p.host for p in placements) == ["compute-1", "compute-3"]
+    assert [used(fleet, f"compute-{n}")[0] for n in (1, 2, 3)] == [3, 3, 3]
+
+
 def test_dedicated_cpus_are_never_shared_even_by_stale_replicas(fleet: Store) -> None:
     report(fleet, "compute-1", machine(4, nodes=2, ratio=4.0))
     first, second = replica(fleet), replica(fleet)
