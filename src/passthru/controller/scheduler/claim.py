@@ -19,6 +19,14 @@ come from the server row itself, so that a free, which subtracts the row's amoun
 back exactly what was added. Dedicated CPUs are rows keyed by (host, CPU): a CPU pinned
 by another VM meanwhile makes the insert fail, and the claim with it.
 
+A multi-create claims all its servers together (`claim_all_in_store`), each statement
+serving every server of the batch, whatever hosts they went to: one locks the hosts (in
+name order), the ledger reads the chosen rows with their families in one and writes those
+that changed in one, one counts the sizes and one places the servers. The room is one
+conditional update per server sent at once: a row count short of the batch tells that
+some host ran out, not which, so every host of the batch is read again before it is
+placed again.
+
 Before any host, the claim locks the servers it places and goes on only while they are
 still being built: a delete locks its server first too, so a server deleted while its
 claim is in flight either has its devices freed after the claim commits, or makes the
