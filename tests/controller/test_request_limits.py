@@ -167,6 +167,29 @@ def test_headers_past_16_kib_are_refused(live: LiveController) -> None:
     assert httpx.get(f"{live.url}/v2/whoami", headers=_admin(live)).status_code == 200
 
 
+def _timer_of(local_port: int, peer_port: int) -> int:
+    """The kernel's timer kind on the TCP socket from `local_port` to `peer_port`
+    (/proc/net/tcp's `tr`: 0 none, 1 retransmit, 2 keep-alive, ...)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, timer = fields[1], fields[2], fields[5]
+        if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (local_port,
+                                                                            peer_port):
+            return int(timer.split(":")[0], 16)
+    raise AssertionError(f"no TCP socket from port {local_port} to {peer_port}")
+
+
+def test_a_connection_is_probed_by_tcp_keep_alive(live: LiveController) -> None:
+    # A long-poll is its agent's heart-beat while its connection stands: a peer that
+    # vanished must lose its connection to the kernel's probes.
+    connection, sock = _open(live, "GET", "/v2/whoami", _admin(live))
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200
+    assert _timer_of(live.port, sock.getsockname()[1]) == 2
+    connection.close()
+
+
 def test_one_members_flood_does_not_limit_another(live: LiveController) -> None:
     flooder, other = _member(live, "p1"), _member(live, "p2")
     flood: list[httpx.Response] = []

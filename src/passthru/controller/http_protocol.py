@@ -16,19 +16,42 @@ out.
 h11 bounds the headers' size itself (`h11_max_incomplete_event_size`); httptools does
 not, so with it the bytes a connection sends before its headers end are counted here, and
 past `max_header_bytes` it gets 400 and is closed (give or take one read of the socket).
+
+Every connection has TCP keep-alive on (`KEEPALIVE_IDLE`, `_INTERVAL`, `_PROBES`): an
+agent's long-poll is held for minutes and counts as its heart-beat while its connection
+stands, so a peer that vanished without closing it (power lost, cable cut) must not keep
+the connection, and its host, alive. The kernel probes a connection silent for a while
+and drops it when no probe is answered; the long-poll then sees it gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+#: Seconds a connection may be silent before the kernel probes its peer, between probes,
+#: and how many unanswered probes end it: a vanished peer's connection ends at most 60 s
+#: after its last byte, well within an agent's heart-beat timeout (180 s by default).
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3
+
+
+def _keep_alive(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
 
 class _HeaderDeadline(asyncio.Protocol):
-    """A uvicorn HTTP protocol closing connections whose request headers are late. Mixed
+    """A uvicorn HTTP protocol closing connections whose request headers are late, with
+    TCP keep-alive on. Mixed
     into one of uvicorn's protocols, whose `loop`, `transport`, `cycle` and
     `on_response_complete` it uses."""
 
@@ -43,6 +66,7 @@ class _HeaderDeadline(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        _keep_alive(transport)
         self._wait_for_headers()
 
     def on_response_complete(self) -> None:
