@@ -175,7 +175,7 @@ def run(size: int, rounds: int, old: ModuleType, workdir: Path) -> dict[str, Any
         driver = "vfio-pci" if round_ % 2 else "iavf"
         changed = PciDevice(**{**vars_of(vf), "driver": driver})
         # The new ledger.
-        picked = scheduler.index.hosts["h"].devices[vf.address]
+        picked = scheduler.index.loaded("h").devices[vf.address]
         selection = Selection({request_id: (picked,)}, None)
         transition(new, "claim", lambda s, sel=selection, o=owner: claim_in_store(
             s, scheduler._hosts["h"], sel, o), scheduler.apply)
