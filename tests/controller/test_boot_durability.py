@@ -4,7 +4,9 @@ the restarted scheduler knows they are taken."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from passthru.controller.db import Store
 from tests.cli.live import LiveController
@@ -16,19 +18,31 @@ def gpus_of(server: dict) -> list[str]:  # type: ignore[type-arg]
             for device in request["devices"]]
 
 
-def test_a_sigkill_after_the_202_keeps_the_server_and_its_claimed_devices(
-        db_url: str, tmp_path: Path) -> None:
-    controller = LiveController(tmp_path / "data", db_url, ("--rate-limit", "0"))
+T = TypeVar("T")
+
+
+def killed_after(db_url: str, data: Path, boot: Callable[[Live], T]
+                 ) -> tuple[LiveController, T]:
+    """A controller with the GPU catalog and one host, SIGKILLed right after `boot` (no
+    shutdown runs: only commits keep what it answered), and what `boot` returned."""
+    controller = LiveController(data, db_url, ("--rate-limit", "0"))
     controller.start()
     live = Live(controller)
     try:
         create_catalog(live.admin)
         report_host(live.admin, controller.url)
-        answers = [ok(live.member.post("/servers", json={"server": {
-            "name": f"vm{n}", "flavorRef": "m1.gpu"}}))["server"] for n in range(4)]
-        controller.kill()  # right after the last 202: no shutdown runs
+        answers = boot(live)
+        controller.kill()
     finally:
         live.close()
+    return controller, answers
+
+
+def test_a_sigkill_after_the_202_keeps_the_server_and_its_claimed_devices(
+        db_url: str, tmp_path: Path) -> None:
+    controller, answers = killed_after(db_url, tmp_path / "data", lambda live: [
+        ok(live.member.post("/servers", json={"server": {
+            "name": f"vm{n}", "flavorRef": "m1.gpu"}}))["server"] for n in range(4)])
     assert {a["status"] for a in answers} == {"BUILD"}
     assert {a["host"] for a in answers} == {"compute-0"}
     claimed = {a["id"]: gpus_of(a) for a in answers}

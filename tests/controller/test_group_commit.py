@@ -21,9 +21,8 @@ from passthru.controller.db import Store, on_rollback
 from passthru.controller.enums import EventKind
 from passthru.controller.events import record
 from passthru.controller.models import EventRow
-from tests.cli.live import LiveController
-from tests.controller.test_boot_durability import gpus_of
-from tests.controller.test_races import Live, at_once, create_catalog, ok, report_host
+from tests.controller.test_boot_durability import gpus_of, killed_after
+from tests.controller.test_races import Live, at_once, ok
 
 
 def _messages(store: Store) -> list[str]:
@@ -108,16 +107,8 @@ def _boots(live: Live, count: int) -> list[Callable[[], httpx.Response]]:
 
 def test_concurrent_boots_are_all_durable_and_one_failing_fails_alone(
         db_url: str, tmp_path: Path) -> None:
-    controller = LiveController(tmp_path / "data", db_url, ("--rate-limit", "0"))
-    controller.start()
-    live = Live(controller)
-    try:
-        create_catalog(live.admin)
-        report_host(live.admin, controller.url)
-        answers = at_once(_boots(live, 4))
-        controller.kill()  # right after the last answer: nothing but commits kept them
-    finally:
-        live.close()
+    controller, answers = killed_after(db_url, tmp_path / "data",
+                                       lambda live: at_once(_boots(live, 4)))
     *booted, bad = answers
     assert bad.status_code == 404, bad.text
     servers: list[dict[str, Any]] = [ok(answer)["server"] for answer in booted]

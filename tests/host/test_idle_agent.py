@@ -8,7 +8,8 @@ tells no generation (an older one, which counts a long-poll only when it comes).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from passthru.host.agent import Agent
 from passthru.host.worker import OrderWorker, PolledOrders, ReadOrders
@@ -55,18 +56,29 @@ class Controller(Link):
         return PolledOrders(None, version)
 
 
-def test_an_idle_agent_heart_beats_only_without_a_long_poll_or_on_another_generation(
-        ) -> None:
-    controller = Controller()
-    agent = Agent(scan=list, link=controller, pool_attrs=[])
-    agent.report_once()
-    beats = controller.heartbeats
+@contextmanager
+def _following(agent: Agent, controller: Controller) -> Iterator[None]:
+    """The agent following its orders (a long-poll held) for the block's length."""
     worker = OrderWorker(controller, Hypervisor())  # type: ignore[arg-type]
     stop = threading.Event()
     follower = threading.Thread(target=agent.follow_orders, args=(worker, stop), daemon=True)
     follower.start()
     try:
         until("a long-poll is held", lambda: controller.long_polls > 0)
+        yield
+    finally:
+        stop.set()
+        follower.join(60)
+        worker.close()
+
+
+def test_an_idle_agent_heart_beats_only_without_a_long_poll_or_on_another_generation(
+        ) -> None:
+    controller = Controller()
+    agent = Agent(scan=list, link=controller, pool_attrs=[])
+    agent.report_once()
+    beats = controller.heartbeats
+    with _following(agent, controller):
         for _ in range(3):
             assert agent.report_once() == InventoryDelta()
         assert controller.heartbeats == beats
@@ -82,10 +94,6 @@ def test_an_idle_agent_heart_beats_only_without_a_long_poll_or_on_another_genera
         beats = controller.heartbeats
         agent.report_once()
         assert controller.heartbeats == beats
-    finally:
-        stop.set()
-        follower.join(60)
-        worker.close()
     # No long-poll held: the report round heart-beats again.
     agent.report_once()
     assert controller.heartbeats == beats + 1
@@ -104,16 +112,7 @@ def test_an_agent_heart_beats_a_controller_that_tells_no_generation() -> None:
     controller = OlderController()
     agent = Agent(scan=list, link=controller, pool_attrs=[])
     agent.report_once()
-    worker = OrderWorker(controller, Hypervisor())  # type: ignore[arg-type]
-    stop = threading.Event()
-    follower = threading.Thread(target=agent.follow_orders, args=(worker, stop), daemon=True)
-    follower.start()
-    try:
-        until("a long-poll is held", lambda: controller.long_polls > 0)
+    with _following(agent, controller):
         beats = controller.heartbeats
         agent.report_once()
         assert controller.heartbeats == beats + 1
-    finally:
-        stop.set()
-        follower.join(60)
-        worker.close()

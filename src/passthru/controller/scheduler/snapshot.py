@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Label,
     Row,
     Select,
@@ -155,9 +156,7 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     # Core statements on the connection, as in `load_summaries`: a decision on a host not
     # loaded waits for this read.
     connection = session.connection()
-    pins: dict[int, set[int]] = {}
-    for host_id, cpu in connection.execute(pins_query, values):
-        pins.setdefault(host_id, set()).add(cpu)
+    pins = _pins(connection, pins_query, values)
     hosts = {row.id: stored_host(row, pins.get(row.id, set()))
              for row in connection.execute(hosts_query, values)}
     pools = {row.id: Pool(dict(row.attrs), row.dev_type, row.numa_node, row.parent_addr)
@@ -235,9 +234,7 @@ def load_summaries(session: Session, names: Collection[str] | None = None
     # Core statements on the connection: the ORM's result machinery cost more than the
     # database's GROUP BY.
     connection = session.connection()
-    pins: dict[int, set[int]] = {}
-    for host_id, cpu in connection.execute(pins_query, values):
-        pins.setdefault(host_id, set()).add(cpu)
+    pins = _pins(connection, pins_query, values)
     rows: dict[int, list[int]] = {host_id: [count, generations] for host_id, count, generations
                                   in connection.execute(unpooled, values)}
     kinds: dict[tuple[str, DevType], tuple[dict[str, str], Signature]] = {}
@@ -260,6 +257,15 @@ def load_summaries(session: Session, names: Collection[str] | None = None
         count, generations = rows.get(row.id, (0, 0))
         host.loaded, host.rows = False, (count, generations)
         yield host, pools.get(row.id, [])
+
+
+def _pins(connection: Connection, query: Select[Any], values: dict[str, Any]
+          ) -> dict[int, set[int]]:
+    """The pinned CPUs of each host `query` selects, by host id."""
+    pins: dict[int, set[int]] = {}
+    for host_id, cpu in connection.execute(query, values):
+        pins.setdefault(host_id, set()).add(cpu)
+    return pins
 
 
 def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
