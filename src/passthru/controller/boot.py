@@ -219,6 +219,10 @@ class _Shared:
     size: VmSize | None = None
 
 
+#: What boots share their `_Shared` by: flavor, image, key name and project.
+_Key = tuple[str, str | None, str | None, str]
+
+
 def _shared(session: Session, catalog: Catalog, boot: BootRequest) -> _Shared:
     flavor, known, pci_version = catalog.lookup(session, boot.flavor)
     image = _image(session, boot.image) if boot.image else None
@@ -241,17 +245,16 @@ def boot_servers(session: Session, catalog: Catalog, boots: Sequence[BootRequest
     on the session's connection, one statement per table for every server (the servers,
     their requests, their events); only ports, which have rules of their own, go through
     the ORM."""
-    shared: dict[tuple[str, str | None, str | None, str], _Shared] = {}
+    shared: dict[_Key, _Shared] = {}
     # A microsecond apart, in order: servers are listed oldest first, then by UUID.
     start = utcnow()
     times = [start + timedelta(microseconds=n) for n in range(len(boots))]
     uuids = [new_uuid() for _ in boots]
-    contexts: list[_Shared] = []
-    for boot in boots:
-        key = (boot.flavor, boot.image, boot.key_name, boot.project)
+    keys = [(boot.flavor, boot.image, boot.key_name, boot.project) for boot in boots]
+    for key, boot in zip(keys, boots, strict=True):
         if key not in shared:
             shared[key] = _shared(session, catalog, boot)
-        contexts.append(shared[key])
+    contexts = [shared[key] for key in keys]
     connection = session.connection()
     # The size is fixed now: the host counts it for the server's life, whatever becomes
     # of the flavor.
@@ -266,8 +269,9 @@ def boot_servers(session: Session, catalog: Catalog, boots: Sequence[BootRequest
              for uuid, boot in zip(uuids, boots, strict=True)]
     if any(ports):
         session.flush()  # the requests name their ports
-    booted = [_booted(session, shared, uuid, boot, own, now)
-              for uuid, boot, own, now in zip(uuids, boots, ports, times, strict=True)]
+    booted = [_booted(session, shared, key, uuid, boot, own, now)
+              for key, uuid, boot, own, now in zip(keys, uuids, boots, ports, times,
+                                                   strict=True)]
     rows = [{**request_columns(r, position, server.source_flavor(r)), "server_uuid": server.uuid}
             for server in booted for position, r in enumerate(server.requests)]
     if rows:
@@ -280,9 +284,8 @@ def boot_servers(session: Session, catalog: Catalog, boots: Sequence[BootRequest
     return booted
 
 
-def _booted(session: Session, shared: dict[tuple[str, str | None, str | None, str], _Shared],
-            uuid: str, boot: BootRequest, ports: list[PortRow], now: datetime) -> Booted:
-    key = (boot.flavor, boot.image, boot.key_name, boot.project)
+def _booted(session: Session, shared: dict[_Key, _Shared], key: _Key, uuid: str,
+            boot: BootRequest, ports: list[PortRow], now: datetime) -> Booted:
     context = shared[key]
     flavor, image = context.flavor, context.image
     if ports or context.requests is None or context.size is None:
