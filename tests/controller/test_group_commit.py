@@ -20,9 +20,11 @@ from sqlalchemy.orm import Session
 from passthru.controller.db import Store, on_rollback
 from passthru.controller.enums import EventKind
 from passthru.controller.events import record
+from passthru.controller.migrate import upgrade
 from passthru.controller.models import EventRow
 from tests.controller.test_boot_durability import gpus_of, killed_after
 from tests.controller.test_races import Live, at_once, ok
+from tests.pg import PostgresCluster
 
 
 def _messages(store: Store) -> list[str]:
@@ -38,49 +40,86 @@ def _queued(store: Store, count: int) -> None:
         time.sleep(0.01)
 
 
-def test_one_failing_work_leaves_the_others_of_its_group_committed(db_url: str,
-                                                                   store: Store) -> None:
-    commits: list[int] = []
-    event.listen(store.engine, "commit", lambda _connection: commits.append(1))
-    started, release, undone = threading.Event(), threading.Event(), []
+class _Works:
+    """A first work that holds its transaction until released, and five more, the third
+    of which fails; with what each store committed and undid."""
 
-    def first(session: Session) -> str:
+    def __init__(self, store: Store) -> None:
+        self.commits: list[int] = []
+        event.listen(store.engine, "commit", lambda _connection: self.commits.append(1))
+        self.started, self.release = threading.Event(), threading.Event()
+        self.undone: list[int] = []
+
+    def first(self, session: Session) -> str:
         record(session, EventKind.SERVER_CREATED, "first")
-        started.set()
-        release.wait(60)  # the others queue meanwhile, into one group
+        self.started.set()
+        self.release.wait(60)
         return "first"
 
-    def write(number: int) -> Callable[[Session], str]:
+    def write(self, number: int) -> Callable[[Session], str]:
         def work(session: Session) -> str:
             record(session, EventKind.SERVER_CREATED, f"work {number}")
-            on_rollback(session, lambda: undone.append(number))
+            on_rollback(session, lambda: self.undone.append(number))
             if number == 2:
                 raise ValueError("work 2 fails")
             return f"done {number}"
         return work
 
-    with ThreadPoolExecutor(6) as pool:
-        leader = pool.submit(store.grouped, first)
-        assert started.wait(60)
-        answers: list[Future[str]] = []
-        for number in range(5):
-            answers.append(pool.submit(store.grouped, write(number)))
-            _queued(store, number + 1)
-        assert not any(answer.done() for answer in answers)
-        release.set()
-        assert leader.result() == "first"
-        with pytest.raises(ValueError, match="work 2 fails"):
-            answers[2].result()
-        assert [answers[n].result() for n in (0, 1, 3, 4)] == [
-            "done 0", "done 1", "done 3", "done 4"]
-    assert len(commits) == 2  # the first alone, then the five together
-    assert undone == [2]  # only the failed one's undo ran
+
+def _check_answers(answers: list[Future[str]], db_url: str) -> None:
+    with pytest.raises(ValueError, match="work 2 fails"):
+        answers[2].result()
+    assert [answers[n].result() for n in (0, 1, 3, 4)] == [
+        "done 0", "done 1", "done 3", "done 4"]
     # What a fresh store reads: the committed works, not the failed one.
     reopened = Store(db_url)
     try:
         assert _messages(reopened) == ["first", "work 0", "work 1", "work 3", "work 4"]
     finally:
         reopened.close()
+
+
+def test_one_failing_work_leaves_the_others_of_its_group_committed(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'store.sqlite'}"  # group commit is SQLite's
+    store = Store(db_url)
+    upgrade(store.engine)
+    works = _Works(store)
+    with ThreadPoolExecutor(6) as pool:
+        leader = pool.submit(store.grouped, works.first)
+        assert works.started.wait(60)
+        answers: list[Future[str]] = []
+        for number in range(5):
+            answers.append(pool.submit(store.grouped, works.write(number)))
+            _queued(store, number + 1)  # they queue behind the first, into one group
+        assert not any(answer.done() for answer in answers)
+        works.release.set()
+        assert leader.result() == "first"
+        _check_answers(answers, db_url)
+    assert len(works.commits) == 2  # the first alone, then the five together
+    assert works.undone == [2]  # only the failed one's undo ran
+    store.close()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_each_work_commits_on_its_own(postgres: PostgresCluster) -> None:
+    # One transaction holding several boots would lock their hosts out of order.
+    db_url = postgres.new_database()
+    store = Store(db_url)
+    upgrade(store.engine)
+    works = _Works(store)
+    with ThreadPoolExecutor(6) as pool:
+        leader = pool.submit(store.grouped, works.first)
+        assert works.started.wait(60)
+        answers = [pool.submit(store.grouped, works.write(number)) for number in range(5)]
+        for answer in answers:  # done while the first still holds its transaction
+            answer.exception(60)
+        assert not leader.done()
+        assert len(works.commits) == 4 and works.undone == [2]
+        works.release.set()
+        assert leader.result() == "first"
+        _check_answers(answers, db_url)
+    assert len(works.commits) == 5
+    store.close()
 
 
 def test_a_work_alone_that_fails_rolls_back_and_is_undone(store: Store) -> None:

@@ -22,6 +22,10 @@ Each request gets its answer only once the commit that holds its work has return
 it is as durable as with a transaction of its own; a work that fails rolls back its own
 savepoint only, and the others commit. SQLite has one writer at a time: under load the
 writes queue for its lock anyway, and grouping them makes one commit of the queue.
+PostgreSQL is left to group its commits itself (concurrent transactions share a WAL
+flush), each work in a transaction of its own: one transaction holding several boots
+would lock their hosts in the order the boots came, not in the documented lock order,
+and deadlock against a delete.
 
 A 503 tells a client that sending the request again is safe only if nothing of it was
 stored: `count_commits()` counts the write transactions committed while one request is
@@ -219,11 +223,17 @@ class Store:
 
     def grouped(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in a write transaction shared with the works of concurrent
-        callers (group commit, see the module's docstring), in a savepoint of its own;
+        callers (group commit on SQLite, see the module's docstring), in a savepoint of its
+        own;
         return what it returned, or raise what it raised, once the transaction has
         committed (or failed: then every work of the group raises its error, and their
         `on_rollback` undos have run). `work` must not wait for other callers."""
         mine = _Work(work)
+        if self.engine.dialect.name != "sqlite":  # see the module's docstring
+            self._commit_group([mine])
+            if mine.error is not None:
+                raise mine.error
+            return mine.result  # type: ignore[return-value]
         group = self._group
         with group.lock:
             group.queue.append(mine)
