@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,17 @@ def place(store: Store, server_id: str) -> str:
 
 
 def heartbeats_written(http: httpx.Client, hosts: Iterable[str], wait: float = 60.0) -> None:
-    """Wait until the controller has written the heart-beats its agents sent (it keeps
-    them in memory for a while): one still in memory would bring a `silence`d host back
-    up once written. `http` carries an admin token."""
+    """Wait until the controller has written every heart-beat its agents sent (it keeps
+    those of hosts that are up in memory for a while): one still in memory would bring a
+    `silence`d host back up once written. Each host heart-beats once more here, and the
+    wait lasts until the store holds that one; the controller keeps only a host's latest
+    heart-beat, so none older is left behind it. `http` carries an admin token."""
     deadline = time.monotonic() + wait
     for host in hosts:
-        while http.get(f"/v2/admin/os-hosts/{host}").json()["host"]["last_heartbeat"] is None:
+        beat = datetime.fromisoformat(
+            _ok(http.post(f"/v2/agent/hosts/{host}/heartbeat"))["last_heartbeat"])
+        while (written := http.get(f"/v2/admin/os-hosts/{host}").json()["host"][
+                "last_heartbeat"]) is None or datetime.fromisoformat(written) < beat:
             assert time.monotonic() < deadline, f"{host}'s heart-beat was never written"
             time.sleep(0.05)
 
