@@ -1,7 +1,8 @@
 """Group commit, on SQLite and PostgreSQL: works of concurrent callers share one
 transaction, each answered only once it has committed, and one that fails leaves the
-others committed; concurrent boots through a real `passthru serve` are all durable, each
-with its own devices, and a boot that fails among them fails alone."""
+others committed; a store's writers take SQLite's lock in the order they came;
+concurrent boots through a real `passthru serve` are all durable, each with its own
+devices, and a boot that fails among them fails alone."""
 
 from __future__ import annotations
 
@@ -165,3 +166,41 @@ def test_concurrent_boots_are_all_durable_and_one_failing_fails_alone(
     finally:
         live.close()
         controller.stop()
+
+
+def test_writers_of_one_store_take_sqlites_lock_in_the_order_they_came(
+        tmp_path: Path) -> None:
+    # SQLite's busy handler lets a writer that just came in before those waiting longer.
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    upgrade(store.engine)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.write() as session:
+            record(session, EventKind.SERVER_CREATED, "first")
+            session.flush()  # SQLite's lock is taken
+            holding.set()
+            release.wait(60)
+
+    def write(number: int) -> None:
+        with store.write() as session:
+            record(session, EventKind.SERVER_CREATED, f"writer {number}")
+
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(hold)
+        assert holding.wait(60)
+        writers = []
+        for number in range(5):
+            writers.append(pool.submit(write, number))
+            deadline = time.monotonic() + 60
+            while len(store._turns._waiting) < number + 1:  # in line behind the others
+                assert time.monotonic() < deadline, "the writer never waited its turn"
+                time.sleep(0.01)
+        release.set()
+        for done in (first, *writers):
+            done.result(60)
+    with store.read() as session:
+        written = list(session.scalars(select(EventRow.message).order_by(EventRow.id)))
+    assert written == ["first", *(f"writer {number}" for number in range(5))]
+    store.close()
+

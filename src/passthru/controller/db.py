@@ -14,6 +14,14 @@ claimed devices included) survives a crash of the process and a power loss alike
 NORMAL a power loss could drop the last commits, and a claim the tenant was told of would
 be gone. An fsync costs about 0.1 ms on an SSD; a commit pays it once, whatever it wrote.
 
+SQLite has one writer at a time, and its busy handler is not a queue: a writer that finds
+the lock taken sleeps, ever longer (up to 100 ms a time), and tries again, so one that
+has waited long loses to each writer that comes just as the lock is free, and under load
+some wait seconds (an agent's answer behind a stream of boots and deletes) while the lock
+stands idle between the sleeps. So this process's writers take it in turns (`_Turns`), in
+the order they came, each handed the lock the moment the one before commits; only other
+processes' writers meet the busy handler.
+
 Group commit (`Store.grouped`): concurrent requests whose work is one short write each
 (a boot) share one transaction and so one fsync. The first to come runs, in its own
 thread, the work of every request waiting then, each inside a savepoint of its own, and
@@ -38,6 +46,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -51,6 +60,10 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 _READ_ONLY = "passthru_read_only"
+#: Set in a connection's info while it holds this process's turn to write (`_Turns`).
+_TURN = "passthru_write_turn"
+#: How long a writer waits for SQLite's write lock before the store counts as unreachable.
+_BUSY_TIMEOUT_MS = 30_000
 _ON_ROLLBACK = "passthru_on_rollback"
 #: The most works one group commit takes: a bound on the wait of the last of them.
 GROUP_LIMIT = 64
@@ -127,7 +140,44 @@ class _Outage:
             log.warning("the store is reachable again after %.1f s", time.monotonic() - since)
 
 
-def _tune_sqlite(engine: Engine) -> None:
+class _Turns:
+    """SQLite's write lock taken by this process's writers in the order they asked for
+    it, each handed it as the one before commits (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+        self._held = False
+
+    def take(self, timeout: float) -> bool:
+        """Wait for this writer's turn, `timeout` seconds at most; whether it came."""
+        with self._lock:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiting.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._lock:
+            if turn.is_set():  # handed over just as the wait ran out
+                return True
+            self._waiting.remove(turn)
+        return False
+
+    def give_back(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()  # still held: by the next in line now
+            else:
+                self._held = False
+
+
+def _tune_sqlite(engine: Engine, turns: _Turns) -> None:
+    def give_back(info: dict[str, Any]) -> None:
+        if info.pop(_TURN, False):
+            turns.give_back()
+
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own transaction handling is turned off so that `begin` below
@@ -138,23 +188,41 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         # FULL: see the module's docstring for what it keeps.
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         # A writer takes the write lock up front (IMMEDIATE): a deferred transaction that
         # reads and then writes fails at once with SQLITE_BUSY when another writer got in
-        # between, while this one waits its turn (busy_timeout). Readers need no lock.
-        read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # between, while this one waits its turn. Readers need no lock.
+        if connection.get_execution_options().get(_READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # A writer whose turn does not come within the busy timeout is left to SQLite's
+        # busy handler, which fails it (503) if the lock is still held after another.
+        if turns.take(_BUSY_TIMEOUT_MS / 1000):
+            connection.info[_TURN] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            give_back(connection.info)
+            raise
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # A transaction gives its connection back once it has committed (fsynced) or
+        # rolled back, and so SQLite's lock: the turn passes then, not at the connection's
+        # "commit" event, which comes before the commit is made.
+        give_back(record.info)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url` (`sqlite:///FILE` or `postgresql+psycopg://...`)."""
+def make_engine(url: str, turns: _Turns) -> Engine:
+    """An engine for `url` (`sqlite:///FILE` or `postgresql+psycopg://...`); on SQLite its
+    writers take `turns`."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, turns)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -200,7 +268,8 @@ class Store:
     the block ends (before the API answers) and rolled back if it raises."""
 
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+        self._turns = _Turns()
+        self.engine = make_engine(url, self._turns)
         self._writers = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
                                      expire_on_commit=False)
