@@ -1,8 +1,9 @@
 """Group commit, on SQLite and PostgreSQL: works of concurrent callers share one
 transaction, each answered only once it has committed, and one that fails leaves the
-others committed; a store's writers take SQLite's lock in the order they came;
-concurrent boots through a real `passthru serve` are all durable, each with its own
-devices, and a boot that fails among them fails alone."""
+others committed; agents' answers and deletes share the group of boots; a store's
+writers take SQLite's lock in the order they came; concurrent boots through a real
+`passthru serve` are all durable, each with its own devices, and a boot that fails among
+them fails alone."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from passthru.controller.enums import EventKind
 from passthru.controller.events import record
 from passthru.controller.migrate import upgrade
 from passthru.controller.models import EventRow
+from tests.controller.conftest import Api
+from tests.controller.test_boot_attach import seed_catalog
 from tests.controller.test_boot_durability import gpus_of, killed_after
+from tests.controller.test_lifecycle import V2, Compute, boot, server
 from tests.controller.test_races import Live, at_once, ok
 from tests.pg import PostgresCluster
 
@@ -204,3 +208,32 @@ def test_writers_of_one_store_take_sqlites_lock_in_the_order_they_came(
     assert written == ["first", *(f"writer {number}" for number in range(5))]
     store.close()
 
+
+def test_an_agents_answer_and_a_delete_join_the_group_of_concurrent_boots(
+        api: Api, tmp_path: Path) -> None:
+    compute = Compute(api, "compute-1", tmp_path / "compute-1")
+    seed_catalog(api)
+    try:
+        old = boot(api, "old", "m1.small")
+        compute.run()
+        assert server(api, "old")["status"] == "ACTIVE"
+        new = boot(api, "new", "m1.small")
+        store: Store = api.client.app.state.store
+        works = _Works(store)
+        with ThreadPoolExecutor(3) as pool:
+            leader = pool.submit(store.grouped, works.first)  # as a boot holding its group
+            assert works.started.wait(60)
+            spawned = pool.submit(compute.run)  # spawns "new" and answers
+            deleted = pool.submit(api.call, "DELETE", f"{V2}/servers/{old['id']}")
+            _queued(store, 2)  # both wait behind the group being run, for the next one
+            assert not spawned.done() and not deleted.done()
+            works.release.set()
+            assert leader.result(60) == "first"
+            assert spawned.result(60) == 1
+            assert deleted.result(60).status_code == 204
+        assert server(api, "new")["status"] == "ACTIVE"
+        assert compute.active(new["id"])
+        assert compute.run() == 1  # the destroy the delete ordered, answered
+        assert compute.run() == 0
+    finally:
+        compute.driver.close()

@@ -23,13 +23,15 @@ the order they came, each handed the lock the moment the one before commits; onl
 processes' writers meet the busy handler.
 
 Group commit (`Store.grouped`): concurrent requests whose work is one short write each
-(a boot) share one transaction and so one fsync. The first to come runs, in its own
-thread, the work of every request waiting then, each inside a savepoint of its own, and
-commits them together; then it hands the lead to the first request that came meanwhile.
-Each request gets its answer only once the commit that holds its work has returned, so
-it is as durable as with a transaction of its own; a work that fails rolls back its own
-savepoint only, and the others commit. SQLite has one writer at a time: under load the
-writes queue for its lock anyway, and grouping them makes one commit of the queue.
+(a boot, a delete, an agent's answer to an order) share one transaction and so one
+fsync. The first to come runs, in its own thread, the work of every request waiting
+then, each inside a savepoint of its own, and commits them together; then it hands the
+lead to the first request that came meanwhile. Each request gets its answer only once
+the commit that holds its work has returned, so it is as durable as with a transaction
+of its own; a work that fails rolls back its own savepoint only, and the others commit.
+SQLite has one writer at a time: under load the writes queue for its lock anyway, and
+grouping them makes one commit of the queue (and one hand-over of the lock). On SQLite a
+single writer needs no lock order, so works of any kind may share a transaction.
 PostgreSQL is left to group its commits itself (concurrent transactions share a WAL
 flush), each work in a transaction of its own: one transaction holding several boots
 would lock their hosts in the order the boots came, not in the documented lock order,

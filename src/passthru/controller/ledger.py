@@ -35,10 +35,10 @@ the host again.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -68,6 +68,8 @@ from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.errors import PassthruError
 from passthru.pci.pool import build_pools, empty_pool, pool_key
 from passthru.pci.resources import VmSize
+
+T = TypeVar("T")
 
 _DEVICES = DeviceRow.__table__
 _POOLS = PoolRow.__table__
@@ -162,6 +164,20 @@ def take_changes(session: Session) -> list[HostChanges]:
     """The change records made so far, removed from the session: those of a savepoint,
     handed on when it is released, or dropped when it is rolled back."""
     return list(session.info.pop(_SESSION_KEY, {}).values())
+
+
+def with_changes(work: Callable[[Session], T]
+                 ) -> Callable[[Session], tuple[T, list[HostChanges]]]:
+    """`work`, returning the change records it made beside its result, taken from the
+    session, so that works sharing one transaction (`Store.grouped`) each hand on their
+    own; a work that raises drops its records with its savepoint."""
+    def run(session: Session) -> tuple[T, list[HostChanges]]:
+        try:
+            result = work(session)
+        finally:
+            changes = take_changes(session)
+        return result, changes
+    return run
 
 
 def _records(session: Session) -> dict[str, HostChanges]:

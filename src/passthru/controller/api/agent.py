@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
@@ -62,7 +62,7 @@ from passthru.controller.api.fields import Key
 from passthru.controller.db import Store
 from passthru.controller.errors import NotFoundError
 from passthru.controller.heartbeats import Heartbeats
-from passthru.controller.ledger import HostChanges, changes_of
+from passthru.controller.ledger import HostChanges, changes_of, with_changes
 from passthru.controller.lookup import find
 from passthru.controller.mapping import image_files
 from passthru.controller.models import HostRow, HostStatus, ImageRow, ServerRow, ServerStatus
@@ -303,11 +303,13 @@ def _answered(store: Store, key: str | None, host: str, server: str, kind: Answe
               apply: Callable[[Session], ServerRow]
               ) -> tuple[ServerState, bool, list[HostChanges]]:
     """Apply an answer once (`controller.answers`); the state it left, whether this was a
-    replay of an answer already applied, and the devices it changed (for the scheduler)."""
-    with store.write() as session:
-        result, replay = answer_once(session, key, host, server, kind,
-                                     lambda: _state(apply(session)).model_dump(mode="json"))
-        changes = changes_of(session)
+    replay of an answer already applied, and the devices it changed (for the scheduler).
+    Answers share their transaction with concurrent boots and answers (`Store.grouped`)."""
+    def answer(session: Session) -> tuple[dict[str, Any], bool]:
+        return answer_once(session, key, host, server, kind,
+                           lambda: _state(apply(session)).model_dump(mode="json"))
+
+    (result, replay), changes = store.grouped(with_changes(answer))
     return ServerState.model_validate(result), replay, changes
 
 
@@ -369,8 +371,8 @@ def post_power_states(host: str, who: Caller, store: StoreDep,
                       ) -> PowerStates:
     who.require_host(host)
     states = {canonical_uuid(uuid): state for uuid, state in body.items()}
-    with store.write() as session:
-        return PowerStates(shutoff=power_states(session, host, states))
+    return PowerStates(shutoff=store.grouped(lambda session: power_states(session, host,
+                                                                          states)))
 
 
 
@@ -385,8 +387,9 @@ class ConsoleOutput(BaseModel):
 def post_console(host: str, server: str, who: Caller, store: StoreDep,
                  body: ConsoleOutput) -> ServerState:
     who.require_host(host)
-    with store.write() as session:
-        return _state(console_output(session, host, canonical_uuid(server), body.output))
+    uuid = canonical_uuid(server)
+    return store.grouped(lambda session: _state(console_output(session, host, uuid,
+                                                                body.output)))
 
 
 class Lost(BaseModel):

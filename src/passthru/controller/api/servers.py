@@ -29,7 +29,7 @@ from passthru.controller.boot import (
 )
 from passthru.controller.db import Store
 from passthru.controller.launch import launch
-from passthru.controller.ledger import changes_of
+from passthru.controller.ledger import with_changes
 from passthru.controller.lookup import find
 from passthru.controller.mapping import device_from_row, request_from_row
 from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
@@ -261,9 +261,9 @@ def show_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                summary="Delete a server, freeing its devices and ports")
 def delete(tenant_id: NamePath, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
            server: NamePath) -> Response:
-    with store.write() as session:
-        delete_server(session, _find(session, who, tenant_id, server))
-        changes = changes_of(session)
+    # Shares its transaction with concurrent boots and agents' answers (`Store.grouped`).
+    _, changes = store.grouped(with_changes(
+        lambda session: delete_server(session, _find(session, who, tenant_id, server))))
     scheduler.apply(changes)
     return Response(status_code=204)
 
