@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -231,23 +231,30 @@ class Part:
     stored: dict[str, _Stored] = field(default_factory=dict)
 
     def add_rows(self, rows: Iterable[Any]) -> None:
-        """Rows of `_COLUMNS`; a device read already is kept as it is."""
-        for row in rows:
+        """Rows of `_COLUMNS`, taken in row id order; a device read already is kept as it
+        is."""
+        for row in sorted(rows, key=lambda row: row[0]):
             device = device_from_values(row[3:])
             if device.address not in self.devices:
                 self.devices[device.address] = device
                 self.stored[device.address] = _Stored(row[0], row[1], row[2], tuple(row[3:]))
 
 
-# Built once: each read only binds values to these.
-_ROWS = select(*_COLUMNS).where(_DEVICES.c.host_id == bindparam("host")).order_by(_DEVICES.c.id)
-_BY_ADDRESS = _ROWS.where(_DEVICES.c.address.in_(bindparam("addresses", expanding=True)))
-_BY_OWNER = _ROWS.where(_DEVICES.c.owner == bindparam("owner"))
-_FAMILY = _ROWS.where(or_(_DEVICES.c.address.in_(bindparam("wanted", expanding=True)),
-                          _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True))))
-_SIBLING_IN_USE = _ROWS.where(_DEVICES.c.parent_addr == bindparam("parent"),
-                              _DEVICES.c.owner != bindparam("owner"),
-                              _DEVICES.c.status.in_(_IN_USE)).limit(1)
+# Built once: each read only binds values to these. The partial reads have no ORDER BY
+# (`add_rows` sorts): ordered by id, SQLite walks the host's whole `host_id` index for
+# its rowid order instead of looking the rows up by address or parent.
+_HOST_ROWS = select(*_COLUMNS).where(_DEVICES.c.host_id == bindparam("host"))
+_ROWS = _HOST_ROWS.order_by(_DEVICES.c.id)
+_BY_ADDRESS = _HOST_ROWS.where(_DEVICES.c.address.in_(bindparam("addresses", expanding=True)))
+_BY_OWNER = _HOST_ROWS.where(_DEVICES.c.owner == bindparam("owner"))
+# The host's term in each branch of the OR, for SQLite to look each up in its own index.
+_ON_HOST = _DEVICES.c.host_id == bindparam("host")
+_FAMILY = select(*_COLUMNS).where(or_(
+    and_(_ON_HOST, _DEVICES.c.address.in_(bindparam("wanted", expanding=True))),
+    and_(_ON_HOST, _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True)))))
+_SIBLING_IN_USE = _HOST_ROWS.where(_DEVICES.c.parent_addr == bindparam("parent"),
+                                   _DEVICES.c.owner != bindparam("owner"),
+                                   _DEVICES.c.status.in_(_IN_USE)).limit(1)
 _POOL_IDS = select(_POOLS.c.key, _POOLS.c.id).where(
     _POOLS.c.host_id == bindparam("host"), _POOLS.c.key.in_(bindparam("keys", expanding=True)))
 _HOSTS_HOLDING = (select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
@@ -468,15 +475,17 @@ def claim(session: Session, host: StoredHost, selection: Selection, owner: str
     return claim_many(session, [(host, selection, owner)])[0]
 
 
-#: The chosen rows (by id) and the PF/VF family of each chosen device, on any host.
-_CLAIMED_ROWS = (
-    select(_DEVICES.c.host_id, *_COLUMNS)
-    .where(or_(_DEVICES.c.id.in_(bindparam("ids", expanding=True)),
-               tuple_(_DEVICES.c.host_id, _DEVICES.c.address).in_(
-                   bindparam("wanted", expanding=True)),
-               tuple_(_DEVICES.c.host_id, _DEVICES.c.parent_addr).in_(
-                   bindparam("heads", expanding=True))))
-    .order_by(_DEVICES.c.id))
+#: The chosen rows (by id) and the PF/VF family of each chosen device, on the hosts
+#: claimed on: rows of any of those hosts at any of the addresses (parents) or below any
+#: of the heads, which `_read_claimed` narrows to each host's own. (A `(host_id, address)
+#: IN` of pairs or an ORDER BY makes SQLite walk each host's whole `host_id` index.)
+_HOSTS_IN = _DEVICES.c.host_id.in_(bindparam("hosts", expanding=True))
+_CLAIMED_ROWS = select(_DEVICES.c.host_id, *_COLUMNS).where(or_(
+    _DEVICES.c.id.in_(bindparam("ids", expanding=True)),
+    and_(_HOSTS_IN, _DEVICES.c.address.in_(bindparam("wanted", expanding=True))),
+    and_(_HOSTS_IN, _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True)))))
+_ADDRESS_AT = 1 + len(_COLUMNS) - len(DEVICE_FIELDS) + DEVICE_FIELDS.index("address")
+_PARENT_AT = 1 + len(_COLUMNS) - len(DEVICE_FIELDS) + DEVICE_FIELDS.index("parent_addr")
 #: Claims whose rows one statement reads: well below SQLite's bound on parameters.
 _CLAIMS_READ = 300
 
@@ -536,10 +545,12 @@ def _read_claimed(session: Session, wanted: Sequence[tuple[StoredHost, Selection
     devices as the scheduler saw them: a row read at another generation is refused
     anyway) into `parts`, one per host."""
     ids: set[int] = set()
+    hosts: set[int] = set()
     family: set[tuple[int, str]] = set()
     heads: set[tuple[int, str]] = set()
     for host, selection, _ in wanted:
         parts.setdefault(host.id, Part(host.id, host.name))
+        hosts.add(host.id)
         seeds = [device for picked in selection.devices.values() for device in picked]
         chosen = {device.address for device in seeds}
         ids.update(host.refs[address].id for address in chosen)
@@ -548,8 +559,12 @@ def _read_claimed(session: Session, wanted: Sequence[tuple[StoredHost, Selection
         heads.update((host.id, d.address) for d in seeds if d.dev_type is not DevType.VF)
     rows: dict[int, list[Any]] = {}
     for row in session.connection().execute(_CLAIMED_ROWS, {
-            "ids": sorted(ids), "wanted": sorted(family), "heads": sorted(heads)}):
-        rows.setdefault(row[0], []).append(row[1:])
+            "ids": sorted(ids), "hosts": sorted(hosts),
+            "wanted": sorted({address for _, address in family}),
+            "heads": sorted({address for _, address in heads})}):
+        if (row[1] in ids or (row[0], row[_ADDRESS_AT]) in family
+                or (row[0], row[_PARENT_AT]) in heads):
+            rows.setdefault(row[0], []).append(row[1:])
     for host_id, found in rows.items():
         parts[host_id].add_rows(found)
 
