@@ -9,13 +9,20 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.api.deps import CatalogDep, SchedulerDep, StoreDep, TenantCaller
+from passthru.controller.api.deps import (
+    SchedulerDep,
+    StoreDep,
+    TenantCaller,
+    catalog_of,
+    scheduler_of,
+    store_of,
+)
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, Name, NamePath
 from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
@@ -220,8 +227,7 @@ def _names(spec: ServerCreate) -> list[str]:
 
 @router.post("", status_code=202, response_model=ServersCreated | Reservation,
              summary="Boot servers: place each on a host and claim its devices")
-def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
-                  scheduler: SchedulerDep, catalog: CatalogDep,
+def create_server(tenant_id: NamePath, who: TenantCaller, request: Request,
                   body: ServerCreateBody) -> Response:
     """One server that no host fits is kept in ERROR with the scheduler's message as its
     fault (202, as Nova). A multi-create places up to max_count servers, as many as fit,
@@ -239,7 +245,9 @@ def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                          reservation=(reservation if len(names) > 1
                                       or spec.return_reservation_id else None))
              for name in names]
-    launched = launch(store, scheduler, catalog, boots, least=spec.min_count)
+    store = store_of(request)
+    launched = launch(store, scheduler_of(request), catalog_of(request), boots,
+                      least=spec.min_count)
     if spec.return_reservation_id:
         return model_answer(Reservation(reservation_id=reservation), 202)
     views = [placed_view(one.server, one.placement) for one in launched
