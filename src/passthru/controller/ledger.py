@@ -70,6 +70,7 @@ from passthru.pci.pool import build_pools, empty_pool, pool_key
 from passthru.pci.resources import VmSize
 
 _DEVICES = DeviceRow.__table__
+_HOSTS = HostRow.__table__
 _POOLS = PoolRow.__table__
 _EVENTS = EventRow.__table__
 # The ids of rows an IN list names at once: well below SQLite's bound on parameters.
@@ -191,10 +192,12 @@ def record_down(session: Session, hosts: Iterable[str]) -> None:
 # --- locks ------------------------------------------------------------------------------
 
 
+_LOCK_HOST = select(HostRow).where(HostRow.name == bindparam("name")).with_for_update()
+
+
 def lock_host(session: Session, name: str) -> HostRow | None:
     """The host row, locked for the rest of this transaction."""
-    return session.scalars(select(HostRow).where(HostRow.name == name).with_for_update()
-                           ).one_or_none()
+    return session.scalars(_LOCK_HOST, {"name": name}).one_or_none()
 
 
 def lock_or_create_host(session: Session, name: str) -> HostRow:
@@ -587,18 +590,25 @@ def hosts_holding(session: Session, owner: str) -> list[str]:
     return sorted(session.scalars(_HOSTS_HOLDING, {"owner": owner}))
 
 
+#: The hosts where an owner holds devices, locked in name order: the columns a free needs,
+#: in one statement, no ORM object.
+_LOCK_HOLDING = (select(_HOSTS.c.id, _HOSTS.c.name, _HOSTS.c.pool_attrs)
+                 .where(_HOSTS.c.id.in_(select(_DEVICES.c.host_id)
+                                        .where(_DEVICES.c.owner == bindparam("owner"))))
+                 .order_by(_HOSTS.c.name).with_for_update())
+
+
 def free(session: Session, owner: str, server_name: str) -> list[str]:
     """Free every device `owner` holds, on whatever host, unblocking relatives nothing
     else blocks; devices gone from their host become removed. Returns their addresses."""
+    session.flush()  # the ORM's pending changes first: the statements below follow
     freed: list[str] = []
-    for name in hosts_holding(session, owner):
-        host = lock_host(session, name)
-        if host is None:
-            continue
-        part = read_owner(session, host.id, name, owner)
+    for host_id, name, pool_attrs in session.connection().execute(
+            _LOCK_HOLDING, {"owner": owner}).all():
+        part = read_owner(session, host_id, name, owner)
         held = sorted(a for a, d in part.devices.items() if d.owner == owner)
         changed = claims.free(part.devices, owner)
-        save(session, part, host.pool_attrs, changed=[d.address for d in changed])
+        save(session, part, pool_attrs, changed=[d.address for d in changed])
         _events(session, name, EventKind.DEVICE_FREED, owner,
                 dict.fromkeys(held, f"freed by server {server_name}"))
         freed += held
