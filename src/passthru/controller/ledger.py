@@ -336,6 +336,7 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
     them all). Returns the host's change record (also kept in the session)."""
     session.flush()  # the ORM's pending changes first: the statements below follow
     used: list[tuple[str, _Stored]] = []
+    kept: list[tuple[str, _Stored]] = []
     moved: list[tuple[str, _Stored | None]] = []
     for address in part.devices if changed is None or regroup_all else dict.fromkeys(changed):
         device = part.devices[address]
@@ -348,15 +349,18 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
             continue
         if not regroup_all and _same_pool_fields(values, was.values):
             used.append((address, was))
+        elif not regroup_all and _same_pool(device, was, pool_attrs):
+            kept.append((address, was))
         else:
             moved.append((address, was))
-    pool_of, regrouped = _pools_for(session, part, moved, pool_attrs)
+    found, regrouped = _pools_for(session, part, moved, pool_attrs)
+    pool_of: dict[str, int | None] = {**found, **{a: was.pool_id for a, was in kept}}
     writes: list[tuple[str, _Stored, int | None]] = []
     _guarded(session, _SET_USE, part.host, [_use_row(part, address, was)
                                              for address, was in used])
     writes += [(address, was, was.pool_id) for address, was in used]
     rows = []
-    for address, was in moved:
+    for address, was in [*kept, *moved]:
         if was is None:
             continue
         values, pool_id = device_values(part.devices[address]), pool_of.get(address)
@@ -401,6 +405,16 @@ def _same_pool_fields(values: tuple[Any, ...], was: tuple[Any, ...]) -> bool:
     """Whether only a device's use changed, and not whether it is in the host's pools."""
     return (all(values[i] == was[i] for i in range(len(values)) if i not in _USE_AT)
             and (values[_STATUS] is DeviceStatus.REMOVED) == (was[_STATUS] is DeviceStatus.REMOVED))
+
+
+def _same_pool(device: PciDevice, was: _Stored, pool_attrs: Sequence[str] | None) -> bool:
+    """Whether a live device whose discovered fields changed (a driver, say) stays in the
+    pool its row is in, so that no pool needs looking up."""
+    if pool_attrs is None or was.pool_id is None or device.status is DeviceStatus.REMOVED:
+        return False
+    old = device_from_values(was.values)
+    return (old.status is not DeviceStatus.REMOVED
+            and pool_key(device, pool_attrs) == pool_key(old, pool_attrs))
 
 
 def _saved(part: Part, changes: HostChanges, address: str, row_id: int, generation: int,
