@@ -247,14 +247,9 @@ class Scheduler:
             self.index.regroup(change.host, [c.device for c in fresh], change.regrouped)
             host.pools = entry.pools
         else:
-            touched = []
-            for c in fresh:
-                device = entry.devices.get(c.device.address)
-                if device is not None:
-                    device.status, device.owner = c.device.status, c.device.owner
-                    device.request_id, device.missing = c.device.request_id, c.device.missing
-                    touched.append(device)
-            self.index.recount(change.host, touched)
+            self.index.restate(change.host, [
+                (device, c.device) for c in fresh
+                if (device := entry.devices.get(c.device.address)) is not None])
 
     @staticmethod
     def _newer(host: StoredHost, change: DeviceChange) -> bool:
