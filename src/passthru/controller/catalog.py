@@ -18,11 +18,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from passthru.controller import topics
-from passthru.controller.lookup import find
+from passthru.controller.errors import NotFoundError
 from passthru.controller.models import FlavorExtraSpecRow, FlavorRow
 from passthru.controller.pci_flavors import known_pci_flavors
 
@@ -42,8 +42,31 @@ class Flavor:
     extra_specs: Mapping[str, str] = field(default_factory=dict)
 
 
-def _flavor(row: FlavorRow) -> Flavor:
-    return Flavor(row.id, row.name, row.vcpus, row.ram_mb, row.disk_gb, dict(row.extra_specs))
+_ONE_FLAVOR = (select(_FLAVORS.c.id, _FLAVORS.c.name, _FLAVORS.c.vcpus, _FLAVORS.c.ram_mb,
+                      _FLAVORS.c.disk_gb, _SPECS.c.key, _SPECS.c.value)
+               .outerjoin(_SPECS, _SPECS.c.flavor_id == _FLAVORS.c.id)
+               .where(or_(_FLAVORS.c.id == bindparam("ref"), _FLAVORS.c.name == bindparam("ref")))
+               .order_by(_FLAVORS.c.id, _SPECS.c.key))
+
+
+def read_flavor(session: Session, ref: str, create_hint: str = "") -> Flavor:
+    """The flavor whose id or name is `ref`, read from the store in one plain statement
+    (its extra specs by key), as `lookup.find` finds rows: by id before by name;
+    NotFoundError if there is none."""
+    sizes: dict[str, tuple[str, int, int, int]] = {}
+    specs: dict[str, dict[str, str]] = {}
+    for flavor_id, name, vcpus, ram_mb, disk_gb, key, value in session.connection().execute(
+            _ONE_FLAVOR, {"ref": ref}):
+        sizes[flavor_id] = (name, vcpus, ram_mb, disk_gb)
+        flavor_specs = specs.setdefault(flavor_id, {})
+        if key is not None:
+            flavor_specs[key] = value
+    if not sizes:
+        hint = f" ({create_hint})" if create_hint else ""
+        raise NotFoundError(f"no flavor {ref!r}{hint}")
+    # Ids and names are unique each: at most one flavor by id and another by name.
+    flavor_id = ref if ref in sizes else next(iter(sizes))
+    return Flavor(flavor_id, *sizes[flavor_id], specs[flavor_id])
 
 
 def _load_flavors(session: Session) -> dict[str, Flavor]:
@@ -89,8 +112,8 @@ class Catalog:
                 self._pci_names, self._pci_version = names, seen[topics.PCI_FLAVORS]
         flavor = by_id.get(flavor_ref) or by_name.get(flavor_ref)
         if flavor is None:
-            flavor = _flavor(find(session, FlavorRow, flavor_ref, "flavor",
-                                  create_hint="list them with passthru flavor-list"))
+            flavor = read_flavor(session, flavor_ref,
+                                 create_hint="list them with passthru flavor-list")
         return flavor, names, seen[topics.PCI_FLAVORS]
 
     @staticmethod

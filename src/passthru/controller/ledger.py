@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -72,6 +72,7 @@ from passthru.pci.resources import VmSize
 T = TypeVar("T")
 
 _DEVICES = DeviceRow.__table__
+_HOSTS = HostRow.__table__
 _POOLS = PoolRow.__table__
 _EVENTS = EventRow.__table__
 # The ids of rows an IN list names at once: well below SQLite's bound on parameters.
@@ -207,10 +208,12 @@ def record_down(session: Session, hosts: Iterable[str]) -> None:
 # --- locks ------------------------------------------------------------------------------
 
 
+_LOCK_HOST = select(HostRow).where(HostRow.name == bindparam("name")).with_for_update()
+
+
 def lock_host(session: Session, name: str) -> HostRow | None:
     """The host row, locked for the rest of this transaction."""
-    return session.scalars(select(HostRow).where(HostRow.name == name).with_for_update()
-                           ).one_or_none()
+    return session.scalars(_LOCK_HOST, {"name": name}).one_or_none()
 
 
 def lock_or_create_host(session: Session, name: str) -> HostRow:
@@ -247,23 +250,30 @@ class Part:
     stored: dict[str, _Stored] = field(default_factory=dict)
 
     def add_rows(self, rows: Iterable[Any]) -> None:
-        """Rows of `_COLUMNS`; a device read already is kept as it is."""
-        for row in rows:
+        """Rows of `_COLUMNS`, taken in row id order; a device read already is kept as it
+        is."""
+        for row in sorted(rows, key=lambda row: row[0]):
             device = device_from_values(row[3:])
             if device.address not in self.devices:
                 self.devices[device.address] = device
                 self.stored[device.address] = _Stored(row[0], row[1], row[2], tuple(row[3:]))
 
 
-# Built once: each read only binds values to these.
-_ROWS = select(*_COLUMNS).where(_DEVICES.c.host_id == bindparam("host")).order_by(_DEVICES.c.id)
-_BY_ADDRESS = _ROWS.where(_DEVICES.c.address.in_(bindparam("addresses", expanding=True)))
-_BY_OWNER = _ROWS.where(_DEVICES.c.owner == bindparam("owner"))
-_FAMILY = _ROWS.where(or_(_DEVICES.c.address.in_(bindparam("wanted", expanding=True)),
-                          _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True))))
-_SIBLING_IN_USE = _ROWS.where(_DEVICES.c.parent_addr == bindparam("parent"),
-                              _DEVICES.c.owner != bindparam("owner"),
-                              _DEVICES.c.status.in_(_IN_USE)).limit(1)
+# Built once: each read only binds values to these. The partial reads have no ORDER BY
+# (`add_rows` sorts): ordered by id, SQLite walks the host's whole `host_id` index for
+# its rowid order instead of looking the rows up by address or parent.
+_HOST_ROWS = select(*_COLUMNS).where(_DEVICES.c.host_id == bindparam("host"))
+_ROWS = _HOST_ROWS.order_by(_DEVICES.c.id)
+_BY_ADDRESS = _HOST_ROWS.where(_DEVICES.c.address.in_(bindparam("addresses", expanding=True)))
+_BY_OWNER = _HOST_ROWS.where(_DEVICES.c.owner == bindparam("owner"))
+# The host's term in each branch of the OR, for SQLite to look each up in its own index.
+_ON_HOST = _DEVICES.c.host_id == bindparam("host")
+_FAMILY = select(*_COLUMNS).where(or_(
+    and_(_ON_HOST, _DEVICES.c.address.in_(bindparam("wanted", expanding=True))),
+    and_(_ON_HOST, _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True)))))
+_SIBLING_IN_USE = _HOST_ROWS.where(_DEVICES.c.parent_addr == bindparam("parent"),
+                                   _DEVICES.c.owner != bindparam("owner"),
+                                   _DEVICES.c.status.in_(_IN_USE)).limit(1)
 _POOL_IDS = select(_POOLS.c.key, _POOLS.c.id).where(
     _POOLS.c.host_id == bindparam("host"), _POOLS.c.key.in_(bindparam("keys", expanding=True)))
 _HOSTS_HOLDING = (select(HostRow.name).join(DeviceRow, DeviceRow.host_id == HostRow.id)
@@ -342,6 +352,7 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
     them all). Returns the host's change record (also kept in the session)."""
     session.flush()  # the ORM's pending changes first: the statements below follow
     used: list[tuple[str, _Stored]] = []
+    kept: list[tuple[str, _Stored]] = []
     moved: list[tuple[str, _Stored | None]] = []
     for address in part.devices if changed is None or regroup_all else dict.fromkeys(changed):
         device = part.devices[address]
@@ -354,15 +365,18 @@ def save(session: Session, part: Part, pool_attrs: Sequence[str] | None, *,
             continue
         if not regroup_all and _same_pool_fields(values, was.values):
             used.append((address, was))
+        elif not regroup_all and _same_pool(device, was, pool_attrs):
+            kept.append((address, was))
         else:
             moved.append((address, was))
-    pool_of, regrouped = _pools_for(session, part, moved, pool_attrs)
+    found, regrouped = _pools_for(session, part, moved, pool_attrs)
+    pool_of: dict[str, int | None] = {**found, **{a: was.pool_id for a, was in kept}}
     writes: list[tuple[str, _Stored, int | None]] = []
     _guarded(session, _SET_USE, part.host, [_use_row(part, address, was)
                                              for address, was in used])
     writes += [(address, was, was.pool_id) for address, was in used]
     rows = []
-    for address, was in moved:
+    for address, was in [*kept, *moved]:
         if was is None:
             continue
         values, pool_id = device_values(part.devices[address]), pool_of.get(address)
@@ -407,6 +421,16 @@ def _same_pool_fields(values: tuple[Any, ...], was: tuple[Any, ...]) -> bool:
     """Whether only a device's use changed, and not whether it is in the host's pools."""
     return (all(values[i] == was[i] for i in range(len(values)) if i not in _USE_AT)
             and (values[_STATUS] is DeviceStatus.REMOVED) == (was[_STATUS] is DeviceStatus.REMOVED))
+
+
+def _same_pool(device: PciDevice, was: _Stored, pool_attrs: Sequence[str] | None) -> bool:
+    """Whether a live device whose discovered fields changed (a driver, say) stays in the
+    pool its row is in, so that no pool needs looking up."""
+    if pool_attrs is None or was.pool_id is None or device.status is DeviceStatus.REMOVED:
+        return False
+    old = device_from_values(was.values)
+    return (old.status is not DeviceStatus.REMOVED
+            and pool_key(device, pool_attrs) == pool_key(old, pool_attrs))
 
 
 def _saved(part: Part, changes: HostChanges, address: str, row_id: int, generation: int,
@@ -484,15 +508,17 @@ def claim(session: Session, host: StoredHost, selection: Selection, owner: str
     return claim_many(session, [(host, selection, owner)])[0]
 
 
-#: The chosen rows (by id) and the PF/VF family of each chosen device, on any host.
-_CLAIMED_ROWS = (
-    select(_DEVICES.c.host_id, *_COLUMNS)
-    .where(or_(_DEVICES.c.id.in_(bindparam("ids", expanding=True)),
-               tuple_(_DEVICES.c.host_id, _DEVICES.c.address).in_(
-                   bindparam("wanted", expanding=True)),
-               tuple_(_DEVICES.c.host_id, _DEVICES.c.parent_addr).in_(
-                   bindparam("heads", expanding=True))))
-    .order_by(_DEVICES.c.id))
+#: The chosen rows (by id) and the PF/VF family of each chosen device, on the hosts
+#: claimed on: rows of any of those hosts at any of the addresses (parents) or below any
+#: of the heads, which `_read_claimed` narrows to each host's own. (A `(host_id, address)
+#: IN` of pairs or an ORDER BY makes SQLite walk each host's whole `host_id` index.)
+_HOSTS_IN = _DEVICES.c.host_id.in_(bindparam("hosts", expanding=True))
+_CLAIMED_ROWS = select(_DEVICES.c.host_id, *_COLUMNS).where(or_(
+    _DEVICES.c.id.in_(bindparam("ids", expanding=True)),
+    and_(_HOSTS_IN, _DEVICES.c.address.in_(bindparam("wanted", expanding=True))),
+    and_(_HOSTS_IN, _DEVICES.c.parent_addr.in_(bindparam("heads", expanding=True)))))
+_ADDRESS_AT = 1 + len(_COLUMNS) - len(DEVICE_FIELDS) + DEVICE_FIELDS.index("address")
+_PARENT_AT = 1 + len(_COLUMNS) - len(DEVICE_FIELDS) + DEVICE_FIELDS.index("parent_addr")
 #: Claims whose rows one statement reads: well below SQLite's bound on parameters.
 _CLAIMS_READ = 300
 
@@ -552,10 +578,12 @@ def _read_claimed(session: Session, wanted: Sequence[tuple[StoredHost, Selection
     devices as the scheduler saw them: a row read at another generation is refused
     anyway) into `parts`, one per host."""
     ids: set[int] = set()
+    hosts: set[int] = set()
     family: set[tuple[int, str]] = set()
     heads: set[tuple[int, str]] = set()
     for host, selection, _ in wanted:
         parts.setdefault(host.id, Part(host.id, host.name))
+        hosts.add(host.id)
         seeds = [device for picked in selection.devices.values() for device in picked]
         chosen = {device.address for device in seeds}
         ids.update(host.refs[address].id for address in chosen)
@@ -564,8 +592,12 @@ def _read_claimed(session: Session, wanted: Sequence[tuple[StoredHost, Selection
         heads.update((host.id, d.address) for d in seeds if d.dev_type is not DevType.VF)
     rows: dict[int, list[Any]] = {}
     for row in session.connection().execute(_CLAIMED_ROWS, {
-            "ids": sorted(ids), "wanted": sorted(family), "heads": sorted(heads)}):
-        rows.setdefault(row[0], []).append(row[1:])
+            "ids": sorted(ids), "hosts": sorted(hosts),
+            "wanted": sorted({address for _, address in family}),
+            "heads": sorted({address for _, address in heads})}):
+        if (row[1] in ids or (row[0], row[_ADDRESS_AT]) in family
+                or (row[0], row[_PARENT_AT]) in heads):
+            rows.setdefault(row[0], []).append(row[1:])
     for host_id, found in rows.items():
         parts[host_id].add_rows(found)
 
@@ -588,18 +620,25 @@ def hosts_holding(session: Session, owner: str) -> list[str]:
     return sorted(session.scalars(_HOSTS_HOLDING, {"owner": owner}))
 
 
+#: The hosts where an owner holds devices, locked in name order: the columns a free needs,
+#: in one statement, no ORM object.
+_LOCK_HOLDING = (select(_HOSTS.c.id, _HOSTS.c.name, _HOSTS.c.pool_attrs)
+                 .where(_HOSTS.c.id.in_(select(_DEVICES.c.host_id)
+                                        .where(_DEVICES.c.owner == bindparam("owner"))))
+                 .order_by(_HOSTS.c.name).with_for_update())
+
+
 def free(session: Session, owner: str, server_name: str) -> list[str]:
     """Free every device `owner` holds, on whatever host, unblocking relatives nothing
     else blocks; devices gone from their host become removed. Returns their addresses."""
+    session.flush()  # the ORM's pending changes first: the statements below follow
     freed: list[str] = []
-    for name in hosts_holding(session, owner):
-        host = lock_host(session, name)
-        if host is None:
-            continue
-        part = read_owner(session, host.id, name, owner)
+    for host_id, name, pool_attrs in session.connection().execute(
+            _LOCK_HOLDING, {"owner": owner}).all():
+        part = read_owner(session, host_id, name, owner)
         held = sorted(a for a, d in part.devices.items() if d.owner == owner)
         changed = claims.free(part.devices, owner)
-        save(session, part, host.pool_attrs, changed=[d.address for d in changed])
+        save(session, part, pool_attrs, changed=[d.address for d in changed])
         _events(session, name, EventKind.DEVICE_FREED, owner,
                 dict.fromkeys(held, f"freed by server {server_name}"))
         freed += held

@@ -36,25 +36,39 @@ _bearer = _Declared(auto_error=False, scheme_name="HTTPBearer",
                     "token-create` or the data dir's admin-token file")
 
 
-async def _store(request: Request) -> Store:
+def store_of(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
+
+
+def scheduler_of(request: Request) -> Scheduler:
+    scheduler: Scheduler = request.app.state.scheduler
+    return scheduler
+
+
+def catalog_of(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+# A route on the hot path (POST /servers) takes the request and calls the `*_of` above
+# instead: each dependency is solved anew on every request.
+async def _store(request: Request) -> Store:
+    return store_of(request)
 
 
 StoreDep = Annotated[Store, Depends(_store)]
 
 
 async def _scheduler(request: Request) -> Scheduler:
-    scheduler: Scheduler = request.app.state.scheduler
-    return scheduler
+    return scheduler_of(request)
 
 
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 
 
 async def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
+    return catalog_of(request)
 
 
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
@@ -66,6 +80,8 @@ async def _image_files(request: Request) -> ImageFiles:
 
 
 ImageFilesDep = Annotated[ImageFiles, Depends(_image_files)]
+
+
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -84,9 +100,11 @@ async def identify(state: State, token: str) -> Principal:
     return (await tokens.known(token)).principal_at()
 
 
-async def _caller(request: Request,
-            _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-            ) -> Principal:
+#: The bearer scheme on a route, for the OpenAPI document.
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _caller(request: Request, _credentials: _Credentials) -> Principal:
     principal: Principal = request.state.principal
     return principal
 
@@ -94,7 +112,11 @@ async def _caller(request: Request,
 Caller = Annotated[Principal, Depends(_caller)]
 
 
-async def _tenant_caller(tenant_id: NamePath, who: Caller) -> Principal:
+async def _tenant_caller(tenant_id: NamePath, request: Request,
+                         _credentials: _Credentials) -> Principal:
+    # The principal read here rather than through `Caller`: a level of dependencies
+    # less to solve on every request of a project's routes.
+    who: Principal = request.state.principal
     who.require_project(tenant_id)
     return who
 

@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from passthru.controller import topics
+from passthru.controller import catalog, topics
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name, NamePath, Text
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
+from passthru.controller.api.respond import model_answer
 from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import (
@@ -63,9 +64,9 @@ class ExtraSpecs(BaseModel):
     extra_specs: dict[Key, Text]
 
 
-def flavor_view(row: FlavorRow) -> Flavor:
+def flavor_view(row: FlavorRow | catalog.Flavor) -> Flavor:
     return Flavor(id=row.id, name=row.name, vcpus=row.vcpus, ram=row.ram_mb, disk=row.disk_gb,
-                  extra_specs=row.extra_specs)
+                  extra_specs=dict(row.extra_specs))
 
 
 def check_extra_specs(session: Session, flavor: str, extra_specs: dict[str, str]) -> None:
@@ -100,9 +101,10 @@ def create_flavor(who: TenantCaller, store: StoreDep, body: FlavorCreateBody) ->
 
 
 @router.get("/{flavor}", response_model=FlavorBody, summary="Show a flavor by UUID or name")
-def show_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> FlavorBody:
+def show_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> Response:
     with store.read() as session:
-        return FlavorBody(flavor=flavor_view(find(session, FlavorRow, flavor, "flavor")))
+        found = catalog.read_flavor(session, flavor)
+    return model_answer(FlavorBody(flavor=flavor_view(found)))
 
 
 @router.delete("/{flavor}", status_code=204, summary="Delete a flavor no server uses")

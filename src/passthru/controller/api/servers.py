@@ -9,16 +9,24 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.api.deps import CatalogDep, SchedulerDep, StoreDep, TenantCaller
+from passthru.controller.api.deps import (
+    SchedulerDep,
+    StoreDep,
+    TenantCaller,
+    catalog_of,
+    scheduler_of,
+    store_of,
+)
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, Name, NamePath
 from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
+from passthru.controller.api.respond import model_answer
 from passthru.controller.auth import Principal
 from passthru.controller.boot import (
     MAX_USER_DATA,
@@ -219,9 +227,8 @@ def _names(spec: ServerCreate) -> list[str]:
 
 @router.post("", status_code=202, response_model=ServersCreated | Reservation,
              summary="Boot servers: place each on a host and claim its devices")
-def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
-                  scheduler: SchedulerDep, catalog: CatalogDep,
-                  body: ServerCreateBody) -> ServersCreated | Reservation:
+def create_server(tenant_id: NamePath, who: TenantCaller, request: Request,
+                  body: ServerCreateBody) -> Response:
     """One server that no host fits is kept in ERROR with the scheduler's message as its
     fault (202, as Nova). A multi-create places up to max_count servers, as many as fit,
     with one placement decision for the batch and one transaction for its claims; when
@@ -238,16 +245,18 @@ def create_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                          reservation=(reservation if len(names) > 1
                                       or spec.return_reservation_id else None))
              for name in names]
-    launched = launch(store, scheduler, catalog, boots, least=spec.min_count)
+    store = store_of(request)
+    launched = launch(store, scheduler_of(request), catalog_of(request), boots,
+                      least=spec.min_count)
     if spec.return_reservation_id:
-        return Reservation(reservation_id=reservation)
+        return model_answer(Reservation(reservation_id=reservation), 202)
     views = [placed_view(one.server, one.placement) for one in launched
              if one.placement is not None]
     if len(views) != len(launched):  # the one server that failed: its fault is stored
         with store.read() as session:
             views = [server_view(session.scalars(select(ServerRow).where(
                 ServerRow.uuid == launched[0].server.uuid).options(*_LOAD)).one())]
-    return ServersCreated(server=views[0], servers=views)
+    return model_answer(ServersCreated(server=views[0], servers=views), 202)
 
 
 @router.get("/{server}", response_model=ServerBody, summary="Show a server and its devices")

@@ -31,7 +31,9 @@ Before any host, the claim locks the servers it places and goes on only while th
 still being built: a delete locks its server first too, so a server deleted while its
 claim is in flight either has its devices freed after the claim commits, or makes the
 claim fail with ServerGoneError. Servers before hosts, in every transaction that takes
-both, so that none waits on the other crosswise.
+both, so that none waits on the other crosswise. A boot, which claims in the transaction
+that inserted its servers, holds them already: no other transaction sees them yet, so
+it does not read them again.
 """
 
 from __future__ import annotations

@@ -454,18 +454,38 @@ class HostIndex:
             self._held_devices += entry.device_count - self._recent[host]
             self._recent[host] = entry.device_count
 
+    def restate(self, host: str, uses: Iterable[tuple[PciDevice, PciDevice]]) -> None:
+        """Devices of `host` whose use changed in the store: each (held, stored) pair has
+        the index's device take the stored one's status, owner, request and missing, and
+        the shapes of their pools move by the change in their free counts, in O(devices
+        changed) however big their pools."""
+        entry = self.entry(host)
+        deltas: dict[int, tuple[_Slot, int]] = {}
+        for device, stored in uses:
+            was = device.is_free
+            device.status, device.owner = stored.status, stored.owner
+            device.request_id, device.missing = stored.request_id, stored.missing
+            if device.is_free != was:
+                slot = entry.slot_of[device.address]
+                moved = deltas.get(id(slot), (slot, 0))[1] + (1 if device.is_free else -1)
+                deltas[id(slot)] = (slot, moved)
+        self._shift(entry, deltas.values())
+
     def _recount(self, entry: HostEntry, slots: Iterable[_Slot]) -> None:
+        self._shift(entry, [(slot, slot.pool.free - slot.free) for slot in slots])
+
+    def _shift(self, entry: HostEntry, deltas: Iterable[tuple[_Slot, int]]) -> None:
+        """The free counts of some of `entry`'s pools moved by these amounts."""
         self.version += 1
         host = entry.name
         touched: dict[int, Shape] = {}
-        for slot in slots:
-            now = slot.pool.free
-            if now == slot.free:
+        for slot, delta in deltas:
+            if not delta:
                 continue
             for shape in self._shapes_by_signature[slot.signature]:
-                shape.add_free(host, slot.pool.numa_node, now - slot.free)
+                shape.add_free(host, slot.pool.numa_node, delta)
                 touched[id(shape)] = shape
-            slot.free = now
+            slot.free += delta
         for shape in touched.values():
             shape.rerank(host, entry.socket_of, entry.up)
 

@@ -247,14 +247,9 @@ class Scheduler:
             self.index.regroup(change.host, [c.device for c in fresh], change.regrouped)
             host.pools = entry.pools
         else:
-            touched = []
-            for c in fresh:
-                device = entry.devices.get(c.device.address)
-                if device is not None:
-                    device.status, device.owner = c.device.status, c.device.owner
-                    device.request_id, device.missing = c.device.request_id, c.device.missing
-                    touched.append(device)
-            self.index.recount(change.host, touched)
+            self.index.restate(change.host, [
+                (device, c.device) for c in fresh
+                if (device := entry.devices.get(c.device.address)) is not None])
 
     @staticmethod
     def _newer(host: StoredHost, change: DeviceChange) -> bool:
@@ -370,10 +365,12 @@ class Scheduler:
         or none; the placements returned are those of the first VMs. A VM that does not
         fit ends the batch: the VMs of a multi-create ask for the same.
 
-        `session`: claim in the caller's transaction (a savepoint of it), which must then
-        hand the claims' records to the index once it commits (`Store.grouped`'s undos
-        read the hosts again if it does not). Where the placement would wait for the
-        store (a lost race, claims of this replica in flight) it raises RetryError instead."""
+        `session`: claim in the caller's transaction (a savepoint of it), the one that
+        created the servers (which are not locked again: no other transaction sees them
+        before it commits), which must then hand the claims' records to the index once it
+        commits (`Store.grouped`'s undos read the hosts again if it does not). Where the
+        placement would wait for the store (a lost race, claims of this replica in
+        flight) it raises RetryError instead."""
         self._check_flavors(flavors_version)
         least = len(vms) if least is None else least
         resynced = False
@@ -440,8 +437,12 @@ class Scheduler:
             raise
         return placed
 
-    def _claim_in(self, session: Session, placed: list[tuple[str, Placement]]) -> None:
-        lock_servers(session, [owner for owner, _ in placed])
+    def _claim_in(self, session: Session, placed: list[tuple[str, Placement]], *,
+                  created: bool) -> None:
+        """Claim in `session`; `created`: it made the servers, which hold their rows'
+        locks already and are being built on no host."""
+        if not created:
+            lock_servers(session, [owner for owner, _ in placed])
         # Host rows are locked in name order, as deletes do: two multi-creates never lock
         # hosts crosswise.
         claim_all_in_store(session, [
@@ -468,13 +469,13 @@ class Scheduler:
         try:
             if outer is None:
                 with self.store.write() as session:
-                    self._claim_in(session, placed)
+                    self._claim_in(session, placed, created=False)
                     changes = changes_of(session)
             else:
                 # No savepoint of its own: a claim that fails fails the caller's work,
                 # whose savepoint goes.
                 try:
-                    self._claim_in(outer, placed)
+                    self._claim_in(outer, placed, created=True)
                 finally:
                     changes = take_changes(outer)
                 hosts = sorted({p.host for _, p in placed})
