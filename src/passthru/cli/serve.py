@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -189,11 +190,14 @@ def serve(
     app = opened(settings, create_app)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
-    # An idle keep-alive connection is closed after 5 s, request headers may take 16 KiB
-    # (uvicorn's and h11's defaults, said here) and --body-timeout seconds to arrive.
-    # The event loop is uvloop's where it is installed (uvicorn's "auto").
+    # Request headers may take 16 KiB (h11's default, said here) and --body-timeout seconds
+    # to arrive, and so may the next request on a kept-alive connection: that is its idle
+    # bound too. uvicorn's own (5 s) is not used: httpx, the agents' client, reuses a
+    # connection idle for up to 5 s, and a request sent as the controller closes it gets
+    # no answer. The event loop is uvloop's where it is installed (uvicorn's "auto").
     header_bytes = 16 << 10
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
+    uvicorn.run(app, host=host, port=port, log_level="info",
+                timeout_keep_alive=math.ceil(settings.body_timeout),
                 h11_max_incomplete_event_size=header_bytes, loop="auto",
                 access_log=settings.access_log,
                 http=protocol(settings.body_timeout, header_bytes))
