@@ -391,10 +391,12 @@ def test_a_long_poll_holds_its_host_while_it_waits(api: Api, agent_token: str) -
     state = api.client.app.state  # type: ignore[attr-defined]
     etag = api.call("GET", ORDERS, agent_token, expect=200).headers["ETag"]
     held = long_poll(api, agent_token, etag, wait=60)
-    until("the long-poll holds its host", lambda: state.heartbeats.held() == 1)
-    until("the long-poll waits", lambda: wakeups(api).waiting() == 1)
-    with state.store.write() as session:
-        wake(session, HOST)
+    try:
+        until("the long-poll holds its host", lambda: state.heartbeats.held() == 1)
+        until("the long-poll waits", lambda: wakeups(api).waiting() == 1)
+    finally:
+        with state.store.write() as session:
+            wake(session, HOST)  # answers it
     assert held.result(timeout=60).status_code == 200
     assert state.heartbeats.held() == 0
     # One that runs out lets it go too.
@@ -451,9 +453,11 @@ def test_a_closed_connection_ends_its_long_poll_and_its_host_stops_counting(
     held.sendall((f"GET {ORDERS}?wait=300 HTTP/1.1\r\nHost: c\r\n"
                   f"Authorization: Bearer {token}\r\n"
                   f"If-None-Match: {etag}\r\n\r\n").encode())
-    until("the long-poll holds its host", lambda: state.heartbeats.held() == 1)
-    until("the long-poll waits", lambda: state.wakeups.waiting() == 1)
-    held.close()
+    try:
+        until("the long-poll holds its host", lambda: state.heartbeats.held() == 1)
+        until("the long-poll waits", lambda: state.wakeups.waiting() == 1)
+    finally:
+        held.close()
     # Its wait (300 s) far from over, and nothing to wake on a timer for an hour: the
     # connection's end alone ends the long-poll and lets the host go.
     until("the long-poll ends", lambda: state.wakeups.waiting() == 0)
