@@ -7,12 +7,14 @@ transaction rolled back wakes nobody. With PostgreSQL, a change committed throug
 host that is up waits for the next batch; one of a host down brings it up at once; the
 batch brings up a host marked down meanwhile, and a host silent past the timeout still
 goes down. A held long-poll is its agent's heart-beat for as long as it is held, minutes
-past the timeout, and stops being one once its connection is gone. A report wakes the
-host's long-poll, whose answer carries the inventory generation.
+past the timeout: its host is held, and noted by the flushes with no other request, until
+the long-poll ends, or its connection goes, which ends the long-poll at once. A report
+wakes the host's long-poll, whose answer carries the inventory generation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import threading
@@ -25,16 +27,22 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
+from passthru.controller.app import create_app
 from passthru.controller.heartbeats import Heartbeats
+from passthru.controller.http_protocol import protocol
 from passthru.controller.models import EventRow, HostRow, HostStatus, utcnow
 from passthru.controller.reports import mark_silent_hosts_down
+from passthru.controller.settings import Settings
 from passthru.controller.wakeups import Wakeups, wake
 from tests.cli.live import LiveController
 from tests.controller.conftest import Api
 from tests.controller.test_boot_attach import seed_catalog
+from tests.pg import free_port
 from tests.support.postgres import PostgresCluster
 
 HOST = "c1"
@@ -356,3 +364,101 @@ def test_a_held_long_poll_keeps_its_host_up_until_its_connection_goes(tmp_path: 
             until("the host goes down", lambda: host()["status"] == "down")
     finally:
         controller.kill()
+
+
+def test_a_held_host_is_noted_by_every_flush_due_and_no_more_once_let_go(
+        api: Api, agent_token: str) -> None:
+    store = api.client.app.state.store  # type: ignore[attr-defined]
+    heartbeats = Heartbeats(held_every=0)  # a flush of held hosts due every time
+    with heartbeats.holding(HOST):
+        seen = [store_heartbeat(api)[1]]
+        # Nothing noted, nothing asked of the controller: each flush moves the held
+        # host's heart-beat on.
+        for _ in range(3):
+            until("the clock moves", lambda: utcnow() > seen[-1])
+            assert heartbeats.pending() == 0
+            assert heartbeats.flush(store) == []
+            seen.append(store_heartbeat(api)[1])
+            assert seen[-1] > seen[-2]
+            assert store_heartbeat(api)[0] is HostStatus.UP
+    assert heartbeats.held() == 0
+    until("the clock moves", lambda: utcnow() > seen[-1])
+    assert heartbeats.flush(store) == []
+    assert store_heartbeat(api)[1] == seen[-1]
+
+
+def test_a_long_poll_holds_its_host_while_it_waits(api: Api, agent_token: str) -> None:
+    state = api.client.app.state  # type: ignore[attr-defined]
+    etag = api.call("GET", ORDERS, agent_token, expect=200).headers["ETag"]
+    held = long_poll(api, agent_token, etag, wait=60)
+    try:
+        until("the long-poll holds its host", lambda: state.heartbeats.held() == 1)
+        until("the long-poll waits", lambda: wakeups(api).waiting() == 1)
+    finally:
+        with state.store.write() as session:
+            wake(session, HOST)  # answers it
+    assert held.result(timeout=60).status_code == 200
+    assert state.heartbeats.held() == 0
+    # One that runs out lets it go too.
+    etag = api.call("GET", ORDERS, agent_token, expect=200).headers["ETag"]
+    assert long_poll(api, agent_token, etag, wait=0.2).result(timeout=60).status_code == 304
+    assert state.heartbeats.held() == 0
+
+
+def test_an_admins_long_poll_holds_no_host(api: Api, agent_token: str) -> None:
+    state = api.client.app.state  # type: ignore[attr-defined]
+    etag = api.call("GET", ORDERS, expect=200).headers["ETag"]
+    held = long_poll(api, api.admin, etag, wait=60)
+    until("the long-poll waits", lambda: wakeups(api).waiting() == 1)
+    assert state.heartbeats.held() == 0
+    with state.store.write() as session:
+        wake(session, HOST)
+    assert held.result(timeout=60).status_code == 200
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[FastAPI, int]]:
+    """The app behind a real web server (as `passthru serve` runs it), in a thread of
+    this process so that its state can be read; a long heart-beat timeout, so that
+    nothing is noted by a timer while the test runs."""
+    settings = Settings(tmp_path / "data", heartbeat_timeout=3600)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio",
+        http=protocol(settings.body_timeout, 16 << 10)))  # type: ignore[arg-type]
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
+    thread.start()
+    until("the server is up", lambda: server.started)
+    try:
+        yield app, port
+    finally:
+        server.should_exit = True
+        app.state.wakeups.close()
+        thread.join(60)
+
+
+def test_a_closed_connection_ends_its_long_poll_and_its_host_stops_counting(
+        served: tuple[FastAPI, int]) -> None:
+    app, port = served
+    state = app.state
+    admin = {"Authorization": f"Bearer {state.settings.admin_token_path.read_text().strip()}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        token = http.post(f"/v2/admin/os-hosts/{HOST}/tokens", headers=admin).json()["token"]
+        agent = {"Authorization": f"Bearer {token}"}
+        http.put(f"/v2/agent/hosts/{HOST}/inventory", headers=agent,
+                 json={"devices": []}).raise_for_status()
+        etag = http.get(ORDERS, headers=agent).headers["ETag"]
+    held = socket.create_connection(("127.0.0.1", port))
+    held.sendall((f"GET {ORDERS}?wait=300 HTTP/1.1\r\nHost: c\r\n"
+                  f"Authorization: Bearer {token}\r\n"
+                  f"If-None-Match: {etag}\r\n\r\n").encode())
+    try:
+        until("the long-poll holds its host", lambda: state.heartbeats.held() == 1)
+        until("the long-poll waits", lambda: state.wakeups.waiting() == 1)
+    finally:
+        held.close()
+    # Its wait (300 s) far from over, and nothing to wake on a timer for an hour: the
+    # connection's end alone ends the long-poll and lets the host go.
+    until("the long-poll ends", lambda: state.wakeups.waiting() == 0)
+    until("its host counts no more", lambda: state.heartbeats.held() == 0)

@@ -5,8 +5,10 @@ alone."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,13 +16,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import Engine, delete, event, select, update
 
 from passthru.controller.app import create_app
-from passthru.controller.auth import digest
+from passthru.controller.auth import digest, issue_token
 from passthru.controller.db import Store
+from passthru.controller.enums import Role
+from passthru.controller.errors import UnauthorizedError
+from passthru.controller.migrate import upgrade
 from passthru.controller.models import EventRow, TokenRow
 from passthru.controller.settings import Settings
+from passthru.controller.token_cache import TokenCache
 from tests.cli.runner import ok
 from tests.controller.conftest import Api
 from tests.controller.test_api_images import new_image, qcow2, upload
@@ -94,15 +100,15 @@ def test_a_token_seen_before_is_answered_from_memory(replicas: Replicas) -> None
         if "FROM tokens" in statement:
             looked_up.append(statement)
 
-    engine = replicas.store.engine
-    event.listen(engine, "before_cursor_execute", executed)
+    # On any engine: on SQLite the token cache looks tokens up on a connection of its own.
+    event.listen(Engine, "before_cursor_execute", executed)
     try:
         assert replicas.status_on_both(token) == (200, 200)
         assert looked_up == []
         assert replicas.one.call("GET", "/v2/whoami", "pt_unknown").status_code == 401
         assert len(looked_up) == 1  # an unknown token is looked up each time
     finally:
-        event.remove(engine, "before_cursor_execute", executed)
+        event.remove(Engine, "before_cursor_execute", executed)
 
 
 def test_a_token_revoked_through_one_replica_fails_on_the_other(replicas: Replicas) -> None:
@@ -245,3 +251,36 @@ def test_a_loose_data_dir_is_tightened_at_start_up(settings: Settings,
              if mode & 0o077}
     assert loose == {}
     assert any("were open to other users" in record.message for record in caplog.records)
+
+
+def test_on_sqlite_a_token_is_looked_up_in_the_event_loop(tmp_path: Path) -> None:
+    """An entry that ran out (an agent's token, used once a long-poll) costs no worker
+    thread: the lookup is read in the event loop, and a revoke still counts at once."""
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    upgrade(store.engine)
+    with store.write() as session:
+        token = issue_token(session, Role.AGENT, host="c1").token
+    cache = TokenCache(store, seconds=0)  # every use looks its token up
+    lookups: list[int] = []
+
+    def executed(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("SELECT") and "FROM tokens" in statement:
+            lookups.append(threading.get_ident())
+
+    async def use_twice() -> int:
+        for _ in range(2):
+            assert (await cache.known(token)).principal.host == "c1"
+        with store.write() as session:
+            session.execute(delete(TokenRow).where(TokenRow.digest == digest(token)))
+        with pytest.raises(UnauthorizedError):
+            await cache.known(token)
+        return threading.get_ident()
+
+    event.listen(Engine, "before_cursor_execute", executed)
+    try:
+        loop_thread = asyncio.run(use_twice())
+    finally:
+        event.remove(Engine, "before_cursor_execute", executed)
+        cache.close()
+        store.close()
+    assert lookups == [loop_thread] * 3

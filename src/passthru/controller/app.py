@@ -128,7 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
     wakeups.attach(store, notify=postgres)
     tokens = TokenCache(store, settings.token_cache_seconds)
     wakeups.subscribe(TOKENS_CHANNEL, tokens)
-    heartbeats = Heartbeats()
+    # A held long-poll's host is noted every third of the timeout (api.agent).
+    heartbeats = Heartbeats(settings.heartbeat_timeout / 3)
     flush_every = min(settings.heartbeat_flush_interval, settings.heartbeat_timeout / 4)
 
     # A round of pruning (in a worker thread, which cannot be cancelled) stops at its

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.enums import EventKind, Role
@@ -164,11 +164,11 @@ class Known:
         return self.principal
 
 
-def known_token(session: Session, token: str) -> Known:
+def known_token(connection: Connection, token: str) -> Known:
     """What the store knows of `token`, or UnauthorizedError if nothing (never issued,
     or revoked)."""
     # A plain statement of the columns needed: this runs for every token not cached.
-    row = session.connection().execute(_IDENTIFY, {"digest": digest(token)}).first()
+    row = connection.execute(_IDENTIFY, {"digest": digest(token)}).first()
     if row is None:
         raise UnauthorizedError("the token is not known to this controller (never issued, "
                                 "or revoked); use the admin-token file of its data dir, or "
@@ -178,7 +178,7 @@ def known_token(session: Session, token: str) -> Known:
 
 def principal_of(session: Session, token: str, now: datetime | None = None) -> Principal:
     """Who `token` is, or UnauthorizedError if it is unknown or expired."""
-    return known_token(session, token).principal_at(now)
+    return known_token(session.connection(), token).principal_at(now)
 
 
 def _tokens_changed(session: Session) -> None:

@@ -10,18 +10,25 @@ heart-beat; one that went down between being noted and the flush is brought up b
 flush the same way. "Down" keeps its meaning: the sweep that marks silent hosts down
 flushes this replica's batch first, and the flush interval is far below
 `heartbeat_timeout`, so another replica's batch not yet written cannot make a live host
-look silent. An agent's held orders long-poll, minutes long, is noted by the replica
-that holds it when it comes and again every third of `heartbeat_timeout` while its
-connection stands (`api.agent`), so its host's `last_heartbeat` in the store never
-falls that far behind, whichever replica sweeps. What is lost with a killed replica is
-at most one interval of heart-beats, each of which the next one repeats (its agents'
-long-polls break and come again, to another replica).
+look silent.
+
+An agent's held orders long-poll, minutes long, is its heart-beat (`api.agent`): noted
+when it comes, and its host is held here for as long as the long-poll waits and its
+connection stands (it leaves when the long-poll ends, or at once when the connection
+goes). The flush that comes a third of `heartbeat_timeout` or more after the last one
+that did notes every held host in one go, so a held long-poll wakes nothing while it
+waits, and its host's `last_heartbeat` in the store never falls that far behind,
+whichever replica sweeps; a host whose agent went away is noted no more. What is lost
+with a killed replica is at most one interval of heart-beats, each of which the next
+one repeats (its agents' long-polls break and come again, to another replica).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import bindparam, or_, select, update
@@ -41,11 +48,17 @@ _FORWARD = (update(HostRow.__table__)
 
 
 class Heartbeats:
-    """The heart-beats this replica took since its last flush: host -> when (UTC)."""
+    """The heart-beats this replica took since its last flush (host -> when, UTC), and
+    the hosts whose agents' long-polls it holds, noted every `held_every` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, held_every: float) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, datetime] = {}
+        #: Host -> how many of its long-polls are held (an agent that came back while
+        #: its old connection still stands has two).
+        self._held: dict[str, int] = {}
+        self._held_every = held_every
+        self._held_next = time.monotonic() + held_every
 
     def note(self, host: str, when: datetime | None = None) -> datetime:
         """`host`'s agent is alive now (or at `when`); returns that time."""
@@ -54,14 +67,37 @@ class Heartbeats:
             self._seen[host] = when
         return when
 
+    @contextmanager
+    def holding(self, host: str) -> Iterator[None]:
+        """`host` counts as alive while the block runs (its agent's long-poll is held)."""
+        with self._lock:
+            self._held[host] = self._held.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._held.pop(host) - 1
+                if left:
+                    self._held[host] = left
+
+    def held(self) -> int:
+        """How many hosts count as alive for a long-poll held now."""
+        with self._lock:
+            return len(self._held)
+
     def pending(self) -> int:
         with self._lock:
             return len(self._seen)
 
     def flush(self, store: Store) -> list[str]:
         """Write the heart-beats noted so far; returns the hosts this brought up (or
-        made known). Kept for the next flush if the store cannot take them now."""
+        made known), with the held hosts when they are due. Kept for the next flush if
+        the store cannot take them now."""
         with self._lock:
+            if time.monotonic() >= self._held_next:
+                now = utcnow()
+                self._seen.update(dict.fromkeys(self._held, now))
+                self._held_next = time.monotonic() + self._held_every
             seen, self._seen = self._seen, {}
         if not seen:
             return []

@@ -11,7 +11,10 @@ admin-token-rotate`, an operator's SQL):
 - SQLite: a trigger bumps the `tokens` topic; each use reads its version (one
   primary-key read, a few µs, on a connection of the cache's own, in the event loop: a
   WAL reader waits for no writer), so every commit counts at once, whichever process
-  made it (another `passthru serve` on the file, say).
+  made it (another `passthru serve` on the file, say). A token is looked up in the
+  event loop too, on another connection of the cache's own (tens of µs: a worker thread
+  cost ten times that), and in a worker thread only when the file is busy. An agent's
+  token is used once a long-poll, minutes apart, so its entry has always run out.
 - PostgreSQL: reading a version would cost a round trip, as much as the lookup. There
   the trigger sends NOTIFY (`auth.TOKENS_CHANNEL`, delivered only if the transaction
   commits), which each replica's listening connection (`controller.wakeups`) takes: a
@@ -34,9 +37,13 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import anyio.to_thread
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
 
 from passthru.controller import topics
 from passthru.controller.auth import TOKENS_CHANGED, Known, digest, known_token
@@ -62,12 +69,14 @@ class TokenCache:
         self._entries: dict[str, _Entry] = {}
         self._generation = 0
         self._version: sqlite3.Connection | None = None
+        #: SQLite: where tokens are looked up in the event loop.
+        self._reader: Engine | None = None
         self._seen_version = -1
         if store.engine.dialect.name == "sqlite":
-            # Used in the event loop, which must not wait on a lock: no busy timeout.
-            self._version = sqlite3.connect(store.engine.url.database or "", timeout=0,
-                                            isolation_level=None, check_same_thread=False)
-            self._version.execute("PRAGMA query_only=ON")
+            path = store.engine.url.database or ""
+            self._version = _read_only(path)
+            self._reader = create_engine("sqlite://", creator=partial(_read_only, path),
+                                         poolclass=StaticPool)
         #: Whether entries may be kept now (PostgreSQL: while notifications are heard).
         self._live = seconds > 0 and self._version is not None
         store.listen("after_commit", self._committed)
@@ -81,7 +90,9 @@ class TokenCache:
             entry = self._entries.get(key)
             if entry is not None and time.monotonic() < entry.until:
                 return entry.known
-        found = await anyio.to_thread.run_sync(self._look_up, token)
+        found = self._look_up_here(token)
+        if found is None:
+            found = await anyio.to_thread.run_sync(self._look_up, token)
         if generation is not None:
             with self._lock:
                 if generation == self._generation:
@@ -105,6 +116,8 @@ class TokenCache:
     def close(self) -> None:
         if self._version is not None:
             self._version.close()
+        if self._reader is not None:
+            self._reader.dispose()
 
     def _current(self) -> int | None:
         """The generation entries may be used and kept in now, None if they may not."""
@@ -124,7 +137,18 @@ class TokenCache:
 
     def _look_up(self, token: str) -> Known:
         with self._store.read() as session:
-            return known_token(session, token)
+            return known_token(session.connection(), token)
+
+    def _look_up_here(self, token: str) -> Known | None:
+        """What the store knows of `token`, read in the event loop (SQLite); None when it
+        cannot be read so (not SQLite, or the file is busy)."""
+        if self._reader is None:
+            return None
+        try:
+            with self._reader.connect() as connection:
+                return known_token(connection, token)
+        except DBAPIError:  # the lookup, in a worker thread, will wait or say what is wrong
+            return None
 
     def _committed(self, session: Session) -> None:
         if session.info.pop(TOKENS_CHANGED, False):
@@ -137,3 +161,12 @@ class TokenCache:
 
 
 _VERSION = "SELECT version FROM topics WHERE name = ?"
+
+
+def _read_only(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at `path` for the event loop, which must not wait
+    on a lock (no busy timeout), and never writes."""
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None,
+                                 check_same_thread=False)
+    connection.execute("PRAGMA query_only=ON")
+    return connection

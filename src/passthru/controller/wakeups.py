@@ -134,14 +134,10 @@ class Wakeups:
             self._waiters.clear()
         _resolve(woken)
 
-    @property
-    def closed(self) -> bool:
-        """Whether the controller is stopping (nobody waits any more)."""
-        return self._closed
-
-    async def wait(self, host: str, seen: str, timeout: float) -> bool:
+    async def wait(self, host: str, seen: str, timeout: float,
+                   unless: asyncio.Future[None] | None = None) -> bool:
         """Whether the orders of `host` are past version `seen`, waiting up to `timeout`
-        seconds for them to be (not at all once closed)."""
+        seconds for them to be (not at all once closed), or until `unless` is done."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             if f"{self.replica}.{self._epoch}.{self._counts.get(host, 0)}" != seen:
@@ -149,6 +145,8 @@ class Wakeups:
             if self._closed:
                 return False
             self._waiters.setdefault(host, set()).add(future)
+        if unless is not None:
+            unless.add_done_callback(lambda _: _set(future))
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:

@@ -21,18 +21,23 @@ once, as they always did. They also carry the host's inventory generation
 agent learns of a copy that moved on without heart-beating for it. Heart-beats of a host
 that is up are kept in memory and written in batches (`controller.heartbeats`). An
 agent's own long-poll counts as its heart-beat for as long as it is held: noted when it
-comes, and again every third of `heartbeat_timeout` while it waits and its connection
-stands, so that a host whose agent holds a long-poll of `orders_wait_max` (minutes) is
-never taken for silent, on any replica, while one whose agent went away is.
+comes, and its host held in `controller.heartbeats`, whose flush notes every held host
+again each third of `heartbeat_timeout`, until the long-poll ends or its connection goes
+(the ASGI `http.disconnect`, which ends the long-poll at once). So a host whose agent
+holds a long-poll of `orders_wait_max` (minutes) is never taken for silent, on any
+replica, while one whose agent went away is.
 
 The long-poll is the one request every idle agent makes, so it is kept lean: a
 coroutine (no worker thread) that takes what it needs from the app's state rather than
-through dependencies, and a 304 without a body that reads nothing from the store.
+through dependencies, sleeps until its orders change, its wait ends or its connection
+goes (no timer of its own while it waits), and a 304 without a body that reads nothing
+from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -43,6 +48,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.types import Receive
 
 from passthru.controller.answers import (
     IDEMPOTENCY_HEADER,
@@ -236,22 +242,23 @@ def _tag(version: str) -> str:
     return f'"{version}"'
 
 
-async def _changed(request: Request, wakeups: Wakeups, heartbeats: Heartbeats | None,
-                   host: str, version: str, wait: float, beat_every: float) -> bool:
-    """Whether the orders of `host` move past `version` within `wait` seconds. While it
-    waits, the long-poll is the agent's heart-beat (noted in `heartbeats`, when it is the
-    agent's) every `beat_every` seconds, as long as its connection stands: a long-poll
-    whose agent went away stops beating at the next of them."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        left = deadline - loop.time()
-        if await wakeups.wait(host, version, min(left, beat_every)):
-            return True
-        if left <= beat_every or wakeups.closed or await request.is_disconnected():
-            return False
-        if heartbeats is not None:
-            heartbeats.note(host)
+async def _gone(receive: Receive) -> None:
+    """Returns once the request's connection is gone: the request (its body, if any)
+    was read, and what the web server gives next is `http.disconnect`."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _changed(receive: Receive, wakeups: Wakeups, host: str, version: str,
+                   wait: float) -> bool:
+    """Whether the orders of `host` move past `version` within `wait` seconds; False at
+    once when the request's connection goes meanwhile."""
+    gone = asyncio.ensure_future(_gone(receive))
+    try:
+        return await wakeups.wait(host, version, wait, unless=gone)
+    finally:
+        if not gone.cancel() and not gone.cancelled():
+            gone.result()  # what reading the request raised (api.limits' refusals)
 
 
 @router.get("/orders", response_model=Orders,
@@ -273,14 +280,16 @@ async def get_orders(host: str, who: Caller, request: Request, response: Respons
     state = request.app.state
     settings: Settings = state.settings
     wakeups: Wakeups = state.wakeups
-    heartbeats: Heartbeats | None = state.heartbeats if who.host == host else None
-    if heartbeats is not None:
+    heartbeats: Heartbeats = state.heartbeats
+    mine = who.host == host  # an admin's read is no heart-beat
+    if mine:
         heartbeats.note(host)
     if seen is not None:
         version = seen.removeprefix("W/").strip('"')
-        if not await _changed(request, wakeups, heartbeats, host, version,
-                              min(wait, settings.orders_wait_max),
-                              max(1.0, settings.heartbeat_timeout / 3)):
+        with heartbeats.holding(host) if mine else contextlib.nullcontext():
+            changed = await _changed(request.receive, wakeups, host, version,
+                                     min(wait, settings.orders_wait_max))
+        if not changed:
             return Response(status_code=304, headers={"ETag": _tag(version)})
     # Read before the orders: a change committed while they are read moves the version
     # past this one, so that the agent's next long-poll is answered at once.
