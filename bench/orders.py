@@ -114,9 +114,18 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
     async def connected() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", port)
 
+    async def connected_at_last() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """An agent's first connection, tried again (each failure counted) while the
+        controller is too busy to take it, as the agent itself tries again."""
+        while True:
+            try:
+                return await connected()
+            except OSError:
+                counts["errors"] += 1
+                await asyncio.sleep(1.0)
+
     async def heartbeats(path: str, auth: dict[str, str]) -> None:
-        """A connection for each heart-beat, as an agent's client makes one (the
-        controller closes a connection idle for 5 s)."""
+        """A connection for each heart-beat, as the old agent's client made one."""
         await asyncio.sleep(random.uniform(0, OLD_HEARTBEAT_EVERY))
         while not stop.is_set():
             try:
@@ -138,7 +147,7 @@ async def idle_agents(serve: Serve, tokens: dict[str, str], *, long_poll: bool,
         await asyncio.sleep(random.uniform(0, ramp))
         etag: str | None = None
         wait = random.uniform(0, poll_wait)  # the first, to spread them evenly
-        reader, writer = await connected()
+        reader, writer = await connected_at_last()
         try:
             while not stop.is_set():
                 try:
