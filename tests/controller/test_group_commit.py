@@ -24,6 +24,7 @@ from passthru.controller.enums import EventKind
 from passthru.controller.events import record
 from passthru.controller.migrate import upgrade
 from passthru.controller.models import EventRow
+from passthru.controller.wakeups import Wakeups, wake
 from tests.controller.conftest import Api
 from tests.controller.test_boot_attach import seed_catalog
 from tests.controller.test_boot_durability import gpus_of, killed_after
@@ -237,3 +238,26 @@ def test_an_agents_answer_and_a_delete_join_the_group_of_concurrent_boots(
         assert compute.run() == 0
     finally:
         compute.driver.close()
+
+
+def test_a_failed_savepoint_leaves_the_wake_ups_of_the_works_before_it(tmp_path: Path
+                                                                       ) -> None:
+    # A work of a group that fails rolls back its savepoint only: the hosts the works
+    # before it woke must still be woken when the group commits, and a whole rolled-back
+    # transaction wakes nobody.
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    upgrade(store.engine)
+    wakeups = Wakeups()
+    wakeups.attach(store, notify=False)
+    before = {host: wakeups.version(host) for host in ("host-a", "host-b", "host-c")}
+    with store.write() as session:
+        wake(session, "host-a")
+        with pytest.raises(RuntimeError), session.begin_nested():
+            wake(session, "host-b")
+            raise RuntimeError("this work fails")
+    assert wakeups.version("host-a") != before["host-a"]
+    with pytest.raises(RuntimeError), store.write() as session:
+        wake(session, "host-c")
+        raise RuntimeError("the whole transaction fails")
+    assert wakeups.version("host-c") == before["host-c"]
+    store.close()

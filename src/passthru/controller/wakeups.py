@@ -41,7 +41,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Wakeups:
         """Wake after every commit of `store`'s sessions; with `notify` (PostgreSQL),
         tell the other replicas within the transaction."""
         store.listen("after_commit", self._committed)
-        store.listen("after_rollback", self._rolled_back)
+        store.listen("after_soft_rollback", self._rolled_back)
         if notify:
             store.listen("before_commit", self._notify)
 
@@ -170,8 +170,13 @@ class Wakeups:
         if hosts:
             self.bump(hosts)
 
-    def _rolled_back(self, session: Session) -> None:
-        session.info.pop(_HOSTS, None)
+    def _rolled_back(self, session: Session, transaction: SessionTransaction) -> None:
+        # Only the whole transaction's rollback wakes nobody. A savepoint's (a work of a
+        # group commit that failed, `Store.grouped`) keeps the hosts the other works
+        # woke; those its own work named are woken too, which costs their agents one
+        # read of unchanged orders.
+        if transaction.parent is None:
+            session.info.pop(_HOSTS, None)
 
     def _notify(self, session: Session) -> None:
         hosts = sorted(session.info.get(_HOSTS, ()))
