@@ -191,7 +191,7 @@ def serve(
     app = opened(settings, create_app)
     # The cyclic collector's full collections scan every object that lives on, and this
     # process holds many for long: what start-up built (the app, the index of every host)
-    # and each held long-poll (about 160 objects, for minutes). At 10,000 hosts those
+    # and each held long-poll (up to about 185 objects, for minutes). At 10,000 hosts those
     # collections took a third of the controller's CPU with the fleet at rest
     # (bench/orders.py). So what start-up built is frozen out of the collector's sight,
     # and a full collection waits for 100 younger ones instead of 10: young cycles are
