@@ -6,6 +6,7 @@ domain XML of every passthrough shape."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 import uuid
@@ -36,7 +37,7 @@ from passthru.pci.work import (
     PowerState,
     SpawnOrder,
 )
-from passthru.sim.guest import MARKER, GuestImage, build_guest_image
+from passthru.sim.guest import MARKER, GuestImage, boot_id, build_guest_image
 from tests.host.test_domain_xml import SHAPES
 from tests.support.libvirtd import Libvirtd
 
@@ -182,6 +183,8 @@ def test_a_real_guest_boots_reads_its_seed_and_obeys_power_orders(
     power(PowerAction.REBOOT)
     console = wait_for(files.console_log, f"{MARKER} ready", count=2)
     assert console.count(f"{MARKER} booted") == 2  # the same qemu, booted again
+    boots = re.findall(f"{MARKER} boot ([0-9a-f-]{{36}})", console)
+    assert len(set(boots)) == 2 and boot_id(console.splitlines()) == boots[-1]
     assert host.attacher.power_state(server) is PowerState.RUNNING
 
     assert host.attacher.destroy(DestroyOrder(server, "web-1")).ok

@@ -27,7 +27,7 @@ from passthru.demo.hosts import DemoHost, checked_config
 from passthru.demo.outcome import Check, check, exists, server
 from passthru.demo.walk import StepFailedError, Walk
 from passthru.sim import HostProfile, build_sysfs, host_config_toml
-from passthru.sim.guest import MARKER, GuestBuildError, GuestImage, build_guest_image
+from passthru.sim.guest import MARKER, GuestBuildError, GuestImage, boot_id, build_guest_image
 from passthru.sim.hypervisor import HypervisorError, Libvirtd, missing, running_libvirtd
 
 HOST = "real-qemu"
@@ -147,8 +147,18 @@ def play(walk: Walk, real: RealVmHost) -> list[Check]:
     _wait("SHUTOFF", lambda: _status(walk, "vm-real", "SHUTOFF"))
     walk.run("start", "vm-real")
     _wait("ACTIVE again", lambda: _status(walk, "vm-real", "ACTIVE"))
-    _wait("the guest's second boot", lambda: f"{MARKER} ready" in _console(walk, "vm-real"))
-    checks.append(check("stop, then start: the guest booted again", True))
+    first = boot_id(seen)
+
+    def booted_again() -> str | None:
+        lines = _console(walk, "vm-real")
+        now = boot_id(lines)
+        return now if f"{MARKER} ready" in lines and now != first else None
+
+    # Until its host sends the new log, the controller's copy is the first boot's.
+    _wait("the guest's second boot", lambda: booted_again() is not None)
+    again = booted_again()
+    checks.append(check("stop, then start: the guest booted again", again is not None,
+                        f"boot {first}, then boot {again}"))
     walk.run("delete", "vm-real")
     _wait("the VM's files removed", lambda: not (real.instances / uuid).exists())
     checks.append(check("after delete, no domain, disk, seed or console log is left",

@@ -10,6 +10,7 @@ an `/init` script that reports on the serial console what a VM must see, one lin
 prefixed with `MARKER`:
 
     passthru-guest: booted
+    passthru-guest: boot <id>                   (the kernel's boot_id: new on every boot)
     passthru-guest: disk vda 1073741824 bytes
     passthru-guest: instance-id <uuid>          (from the cidata seed CD-ROM)
     passthru-guest: public-key <key>            (one line per key)
@@ -57,6 +58,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 say() { echo "MARKER $*"; }
 say booted
+say "boot $(cat /proc/sys/kernel/random/boot_id)"
 while read module; do
   insmod "/lib/modules/$module" || say "insmod $module failed"
 done < /modules.list
@@ -95,6 +97,16 @@ done
 say ready
 while true; do sleep 3600; done
 """.replace("MARKER", MARKER)
+
+
+_BOOT_ID = re.compile(re.escape(MARKER) + r" boot ([0-9a-f-]{36})")
+
+
+def boot_id(console: Iterable[str]) -> str | None:
+    """The boot id of the last boot in `console` (its lines), None before the guest says
+    one: a copy of a log that a stop and start replaced can hold the same other lines."""
+    ids = [found[1] for line in console if (found := _BOOT_ID.search(line))]
+    return ids[-1] if ids else None
 
 
 class GuestBuildError(PassthruError):
