@@ -196,10 +196,12 @@ class _Root(TyperGroup):
         super().__init__(**attrs)
         self.commands = _Converted(self.rich_markup_mode)
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    # The base classes name the Context of the click that typer vendors privately; typer
+    # hands these a typer.Context, its public subclass.
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
         return list(self.commands)
 
-    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
         from rich.console import Console
         from rich.markup import escape
         from rich.padding import Padding

@@ -298,10 +298,11 @@ class Client:
         while True:
             tries += 1
             outcome = self._exchange(method, path, body, headers or {}, answer_timeout)
-            response = outcome if isinstance(outcome, Response) else None
-            if response is None:
+            response = None
+            if isinstance(outcome, Failure):
                 failure, status = self._unreachable(outcome), None
             else:
+                response = outcome
                 if not retryable(method, response):
                     if response.status >= 400:
                         raise ApiError(_message(response), response.status)

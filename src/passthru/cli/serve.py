@@ -211,4 +211,6 @@ def serve(
                 timeout_keep_alive=math.ceil(settings.body_timeout),
                 h11_max_incomplete_event_size=header_bytes, loop="auto",
                 access_log=settings.access_log,
-                http=protocol(settings.body_timeout, header_bytes))
+                # uvicorn calls `http` with the protocol's arguments: a factory works
+                # there, though its annotation names protocol classes only.
+                http=protocol(settings.body_timeout, header_bytes))  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, update
+from sqlalchemy import CursorResult, insert, update
 from sqlalchemy.orm import Session
 
 from passthru.controller.catalog import Catalog, Flavor
@@ -136,6 +136,7 @@ def _nic_port(session: Session, server: str, project: str, nic: NicRequest,
             .values(device_id=server).execution_options(synchronize_session=False))
         if session.get(PortRow, port.id, populate_existing=True) is None:
             raise NotFoundError(f"{where}: port {nic.port!r} was deleted meanwhile")
+        assert isinstance(taken, CursorResult)  # an UPDATE's result counts its rows
         if taken.rowcount != 1:
             raise ConflictError(f"port {port.id} is in use by server {port.device_id}; "
                                 "use a free port or net-id=")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -101,7 +102,7 @@ class HeaderDeadlineProtocol(_HeaderDeadline, H11Protocol):
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is not installed: h11 it is
-    _FAST: type[asyncio.Protocol] | None = None
+    _FAST: Callable[..., asyncio.Protocol] | None = None
 else:
     class FastHeaderDeadlineProtocol(_HeaderDeadline, HttpToolsProtocol):
         """`HttpToolsProtocol` closing connections whose request headers are late or
@@ -133,7 +134,7 @@ else:
     _FAST = FastHeaderDeadlineProtocol
 
 
-def protocol(header_timeout: float, max_header_bytes: int) -> partial[asyncio.Protocol]:
+def protocol(header_timeout: float, max_header_bytes: int) -> Callable[..., asyncio.Protocol]:
     """The protocol factory uvicorn takes as `http` (h11's also needs uvicorn's
     `h11_max_incomplete_event_size=max_header_bytes`)."""
     if _FAST is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -96,6 +97,10 @@ NAMING = {
 
 
 class Base(DeclarativeBase):
+    # Every row class here is mapped to a Table; SQLAlchemy types it as any FromClause,
+    # which Core's insert/update/delete on `Row.__table__` would not accept.
+    __table__: ClassVar[Table]
+
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonType}
 

@@ -35,7 +35,7 @@ def holds_resources(server: ServerRow) -> bool:
 def free_resources(session: Session, server: ServerRow) -> None:
     """Give back the vCPUs, memory, disk and pinned CPUs the server holds on its host
     (nothing when it holds none: see the module's docstring)."""
-    if not holds_resources(server):
+    if not holds_resources(server) or server.host is None:
         return
     ledger.record_released(session, server.host.name, server.uuid,
                            VmSize(server.vcpus, server.ram_mb, server.disk_gb),

@@ -44,7 +44,7 @@ def pool_usages(session: Session, host: str | None = None) -> list[PoolUsage]:
         pools = pools.where(HostRow.name == host)
         counted = counted.join(HostRow, DeviceRow.host_id == HostRow.id).where(
             HostRow.name == host)
-    statuses: dict[int, Counter[DeviceStatus]] = {}
+    statuses: dict[int | None, Counter[DeviceStatus]] = {}
     for pool_id, status, number in session.execute(counted):
         statuses.setdefault(pool_id, Counter())[status] = number
     usages = []

@@ -7,7 +7,7 @@ status, host, devices and their tags, the agent's VF settings); nothing is assum
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,7 @@ def tagged(held: Iterable[dict[str, Any]], tag: str) -> str:
     return "; ".join(f"{d['address']} {tag}={d['tags'].get(tag)}" for d in held)
 
 
-def port_devices(found: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def port_devices(found: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The device of each port, by port id."""
     return {request["request"]["port_id"]: device for request in found["pci_requests"]
             if request["request"]["port_id"] for device in request["devices"]}

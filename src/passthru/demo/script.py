@@ -79,7 +79,7 @@ def _gpus_freed(walk: Walk, name: str, held: Sequence[dict[str, Any]]) -> Check:
     status = {row["device"]["address"]: row["device"]["status"] for row in listed}
     addresses = [device["address"] for device in held]
     return check(f"after delete, its {len(held)} devices are available again",
-                 held and all(status.get(a) == "available" for a in addresses),
+                 bool(held) and all(status.get(a) == "available" for a in addresses),
                  ", ".join(f"{a} {status.get(a)}" for a in addresses))
 
 

@@ -136,7 +136,6 @@ class HostConfig(BaseModel):
     pool_attrs: tuple[str, ...] = DEFAULT_POOL_ATTRS
     pci_information: list[Any] | str | None = None
     device_spec: list[str] | None = None
-    instances_path: Path = Path("/var/lib/passthru/instances")
     image_cache: Path = Path("/var/lib/passthru/images")
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     bridge_mappings: dict[str, str] = Field(default_factory=dict)

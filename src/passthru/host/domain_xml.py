@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from passthru.pci.address import PciAddress
+from passthru.pci.address import FIELD_NAMES, PciAddress
 from passthru.pci.binding import Binding, VifType, VnicType
 from passthru.pci.errors import PassthruError, PciValueError
 
@@ -318,9 +318,12 @@ def _parse(xml: str) -> etree._Element:
     return root
 
 
-def _canonical(addresses: Iterable[etree._Element]) -> list[str]:
+def _canonical(addresses: object) -> list[str]:
+    """The canonical addresses of the `<address>` elements an XPath query found."""
+    assert isinstance(addresses, list)
     try:
-        return [str(PciAddress.from_libvirt(element.attrib)) for element in addresses]
+        return [str(PciAddress.from_libvirt({name: element.get(name) for name in FIELD_NAMES}))
+                for element in addresses if isinstance(element, etree._Element)]
     except PciValueError as error:
         raise PciValueError(f"domain XML: {error}") from None
 
@@ -332,6 +335,7 @@ def read_domain_devices(xml: str) -> DomainDevices:
                            " | devices/interface[@type='hostdev']/source/address"
                            "[not(@type) or @type='pci']")
     netdevs = root.xpath("devices/interface[@type='direct']/source[@mode='passthrough']/@dev")
+    assert isinstance(netdevs, list)
     return DomainDevices(tuple(sorted(_canonical(addresses))),
                          tuple(sorted(str(dev) for dev in netdevs)))
 

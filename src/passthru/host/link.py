@@ -147,6 +147,10 @@ class HttpLink:
         log.warning("controller at %s: %s; trying again in %.1f s", self._http.base_url,
                     error, wait)
 
+    def _pause(self, seconds: float) -> None:
+        """tenacity's sleep: `Event.wait`'s answer (whether `stop` was set) is not its."""
+        self._sleep(seconds)
+
     def _send(self, method: str, path: str, body: Any = None,
               headers: Mapping[str, str] | None = None,
               read_timeout: float | None = None) -> httpx.Response:
@@ -154,7 +158,7 @@ class HttpLink:
         retrying = Retrying(
             retry=retry_if_exception_type((httpx.TransportError, _BusyError)),
             stop=stop_after_delay(self.retry_for) | stop_when_event_set(self._stop),
-            wait=self._wait, sleep=self._sleep,
+            wait=self._wait, sleep=self._pause,
             before_sleep=self._log_retry, reraise=True)
         try:
             for attempt in retrying:

@@ -26,7 +26,7 @@ def _address(element: etree._Element) -> str:
     """Canonical address from an `<address domain= bus= slot= function=>` element or a
     capability with `<domain>` … `<function>` children (libvirt writes those in decimal)."""
     if element.tag == "address":
-        return str(PciAddress.from_libvirt(element.attrib))
+        return str(PciAddress.from_libvirt({name: element.get(name) for name in FIELD_NAMES}))
     return str(PciAddress.from_libvirt({name: element.findtext(name) for name in FIELD_NAMES}))
 
 

@@ -146,7 +146,7 @@ def _shown(setting: str, value: object) -> str:
         return f"min {value['min_tx_rate']} / max {value['max_tx_rate']} Mbit/s"
     if setting in ("spoofchk", "trust"):
         return "on" if value else "off"
-    if setting == "link_state":
+    if setting == "link_state" and isinstance(value, int):
         return LinkState(value).name.lower()
     return str(value)
 

@@ -205,7 +205,8 @@ def select_devices(
 
 def relatives(device: PciDevice, devices: Mapping[str, PciDevice]) -> list[PciDevice]:
     """A VF's PF, or a PF's VFs: the devices that cannot be used at the same time."""
-    if device.dev_type is DevType.VF and device.parent_addr in devices:
+    if (device.dev_type is DevType.VF and device.parent_addr is not None
+            and device.parent_addr in devices):
         return [devices[device.parent_addr]]
     if device.dev_type is DevType.PF:
         return [d for d in devices.values()

@@ -21,6 +21,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from passthru.pci.address import PciAddress
 from passthru.pci.claims import in_use
@@ -209,7 +210,7 @@ def _checked_device(device: PciDevice, index: int, problems: _Problems) -> PciDe
     bad = field_problems(device)
     for problem in bad:
         problems.add(where, problem)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     if device.parent_addr is not None:
         parent = _address(device.parent_addr, "parent_addr", where, problems)
         if parent is None:

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
+from starlette.requests import HTTPConnection
 
 from passthru.controller.api.fields import NamePath
 from passthru.controller.auth import Principal
@@ -27,7 +28,7 @@ class _Declared(HTTPBearer):
     checked the token and refused requests without a known one, so the header is not
     parsed again."""
 
-    async def __call__(self, request: Request) -> HTTPAuthorizationCredentials | None:
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
         return None
 
 

@@ -71,7 +71,7 @@ def _events_query(host: str | None = None, device: str | None = None,
                  server: str | None = None, kinds: list[EventKind] | None = None,
                  since: datetime | None = None, until: datetime | None = None,
                  after: int | None = None,
-                 ) -> Select[tuple[EventRow, str | None, str | None]]:
+                 ) -> Select[EventRow, str | None, str | None]:
     """Events matching every filter given, with their server's name and project.
     `server` is a UUID or a name (every server ever called that)."""
     query = (select(EventRow, ServerRow.name, ServerRow.project)

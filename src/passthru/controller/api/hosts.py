@@ -112,7 +112,7 @@ _HOST_COLUMNS = (HostRow.name, HostRow.status, HostRow.last_heartbeat, HostRow.g
                  HostRow.disk_gb_used)
 
 
-def _host_views(rows: Sequence[Row[Any]], scheduler: Scheduler) -> list[Host]:
+def _host_views(rows: Sequence[Row[*tuple[Any, ...]]], scheduler: Scheduler) -> list[Host]:
     """Host rows with their device counts from the scheduler's index."""
     tallies = scheduler.pool_tallies(row.name for row in rows)
     views = []
@@ -229,7 +229,7 @@ def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page:
         pci_stats=stats, pci_stats_links=page.next_links(rows, more, lambda r: r.id)))
 
 
-def _identity(pool: Pool | Row[Any]) -> tuple[object, ...]:
+def _identity(pool: Pool | Row[*tuple[Any, ...]]) -> tuple[object, ...]:
     """What tells a host's pools apart (their key), for a core pool and a pool row alike:
     cheaper to compare than the key's canonical text."""
     return (pool.dev_type, pool.numa_node, pool.parent_addr, *sorted(pool.attrs.items()))

@@ -140,6 +140,8 @@ def no_marker(what: str, marker: str, how: str) -> PciValueError:
 #: Where the marker's row is: the criteria that find it, given the marker's text (a
 #: ValueError: the text cannot name any item).
 Locate = Callable[[str], Sequence[ColumnElement[bool]]]
+#: A statement of any columns, as the lists page them.
+Statement = Select[*tuple[Any, ...]]
 
 
 def by(key: Any, parse: Callable[[str], Any] = str,
@@ -148,8 +150,8 @@ def by(key: Any, parse: Callable[[str], Any] = str,
     return lambda marker: [key == parse(marker), *scope]
 
 
-def keyset(session: Session, query: Select[Any], order: Sequence[Any], page: PageParams,
-           what: str, how: str, locate: Locate, *, descending: bool = False) -> Select[Any]:
+def keyset(session: Session, query: Statement, order: Sequence[Any], page: PageParams,
+           what: str, how: str, locate: Locate, *, descending: bool = False) -> Statement:
     """`query` limited to the page after `page.marker` in `order` (which ends in a unique
     column), one item more than the page so that `split` knows whether more follow. `how`
     says what a marker is ("UUID")."""
@@ -167,7 +169,7 @@ def keyset(session: Session, query: Select[Any], order: Sequence[Any], page: Pag
     return query.order_by(*columns).limit(page.limit + 1)
 
 
-def rows_page(session: Session, query: Select[Any], order: Sequence[Any], page: PageParams,
+def rows_page(session: Session, query: Statement, order: Sequence[Any], page: PageParams,
               what: str, how: str, locate: Locate) -> tuple[list[Any], bool]:
     """One page of the ORM rows of `query` (see `keyset`), and whether more follow."""
     return split(session.scalars(keyset(session, query, order, page, what, how, locate)

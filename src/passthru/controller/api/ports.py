@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
@@ -126,6 +126,7 @@ def delete_port(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
         gone = session.execute(delete(PortRow).where(PortRow.id == row.id,
                                                      PortRow.device_id.is_(None))
                                .execution_options(synchronize_session=False))
+        assert isinstance(gone, CursorResult)  # a DELETE's result counts its rows
         if gone.rowcount != 1:
             if session.get(PortRow, row.id, populate_existing=True) is None:
                 raise NotFoundError(f"no port {port!r}: it was deleted meanwhile")

@@ -31,7 +31,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple
 
 from passthru.controller.scheduler.shapes import (
     Criteria,
@@ -53,7 +52,8 @@ class UnknownHostError(PassthruError):
     """A host the scheduler has never been told about."""
 
 
-class PoolTally(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class PoolTally:
     """A pool of a host as the views count it (`controller.usage` counts the store the
     same way): devices not removed, available ones, and claimed or allocated ones."""
 

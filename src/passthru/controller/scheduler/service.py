@@ -58,8 +58,8 @@ import itertools
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -123,7 +123,8 @@ class RetryError(Exception):
         self.prepare = prepare
 
 
-class _Totals(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class _Totals:
     """`Scheduler.pool_totals` as counted from `index` (held weakly: an index replaced
     by a reload is freed) at its `version`, with the hosts in `down` down."""
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Label,
     Row,
     Select,
+    SQLColumnExpression,
     Text,
     bindparam,
     case,
@@ -118,7 +119,7 @@ def load_flavors(session: Session) -> dict[str, PciFlavor]:
             for row in session.scalars(select(PciFlavorRow))}
 
 
-def _host_queries(named: bool) -> tuple[Select[Any], ...]:
+def _host_queries(named: bool) -> tuple[Select[*tuple[Any, ...]], ...]:
     """load_hosts' statements (for the hosts named in bind parameter `names`): made once,
     as building a statement cost more than running it for one host."""
     hosts_query = select(HostRow.id, HostRow.name, HostRow.status, HostRow.resources,
@@ -179,7 +180,7 @@ def load_hosts(session: Session, names: Collection[str] | None = None) -> Iterat
     yield from (host for host_id, host in hosts.items() if host_id not in seen)
 
 
-def _summary_queries(named: bool) -> tuple[Select[Any], ...]:
+def _summary_queries(named: bool) -> tuple[Select[*tuple[Any, ...]], ...]:
     """load_summaries' statements (for the hosts named in bind parameter `names`), made
     once: building one cost more than running it for one host."""
     table = DeviceRow.__table__
@@ -187,20 +188,21 @@ def _summary_queries(named: bool) -> tuple[Select[Any], ...]:
     wanted = (select(HostRow.id).where(HostRow.name.in_(bindparam("names", expanding=True)))
               .scalar_subquery() if named else None)
 
-    def of_hosts(query: Select[Any], column: ColumnElement[int]) -> Select[Any]:
+    def of_hosts(query: Select[*tuple[Any, ...]], column: SQLColumnExpression[int]
+                 ) -> Select[*tuple[Any, ...]]:
         return query.where(column.in_(wanted)) if wanted is not None else query
 
     def how_many(condition: ColumnElement[bool]) -> Label[int]:
         return func.sum(case((condition, 1), else_=0)).label(None)
 
-    counted = (select(table.c.pool_id, func.count().label("rows"),
-                      func.sum(table.c.generation).label("generations"),
-                      how_many(status != DeviceStatus.REMOVED).label("count"),
-                      how_many(status == DeviceStatus.AVAILABLE).label("free"),
-                      how_many(status.in_([DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED])
-                               ).label("used"))
-               .where(table.c.pool_id.is_not(None)))
-    counted = of_hosts(counted, table.c.host_id).group_by(table.c.pool_id).subquery()
+    counting = (select(table.c.pool_id, func.count().label("rows"),
+                       func.sum(table.c.generation).label("generations"),
+                       how_many(status != DeviceStatus.REMOVED).label("count"),
+                       how_many(status == DeviceStatus.AVAILABLE).label("free"),
+                       how_many(status.in_([DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED])
+                                ).label("used"))
+                .where(table.c.pool_id.is_not(None)))
+    counted = of_hosts(counting, table.c.host_id).group_by(table.c.pool_id).subquery()
     # The attributes as the database's text: decoded once per distinct value.
     pools_query = (select(PoolRow.host_id, cast(PoolRow.attrs, Text), PoolRow.dev_type,
                           PoolRow.numa_node, PoolRow.parent_addr, counted.c.count,
@@ -259,7 +261,7 @@ def load_summaries(session: Session, names: Collection[str] | None = None
         yield host, pools.get(row.id, [])
 
 
-def _pins(connection: Connection, query: Select[Any], values: dict[str, Any]
+def _pins(connection: Connection, query: Select[*tuple[Any, ...]], values: dict[str, Any]
           ) -> dict[int, set[int]]:
     """The pinned CPUs of each host `query` selects, by host id."""
     pins: dict[int, set[int]] = {}
@@ -268,7 +270,7 @@ def _pins(connection: Connection, query: Select[Any], values: dict[str, Any]
     return pins
 
 
-def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
+def stored_host(row: Row[*tuple[Any, ...]] | HostRow, pinned: set[int]) -> StoredHost:
     """A host row's StoredHost, without pools and refs: its status, capacity and use."""
     host = StoredHost(row.name, row.id, row.status is HostStatus.UP,
                       usage=Usage(row.vcpus_used, row.ram_mb_used, row.disk_gb_used,
@@ -276,7 +278,8 @@ def stored_host(row: Row[Any] | HostRow, pinned: set[int]) -> StoredHost:
     resources = resources_from_json(row.resources)
     if resources is not None:
         host.socket_of = resources.socket_of()
-    if resources is not None and row.vcpus_capacity is not None:
+    if (resources is not None and row.vcpus_capacity is not None
+            and row.ram_mb_capacity is not None and row.disk_gb_capacity is not None):
         # The columns are what the store's conditional claim checks against.
         whole = resources.capacity()
         host.capacity = Capacity(row.vcpus_capacity, row.ram_mb_capacity, row.disk_gb_capacity,
@@ -288,7 +291,7 @@ def fingerprints(session: Session) -> dict[str, Fingerprint]:
     """Every host's fingerprint, computed by the database in one pass."""
     pinned = (select(func.count()).select_from(CpuPinRow)
               .where(CpuPinRow.host_id == HostRow.id).correlate(HostRow).scalar_subquery())
-    query: Select[tuple[Any, ...]] = (
+    query: Select[*tuple[Any, ...]] = (
         select(HostRow.name, HostRow.status, func.count(DeviceRow.id),
                func.coalesce(func.sum(DeviceRow.generation), 0),
                HostRow.vcpus_capacity, HostRow.ram_mb_capacity, HostRow.disk_gb_capacity,
