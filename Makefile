@@ -9,10 +9,12 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -q
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 # Small sizes, a few minutes in all; each script's docstring gives the full-size run.
 bench: setup

@@ -258,4 +258,4 @@ def test_a_scheduler_holding_no_devices_reads_them_for_each_decision(store: Stor
 
 
 def counts(scheduler: Scheduler, host: str) -> set[tuple[object, ...]]:
-    return {(t.pool.key, *t[1:]) for t in scheduler.pool_tallies([host])[host]}
+    return {(t.pool.key, t.signature, t.count, t.available, t.used) for t in scheduler.pool_tallies([host])[host]}

@@ -137,7 +137,7 @@ def assert_rankings_current(index: HostIndex, store: Store,
 
 
 def counts(index: HostIndex, name: str) -> list[tuple[object, ...]]:
-    return [(t.pool.key, *t[1:]) for t in index.tallies(name)]
+    return [(t.pool.key, t.signature, t.count, t.available, t.used) for t in index.tallies(name)]
 
 
 @settings(max_examples=150, deadline=None)
