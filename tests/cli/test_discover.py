@@ -4,6 +4,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from passthru.cli.main import app
+from passthru.errors import HostError
 from passthru.sim import PROFILES, build_sysfs, host_config_toml, nodedev_xml
 
 runner = CliRunner()
@@ -72,11 +73,11 @@ def test_bad_config_exits_2_quoting_file_and_key(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-def test_unreadable_source_exits_1(tmp_path: Path) -> None:
+def test_unreadable_source_is_a_host_error(tmp_path: Path) -> None:
     config = tmp_path / "host.toml"
     config.write_text(f'sysfs_root = "{tmp_path / "nothing"}"\n')
     result = runner.invoke(app, ["discover", "--config", str(config), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == HostError.exit_code
     assert "is not a sysfs mount" in result.stderr
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from passthru.controller.db import Store
 from passthru.controller.settings import DATABASE_FILE
+from passthru.errors import ForbiddenError, InvalidInputError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 from tests.web.fleet import VF, vf_history
@@ -57,8 +58,8 @@ def test_server_host_and_time_filters(history: LiveController) -> None:
 def test_members_and_bad_filters_get_one_line_saying_why(history: LiveController) -> None:
     member = as_json("passthru token-create --project demo")["token"]
     refused = run(f"passthru events --token {member}")
-    assert refused.exit_code == 1
+    assert refused.exit_code == ForbiddenError.exit_code
     assert "listing events needs an admin token" in refused.stderr
     bad = run("passthru events --device 0a:02")
-    assert bad.exit_code == 1
+    assert bad.exit_code == InvalidInputError.exit_code
     assert "device filter: PCI address '0a:02'" in bad.stderr

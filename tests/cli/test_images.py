@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from passthru.errors import ConflictError, InvalidInputError, PassthruError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 
@@ -20,9 +21,9 @@ def qcow2(path: Path, size: str = "32M") -> Path:
     return path
 
 
-def refused(line: str) -> str:
+def refused(line: str, meaning: type[PassthruError] = InvalidInputError) -> str:
     result = run(line)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == meaning.exit_code, result.output
     return " ".join(result.stderr.split())
 
 
@@ -119,7 +120,7 @@ def test_boot_with_a_key_and_user_data_reaches_the_host(cli_env: LiveController,
         "keypair-list)")
     assert refused(f"passthru boot vm2 --flavor m1.disk --user-data {tmp_path}/none") == (
         f"error: --user-data {tmp_path}/none: no such file")
-    assert refused("passthru image-delete debian") == (
+    assert refused("passthru image-delete debian", ConflictError) == (
         "error: image debian is used by 1 server(s); delete them first")
     ok("passthru delete vm1")
     ok("passthru image-delete debian")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from passthru.cli.app import PANELS
+from passthru.errors import UnavailableError
 
 #: Never imported by `passthru --help` or a client command.
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "libvirt", "pyroute2",
@@ -85,7 +86,7 @@ def test_a_client_command_imports_nothing_heavy(command: list[str], module: str,
                                                 tmp_path: Path) -> None:
     run, modules = loaded_by(command, tmp_path)
     # It got as far as its first request.
-    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.returncode == UnavailableError.exit_code, run.stdout + run.stderr
     assert f"cannot reach the controller at {_NOWHERE}" in run.stderr
     assert heavy_among(modules) == []
     # The token and the address are given: the controller's settings are not read.

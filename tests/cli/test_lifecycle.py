@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from passthru.errors import ConflictError
 from passthru.host.agent import Agent
 from passthru.host.attach import domain_name
 from passthru.host.config import offered
@@ -46,7 +47,7 @@ def test_stop_start_reboot_and_the_console_log(worker: tuple[OrderWorker, Path])
     driver = orders.attacher.driver
     assert driver.state(domain_name(vm["id"])) is PowerState.SHUTOFF
     refused = run("passthru reboot vm")
-    assert refused.exit_code == 1
+    assert refused.exit_code == ConflictError.exit_code
     assert "is SHUTOFF" in refused.output and "allowed now: start, hard-reboot" in refused.output
     assert "server vm: SHUTOFF (powering-on)" in ok("passthru start vm").stdout
     orders.run_orders()

@@ -10,7 +10,7 @@ from passthru.cli.assignments import AssignmentError, parse_assignments
 from passthru.cli.nics import parse_nic
 from passthru.cli.nova_conf import alias_lines
 from passthru.cli.serve import split_listen
-from passthru.pci.errors import PassthruError, PciValueError
+from passthru.errors import InvalidInputError, PassthruError
 
 
 @pytest.mark.parametrize("words", [
@@ -65,7 +65,7 @@ def test_nics() -> None:
     ("net-id", "'net-id' is not KEY=VALUE"),
 ])
 def test_bad_nics_are_explained(text: str, message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         parse_nic(text)
 
 

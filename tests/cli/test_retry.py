@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from passthru.cli.client import Failure, Response, retryable
+from passthru.errors import InvalidInputError, UnavailableError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 from tests.pg import free_port
@@ -56,12 +57,12 @@ def test_the_cli_gives_up_after_the_retry_time(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PASSTHRU_TOKEN", "pt_x")
     monkeypatch.setenv("PASSTHRU_RETRY_SECONDS", "1")
     result = run("passthru host-list")
-    assert result.exit_code == 1
+    assert result.exit_code == UnavailableError.exit_code
     assert "cannot reach the controller at http://127.0.0.1:" in result.output
     assert "(PASSTHRU_RETRY_SECONDS)" in result.output
     monkeypatch.setenv("PASSTHRU_RETRY_SECONDS", "soon")
     result = run("passthru host-list")
-    assert result.exit_code == 1
+    assert result.exit_code == InvalidInputError.exit_code
     assert "PASSTHRU_RETRY_SECONDS='soon' is not a number of seconds" in result.output
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.models import FlavorRow, PciFlavorRow, PciRequestRow, ServerRow
+from passthru.errors import InvalidInputError, NotFoundError, UnauthorizedError, UnavailableError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 
@@ -148,13 +149,14 @@ def test_the_flavor_api_transcript_with_uuid_show_and_delete(cli_env: LiveContro
     assert as_json("passthru pci-flavor-list") == []
 
 
-def test_cli_errors_print_the_apis_message_and_exit_1(cli_env: LiveController) -> None:
+def test_cli_errors_print_the_apis_message_and_exit_with_its_code(
+        cli_env: LiveController) -> None:
     result = run("passthru pci-flavor-show nothing")
-    assert result.exit_code == 1
+    assert result.exit_code == NotFoundError.exit_code
     assert "error: no PCI flavor 'nothing'" in result.output
     assert "Traceback" not in result.output
     result = run("passthru pci-flavor-update bigGPU set vendor_id")
-    assert result.exit_code == 1
+    assert result.exit_code == InvalidInputError.exit_code
     assert "error: 'vendor_id' is not KEY=VALUE" in result.output
 
 
@@ -164,10 +166,10 @@ def test_cli_says_where_the_controller_should_be(tmp_path: Path,
     monkeypatch.setenv("PASSTHRU_TOKEN", "pt_x")
     monkeypatch.setenv("PASSTHRU_RETRY_SECONDS", "0")
     result = run("passthru host-list")
-    assert result.exit_code == 1
+    assert result.exit_code == UnavailableError.exit_code
     assert "cannot reach the controller at http://127.0.0.1:9" in result.output
     monkeypatch.delenv("PASSTHRU_TOKEN")
     monkeypatch.setenv("PASSTHRU_DATA_DIR", str(tmp_path))
     result = run("passthru host-list")
-    assert result.exit_code == 1
+    assert result.exit_code == UnauthorizedError.exit_code
     assert f"run passthru serve on this machine once (it writes {tmp_path}" in result.output

@@ -5,6 +5,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from passthru.cli.main import app
+from passthru.errors import InvalidInputError
 from passthru.host.config import load_host_config
 from passthru.sim import PROFILES
 
@@ -50,7 +51,7 @@ def test_nodedev_only_config_uses_libvirt(tmp_path: Path) -> None:
 
 def test_unknown_profile(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sim", "mixd", "--root", str(tmp_path / "x")])
-    assert result.exit_code == 1
+    assert result.exit_code == InvalidInputError.exit_code
     assert "no profile 'mixd' (did you mean 'mixed'?)" in result.stderr
     assert not (tmp_path / "x").exists()
 
@@ -58,13 +59,13 @@ def test_unknown_profile(tmp_path: Path) -> None:
 def test_needs_a_profile_and_a_target(tmp_path: Path) -> None:
     assert "name a profile" in runner.invoke(app, ["sim"]).stderr
     result = runner.invoke(app, ["sim", "qat"])
-    assert result.exit_code == 1
+    assert result.exit_code == InvalidInputError.exit_code
     assert "--root DIR" in result.stderr
 
 
 def test_refuses_a_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     result = runner.invoke(app, ["sim", "qat", "--root", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == InvalidInputError.exit_code
     assert "holds no simulated host" in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"

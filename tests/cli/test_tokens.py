@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from passthru.errors import NotFoundError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 
@@ -44,7 +45,7 @@ def test_issue_list_and_revoke_tokens(cli_env: LiveController) -> None:
 def test_revoking_what_cannot_be_revoked_says_which(cli_env: LiveController) -> None:
     (admin,) = as_json("passthru token-list")
     result = run(f"passthru token-revoke 999 {admin['id']}")
-    assert result.exit_code == 1
+    assert result.exit_code == NotFoundError.exit_code  # the first refusal's
     assert "token 999: no token 999" in result.stderr
     assert "is the last admin token" in result.stderr
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from passthru.errors import ConflictError, ForbiddenError, NoCapacityError, UnavailableError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 
@@ -45,8 +46,8 @@ def test_import_boot_list_show_delete(cli_env: LiveController, tmp_path: Path) -
     port = as_json("passthru port-create prod --vnic-type direct --name mine")
     booted = run("passthru boot vm1 --flavor m1.qa --image qa-image "
                  f"--nic port-id={port['id']} --nic net-id=prod,vnic-type=macvtap --json")
-    # No host has reported a QuickAssist card: kept in ERROR with the reason, exit 1.
-    assert booted.exit_code == 1
+    # No host has reported a QuickAssist card: kept in ERROR with the reason.
+    assert booted.exit_code == NoCapacityError.exit_code
     assert "server vm1 could not be placed: no host has 1 free device of pci flavor " \
            "QuickAssist" in booted.stderr
     server = as_json("passthru show vm1")
@@ -58,7 +59,7 @@ def test_import_boot_list_show_delete(cli_env: LiveController, tmp_path: Path) -
     shown = ok("passthru show vm1").stdout
     assert "PCI requests" in shown and "QuickAssist" in shown and "physnet1" in shown
     refused = run("passthru net-delete prod")
-    assert refused.exit_code == 1
+    assert refused.exit_code == ConflictError.exit_code
     assert "network prod still has 2 port(s)" in refused.output
     ok("passthru delete vm1")
     assert as_json("passthru list") == []
@@ -100,16 +101,16 @@ def test_a_member_token_works_in_its_project_only(cli_env: LiveController,
     server = as_json("passthru boot vm --flavor m1.small")
     assert (server["project_id"], server["host"]) == ("alpha", "compute-1")
     refused = run("passthru pci-flavor-create mine")
-    assert refused.exit_code == 1
+    assert refused.exit_code == ForbiddenError.exit_code
     assert "creating a PCI flavor needs an admin token; this is a member token of alpha" in (
         refused.output)
-    assert run("passthru host-list").exit_code == 1
+    assert run("passthru host-list").exit_code == ForbiddenError.exit_code
 
 
 def test_serve_explains_a_store_it_cannot_open(tmp_path: Path) -> None:
     url = "postgresql+psycopg://nobody:secret@127.0.0.1:1/passthru"
     result = run(f"passthru serve --db {url} --data-dir {tmp_path}")
-    assert result.exit_code == 1
+    assert result.exit_code == UnavailableError.exit_code
     assert "cannot open the store postgresql+psycopg://nobody:***@127.0.0.1:1/passthru" in (
         result.output)
     assert "secret" not in result.output

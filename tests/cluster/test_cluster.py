@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from passthru.errors import NoCapacityError
 from passthru.host.domain_xml import DomainDevices, read_domain_devices
 from passthru.pci.device import PHYSICAL_NETWORK
 from passthru.sim import PROFILES, Card, HostProfile
@@ -190,7 +191,7 @@ def test_three_agents_boot_kill_remove_and_delete_everything(cluster: Cluster) -
     assert events("host-down", host=cluster.qat.name)[0]["message"].startswith(
         "no heart-beat since")
     refused = run("passthru boot vm-qa2 --flavor m1.qa")
-    assert refused.exit_code == 1
+    assert refused.exit_code == NoCapacityError.exit_code
     assert "could not be placed: no host has 1 free device of pci flavor QA1" in refused.stderr
     assert as_json("passthru show vm-qa2")["status"] == "ERROR"
     # Under pack the down host's single free T4 would come before the GPU host's two.

@@ -146,7 +146,7 @@ def test_unknown_references_name_what_is_missing(catalog: Api) -> None:
     answer = catalog.call("POST", f"{V2}/servers", json={"server": {
         "name": "vm", "flavorRef": "m9.huge"}}, expect=404)
     assert answer.json() == {"error": {
-        "code": 404, "title": "Not Found",
+        "code": 404, "kind": "not_found", "title": "Not Found",
         "message": "no flavor 'm9.huge' (list them with passthru flavor-list)"}}
     answer = catalog.call("POST", f"{V2}/servers", json={"server": {
         "name": "vm", "flavorRef": "m1.gpu", "networks": [{"uuid": "nowhere"}]}}, expect=404)

@@ -30,7 +30,7 @@ from passthru.controller.models import (
 )
 from passthru.controller.retention import BATCH, prune
 from passthru.controller.settings import Settings
-from passthru.pci.errors import PassthruError
+from passthru.errors import PassthruError
 from passthru.pci.request import NumaPolicy, RequestSource
 from tests.cli.runner import ok, run
 from tests.controller.conftest import Api

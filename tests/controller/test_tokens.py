@@ -22,11 +22,11 @@ from passthru.controller.app import create_app
 from passthru.controller.auth import digest, issue_token
 from passthru.controller.db import Store
 from passthru.controller.enums import Role
-from passthru.controller.errors import UnauthorizedError
 from passthru.controller.migrate import upgrade
 from passthru.controller.models import EventRow, TokenRow
 from passthru.controller.settings import Settings
 from passthru.controller.token_cache import TokenCache
+from passthru.errors import UnauthorizedError
 from tests.cli.runner import ok
 from tests.controller.conftest import Api
 from tests.controller.test_api_images import new_image, qcow2, upload

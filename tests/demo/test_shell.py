@@ -12,6 +12,7 @@ from rich.console import Console
 from passthru.cli.client import TOKEN_ENV, URL_ENV
 from passthru.demo.shell import Shell, pointed_at
 from passthru.demo.walk import devices_part
+from passthru.errors import InvalidInputError
 
 
 def shell() -> tuple[Shell, io.StringIO]:
@@ -33,7 +34,7 @@ def test_a_failing_quiet_command_shows_why() -> None:
 
     ran = demo.run("sim", "no-such-profile", "--root", "/nonexistent", quiet=True)
 
-    assert (ran.ok, ran.status) == (False, 1)
+    assert (ran.ok, ran.status) == (False, InvalidInputError.exit_code)
     assert "no profile 'no-such-profile'" in ran.output
     assert screen.getvalue().splitlines() == [
         "$ passthru sim no-such-profile --root /nonexistent",

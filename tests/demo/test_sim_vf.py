@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from passthru.errors import InvalidInputError
 from passthru.host.attach import VfSlot
 from passthru.host.config import HostConfigError, host_config_from
 from passthru.host.sim_vf import SimulatedVfApplier, read_vf_state, vf_state_path
 from passthru.host.vf import LinkState, VfConfig, VfConfigError, VfRate
-from passthru.pci.errors import PciValueError
 
 VF = VfSlot("0000:5e:01.1", "enp94s0f0", 1)
 OTHER = VfSlot("0000:5e:01.2", "enp94s0f0", 2)
@@ -67,7 +67,7 @@ def test_the_file_is_replaced_whole_and_lives_in_the_simulated_tree(
 
 def test_a_request_netlink_would_refuse_is_refused_and_nothing_recorded(
         applier: SimulatedVfApplier) -> None:
-    with pytest.raises(PciValueError, match="VF number -1 is negative"):
+    with pytest.raises(InvalidInputError, match="VF number -1 is negative"):
         applier.apply(VfSlot(VF.address, VF.pf_netdev, -1), VfConfig(vlan=5))
     assert not applier.state_file.exists()
 

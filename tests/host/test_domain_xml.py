@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from passthru.errors import InvalidInputError
 from passthru.host.domain_xml import (
     BridgeNic,
     BridgeTap,
@@ -22,7 +23,6 @@ from passthru.host.domain_xml import (
 )
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
-from passthru.pci.errors import PciValueError
 
 VM_UUID = "6f0c3b2e-7c1d-4e53-9a3f-2b8f1f3c9a11"
 GPU = "0000:81:00.0"
@@ -196,7 +196,7 @@ def test_reader_takes_decimal_addresses_and_skips_other_devices() -> None:
      "</devices></domain>", r"bus='zz' is not a number"),
 ])
 def test_reader_refuses_bad_xml(xml: str, message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         read_domain_devices(xml)
 
 
@@ -215,7 +215,7 @@ def test_reader_refuses_bad_xml(xml: str, message: str) -> None:
 def test_builder_refuses_bad_specs(bad: dict[str, object], message: str) -> None:
     fields: dict[str, object] = {"name": "vm1", "uuid": VM_UUID, "memory_mib": 512,
                                  "vcpus": 1, **bad}
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         build_domain_xml(DomainSpec(**fields))  # type: ignore[arg-type]
 
 
@@ -315,5 +315,5 @@ def test_dedicated_vcpus_get_one_host_cpu_each_in_order() -> None:
     ({"numa": NumaPlacement(0, (0, 1), pinned=(0, 5))}, r"dedicated CPUs \[5\] are not on"),
 ])
 def test_builder_refuses_bad_guests(bad: dict[str, object], message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         build_domain_xml(spec(**bad))

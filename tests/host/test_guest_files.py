@@ -12,10 +12,10 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from passthru.errors import InvalidInputError
 from passthru.host.image_cache import ImageCache, ImageError
 from passthru.host.instance import GIB, InstanceError, Instances, read_console_tail
 from passthru.host.numa import node_cpus, parse_cpulist
-from passthru.pci.errors import PciValueError
 from passthru.pci.work import ImageFile, ImagePart, ImageRef
 
 SERVER = "6f0c3b2e-7c1d-4e53-9a3f-2b8f1f3c9a11"
@@ -190,11 +190,11 @@ def test_numa_node_cpus_come_from_sysfs(tmp_path: Path) -> None:
     node.mkdir(parents=True)
     (node / "cpulist").write_text("2-3,6,8-9\n")
     assert node_cpus(tmp_path, 1) == (2, 3, 6, 8, 9)
-    with pytest.raises(PciValueError, match=r"NUMA node 0 is not on this host"):
+    with pytest.raises(InvalidInputError, match=r"NUMA node 0 is not on this host"):
         node_cpus(tmp_path, 0)
     (node / "cpulist").write_text("\n")
-    with pytest.raises(PciValueError, match=r"NUMA node 1 has no CPUs"):
+    with pytest.raises(InvalidInputError, match=r"NUMA node 1 has no CPUs"):
         node_cpus(tmp_path, 1)
-    with pytest.raises(PciValueError, match=r"'3-1' runs backwards"):
+    with pytest.raises(InvalidInputError, match=r"'3-1' runs backwards"):
         parse_cpulist("3-1")
     assert node_cpus(Path("/sys"), 0)  # this machine's own node 0

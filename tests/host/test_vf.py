@@ -15,6 +15,7 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.requests.link import LinkIPRouteFilter
 
+from passthru.errors import InvalidInputError
 from passthru.host.vf import (
     RESET,
     LinkState,
@@ -29,7 +30,6 @@ from passthru.host.vf import (
 )
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.sim.profile import expand
 from passthru.sim.profiles import E810_HOST
 from passthru.sim.sysfs_tree import build_sysfs
@@ -119,7 +119,7 @@ def test_any_config_survives_pyroute2_encoding(vf: int, config: VfConfig) -> Non
     (lambda: vf_request(-1, RESET), r"VF number -1 is negative"),
 ])
 def test_bad_settings_are_refused(make: Callable[[], object], message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         make()
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from passthru.errors import InvalidInputError
 from passthru.pci.address import AddressPattern, PciAddress
-from passthru.pci.errors import PciValueError
 
 domains = st.integers(0, 0xFFFF)
 buses = st.integers(0, 0xFF)
@@ -44,13 +44,13 @@ def test_parse_gives_the_canonical_address(text: str, canonical: str) -> None:
     ("", "malformed"),
 ])
 def test_parse_errors_say_what_was_wrong(text: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         PciAddress.parse(text)
     assert message in str(raised.value)
 
 
 def test_parse_refuses_what_is_not_text() -> None:
-    with pytest.raises(PciValueError, match="not text"):
+    with pytest.raises(InvalidInputError, match="not text"):
         PciAddress.parse(10)  # type: ignore[arg-type]
 
 
@@ -143,13 +143,13 @@ def test_single_address_is_known_only_when_every_field_is_given(
     (12, "neither text nor a {domain, bus, slot, function} dict"),
 ])
 def test_pattern_errors(pattern: object, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         AddressPattern.parse(pattern)  # type: ignore[arg-type]
     assert message in str(raised.value)
 
 
 def test_matching_a_malformed_address_is_an_error() -> None:
-    with pytest.raises(PciValueError, match="malformed"):
+    with pytest.raises(InvalidInputError, match="malformed"):
         AddressPattern.parse("*").matches("0a:00")
 
 
@@ -185,5 +185,5 @@ def test_libvirt_spellings(fields: dict[str, str], expected: str) -> None:
     ({"bus": "0xgg"}, "bus='0xgg' is not a number"),
 ])
 def test_libvirt_spelling_errors(fields: dict[str, str], problem: str) -> None:
-    with pytest.raises(PciValueError, match=re.escape(problem)):
+    with pytest.raises(InvalidInputError, match=re.escape(problem)):
         PciAddress.from_libvirt(fields)

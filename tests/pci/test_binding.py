@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from passthru.errors import InvalidInputError
 from passthru.pci.binding import (
     NetworkSpec,
     NetworkType,
@@ -17,7 +18,6 @@ from passthru.pci.binding import (
     unicast_mac,
 )
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
-from passthru.pci.errors import PciValueError
 
 PF = "0000:0a:00.0"
 
@@ -81,7 +81,7 @@ def test_normal_port_gets_no_device() -> None:
 
 
 def test_normal_port_refuses_a_device() -> None:
-    with pytest.raises(PciValueError, match=r"vnic_type normal and takes no PCI device"):
+    with pytest.raises(InvalidInputError, match=r"vnic_type normal and takes no PCI device"):
         bind_port(port("normal"), vlan_net(), vf())
 
 
@@ -107,12 +107,12 @@ def test_trusted_port_shows_in_binding_profile_and_keeps_limits() -> None:
 ])
 def test_wrong_or_missing_device_is_refused(vnic: str, device: PciDevice | None,
                                             message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         bind_port(port(vnic), vlan_net(), device)
 
 
 def test_device_on_another_physical_network_aborts_the_boot() -> None:
-    with pytest.raises(PciValueError) as error:
+    with pytest.raises(InvalidInputError) as error:
         bind_port(port("direct"), NetworkSpec("dmz", "vlan", "physnet2", 7), vf("physnet1"))
     text = str(error.value)
     assert "network 'dmz' (physical_network physnet2)" in text
@@ -121,12 +121,12 @@ def test_device_on_another_physical_network_aborts_the_boot() -> None:
 
 
 def test_untagged_device_is_not_on_the_network() -> None:
-    with pytest.raises(PciValueError, match="on no physical_network tag"):
+    with pytest.raises(InvalidInputError, match="on no physical_network tag"):
         bind_port(port("direct"), vlan_net(), vf(physnet=None))
 
 
 def test_macvtap_needs_a_vf_netdev() -> None:
-    with pytest.raises(PciValueError, match=r"has none \(driver iavf\)"):
+    with pytest.raises(InvalidInputError, match=r"has none \(driver iavf\)"):
         bind_port(port("macvtap"), vlan_net(), vf(netdev=None))
 
 
@@ -139,7 +139,7 @@ def test_macvtap_needs_a_vf_netdev() -> None:
     (("n", "flat", "", None), r"names no physical_network"),
 ])
 def test_bad_networks_are_refused(args: tuple[str, str, str, int | None], message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         NetworkSpec(*args)  # type: ignore[arg-type]
 
 
@@ -155,7 +155,7 @@ def test_bad_networks_are_refused(args: tuple[str, str, str, int | None], messag
 def test_bad_ports_are_refused(kwargs: dict[str, object], message: str) -> None:
     fields: dict[str, object] = {"port_id": "p1", "vnic_type": "direct",
                                  "mac": "fa:16:3e:00:00:01", **kwargs}
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         PortSpec(**fields)  # type: ignore[arg-type]
 
 
@@ -184,7 +184,7 @@ def test_normalize_mac_round_trips_any_spelling(raw: bytes, sep: str, upper: boo
     ("33:33:00:00:00:01", "is a multicast address"),
 ])
 def test_only_unicast_macs_are_taken(mac: str, why: str) -> None:
-    with pytest.raises(PciValueError) as refused:
+    with pytest.raises(InvalidInputError) as refused:
         unicast_mac(mac)
     assert str(refused.value) == (
         f"mac address {mac!r} {why}" + (" (the first octet's lowest bit is 1)"
@@ -197,12 +197,12 @@ def test_only_unicast_macs_are_taken(mac: str, why: str) -> None:
 def test_unicast_mac_takes_exactly_the_nonzero_ones_with_an_even_first_octet(raw: bytes) -> None:
     spelled = ":".join(f"{b:02X}" for b in raw)
     if raw[0] & 1 or not any(raw):
-        with pytest.raises(PciValueError, match="a port or VF needs a unicast MAC"):
+        with pytest.raises(InvalidInputError, match="a port or VF needs a unicast MAC"):
             unicast_mac(spelled)
     else:
         assert unicast_mac(spelled) == spelled.lower()
 
 
 def test_unicast_mac_still_checks_the_spelling() -> None:
-    with pytest.raises(PciValueError, match=r"'fa:16:3e' is not a MAC address"):
+    with pytest.raises(InvalidInputError, match=r"'fa:16:3e' is not a MAC address"):
         unicast_mac("fa:16:3e")

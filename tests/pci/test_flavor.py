@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DevType, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.flavor import (
     FLAVOR_ATTRS_NAME,
     FLAVOR_ATTRS_UUID,
@@ -52,7 +52,7 @@ def test_valid_names(name: str) -> None:
     ("x" * 256, "is 256 characters; at most 255"),
 ])
 def test_invalid_names(name: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         validate_flavor_name(name)
     assert message in str(raised.value)
 
@@ -83,7 +83,7 @@ def test_keys(key: str, canonical: str) -> None:
     ("e.", "not an extra tag name"),
 ])
 def test_refused_keys_say_why(key: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         PciFlavor("bigGPU", {key: "x"})
     assert message in str(raised.value)
     assert "PCI flavor bigGPU" in str(raised.value)
@@ -97,7 +97,7 @@ def test_refused_keys_say_why(key: str, message: str) -> None:
     ({"product_id": "1", "device_id": "2"}, "'product_id' is given twice"),
 ])
 def test_bad_values(spec: dict[str, object], message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         PciFlavor("f", spec)  # type: ignore[arg-type]
     assert message in str(raised.value)
 
@@ -187,7 +187,7 @@ def test_a_nova_alias_without_policy_is_legacy_and_reports_placement_keys() -> N
     ('{"name": 3}', "PCI flavor name 3 must be text"),
 ])
 def test_nova_alias_errors_quote_the_line(line: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         parse_nova_alias(line)
     assert message in str(raised.value)
     assert line in str(raised.value)

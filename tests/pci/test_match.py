@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.pci.match import (
     MatchKind,
     compile_attribute,
@@ -85,13 +85,13 @@ def test_ignore_case() -> None:
     ("re:(?=a)", "not valid"),
 ])
 def test_bad_values_are_refused_with_the_value_quoted(text: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         compile_value(text, what="product_id")
     assert message in str(raised.value)
 
 
 def test_non_text_is_refused() -> None:
-    with pytest.raises(PciValueError, match="not text"):
+    with pytest.raises(InvalidInputError, match="not text"):
         compile_value(3)  # type: ignore[arg-type]
 
 
@@ -136,13 +136,13 @@ def test_ids(text: str, value: str, expected: bool) -> None:
     ("v1", "not a hex number"),
 ])
 def test_bad_ids(text: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         compile_id(text, what="product_id")
     assert message in str(raised.value)
 
 
 def test_an_id_written_as_a_number_is_refused() -> None:
-    with pytest.raises(PciValueError, match="quoted hex string"):
+    with pytest.raises(InvalidInputError, match="quoted hex string"):
         compile_id(8086)  # type: ignore[arg-type]
 
 
@@ -181,7 +181,7 @@ def test_attributes(key: str, text: str | int, value: str, expected: bool) -> No
     ("vendor_id", 8086, "quoted hex string"),
 ])
 def test_attribute_errors(key: str, text: object, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         compile_attribute(key, text)  # type: ignore[arg-type]
     assert message in str(raised.value)
 
@@ -204,7 +204,7 @@ def test_tag_keys(key: str, canonical: str) -> None:
     ("E.group", "extra tags start with 'e.'"),
 ])
 def test_bad_tag_keys(key: str, message: str) -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         tag_key(key)
     assert message in str(raised.value)
 

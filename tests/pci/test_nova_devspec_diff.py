@@ -26,8 +26,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DevType, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.spec import Whitelist, parse_device_spec
 
 with warnings.catch_warnings():
@@ -187,7 +187,7 @@ def test_we_take_what_nova_takes(lines: list[str], devices: list[PciDevice]) -> 
     try:
         expected = nova_decisions(lines, devices)
     except nova_exception.NovaException:
-        with pytest.raises(PciValueError):
+        with pytest.raises(InvalidInputError):
             parse_device_spec(lines)
         return
     assert our_decisions(lines, devices) == expected
@@ -203,7 +203,7 @@ def test_the_generators_reach_the_interesting_cases() -> None:
         (1, {"e.physical_network": "physnet1"}), (1, {"e.physical_network": "physnet1"})]
     with pytest.raises(nova_exception.NovaException):
         nova_decisions(['{"address": "*:0a:20.*"}'], [pf])
-    with pytest.raises(PciValueError):
+    with pytest.raises(InvalidInputError):
         parse_device_spec(['{"address": "*:0a:20.*"}'])
 
 
@@ -249,7 +249,7 @@ def test_deliberate_difference_ids_take_globs_and_regexes() -> None:
 def test_deliberate_difference_we_refuse_what_nova_lets_through(line: str, why: str) -> None:
     device = PciDevice("0000:0a:01.0", "8086", "154c")
     assert nova_decisions([line], [device]) == [(1, {})], why
-    with pytest.raises(PciValueError):
+    with pytest.raises(InvalidInputError):
         parse_device_spec([line])
 
 

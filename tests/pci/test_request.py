@@ -1,7 +1,7 @@
 import pytest
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DevType
-from passthru.pci.errors import PciValueError
 from passthru.pci.request import (
     NumaPolicy,
     PciRequest,
@@ -117,14 +117,14 @@ def test_if_available_requests_are_soft() -> None:
 def test_numa_policy_parsing() -> None:
     assert parse_numa_policy(None) is NumaPolicy.LEGACY
     assert parse_numa_policy("Preferred") is NumaPolicy.PREFERRED
-    with pytest.raises(PciValueError, match="expected one of required, preferred"):
+    with pytest.raises(InvalidInputError, match="expected one of required, preferred"):
         parse_numa_policy("strict")
 
 
 def test_unknown_flavor_names_are_refused_with_the_known_ones() -> None:
     requests = parse_seed_spec("1:bigGPU,hugeGPU")
     check_flavor_names(requests, {"bigGPU", "hugeGPU"})
-    with pytest.raises(PciValueError, match=r"unknown PCI flavor 'hugeGPU'.*known PCI flavors: QA, bigGPU"):
+    with pytest.raises(InvalidInputError, match=r"unknown PCI flavor 'hugeGPU'.*known PCI flavors: QA, bigGPU"):
         check_flavor_names(requests, {"bigGPU", "QA"})
 
 
@@ -133,7 +133,7 @@ def test_image_narrows_alternatives() -> None:
     (narrowed,) = narrow_to_supported(requests, {"QA1", "QA3"})
     assert narrowed.alternatives == ("QA1", "QA3")
     assert narrowed.request_id == requests[0].request_id
-    with pytest.raises(PciValueError, match="supports only PCI flavors QA9"):
+    with pytest.raises(InvalidInputError, match="supports only PCI flavors QA9"):
         narrow_to_supported(requests, {"QA9"}, image="image QA9_image")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.pci.resources import (
     Cpu,
     CpuPolicy,
@@ -62,12 +62,12 @@ def test_socket_of_follows_the_cpus() -> None:
     ({"disk_gb": -1}, "disk_gb is -1, below 0"),
 ])
 def test_impossible_resources_are_refused(settings: dict[str, object], message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         two_nodes(**settings)
 
 
 def test_a_cpu_on_an_unknown_node_is_refused() -> None:
-    with pytest.raises(PciValueError, match="CPU 0 is on NUMA node 3, which is not listed"):
+    with pytest.raises(InvalidInputError, match="CPU 0 is on NUMA node 3, which is not listed"):
         HostResources(cpus=(Cpu(0, 3, 0),), numa=(NumaNode(0, 1),))
 
 
@@ -94,5 +94,5 @@ def test_dedicated_vcpus_need_their_own_cpus_on_the_vms_node() -> None:
 def test_cpu_policy_values() -> None:
     assert parse_cpu_policy(None) is CpuPolicy.SHARED
     assert parse_cpu_policy(" Dedicated ") is CpuPolicy.DEDICATED
-    with pytest.raises(PciValueError, match="hw:cpu_policy='mixed' is not one of"):
+    with pytest.raises(InvalidInputError, match="hw:cpu_policy='mixed' is not one of"):
         parse_cpu_policy("mixed")

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DevType, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.spec import (
     DeviceSpec,
     DeviceSpecError,
@@ -281,7 +281,7 @@ def test_oneliner_errors(text: str, message: str) -> None:
 
 
 def test_errors_carry_origin_and_source_for_the_agent_to_show() -> None:
-    with pytest.raises(PciValueError) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         parse_pci_information([{"match": {"vendor_id": "8086"}}, {"match": {"bus": "0a"}}])
     error = raised.value
     assert isinstance(error, DeviceSpecError)

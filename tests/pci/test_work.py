@@ -8,9 +8,9 @@ import uuid
 import pytest
 from pydantic import TypeAdapter
 
+from passthru.errors import InvalidInputError
 from passthru.pci.binding import NetworkSpec, PortSpec, VifType, bind_port
 from passthru.pci.device import PHYSICAL_NETWORK, DeviceStatus, DevType, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.work import (
     AttachedDevice,
     DestroyOrder,
@@ -49,15 +49,15 @@ def test_server_uuids_are_canonical_and_checked() -> None:
     assert order().server_uuid == SERVER.lower()
     assert DestroyOrder(SERVER, "vm1").server_uuid == SERVER.lower()
     assert KnownServer(SERVER, active=True).server_uuid == SERVER.lower()
-    with pytest.raises(PciValueError, match=r"server uuid 'vm1' is not a UUID"):
+    with pytest.raises(InvalidInputError, match=r"server uuid 'vm1' is not a UUID"):
         SpawnOrder("vm1", "vm1", 1, 512)
 
 
 def test_a_port_comes_with_its_network() -> None:
-    with pytest.raises(PciValueError, match=r"device 0000:5e:01.1 \(request r2\): a port "
+    with pytest.raises(InvalidInputError, match=r"device 0000:5e:01.1 \(request r2\): a port "
                                             r"needs the network it is on"):
         AttachedDevice(vf(), "r2", port())
-    with pytest.raises(PciValueError, match=r"give both or neither"):
+    with pytest.raises(InvalidInputError, match=r"give both or neither"):
         AttachedDevice(vf(), "r2", network=NETWORK)
 
 

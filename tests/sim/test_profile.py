@@ -1,6 +1,6 @@
 import pytest
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.sim import PROFILES, Card, HostProfile, big, expand
 from passthru.sim.hardware import A100, CONNECTX5, NVME_PM1733, X710
 
@@ -66,7 +66,7 @@ def test_bound_to_replaces_the_driver_and_none_numa_is_kept() -> None:
     ],
 )
 def test_impossible_cards_are_refused(card: Card, message: str) -> None:
-    with pytest.raises(PciValueError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         expand(HostProfile("t", "", (card,)))
 
 
@@ -75,7 +75,7 @@ def test_overlapping_cards_are_refused() -> None:
         Card(X710, "0000:3b:00.0", numvfs=1),
         Card(A100, "0000:3b:02.0"),
     ))
-    with pytest.raises(PciValueError, match=r"two functions at 0000:3b:02\.0"):
+    with pytest.raises(InvalidInputError, match=r"two functions at 0000:3b:02\.0"):
         expand(host)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from passthru.cli.output import command, err, print_error
+from passthru.cli.output import command, err, fail
 
 
 @command("agent")
@@ -60,12 +60,10 @@ def agent(
         config = load_host_config(config_file)
         resources(config)  # a reserved CPU the host does not have is a config error
     except HostConfigError as error:
-        print_error(error)
-        raise typer.Exit(2) from None
+        fail(error)
     if not config.token:
-        print_error(f"{config_file} gives no token for host {config.host}: add token = '...' "
-                    "(from passthru host-token) or set PASSTHRU_TOKEN")
-        raise typer.Exit(2)
+        fail(HostConfigError(f"{config_file} gives no token for host {config.host}: add "
+                             "token = '...' (from passthru host-token) or set PASSTHRU_TOKEN"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Every orders poll is an HTTP call: logged, they would drown what the agent did.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -282,4 +282,9 @@ def _root(
         help="Print passthru's version and exit.")] = False,
 ) -> None:
     """Give virtual machines real PCI devices (GPUs, crypto cards, NVMe, SR-IOV VFs)
-    across a cluster of KVM/libvirt hosts."""
+    across a cluster of KVM/libvirt hosts.
+
+    Exit status: 0 done; 2 invalid input or usage; 3 not found; 4 a conflict with the
+    stored state, or a state that does not allow it; 5 no host has the capacity; 6 no
+    token, or an unknown one; 7 the token may not do it; 8 a host-side failure (sysfs,
+    libvirt, netlink); 9 the controller cannot be reached now; 1 anything else."""

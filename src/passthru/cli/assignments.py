@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import InvalidInputError
 
 
-class AssignmentError(PassthruError):
+class AssignmentError(InvalidInputError):
     """Words that do not read as KEY=VALUE pairs."""
 
 

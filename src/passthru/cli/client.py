@@ -32,7 +32,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import (
+    ForbiddenError,
+    InvalidInputError,
+    PassthruError,
+    UnauthorizedError,
+    for_answer,
+)
 
 if TYPE_CHECKING:  # the HTTP stack loads with the first request: --help sends none
     import ssl
@@ -81,11 +87,17 @@ class Failure:
 
 
 class ApiError(PassthruError):
-    """The controller refused a request, or could not be reached."""
+    """The controller refused a request, or could not be reached (`answered` False, the
+    status then 503). Its `kind`, `status` and `exit_code` are those of the error class
+    the answer names (`passthru.errors.for_answer`)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        meaning = for_answer(status, kind)
+        self.answered = status is not None
+        self.kind = meaning.kind
+        self.status = meaning.status if status is None else status
+        self.exit_code = meaning.exit_code
 
 
 def _default_url() -> str:
@@ -103,11 +115,11 @@ def local_admin_token(data_dir: Path | None = None) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        raise ApiError(f"no token: give --token or set {TOKEN_ENV}, or run passthru serve "
-                       f"on this machine once (it writes {path})") from None
+        raise UnauthorizedError(f"no token: give --token or set {TOKEN_ENV}, or run passthru serve "
+                                f"on this machine once (it writes {path})") from None
     except PermissionError:
-        raise ApiError(f"{path} is not readable by this user; give --token or set "
-                       f"{TOKEN_ENV}") from None
+        raise UnauthorizedError(f"{path} is not readable by this user; give --token or set "
+                                f"{TOKEN_ENV}") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -152,8 +164,8 @@ def retry_seconds() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 3600:
-        raise ApiError(f"{RETRY_ENV}={text!r} is not a number of seconds from 0 (no "
-                       f"retries) to 3600; unset it for {DEFAULT_RETRY_SECONDS:g}")
+        raise InvalidInputError(f"{RETRY_ENV}={text!r} is not a number of seconds from 0 (no "
+                                f"retries) to 3600; unset it for {DEFAULT_RETRY_SECONDS:g}")
     return seconds
 
 
@@ -176,6 +188,15 @@ def _message(response: Response) -> str:
     except (ValueError, KeyError, TypeError):
         text = response.content.decode(errors="replace")
         return f"{response.status} {response.reason}: {text[:200]}"
+
+
+def _kind(response: Response) -> str | None:
+    """The error class the body names; None from a proxy's answer, or an older controller's."""
+    try:
+        kind = jsons.loads(response.content)["error"]["kind"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def _target(path: str, params: Mapping[str, Any] | None = None) -> str:
@@ -206,8 +227,8 @@ class Client:
         self.url = (url or os.environ.get(URL_ENV) or _default_url()).rstrip("/")
         where = urlsplit(self.url)
         if where.scheme not in ("http", "https") or not where.hostname:
-            raise ApiError(f"the controller's address {self.url!r} is not http://HOST:PORT "
-                           f"or https://HOST:PORT (--url or {URL_ENV})")
+            raise InvalidInputError(f"the controller's address {self.url!r} is not "
+                                    f"http://HOST:PORT or https://HOST:PORT (--url or {URL_ENV})")
         self._where = where
         self._headers = {"Authorization": f"Bearer {token or local_admin_token()}",
                          "Accept": "application/json", "Connection": "close"}
@@ -299,23 +320,24 @@ class Client:
             tries += 1
             outcome = self._exchange(method, path, body, headers or {}, answer_timeout)
             response = None
+            kind = None
             if isinstance(outcome, Failure):
                 failure, status = self._unreachable(outcome), None
             else:
                 response = outcome
                 if not retryable(method, response):
                     if response.status >= 400:
-                        raise ApiError(_message(response), response.status)
+                        raise ApiError(_message(response), response.status, _kind(response))
                     return jsons.loads(response.content) if response.content else None
-                failure, status = _message(response), response.status
+                failure, status, kind = _message(response), response.status, _kind(response)
             if not retryable(method, outcome):
-                raise ApiError(failure, status)
+                raise ApiError(failure, status, kind)
             pause = _pause(tries, response)
             if time.monotonic() + pause > deadline:
                 if tries > 1:
                     failure += (f"; still so after {tries} tries in "
                                 f"{time.monotonic() - started:.0f} s ({RETRY_ENV})")
-                raise ApiError(failure, status)
+                raise ApiError(failure, status, kind)
             time.sleep(pause)
 
     def _unreachable(self, failure: Failure) -> str:
@@ -329,8 +351,8 @@ class Client:
         """The project of the token, asked of the controller once."""
         identity = self.call("GET", "/v2/whoami")
         if not identity.get("project"):
-            raise ApiError(f"this is an {identity['role']} token of host {identity['host']}; "
-                           "it can only report inventory (use an admin or member token)")
+            raise ForbiddenError(f"this is an {identity['role']} token of host {identity['host']}; "
+                                 "it can only report inventory (use an admin or member token)")
         return str(identity["project"])
 
     def tenant(self, path: str) -> str:

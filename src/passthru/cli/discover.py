@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from passthru.cli.app import commands, panel_of
-from passthru.cli.output import print_error
-from passthru.pci.errors import PassthruError
+from passthru.cli.output import fail
+from passthru.errors import PassthruError
 
 if TYPE_CHECKING:  # the host side (libvirt, netlink) and pools load when discover runs
     from passthru.host.config import HostConfig
@@ -136,7 +136,7 @@ DISCOVER_HELP = (
     "against (after cpu/ram/disk_allocation_ratio and the reserved_* settings)."
     "\n\n"
     "Exit status: 0 when read, 2 for a bad host config (the message quotes the file, key "
-    "and entry), 1 when the devices cannot be read."
+    "and entry), 8 when the devices cannot be read."
     "\n\n"
     "Try it without the hardware:\n\n"
     "    passthru sim mixed --root /tmp/mixed > host.toml\n"
@@ -156,19 +156,15 @@ def discover(
     )] = False,
 ) -> None:
     """Show what this host would offer for passthrough, without contacting the controller."""
-    from passthru.host.config import HostConfigError, load_host_config, resources, scan
+    from passthru.host.config import load_host_config, resources, scan
     from passthru.pci.pool import build_pools
 
     try:
         config = load_host_config(config_path)
         decisions = config.whitelist.apply(scan(config))
         found = resources(config)
-    except HostConfigError as error:
-        print_error(error)
-        raise typer.Exit(2) from None
     except PassthruError as error:
-        print_error(error)
-        raise typer.Exit(1) from None
+        fail(error)
     pools = build_pools([d.device for d in decisions if d.taken], config.pool_attrs)
     if as_json:
         document = {

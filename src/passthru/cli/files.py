@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import InvalidInputError
 
 
 def readable(path: Path, option: str) -> Path:
@@ -14,19 +14,19 @@ def readable(path: Path, option: str) -> Path:
         with path.open("rb"):
             pass
     except FileNotFoundError:
-        raise PassthruError(f"{option} {path}: no such file") from None
+        raise InvalidInputError(f"{option} {path}: no such file") from None
     except IsADirectoryError:
-        raise PassthruError(f"{option} {path}: is a directory, not a file") from None
+        raise InvalidInputError(f"{option} {path}: is a directory, not a file") from None
     except OSError as error:
-        raise PassthruError(f"{option} {path}: cannot be read ({error.strerror})") from None
+        raise InvalidInputError(f"{option} {path}: cannot be read ({error.strerror})") from None
     return path
 
 
 def read_text(path: Path, option: str, *, limit: int) -> str:
     """The text of a small file, at most `limit` bytes."""
     if readable(path, option).stat().st_size > limit:
-        raise PassthruError(f"{option} {path}: over {limit} bytes")
+        raise InvalidInputError(f"{option} {path}: over {limit} bytes")
     try:
         return path.read_bytes().decode()
     except UnicodeDecodeError:
-        raise PassthruError(f"{option} {path}: not UTF-8 text") from None
+        raise InvalidInputError(f"{option} {path}: not UTF-8 text") from None

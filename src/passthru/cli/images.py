@@ -19,7 +19,7 @@ from passthru.cli.files import readable
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
 from passthru.controller.enums import DISK_FORMATS
-from passthru.pci.errors import PassthruError
+from passthru.errors import InvalidInputError, PassthruError
 
 if TYPE_CHECKING:  # the image checks and work types load when an image is uploaded
     from passthru.pci.work import ImagePart
@@ -32,12 +32,12 @@ def _probed_format(disk: Path) -> str:
     try:
         found = str(disk_info(disk).get("format"))
     except PassthruError as error:
-        raise PassthruError(f"--file {disk}: {error}; or give --disk-format "
-                            f"{'|'.join(DISK_FORMATS)}") from None
+        raise error.restated(f"--file {disk}: {error}; or give --disk-format "
+                             f"{'|'.join(DISK_FORMATS)}") from None
     try:
         return check_disk_format(found)
     except PassthruError as error:
-        raise PassthruError(f"--file {disk}: {error}") from None
+        raise error.restated(f"--file {disk}: {error}") from None
 
 
 def _files(disk: Path | None, kernel: Path | None,
@@ -46,10 +46,10 @@ def _files(disk: Path | None, kernel: Path | None,
     from passthru.pci.work import ImagePart
 
     if disk is None and (kernel or initrd):
-        raise PassthruError("--kernel and --initrd belong to an image with a disk: give "
-                            "--file DISK too")
+        raise InvalidInputError("--kernel and --initrd belong to an image with a disk: give "
+                                "--file DISK too")
     if initrd is not None and kernel is None:
-        raise PassthruError("--initrd needs --kernel: an initrd boots with a kernel")
+        raise InvalidInputError("--initrd needs --kernel: an initrd boots with a kernel")
     chosen = ((ImagePart.KERNEL, kernel, "--kernel"), (ImagePart.INITRD, initrd, "--initrd"),
               (ImagePart.DISK, disk, "--file"))
     return [(part, readable(path, option)) for part, path, option in chosen
@@ -87,7 +87,7 @@ def create(
     Without --file the image is catalog-only: properties alone, nothing to boot from.
     """
     if disk_format is not None and disk is None:
-        raise PassthruError("--disk-format describes the --file DISK; give --file too")
+        raise InvalidInputError("--disk-format describes the --file DISK; give --file too")
     uploads = _files(disk, kernel, initrd)
     if disk is not None:
         from passthru.controller.image_files import check_disk_format
@@ -104,7 +104,7 @@ def create(
                                    path)["image"]
         except PassthruError as error:
             api.call("DELETE", api.tenant(f"/images/{image['id']}"))
-            raise PassthruError(f"image {name} was not created: {error}") from None
+            raise error.restated(f"image {name} was not created: {error}") from None
     show(image, as_json, lambda: print_record(_record(image), title=f"Image {name}"))
 
 

@@ -1,12 +1,13 @@
 """How client commands answer: Rich tables and key/value panels for people, JSON for
-scripts, and one line on stderr (exit status 1, no traceback) when something fails."""
+scripts, and one line on stderr (no traceback) when something fails, exiting with the
+error's code (`passthru.errors`: 2 bad input, 3 not found, 4 conflict, 5 no capacity …)."""
 
 from __future__ import annotations
 
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from passthru.cli.app import commands, panel_of
-from passthru.pci.errors import PassthruError
+from passthru.errors import PassthruError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,9 +32,15 @@ def print_error(error: object) -> None:
     err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
+def fail(error: Exception) -> NoReturn:
+    """Print the error's line and exit with its code (`passthru.errors`; 1 for others)."""
+    print_error(error)
+    raise typer.Exit(error.exit_code if isinstance(error, PassthruError) else 1) from None
+
+
 def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a command whose PassthruErrors (API refusals, bad input) are printed as
-    one line and exit 1."""
+    one line and exit with the error's code."""
 
     def register(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
@@ -41,8 +48,7 @@ def command(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return function(*args, **kwargs)
             except PassthruError as error:
-                print_error(error)
-                raise typer.Exit(1) from None
+                fail(error)
 
         commands.command(name, rich_help_panel=panel_of(name))(run)
         return run

@@ -29,7 +29,7 @@ from passthru.cli.output import (
     print_table,
     show,
 )
-from passthru.pci.errors import PassthruError, PciValueError
+from passthru.errors import InvalidInputError
 
 _OWN = ("UUID", "name", "description")
 _KEYWORDS = ("name", "uuid")
@@ -163,16 +163,16 @@ def import_aliases(
     try:
         text = file.read_text()
     except OSError as error:
-        raise PassthruError(f"cannot read {file}: {error.strerror}") from None
+        raise InvalidInputError(f"cannot read {file}: {error.strerror}") from None
     lines = alias_lines(text)
     if not lines:
-        raise PciValueError(f"{file} has no alias lines in a [pci] section")
+        raise InvalidInputError(f"{file} has no alias lines in a [pci] section")
     aliases = []
     for number, line in lines:
         try:
             aliases.append(parse_nova_alias(line))
-        except PciValueError as error:
-            raise PciValueError(f"{file}:{number}: {error}") from None
+        except InvalidInputError as error:
+            raise InvalidInputError(f"{file}:{number}: {error}") from None
     results = []
     with Client(url, token) as api:
         for alias in aliases:

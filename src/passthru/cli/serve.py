@@ -31,7 +31,7 @@ from passthru.controller.settings import (
     Settings,
     default_data_dir,
 )
-from passthru.pci.errors import PassthruError
+from passthru.errors import InvalidInputError, UnavailableError
 
 T = TypeVar("T")
 
@@ -39,8 +39,8 @@ T = TypeVar("T")
 def split_listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise PassthruError(f"--listen {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN}, "
-                            "or 0.0.0.0:8774 to listen on every interface)")
+        raise InvalidInputError(f"--listen {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN}, "
+                                "or 0.0.0.0:8774 to listen on every interface)")
     return host.strip("[]"), int(port)
 
 
@@ -60,8 +60,8 @@ def opened(settings: Settings, opener: Callable[[Settings], T]) -> T:
     try:
         return opener(settings)
     except (SQLAlchemyError, OSError) as error:
-        raise PassthruError(f"cannot open the store {where_store(settings)}: "
-                            f"{str(error).splitlines()[0]}") from None
+        raise UnavailableError(f"cannot open the store {where_store(settings)}: "
+                               f"{str(error).splitlines()[0]}") from None
 
 
 @command("serve")

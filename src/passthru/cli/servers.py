@@ -14,7 +14,7 @@ from passthru.cli.client import Client
 from passthru.cli.files import read_text
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
-from passthru.pci.errors import PassthruError
+from passthru.errors import ConflictError, NoCapacityError
 
 _COLUMNS = ("id", "name", "status", "host", "flavor", "image", "devices")
 _HEADERS = ("ID", "Name", "Status", "Host", "Flavor", "Image", "PCI devices")
@@ -98,7 +98,7 @@ def boot(
                                                    title="Servers"))
     failed = next((s for s in servers if s["status"] == "ERROR"), None)
     if failed is not None:
-        raise PassthruError(f"server {failed['name']} could not be placed: {failed['fault']}")
+        raise NoCapacityError(f"server {failed['name']} could not be placed: {failed['fault']}")
 
 
 def _print_server(server: dict[str, Any]) -> None:
@@ -134,7 +134,7 @@ def show_server(ref: Annotated[str, typer.Argument(metavar="NAME|ID")],
         server = api.call("GET", api.tenant(f"/servers/{ref}"))["server"]
     if xml:
         if not server["domain_xml"]:
-            raise PassthruError(f"server {server['name']} is {server['status']}: no host has "
+            raise ConflictError(f"server {server['name']} is {server['status']}: no host has "
                                 "started it yet, so it has no domain XML")
         out.print(server["domain_xml"], markup=False, highlight=False, soft_wrap=True)
         return

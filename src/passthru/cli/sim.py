@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from passthru.cli.app import commands, panel_of
-from passthru.cli.output import print_error
-from passthru.pci.errors import PassthruError
+from passthru.cli.output import fail
+from passthru.errors import InvalidInputError, PassthruError
 
 if TYPE_CHECKING:  # the simulator (lxml, the hardware catalogue) loads when sim runs
     from passthru.sim import HostProfile
@@ -96,8 +96,8 @@ def sim(
     try:
         profile = _chosen(profile_name)
         if root is None and nodedev_xml_path is None:
-            raise PassthruError("say where to build the host: --root DIR (a sysfs tree) "
-                                "and/or --nodedev-xml FILE (libvirt node XML)")
+            raise InvalidInputError("say where to build the host: --root DIR (a sysfs tree) "
+                                    "and/or --nodedev-xml FILE (libvirt node XML)")
         if root is not None:
             build_sysfs(profile, root)
             err.print(f"built {profile.name} as a sysfs tree in {root}", highlight=False)
@@ -106,8 +106,7 @@ def sim(
             err.print(f"wrote {profile.name} as libvirt node XML to {nodedev_xml_path}",
                       highlight=False)
     except (PassthruError, OSError) as error:
-        print_error(error)
-        raise typer.Exit(1) from None
+        fail(error)
     config = host_config_toml(profile, sysfs_root=root, nodedev_xml=nodedev_xml_path)
     if as_json:
         typer.echo(json.dumps({
@@ -125,8 +124,8 @@ def _chosen(name: str | None) -> HostProfile:
     from passthru.sim import PROFILES
 
     if name is None:
-        raise PassthruError("name a profile to build; `passthru sim --list` shows them")
+        raise InvalidInputError("name a profile to build; `passthru sim --list` shows them")
     if name not in PROFILES:
-        raise PassthruError(f"no profile {name!r} ({did_you_mean(name, PROFILES)}); "
-                            "`passthru sim --list` shows them")
+        raise InvalidInputError(f"no profile {name!r} ({did_you_mean(name, PROFILES)}); "
+                                "`passthru sim --list` shows them")
     return PROFILES[name]

@@ -117,14 +117,14 @@ def token_revoke(
 
     The last admin token cannot be revoked; replace it with passthru admin-token-rotate.
     """
-    refused: list[str] = []
+    refused: list[ApiError] = []
     with Client(url, token) as api:
         for token_id in ids:
             try:
                 api.call("DELETE", api.tenant(f"/tokens/{token_id}"))
             except ApiError as error:
-                refused.append(f"token {token_id}: {error}")
+                refused.append(error.restated(f"token {token_id}: {error}"))
                 continue
             err.print(f"revoked token {token_id}", highlight=False)
-    if refused:
-        raise ApiError("; ".join(refused))
+    if refused:  # exits as the first refusal does
+        raise ApiError("; ".join(map(str, refused)), refused[0].status, refused[0].kind)

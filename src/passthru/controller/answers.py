@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import ConflictError
 from passthru.controller.models import AnswerRow
+from passthru.errors import ConflictError
 
 #: The HTTP header an answer's idempotency key travels in.
 IDEMPOTENCY_HEADER = "Idempotency-Key"

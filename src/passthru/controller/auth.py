@@ -28,16 +28,16 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.enums import EventKind, Role
-from passthru.controller.errors import (
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    UnauthorizedError,
-)
 from passthru.controller.events import record
 from passthru.controller.models import TokenRow, utcnow
 from passthru.controller.private_files import create_private
-from passthru.pci.errors import PciValueError
+from passthru.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthorizedError,
+)
 
 ADMIN_PROJECT = "admin"
 #: The longest a token may be given to live.
@@ -97,11 +97,11 @@ def expiry(expires_in: int | None, expires_at: datetime | None,
     without a zone is UTC); None for never."""
     now = now or utcnow()
     if expires_in is not None and expires_at is not None:
-        raise PciValueError("give expires_in or expires_at, not both")
+        raise InvalidInputError("give expires_in or expires_at, not both")
     if expires_in is not None:
         if not 0 < expires_in <= MAX_LIFETIME.total_seconds():
-            raise PciValueError(f"expires_in {expires_in} is not between 1 and "
-                                f"{MAX_LIFETIME.total_seconds():.0f} seconds")
+            raise InvalidInputError(f"expires_in {expires_in} is not between 1 and "
+                                    f"{MAX_LIFETIME.total_seconds():.0f} seconds")
         return now + timedelta(seconds=expires_in)
     if expires_at is None:
         return None
@@ -111,9 +111,9 @@ def expiry(expires_in: int | None, expires_at: datetime | None,
     except OverflowError:  # a zone's offset past year 1 or 9999
         moment = None
     if moment is None or not now < moment <= now + MAX_LIFETIME:
-        raise PciValueError(f"expires_at {expires_at.isoformat()} is not between now "
-                            f"({now:%Y-%m-%d %H:%M:%S} UTC) and {MAX_LIFETIME.days} days "
-                            "from now")
+        raise InvalidInputError(f"expires_at {expires_at.isoformat()} is not between now "
+                                f"({now:%Y-%m-%d %H:%M:%S} UTC) and {MAX_LIFETIME.days} days "
+                                "from now")
     return moment
 
 

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.catalog import Catalog, Flavor
 from passthru.controller.enums import EventKind
-from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.keypairs import find_keypair
 from passthru.controller.lookup import find
 from passthru.controller.mapping import request_columns, vm_size
@@ -41,8 +40,8 @@ from passthru.controller.models import (
 )
 from passthru.controller.pci_flavors import flavor_requests, supported_flavors
 from passthru.controller.ports import create_port, visible_network
+from passthru.errors import ConflictError, InvalidInputError, NotFoundError
 from passthru.pci.binding import VnicType
-from passthru.pci.errors import PciValueError
 from passthru.pci.request import (
     NUMA_POLICY_KEY,
     PciRequest,
@@ -93,18 +92,18 @@ def decode_user_data(text: str) -> str:
     try:
         raw = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise PciValueError(f"user_data is not valid base64; {fix}") from None
+        raise InvalidInputError(f"user_data is not valid base64; {fix}") from None
     if len(raw) > MAX_USER_DATA:
-        raise PciValueError(f"user_data is {len(raw)} bytes decoded; at most {MAX_USER_DATA} "
-                            "are taken (as Nova); fetch the rest from the guest instead")
+        raise InvalidInputError(f"user_data is {len(raw)} bytes decoded; at most {MAX_USER_DATA} "
+                                "are taken (as Nova); fetch the rest from the guest instead")
     try:
         text = raw.decode()
     except UnicodeDecodeError:
-        raise PciValueError("user_data is not UTF-8 text once decoded (a #cloud-config or a "
-                            "script); compressed user-data is not taken") from None
+        raise InvalidInputError("user_data is not UTF-8 text once decoded (a #cloud-config or a "
+                                "script); compressed user-data is not taken") from None
     if "\x00" in text:
-        raise PciValueError(f"user_data holds a NUL byte at offset {raw.index(0)}; it must "
-                            "be text (a #cloud-config or a script)")
+        raise InvalidInputError(f"user_data holds a NUL byte at offset {raw.index(0)}; it must "
+                                "be text (a #cloud-config or a script)")
     return text
 
 
@@ -122,11 +121,11 @@ def _nic_port(session: Session, server: str, project: str, nic: NicRequest,
               index: int) -> PortRow:
     where = f"--nic #{index + 1}"
     if (nic.network is None) == (nic.port is None):
-        raise PciValueError(f"{where}: give either net-id=NETWORK or port-id=PORT")
+        raise InvalidInputError(f"{where}: give either net-id=NETWORK or port-id=PORT")
     if nic.port is not None:
         if nic.vnic_type is not VnicType.NORMAL or nic.pci_flavor is not None:
-            raise PciValueError(f"{where}: port {nic.port} already has its vnic type and pci "
-                                "flavor; drop vnic-type= and pci-flavor= or use net-id=")
+            raise InvalidInputError(f"{where}: port {nic.port} already has its vnic type and pci "
+                                    "flavor; drop vnic-type= and pci-flavor= or use net-id=")
         port = find(session, PortRow, nic.port, "port", PortRow.project == project)
         # Conditional, in the boot's transaction: of boots racing for one port, the first
         # to write it wins, and the others (on PostgreSQL, waiting for its commit) find it
@@ -231,7 +230,7 @@ def _shared(session: Session, catalog: Catalog, boot: BootRequest) -> _Shared:
         try:
             find_keypair(session, boot.project, boot.key_name, keep=True)
         except NotFoundError as error:
-            raise PciValueError(f"key_name: {error}") from None
+            raise InvalidInputError(f"key_name: {error}") from None
     parse_cpu_policy(flavor.extra_specs.get(CPU_POLICY_KEY))  # refused before anything exists
     return _Shared(flavor, known, pci_version, image)
 

@@ -22,9 +22,9 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from passthru.controller import topics
-from passthru.controller.errors import NotFoundError
 from passthru.controller.models import FlavorExtraSpecRow, FlavorRow
 from passthru.controller.pci_flavors import known_pci_flavors
+from passthru.errors import NotFoundError
 
 _FLAVORS = FlavorRow.__table__
 _SPECS = FlavorExtraSpecRow.__table__

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from passthru.controller.enums import DISK_FORMATS
-from passthru.controller.errors import TooLargeError
 from passthru.controller.private_files import create_private, private_dir
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError, TooLargeError
 from passthru.pci.work import ImagePart
 
 #: The disk formats a host can boot.
@@ -44,8 +43,8 @@ _INCOMING = ".incoming"
 
 def check_disk_format(disk_format: str) -> str:
     if disk_format not in DISK_FORMATS:
-        raise PciValueError(f"disk_format {disk_format!r} is not supported: hosts boot "
-                            f"{' or '.join(DISK_FORMATS)} disks; {_CONVERT}")
+        raise InvalidInputError(f"disk_format {disk_format!r} is not supported: hosts boot "
+                                f"{' or '.join(DISK_FORMATS)} disks; {_CONVERT}")
     return disk_format
 
 
@@ -97,9 +96,10 @@ class ImageFiles:
         received = Received(path, digest.hexdigest(), size)
         if received.sha256 != sha256.lower():
             received.discard()
-            raise PciValueError(f"the file's SHA-256 is {received.sha256}, not {sha256.lower()} "
-                                "as X-Image-Sha256 says: it was damaged on the way or the "
-                                "checksum is of another file; nothing was kept")
+            raise InvalidInputError(f"the file's SHA-256 is {received.sha256}, not "
+                                    f"{sha256.lower()} as X-Image-Sha256 says: it was damaged "
+                                    "on the way or the checksum is of another file; nothing "
+                                    "was kept")
         return received
 
     def keep(self, received: Received, image_id: str, part: ImagePart) -> Path:
@@ -119,11 +119,11 @@ def _qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*_LIMITS, "qemu-img", *args], capture_output=True, text=True,
                               timeout=_TIMEOUT, check=False)
     except FileNotFoundError:
-        raise PciValueError("disks cannot be checked here: qemu-img is not installed "
-                            "(Debian: apt install qemu-utils)") from None
+        raise InvalidInputError("disks cannot be checked here: qemu-img is not installed "
+                                "(Debian: apt install qemu-utils)") from None
     except subprocess.TimeoutExpired:
-        raise PciValueError(f"qemu-img took over {_TIMEOUT:.0f} s to read the disk; it is "
-                            "refused") from None
+        raise InvalidInputError(f"qemu-img took over {_TIMEOUT:.0f} s to read the disk; it is "
+                                "refused") from None
 
 
 def _first_line(text: str) -> str:
@@ -134,7 +134,7 @@ def disk_info(path: Path) -> dict[str, Any]:
     """`qemu-img info` of an untrusted file, probing its format (never its backing file)."""
     answer = _qemu_img("info", "--output=json", str(path))
     if answer.returncode != 0:
-        raise PciValueError(f"qemu-img cannot read the disk: {_first_line(answer.stderr)}")
+        raise InvalidInputError(f"qemu-img cannot read the disk: {_first_line(answer.stderr)}")
     info: dict[str, Any] = json.loads(answer.stdout)
     return info
 
@@ -142,7 +142,7 @@ def disk_info(path: Path) -> dict[str, Any]:
 def check_part(path: Path, part: ImagePart, disk_format: str) -> int | None:
     """Refuse a file an image cannot use; returns a disk's virtual size in bytes."""
     if path.stat().st_size == 0:
-        raise PciValueError(f"the {part} file is empty")
+        raise InvalidInputError(f"the {part} file is empty")
     if part is not ImagePart.DISK:
         return None
     info = disk_info(path)
@@ -150,7 +150,7 @@ def check_part(path: Path, part: ImagePart, disk_format: str) -> int | None:
     if actual != disk_format:
         hint = (f"if it is one, create the image with disk_format {actual}"
                 if actual in DISK_FORMATS else _CONVERT)
-        raise PciValueError(f"not a {disk_format} image: qemu-img reads it as {actual}; {hint}")
+        raise InvalidInputError(f"not a {disk_format} image: qemu-img reads it as {actual}; {hint}")
     if disk_format == "qcow2":
         _check_qcow2(path, info)
     return int(info["virtual-size"])
@@ -159,12 +159,12 @@ def check_part(path: Path, part: ImagePart, disk_format: str) -> int | None:
 def _check_qcow2(path: Path, info: dict[str, Any]) -> None:
     flatten = "flatten it first: qemu-img convert -O qcow2 IN OUT"
     if "backing-filename" in info:
-        raise PciValueError(f"a qcow2 with a backing file ({info['backing-filename']}) is "
-                            f"refused: the host would read that file into the guest; {flatten}")
+        raise InvalidInputError(f"a qcow2 with a backing file ({info['backing-filename']}) is "
+                                f"refused: the host would read that file into the guest; {flatten}")
     data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
     if data_file is not None:
-        raise PciValueError(f"a qcow2 with an external data file ({data_file}) is refused: "
-                            f"the host would read that file into the guest; {flatten}")
+        raise InvalidInputError(f"a qcow2 with an external data file ({data_file}) is refused: "
+                                f"the host would read that file into the guest; {flatten}")
     answer = _qemu_img("check", "--output=json", "-f", "qcow2", str(path))
     # 0: clean; 3: leaked clusters only, which waste space but read correctly.
     if answer.returncode in (0, 3):
@@ -175,5 +175,5 @@ def _check_qcow2(path: Path, info: dict[str, Any]) -> None:
                "check error(s)"
     except ValueError:
         what = _first_line(answer.stderr)
-    raise PciValueError(f"the qcow2 image is damaged or truncated (qemu-img check: {what}); "
-                        "upload it again whole")
+    raise InvalidInputError(f"the qcow2 image is damaged or truncated (qemu-img check: {what}); "
+                            "upload it again whole")

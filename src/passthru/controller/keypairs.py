@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import NotFoundError
 from passthru.controller.models import KeypairRow
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError, NotFoundError
 
 _ED25519 = "ssh-ed25519"
 _RSA = "ssh-rsa"
@@ -82,35 +81,36 @@ def _check_body(kind: str, wire: _Wire) -> str | None:
 
 
 def parse_public_key(text: str) -> PublicKey:
-    """The checked key of one OpenSSH public key line, or a PciValueError saying why not."""
+    """The checked key of one OpenSSH public key line, or a InvalidInputError saying why not."""
     line = text.strip()
     advice = "give the .pub file ssh-keygen wrote (e.g. ~/.ssh/id_ed25519.pub)"
     if not line or "\n" in line or "\r" in line:
-        raise PciValueError(f"the public key must be one line 'TYPE BASE64 [COMMENT]'; {advice}")
+        raise InvalidInputError("the public key must be one line 'TYPE BASE64 [COMMENT]'; "
+                                f"{advice}")
     words = line.split(None, 2)
     kind = words[0]
     if kind not in KEY_TYPES:
         if "PRIVATE KEY" in line:
-            raise PciValueError(f"this is a private key, not a public one; {advice}")
-        raise PciValueError(f"public key type {kind[:40]!r} is not one of "
-                            f"{', '.join(KEY_TYPES)}; {advice}")
+            raise InvalidInputError(f"this is a private key, not a public one; {advice}")
+        raise InvalidInputError(f"public key type {kind[:40]!r} is not one of "
+                                f"{', '.join(KEY_TYPES)}; {advice}")
     if len(words) < 2:
-        raise PciValueError(f"the {kind} public key has no key after its type; {advice}")
+        raise InvalidInputError(f"the {kind} public key has no key after its type; {advice}")
     try:
         blob = base64.b64decode(words[1], validate=True)
     except (binascii.Error, ValueError):
-        raise PciValueError(f"the {kind} public key's body is not base64; {advice}") from None
+        raise InvalidInputError(f"the {kind} public key's body is not base64; {advice}") from None
     wire = _Wire(blob)
     try:
         named = wire.string("type").decode(errors="replace")
         if named != kind:
-            raise PciValueError(f"the public key line says {kind} but its body is a "
-                                f"{named[:40]!r} key; {advice}")
+            raise InvalidInputError(f"the public key line says {kind} but its body is a "
+                                    f"{named[:40]!r} key; {advice}")
         problem = _check_body(kind, wire)
     except _TruncatedError as cut:
         problem = f"it ends before its {cut}"
     if problem is not None:
-        raise PciValueError(f"the {kind} public key is damaged: {problem}; {advice}")
+        raise InvalidInputError(f"the {kind} public key is damaged: {problem}; {advice}")
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return PublicKey(kind, " ".join(words), f"SHA256:{digest}")
 

@@ -35,12 +35,12 @@ from passthru.controller.boot import Booted, BootRequest, boot_servers
 from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.enums import EventKind
-from passthru.controller.errors import ConflictError
 from passthru.controller.events import record
 from passthru.controller.models import EventRow, ServerRow, ServerStatus
 from passthru.controller.release import release_ports
 from passthru.controller.scheduler.placement import NoValidHostError, Placement
 from passthru.controller.scheduler.service import RetryError, Scheduler
+from passthru.errors import ConflictError, NoCapacityError
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ def launch(store: Store, scheduler: Scheduler, catalog: Catalog,
     as fit and at least `least`; the others are removed again, as if never asked for.
 
     Returns those left: BUILD on their hosts, or the one server ERROR with the reason.
-    A multi-create that cannot be placed leaves nothing and raises ConflictError.
+    A multi-create that cannot be placed leaves nothing and raises NoCapacityError.
     """
     for _ in range(_MAX_ROUNDS):
         try:
@@ -73,7 +73,7 @@ def launch(store: Store, scheduler: Scheduler, catalog: Catalog,
             retry.prepare()
             continue
         if isinstance(launched, str):
-            raise ConflictError(launched)
+            raise NoCapacityError(launched)
         return launched
     raise ConflictError(f"the boot of {_names(boots)} lost the race for devices or room "
                         f"{_MAX_ROUNDS} times in a row to other boots; boot it again")

@@ -62,10 +62,10 @@ from passthru.controller.models import (
     PoolRow,
 )
 from passthru.controller.scheduler.snapshot import DeviceRef, StoredHost, stored_host
+from passthru.errors import ConflictError
 from passthru.pci import claims
 from passthru.pci.claims import Selection
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
-from passthru.pci.errors import PassthruError
 from passthru.pci.pool import build_pools, empty_pool, pool_key
 from passthru.pci.resources import VmSize
 
@@ -97,7 +97,7 @@ _USE_AT = tuple(DEVICE_FIELDS.index(name) for name in _USE)
 _IN_USE = (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
 
 
-class LostRaceError(PassthruError):
+class LostRaceError(ConflictError):
     """Since the scheduler chose it, a chosen device was taken or changed, its host went
     down or ran out of room, or a chosen CPU was pinned by another VM."""
 

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import ConflictError, NotFoundError
+from passthru.errors import ConflictError, NotFoundError
 
 Row = TypeVar("Row")
 

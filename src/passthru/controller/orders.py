@@ -33,7 +33,7 @@ from passthru.controller.models import (
 from passthru.controller.power import PLACED, RULES, describe_state, pending_action
 from passthru.controller.release import fail_server
 from passthru.controller.reschedule import leave_host
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.pci.work import (
     AttachedDevice,
     DestroyOrder,
@@ -122,7 +122,7 @@ def pending_orders(session: Session, host: str) -> tuple[Orders, dict[str, str]]
             try:
                 orders.spawn.append(spawn_order(server, keys.get((server.project,
                                                                   server.key_name))))
-            except PciValueError as error:
+            except InvalidInputError as error:
                 unbuildable[server.uuid] = str(error)
     return orders, unbuildable
 
@@ -151,8 +151,8 @@ def _server_on(session: Session, host: str, uuid: str) -> ServerRow:
         .where(HostRow.name == host, ServerRow.uuid == uuid)
         .options(selectinload(ServerRow.ports)).with_for_update(of=ServerRow)).one_or_none()
     if server is None:
-        raise PciValueError(f"server {uuid} is not placed on host {host}; "
-                            "ask for this host's orders again")
+        raise InvalidInputError(f"server {uuid} is not placed on host {host}; "
+                                "ask for this host's orders again")
     return server
 
 
@@ -166,8 +166,8 @@ def spawned(session: Session, host: str, result: OrderResult,
     if server.status is ServerStatus.DELETED:
         return server
     if server.status is not ServerStatus.BUILD:
-        raise PciValueError(f"server {server.uuid} is {server.status}, not being built; "
-                            "ask for this host's orders again")
+        raise InvalidInputError(f"server {server.uuid} is {server.status}, not being built; "
+                                "ask for this host's orders again")
     if result.ok:
         _activate(session, host, server, result)
     else:
@@ -180,8 +180,8 @@ def lost(session: Session, host: str, server_uuid: str, reason: str) -> ServerRo
     """A server placed here whose domain the host no longer has: ERROR, nothing held."""
     server = _server_on(session, host, server_uuid)
     if server.status not in PLACED:
-        raise PciValueError(f"server {server.uuid} is {server.status}, not placed with a "
-                            "domain; only a running or stopped server can be lost")
+        raise InvalidInputError(f"server {server.uuid} is {server.status}, not placed with a "
+                                "domain; only a running or stopped server can be lost")
     fail_server(session, server, reason, host)
     return server
 
@@ -199,8 +199,8 @@ def powered(session: Session, host: str, result: OrderResult,
     if pending is None or (action is not None and action is not pending):
         now = (f"the {action} answered was replaced by {pending}" if pending is not None
                else "no power change is pending")
-        raise PciValueError(f"server {server.uuid} is {describe_state(server)}: {now}; ask "
-                            "for this host's orders again")
+        raise InvalidInputError(f"server {server.uuid} is {describe_state(server)}: {now}; ask "
+                                "for this host's orders again")
     rule = RULES[pending]
     server.task_state = None
     if result.ok:
@@ -247,8 +247,8 @@ def destroyed(session: Session, host: str, result: OrderResult) -> ServerRow:
     destroy is recorded and asked for again."""
     server = _server_on(session, host, result.server_uuid)
     if server.status is not ServerStatus.DELETED:
-        raise PciValueError(f"server {server.uuid} is {server.status}, not deleted; "
-                            "ask for this host's orders again")
+        raise InvalidInputError(f"server {server.uuid} is {server.status}, not deleted; "
+                                "ask for this host's orders again")
     if result.ok:
         server.host = None
         record(session, EventKind.SERVER_DESTROYED, host=host, server=server.uuid,
@@ -261,7 +261,7 @@ def destroyed(session: Session, host: str, result: OrderResult) -> ServerRow:
 def _activate(session: Session, host: str, server: ServerRow, result: OrderResult) -> None:
     locked = ledger.lock_host(session, host)
     if locked is None:
-        raise PciValueError(f"host {host} is not known to the controller")
+        raise InvalidInputError(f"host {host} is not known to the controller")
     ledger.allocate(session, locked, server.uuid, server.name)
     ports = {port.id: port for port in server.ports}
     for binding in result.bindings:

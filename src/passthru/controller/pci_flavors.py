@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passthru.controller.models import FlavorRow, HostRow, ImageRow, PciFlavorRow, PoolRow, PortRow
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.pci.flavor import flavor_key
 from passthru.pci.request import PciRequest, requests_from_extra_specs
 
@@ -37,8 +37,8 @@ def flavor_requests(flavor: str, extra_specs: Mapping[str, str]) -> list[PciRequ
     """The PCI requests a flavor's extra specs make; errors name the flavor."""
     try:
         return requests_from_extra_specs(extra_specs)
-    except PciValueError as error:
-        raise PciValueError(f"flavor {flavor}: {error}") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"flavor {flavor}: {error}") from None
 
 
 def users_of(session: Session, name: str) -> list[str]:
@@ -47,7 +47,7 @@ def users_of(session: Session, name: str) -> list[str]:
     for flavor in session.scalars(select(FlavorRow).order_by(FlavorRow.name)):
         try:
             requests = requests_from_extra_specs(flavor.extra_specs)
-        except PciValueError:
+        except InvalidInputError:
             continue  # a spec that does not parse names no flavor
         if any(name in r.alternatives for r in requests):
             users.append(f"flavor {flavor.name}")
@@ -69,7 +69,7 @@ def exposed_attrs(session: Session) -> list[str]:
                 continue  # stands for the tags, which the pools below list one by one
             try:
                 attrs.add(flavor_key(attr))
-            except PciValueError:
+            except InvalidInputError:
                 continue  # an attribute a flavor may not use (e.g. address) is not exposed
     for pool_values in session.scalars(select(PoolRow.attrs)):
         attrs.update(pool_values)

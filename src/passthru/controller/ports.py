@@ -7,11 +7,10 @@ import secrets
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import NetworkRow, PciFlavorRow, PortRow
+from passthru.errors import ConflictError, InvalidInputError, NotFoundError
 from passthru.pci.binding import VnicType, unicast_mac
-from passthru.pci.errors import PciValueError
 
 
 def visible_network(session: Session, ref: str, project: str | None) -> NetworkRow:
@@ -49,8 +48,8 @@ def create_port(session: Session, network: NetworkRow, project: str, *,
                 by_boot: bool = False) -> PortRow:
     if pci_flavor is not None:
         if vnic_type is VnicType.NORMAL:
-            raise PciValueError(f"a pci flavor ({pci_flavor}) needs vnic type direct, macvtap "
-                                "or direct-physical: a normal port takes no PCI device")
+            raise InvalidInputError(f"a pci flavor ({pci_flavor}) needs vnic type direct, macvtap "
+                                    "or direct-physical: a normal port takes no PCI device")
         check_pci_flavor(session, pci_flavor)
     if mac_address is None:
         mac = _random_mac(session, network.id)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from passthru.controller.enums import EventKind
-from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.events import record
 from passthru.controller.models import ServerRow, ServerStatus
 from passthru.controller.wakeups import wake
+from passthru.errors import ConflictError, NotFoundError
 from passthru.pci.work import PowerAction
 
 

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from passthru.controller import ledger
 from passthru.controller.enums import EventKind
-from passthru.controller.errors import NotFoundError
 from passthru.controller.events import record
 from passthru.controller.models import CpuPinRow, HostRow, PortRow, ServerRow, ServerStatus
 from passthru.controller.wakeups import wake
+from passthru.errors import NotFoundError
 from passthru.pci.resources import VmSize
 
 

@@ -22,8 +22,8 @@ from passthru.controller.enums import EventKind
 from passthru.controller.events import record, record_devices
 from passthru.controller.mapping import resources_json
 from passthru.controller.models import HostRow, HostStatus, utcnow
+from passthru.errors import ConflictError, InvalidInputError
 from passthru.pci.device import DeviceStatus, PciDevice
-from passthru.pci.errors import PassthruError, PciValueError
 from passthru.pci.inventory import (
     InventoryDelta,
     apply_delta,
@@ -35,7 +35,7 @@ from passthru.pci.pool import pool_attr
 from passthru.pci.resources import HostResources
 
 
-class StaleInventoryError(PassthruError):
+class StaleInventoryError(ConflictError):
     """A report built on a generation the store has moved past."""
 
 
@@ -43,8 +43,8 @@ def checked_pool_attrs(pool_attrs: Sequence[str]) -> list[str]:
     """The attributes pools may group by (`pci.pool.pool_attr`), in our spelling."""
     try:
         return [pool_attr(name) for name in pool_attrs]
-    except PciValueError as error:
-        raise PciValueError(f"{error}; fix the agent's pool_attrs") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{error}; fix the agent's pool_attrs") from None
 
 
 def _apply(session: Session, host: HostRow, part: ledger.Part, delta: InventoryDelta,

@@ -48,7 +48,7 @@ from passthru.controller.models import (
 )
 from passthru.controller.private_files import append_private
 from passthru.controller.settings import Settings
-from passthru.pci.errors import PassthruError
+from passthru.errors import PassthruError
 
 #: Rows deleted per transaction.
 BATCH = 1000

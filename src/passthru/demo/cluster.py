@@ -28,7 +28,7 @@ from passthru.cli.client import Client
 from passthru.cli.serve import split_listen
 from passthru.controller.settings import ADMIN_TOKEN_FILE
 from passthru.demo.hosts import DemoHost
-from passthru.pci.errors import PassthruError
+from passthru.errors import PassthruError
 
 #: The `passthru` program as this Python runs it, wherever the console script lives.
 PASSTHRU = (sys.executable, "-c", "from passthru.cli.main import main; main()")

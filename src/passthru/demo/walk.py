@@ -17,8 +17,8 @@ from passthru.cli.client import Client
 from passthru.demo.hosts import DemoHost
 from passthru.demo.outcome import Check, check, devices, port_devices, server, settled
 from passthru.demo.shell import Ran, Shell
+from passthru.errors import PassthruError
 from passthru.host.sim_vf import read_vf_state
-from passthru.pci.errors import PassthruError
 
 _INDENT = (0, 0, 0, 2)
 

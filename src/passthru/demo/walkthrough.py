@@ -21,7 +21,7 @@ from passthru.demo.script import UseCase, use_cases
 from passthru.demo.shell import Shell, pointed_at
 from passthru.demo.startup import build_hosts, start_agents, start_controller, wait_for_hosts
 from passthru.demo.walk import Walk
-from passthru.pci.errors import PassthruError
+from passthru.errors import PassthruError
 
 MET, NOT_MET = "met", "NOT met"
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from passthru.errors import ConflictError
 from passthru.host.worker import OrderWorker
 from passthru.pci.device import PciDevice
 from passthru.pci.inventory import InventoryDelta, diff_inventory
@@ -40,7 +41,7 @@ from passthru.pci.resources import HostResources
 log = logging.getLogger(__name__)
 
 
-class StaleReportError(Exception):
+class StaleReportError(ConflictError):
     """The controller's copy moved on (a restore, or another agent reported): resend all."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from passthru.errors import ConflictError, HostError, PassthruError
 from passthru.host.bridge import BridgePorts, NetlinkBridgePorts, bridge_for
 from passthru.host.config import HostConfig
 from passthru.host.domain_type import resolve_domain_type
@@ -55,7 +56,6 @@ from passthru.host.vf import (
 )
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import DevType, PciDevice
-from passthru.pci.errors import PassthruError
 from passthru.pci.work import (
     DestroyOrder,
     GuestSpec,
@@ -137,7 +137,7 @@ class GuestHost:
                          resolve_domain_type(config.domain_type, driver))
 
 
-class _StepError(Exception):
+class _StepError(HostError):
     """A step of an order failed; the message names the step, its subject and the reason."""
 
 
@@ -182,7 +182,7 @@ class _Rollback:
         return problems
 
 
-class DomainNotRunningError(PassthruError):
+class DomainNotRunningError(ConflictError):
     """A reboot of a domain that is shut off."""
 
 

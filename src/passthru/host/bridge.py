@@ -22,13 +22,13 @@ from typing import Protocol
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import HostError
 
 #: The VLAN a Linux bridge gives every new port (its `default_pvid`).
 _DEFAULT_PVID = 1
 
 
-class BridgeError(PassthruError):
+class BridgeError(HostError):
     """A bridge that is missing, cannot carry the port's VLAN, or a tap that could not be
     tagged."""
 

@@ -65,11 +65,11 @@ from pydantic import (
     field_validator,
 )
 
+from passthru.errors import InvalidInputError
 from passthru.host.nodedev import discover_libvirt
 from passthru.host.sysfs import discover_sysfs
 from passthru.host.topology import disk_gb, format_cpulist, read_topology
 from passthru.pci.device import PciDevice
-from passthru.pci.errors import PassthruError
 from passthru.pci.match import did_you_mean
 from passthru.pci.pool import DEFAULT_POOL_ATTRS, pool_attr
 from passthru.pci.resources import HostResources
@@ -82,7 +82,7 @@ from passthru.pci.spec import (
 )
 
 
-class HostConfigError(PassthruError):
+class HostConfigError(InvalidInputError):
     """A host config that cannot be used; the message names the file, key and value."""
 
 

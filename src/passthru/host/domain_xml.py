@@ -26,9 +26,9 @@ from pathlib import Path
 
 from lxml import etree
 
+from passthru.errors import HostError, InvalidInputError
 from passthru.pci.address import FIELD_NAMES, PciAddress
 from passthru.pci.binding import Binding, VifType, VnicType
-from passthru.pci.errors import PassthruError, PciValueError
 
 #: The namespace of passthru's own `<metadata>`: what libvirt keeps but does not act on.
 METADATA_NS = "urn:passthru:domain:1"
@@ -37,7 +37,7 @@ METADATA_NS = "urn:passthru:domain:1"
 SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
 
 
-class DomainXmlError(PassthruError):
+class DomainXmlError(HostError):
     """A domain XML that libvirt's schema refuses."""
 
 
@@ -118,25 +118,25 @@ class DomainDevices:
 def _check_spec(spec: DomainSpec) -> None:
     where = f"domain {spec.name!r}"
     if not spec.name or "/" in spec.name:
-        raise PciValueError(f"domain name {spec.name!r} is empty or has a '/'; "
-                            f"libvirt needs a plain name")
+        raise InvalidInputError(f"domain name {spec.name!r} is empty or has a '/'; "
+                                f"libvirt needs a plain name")
     try:
         uuid.UUID(spec.uuid)
     except ValueError:
-        raise PciValueError(f"{where}: uuid {spec.uuid!r} is not a UUID") from None
+        raise InvalidInputError(f"{where}: uuid {spec.uuid!r} is not a UUID") from None
     if spec.memory_mib < 1 or spec.vcpus < 1:
-        raise PciValueError(f"{where}: memory {spec.memory_mib} MiB and {spec.vcpus} vcpus; "
-                            f"both must be at least 1")
+        raise InvalidInputError(f"{where}: memory {spec.memory_mib} MiB and {spec.vcpus} vcpus; "
+                                f"both must be at least 1")
     seen: set[str] = set()
     slots = [p.pci_slot for p in spec.ports if p.pci_slot is not None]
     for address in (str(PciAddress.parse(text)) for text in (*spec.hostdevs, *slots)):
         if address in seen:
-            raise PciValueError(f"{where}: device {address} is given to the VM twice; "
-                                f"each PCI function can be passed through once")
+            raise InvalidInputError(f"{where}: device {address} is given to the VM twice; "
+                                    f"each PCI function can be passed through once")
         seen.add(address)
     if spec.domain_type not in ("kvm", "qemu"):
-        raise PciValueError(f"{where}: domain type {spec.domain_type!r} is neither 'kvm' "
-                            f"nor 'qemu'")
+        raise InvalidInputError(f"{where}: domain type {spec.domain_type!r} is neither 'kvm' "
+                                f"nor 'qemu'")
     if spec.guest is not None:
         _check_guest(where, spec.guest)
     if spec.numa is not None:
@@ -145,22 +145,22 @@ def _check_spec(spec: DomainSpec) -> None:
 
 def _check_guest(where: str, guest: GuestDisks) -> None:
     if guest.disk_format not in ("qcow2", "raw"):
-        raise PciValueError(f"{where}: disk format {guest.disk_format!r} is neither qcow2 "
-                            f"nor raw")
+        raise InvalidInputError(f"{where}: disk format {guest.disk_format!r} is neither qcow2 "
+                                f"nor raw")
     if guest.kernel is None and (guest.initrd is not None or guest.cmdline is not None):
-        raise PciValueError(f"{where}: an initrd or kernel command line needs a kernel to "
-                            f"boot directly; give the image a kernel or drop them")
+        raise InvalidInputError(f"{where}: an initrd or kernel command line needs a kernel to "
+                                f"boot directly; give the image a kernel or drop them")
 
 
 def _check_numa(where: str, numa: NumaPlacement, vcpus: int) -> None:
     if not numa.node_cpus:
-        raise PciValueError(f"{where}: NUMA node {numa.node} has no CPUs to pin to")
+        raise InvalidInputError(f"{where}: NUMA node {numa.node} has no CPUs to pin to")
     if numa.pinned and len(numa.pinned) != vcpus:
-        raise PciValueError(f"{where}: {vcpus} vCPUs but {len(numa.pinned)} dedicated CPUs "
-                            f"{list(numa.pinned)}; give one host CPU per vCPU")
+        raise InvalidInputError(f"{where}: {vcpus} vCPUs but {len(numa.pinned)} dedicated CPUs "
+                                f"{list(numa.pinned)}; give one host CPU per vCPU")
     if outside := sorted(set(numa.pinned) - set(numa.node_cpus)):
-        raise PciValueError(f"{where}: dedicated CPUs {outside} are not on NUMA node "
-                            f"{numa.node} (its CPUs: {list(numa.node_cpus)})")
+        raise InvalidInputError(f"{where}: dedicated CPUs {outside} are not on NUMA node "
+                                f"{numa.node} (its CPUs: {list(numa.node_cpus)})")
 
 
 def _sub(parent: etree._Element, tag: str, **attrs: str) -> etree._Element:
@@ -192,8 +192,8 @@ def _port(devices: etree._Element, port: Binding, managed: bool) -> None:
         _hostdev(devices, port.pci_slot, managed)
     elif port.vnic_type is VnicType.MACVTAP:
         if port.netdev is None:
-            raise PciValueError(f"port {port.port_id} is macvtap on {port.pci_slot} but names "
-                                f"no VF netdev to put the macvtap on")
+            raise InvalidInputError(f"port {port.port_id} is macvtap on {port.pci_slot} but names "
+                                    f"no VF netdev to put the macvtap on")
         interface = _sub(devices, "interface", type="direct")
         _sub(interface, "source", dev=port.netdev, mode="passthrough")
         _network_settings(interface, port)
@@ -312,9 +312,9 @@ def _parse(xml: str) -> etree._Element:
     try:
         root = etree.fromstring(xml.encode(), parser)
     except etree.XMLSyntaxError as error:
-        raise PciValueError(f"domain XML is not well-formed: {error}") from None
+        raise InvalidInputError(f"domain XML is not well-formed: {error}") from None
     if root.tag != "domain":
-        raise PciValueError(f"expected a <domain> document, got <{root.tag}>")
+        raise InvalidInputError(f"expected a <domain> document, got <{root.tag}>")
     return root
 
 
@@ -324,8 +324,8 @@ def _canonical(addresses: object) -> list[str]:
     try:
         return [str(PciAddress.from_libvirt({name: element.get(name) for name in FIELD_NAMES}))
                 for element in addresses if isinstance(element, etree._Element)]
-    except PciValueError as error:
-        raise PciValueError(f"domain XML: {error}") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"domain XML: {error}") from None
 
 
 def read_domain_devices(xml: str) -> DomainDevices:

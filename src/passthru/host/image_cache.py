@@ -17,13 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import HostError, PassthruError
 from passthru.pci.work import ImageFile, ImagePart, ImageRef
 
 _CHUNK = 1 << 20
 
 
-class ImageError(PassthruError):
+class ImageError(HostError):
     """An image file that could not be fetched, or is not the file the controller has."""
 
 

@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from passthru.errors import HostError
 from passthru.host.seed import write_seed_iso
-from passthru.pci.errors import PassthruError
 from passthru.pci.work import CONSOLE_TAIL, canonical_uuid
 
 GIB = 1 << 30
 
 
-class InstanceError(PassthruError):
+class InstanceError(HostError):
     """A VM's disk or seed could not be made, or its files read."""
 
 

@@ -21,8 +21,8 @@ from types import TracebackType
 import libvirt
 from lxml import etree
 
+from passthru.errors import HostError
 from passthru.host.domain_xml import DomainDevices, read_domain_devices
-from passthru.pci.errors import PassthruError
 from passthru.pci.work import PowerState
 
 # Snapshots and managed-save images would otherwise make undefine fail; passthru writes
@@ -31,7 +31,7 @@ _UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
 
-class LibvirtError(PassthruError):
+class LibvirtError(HostError):
     """libvirt refused or failed an operation; the message names URI, domain and action."""
 
 
@@ -85,7 +85,7 @@ class LibvirtDriver:
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise DomainNotFoundError(f"libvirt at {self.uri} has no {what} "
-                                     f"(while trying to {action} it)") from None
+                                          f"(while trying to {action} it)") from None
             raise LibvirtError(f"libvirt at {self.uri} cannot {action} {what}: "
                                f"{error.get_error_message()}") from None
 

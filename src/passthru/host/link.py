@@ -34,10 +34,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from passthru.errors import HostError
 from passthru.host.agent import StaleReportError
 from passthru.host.worker import AnswerRefusedError, PolledOrders, ReadOrders, read_orders
 from passthru.pci.device import PciDevice
-from passthru.pci.errors import PassthruError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.resources import HostResources
 from passthru.pci.work import (
@@ -62,7 +62,7 @@ _MOST_WAIT = 30.0
 _LATE = 30.0
 
 
-class LinkError(PassthruError):
+class LinkError(HostError):
     """The controller refused a report or could not be reached."""
 
 

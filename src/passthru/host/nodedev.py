@@ -15,11 +15,11 @@ from __future__ import annotations
 import libvirt
 from lxml import etree
 
+from passthru.errors import InvalidInputError
 from passthru.host.pciids import PciIds, default_pci_ids
 from passthru.host.sysfs import DiscoveryError, parse_class
 from passthru.pci.address import FIELD_NAMES, PciAddress
 from passthru.pci.device import DevType, PciDevice, normalize_id
-from passthru.pci.errors import PciValueError
 
 
 def _address(element: etree._Element) -> str:
@@ -50,7 +50,7 @@ def parse_pci_nodedev(
         vendor_id = normalize_id(vendor.get("id", "") if vendor is not None else "", "vendor")
         product_id = normalize_id(product.get("id", "") if product is not None else "",
                                   "product")
-    except (ValueError, PciValueError) as error:
+    except (ValueError, InvalidInputError) as error:
         raise DiscoveryError(f"libvirt node device {name}: {error}") from error
     ids = pci_ids if pci_ids is not None else default_pci_ids()
     physfn = pci.find("capability[@type='phys_function']/address")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 
 
 def parse_cpulist(text: str, where: str = "cpulist") -> tuple[int, ...]:
@@ -21,9 +21,9 @@ def parse_cpulist(text: str, where: str = "cpulist") -> tuple[int, ...]:
         try:
             low, high = int(first), int(last or first)
         except ValueError:
-            raise PciValueError(f"{where}: {part!r} is not a CPU number or range") from None
+            raise InvalidInputError(f"{where}: {part!r} is not a CPU number or range") from None
         if low > high:
-            raise PciValueError(f"{where}: range {part!r} runs backwards")
+            raise InvalidInputError(f"{where}: range {part!r} runs backwards")
         cpus.update(range(low, high + 1))
     return tuple(sorted(cpus))
 
@@ -34,11 +34,11 @@ def node_cpus(sysfs_root: Path, node: int) -> tuple[int, ...]:
     try:
         text = path.read_text()
     except OSError:
-        raise PciValueError(f"NUMA node {node} is not on this host ({path} cannot be read); "
-                            f"the controller placed the VM on a node the host does not "
-                            f"report") from None
+        raise InvalidInputError(f"NUMA node {node} is not on this host ({path} cannot be read); "
+                                f"the controller placed the VM on a node the host does not "
+                                f"report") from None
     cpus = parse_cpulist(text, str(path))
     if not cpus:
-        raise PciValueError(f"NUMA node {node} has no CPUs ({path} is empty); a VM cannot be "
-                            f"pinned to it")
+        raise InvalidInputError(f"NUMA node {node} has no CPUs ({path} is empty); a VM cannot be "
+                                f"pinned to it")
     return cpus

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+from passthru.errors import InvalidInputError
 from passthru.host.attach import DOMAIN_PREFIX, Attacher
 from passthru.host.libvirt_driver import DomainNotFoundError, DomainState, LibvirtDriver
-from passthru.pci.errors import PciValueError
 from passthru.pci.work import (
     DestroyOrder,
     KnownServer,
@@ -37,7 +37,7 @@ def _server_uuid(domain: str) -> str | None:
     try:
         # Only the spelling passthru writes: `passthru-{uuid}` in other forms is not ours.
         return text if canonical_uuid(text) == text else None
-    except PciValueError:
+    except InvalidInputError:
         return None
 
 

@@ -19,15 +19,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from passthru.errors import HostError, InvalidInputError
 from passthru.host.pciids import PciIds, default_pci_ids
 from passthru.pci.device import DevType, PciDevice, normalize_id
-from passthru.pci.errors import PassthruError, PciValueError
 
 #: Vendor of virtio devices, whose netdev sits one level down, under `virtioN/net/`.
 _VIRTIO_VENDOR = "1af4"
 
 
-class DiscoveryError(PassthruError):
+class DiscoveryError(HostError):
     """The configured device source cannot be read."""
 
 
@@ -91,7 +91,7 @@ def _read_device(path: str, address: str, ids: PciIds) -> PciDevice | None:
         subsystem_device = _read(f"{path}/subsystem_device")
         subsystem_vendor_id = normalize_id(subsystem_vendor) if subsystem_vendor else None
         subsystem_device_id = normalize_id(subsystem_device) if subsystem_device else None
-    except PciValueError as error:
+    except InvalidInputError as error:
         raise DiscoveryError(f"{path}: {error}") from error
     dev_type, parent, totalvfs, numvfs = DevType.PCI, None, None, None
     if "physfn" in entries:

@@ -17,8 +17,8 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from passthru.errors import HostError, InvalidInputError
 from passthru.pci.binding import ZERO_MAC, Binding, VifType, normalize_mac, unicast_mac
-from passthru.pci.errors import PassthruError, PciValueError
 
 _MAX_VLAN = 4094
 _HINTS = {
@@ -30,7 +30,7 @@ _HINTS = {
 }
 
 
-class VfConfigError(PassthruError):
+class VfConfigError(HostError):
     """The kernel refused a VF setting, or the PF or VF cannot be found."""
 
 
@@ -51,11 +51,11 @@ class VfRate:
 
     def __post_init__(self) -> None:
         if self.min_mbps < 0 or self.max_mbps < 0:
-            raise PciValueError(f"VF rate min {self.min_mbps} / max {self.max_mbps} Mbit/s: "
-                                f"rates cannot be negative (0 means no limit)")
+            raise InvalidInputError(f"VF rate min {self.min_mbps} / max {self.max_mbps} Mbit/s: "
+                                    f"rates cannot be negative (0 means no limit)")
         if self.max_mbps and self.min_mbps > self.max_mbps:
-            raise PciValueError(f"VF rate min {self.min_mbps} Mbit/s exceeds max "
-                                f"{self.max_mbps} Mbit/s")
+            raise InvalidInputError(f"VF rate min {self.min_mbps} Mbit/s exceeds max "
+                                    f"{self.max_mbps} Mbit/s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +79,8 @@ class VfConfig:
                 unicast_mac(self.mac, "VF mac address")
             object.__setattr__(self, "mac", mac)
         if self.vlan is not None and not 0 <= self.vlan <= _MAX_VLAN:
-            raise PciValueError(f"VF vlan {self.vlan} is out of range "
-                                f"(0 for untagged, up to {_MAX_VLAN})")
+            raise InvalidInputError(f"VF vlan {self.vlan} is out of range "
+                                    f"(0 for untagged, up to {_MAX_VLAN})")
 
 
 #: A VF after use: no MAC, untagged, spoof checking on, untrusted, link following the PF,
@@ -112,7 +112,7 @@ def vf_config_for(binding: Binding) -> VfConfig | None:
 def vf_request(vf: int, config: VfConfig) -> dict[str, object]:
     """The `vf` argument of pyroute2's `link("set", …)` for VF number `vf` of a PF."""
     if vf < 0:
-        raise PciValueError(f"VF number {vf} is negative; VFs count from 0 (virtfn0)")
+        raise InvalidInputError(f"VF number {vf} is negative; VFs count from 0 (virtfn0)")
     request: dict[str, object] = {"vf": vf}
     if config.mac is not None:
         request["mac"] = config.mac

@@ -37,10 +37,10 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
+from passthru.errors import ConflictError, HostError, PassthruError
 from passthru.host.attach import Attacher
 from passthru.host.instance import Instances, read_console_tail
 from passthru.host.reconcile import reconcile, remove_strays
-from passthru.pci.errors import PassthruError
 from passthru.pci.work import (
     DestroyOrder,
     KnownServer,
@@ -57,7 +57,7 @@ from passthru.pci.work import (
 log = logging.getLogger(__name__)
 
 
-class OrdersUnreadableError(PassthruError):
+class OrdersUnreadableError(HostError):
     """The controller's orders are not an orders document at all (not one bad order)."""
 
 
@@ -162,7 +162,7 @@ class OrderLink(Protocol):
     def console(self, server_uuid: str, text: str) -> None: ...
 
 
-class AnswerRefusedError(PassthruError):
+class AnswerRefusedError(ConflictError):
     """The controller refused what the agent said of one server: it has moved on from
     that order (the server was deleted, timed out, or placed elsewhere)."""
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.pci.match import REGEX_PREFIX, compile_regex
 
 EXPECTED = "expected DDDD:BB:SS.F, e.g. 0000:0a:00.1"
@@ -42,10 +42,10 @@ _ANY = "*"
 def _field_value(name: str, limit: int, digits: str, text: str) -> int:
     """One field's value, checked against the PCI limit for that field."""
     if not digits or any(c not in _HEX for c in digits):
-        raise PciValueError(f"{name} {digits!r} in {text!r} is not hex; {EXPECTED}")
+        raise InvalidInputError(f"{name} {digits!r} in {text!r} is not hex; {EXPECTED}")
     value = int(digits, 16)
     if value > limit:
-        raise PciValueError(
+        raise InvalidInputError(
             f"{name} {digits} in {text!r} is out of range: at most {limit:x}")
     return value
 
@@ -63,7 +63,7 @@ class PciAddress:
     def parse(text: str) -> PciAddress:
         """`DDDD:BB:SS.F`, or `BB:SS.F` in domain 0; hex digits in either case."""
         if not isinstance(text, str):
-            raise PciValueError(f"PCI address {text!r} is not text; {EXPECTED}")
+            raise InvalidInputError(f"PCI address {text!r} is not text; {EXPECTED}")
         return _parse_address(text)
 
     @staticmethod
@@ -76,9 +76,9 @@ class PciAddress:
             try:
                 value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
             except ValueError:
-                raise PciValueError(f"PCI address {name}={text!r} is not a number") from None
+                raise InvalidInputError(f"PCI address {name}={text!r} is not a number") from None
             if not 0 <= value <= limit:
-                raise PciValueError(
+                raise InvalidInputError(
                     f"PCI address {name}={text!r} is out of range: at most {limit:x}")
             values.append(value)
         return PciAddress(*values)
@@ -98,7 +98,7 @@ def _parse_address(text: str) -> PciAddress:
     head, dot, function = stripped.partition(".")
     parts = head.split(":")
     if not dot or len(parts) not in (2, 3):
-        raise PciValueError(f"PCI address {text!r} is malformed; {EXPECTED}")
+        raise InvalidInputError(f"PCI address {text!r} is malformed; {EXPECTED}")
     if len(parts) == 2:
         parts.insert(0, "0")
     parts.append(function)
@@ -124,7 +124,7 @@ class AddressPattern:
         if isinstance(value, Mapping):
             return _parse_dict(value)
         if not isinstance(value, str):
-            raise PciValueError(
+            raise InvalidInputError(
                 f"address pattern {value!r} is neither text nor a "
                 "{domain, bus, slot, function} dict")
         return _parse_text(value)
@@ -132,7 +132,7 @@ class AddressPattern:
     def matches(self, address: str) -> bool:
         """Whether the address (any accepted spelling) is selected."""
         if not isinstance(address, str):
-            raise PciValueError(f"PCI address {address!r} is not text; {EXPECTED}")
+            raise InvalidInputError(f"PCI address {address!r} is not text; {EXPECTED}")
         return self._test(_parse_address(address))
 
 
@@ -143,13 +143,13 @@ def _parse_text(text: str) -> AddressPattern:
                               ignore_case=True)
         return AddressPattern(text, None, lambda a: regex.fullmatch(str(a)) is not None)
     if text.strip() == "":
-        raise PciValueError(
+        raise InvalidInputError(
             "address pattern is empty; leave 'address' out to match every address, "
             "or write '*'")
     head, _, function = text.partition(".")
     parts = head.split(":")
     if len(parts) > 3:
-        raise PciValueError(f"address pattern {text!r} has too many ':' fields; {EXPECTED}")
+        raise InvalidInputError(f"address pattern {text!r} has too many ':' fields; {EXPECTED}")
     parts = [_ANY] * (3 - len(parts)) + parts + [function]
     wanted: list[int | None] = []
     for (name, limit, _), digits in zip(FIELDS, parts, strict=True):
@@ -157,7 +157,7 @@ def _parse_text(text: str) -> AddressPattern:
         if digits in ("", _ANY):
             wanted.append(None)
         elif any(c not in _HEX for c in digits):
-            raise PciValueError(
+            raise InvalidInputError(
                 f"{name} {digits!r} in address pattern {text!r} is neither hex nor '*'; "
                 "for ranges write 're:<regex>' or a {domain, bus, slot, function} dict")
         else:
@@ -182,12 +182,12 @@ def _parse_dict(spec: Mapping[str, Any]) -> AddressPattern:
     text = json.dumps(dict(spec), sort_keys=True, default=str)
     unknown = sorted(set(spec) - set(FIELD_NAMES))
     if unknown:
-        raise PciValueError(
+        raise InvalidInputError(
             f"address pattern {text}: unknown field {unknown[0]!r}; "
             "the fields are domain, bus, slot and function")
     for name in spec:
         if not isinstance(spec[name], str) or spec[name] == "":
-            raise PciValueError(
+            raise InvalidInputError(
                 f"address pattern {text}: {name} must be a non-empty regex string, "
                 f"got {spec[name]!r}")
     if len(spec) == len(FIELDS) and all(set(v) <= _HEX for v in spec.values()):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DevType, PciDevice
-from passthru.pci.errors import PciValueError
 
 _E = TypeVar("_E", bound=StrEnum)
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -68,15 +68,15 @@ def _choice(enum: type[_E], value: str, what: str) -> _E:
         return enum(value)
     except ValueError:
         choices = ", ".join(member.value for member in enum)
-        raise PciValueError(f"{what} {value!r} is not one of: {choices}") from None
+        raise InvalidInputError(f"{what} {value!r} is not one of: {choices}") from None
 
 
 def normalize_mac(value: str, what: str = "mac address") -> str:
     """A MAC address as six lower-case hex pairs joined by colons ('FA-16-3E-…' is fine)."""
     text = value.strip().lower().replace("-", ":")
     if not _MAC.fullmatch(text):
-        raise PciValueError(f"{what} {value!r} is not a MAC address "
-                            f"(expected six hex pairs, e.g. 'fa:16:3e:12:34:56')")
+        raise InvalidInputError(f"{what} {value!r} is not a MAC address "
+                                f"(expected six hex pairs, e.g. 'fa:16:3e:12:34:56')")
     return text
 
 
@@ -100,13 +100,13 @@ def unicast_mac(value: str, what: str = "mac address") -> str:
         why = "is a multicast address (the first octet's lowest bit is 1)"
     else:
         return mac
-    raise PciValueError(f"{what} {value!r} {why}; a port or VF needs a unicast MAC, whose "
-                        f"first octet is even, e.g. 'fa:16:3e:12:34:56'")
+    raise InvalidInputError(f"{what} {value!r} {why}; a port or VF needs a unicast MAC, whose "
+                            f"first octet is even, e.g. 'fa:16:3e:12:34:56'")
 
 
 def _check_rate(value: int, what: str) -> None:
     if value < 0:
-        raise PciValueError(f"{what} {value} is negative (Mbit/s; 0 means no limit)")
+        raise InvalidInputError(f"{what} {value} is negative (Mbit/s; 0 means no limit)")
 
 
 @dataclass(slots=True)
@@ -122,16 +122,17 @@ class NetworkSpec:
         self.network_type = _choice(NetworkType, self.network_type,
                                     f"network {self.name!r}: network type")
         if not self.physical_network:
-            raise PciValueError(f"network {self.name!r} names no physical_network; "
-                                f"SR-IOV devices are tagged by e.physical_network, so give one")
+            raise InvalidInputError(f"network {self.name!r} names no physical_network; "
+                                    f"SR-IOV devices are tagged by e.physical_network, so give one")
         if self.network_type is NetworkType.FLAT and self.segmentation_id is not None:
-            raise PciValueError(f"network {self.name!r} is flat but has segmentation_id "
-                                f"{self.segmentation_id}; make it a vlan network or drop the id")
+            raise InvalidInputError(f"network {self.name!r} is flat but has segmentation_id "
+                                    f"{self.segmentation_id}; make it a vlan network or drop "
+                                    "the id")
         if self.network_type is NetworkType.VLAN and not (
                 self.segmentation_id is not None and 1 <= self.segmentation_id <= _MAX_VLAN):
-            raise PciValueError(f"network {self.name!r} is a vlan network and needs a "
-                                f"segmentation_id from 1 to {_MAX_VLAN}, "
-                                f"got {self.segmentation_id}")
+            raise InvalidInputError(f"network {self.name!r} is a vlan network and needs a "
+                                    f"segmentation_id from 1 to {_MAX_VLAN}, "
+                                    f"got {self.segmentation_id}")
 
 
 @dataclass(slots=True)
@@ -155,19 +156,19 @@ class PortSpec:
 
     def __post_init__(self) -> None:
         if not self.port_id:
-            raise PciValueError("a port needs a non-empty port_id")
+            raise InvalidInputError("a port needs a non-empty port_id")
         where = f"port {self.port_id}"
         self.vnic_type = _choice(VnicType, self.vnic_type, f"{where}: vnic_type")
         self.mac = unicast_mac(self.mac, f"{where}: mac address")
         if self.profile_id is not None and self.vnic_type not in (
                 VnicType.DIRECT, VnicType.MACVTAP):
-            raise PciValueError(f"{where}: an 802.1Qbh port profile needs vnic_type direct or "
-                                f"macvtap (it is {self.vnic_type}); drop the profile id")
+            raise InvalidInputError(f"{where}: an 802.1Qbh port profile needs vnic_type direct or "
+                                    f"macvtap (it is {self.vnic_type}); drop the profile id")
         _check_rate(self.min_tx_rate, f"{where}: min_tx_rate")
         _check_rate(self.max_tx_rate, f"{where}: max_tx_rate")
         if self.max_tx_rate and self.min_tx_rate > self.max_tx_rate:
-            raise PciValueError(f"{where}: min_tx_rate {self.min_tx_rate} exceeds "
-                                f"max_tx_rate {self.max_tx_rate} Mbit/s")
+            raise InvalidInputError(f"{where}: min_tx_rate {self.min_tx_rate} exceeds "
+                                    f"max_tx_rate {self.max_tx_rate} Mbit/s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,23 +215,24 @@ def _check_device(port: PortSpec, network: NetworkSpec, device: PciDevice | None
     where = f"port {port.port_id} (vnic_type {port.vnic_type})"
     wanted = port.vnic_type.dev_type
     if device is None:
-        raise PciValueError(f"{where} needs a {wanted} on physical_network "
-                            f"{network.physical_network} and none was claimed for it")
+        raise InvalidInputError(f"{where} needs a {wanted} on physical_network "
+                                f"{network.physical_network} and none was claimed for it")
     if device.dev_type is not wanted:
-        raise PciValueError(f"{where} needs a {wanted}, but {device.address} is a "
-                            f"{device.dev_type}; claim the port's device with dev_type {wanted}")
+        raise InvalidInputError(f"{where} needs a {wanted}, but {device.address} is a "
+                                f"{device.dev_type}; claim the port's device with dev_type "
+                                f"{wanted}")
     if device.physical_network != network.physical_network:
         found = device.physical_network or "no physical_network tag"
-        raise PciValueError(
+        raise InvalidInputError(
             f"{where} is on network {network.name!r} (physical_network "
             f"{network.physical_network}) but got {device.address} on {found}; the VM must not "
             f"start wired to the wrong network. Tag the host's devices with "
             f"e.physical_network={network.physical_network} in pci_information, or pick a "
             f"pci flavor on that physical network")
     if port.vnic_type is VnicType.MACVTAP and not device.netdev:
-        raise PciValueError(f"{where} needs the VF's netdev, but {device.address} has none "
-                            f"(driver {device.driver or 'none'}); bind the VF to its network "
-                            f"driver instead of vfio-pci")
+        raise InvalidInputError(f"{where} needs the VF's netdev, but {device.address} has none "
+                                f"(driver {device.driver or 'none'}); bind the VF to its network "
+                                f"driver instead of vfio-pci")
     return device
 
 
@@ -238,9 +240,9 @@ def bind_port(port: PortSpec, network: NetworkSpec, device: PciDevice | None) ->
     """Bind `port` on `network` to the device claimed for it (None for a normal port)."""
     if port.vnic_type is VnicType.NORMAL:
         if device is not None:
-            raise PciValueError(f"port {port.port_id} has vnic_type normal and takes no PCI "
-                                f"device, but got {device.address}; use vnic_type direct, "
-                                f"macvtap or direct-physical for a passthrough port")
+            raise InvalidInputError(f"port {port.port_id} has vnic_type normal and takes no PCI "
+                                    f"device, but got {device.address}; use vnic_type direct, "
+                                    f"macvtap or direct-physical for a passthrough port")
         return Binding(port.port_id, port.vnic_type, VifType.UNBOUND, port.mac,
                        network.physical_network)
     device = _check_device(port, network, device)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
+from passthru.errors import ConflictError
 from passthru.pci.device import PHYSICAL_NETWORK, DeviceStatus, DevType, PciDevice
-from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool
 from passthru.pci.request import NumaPolicy, PciRequest
 
@@ -49,7 +49,7 @@ def flavor_filter(flavors: Mapping[str, PoolMatcher]) -> PoolFilter:
     return serves
 
 
-class ClaimError(PassthruError):
+class ClaimError(ConflictError):
     """A lifecycle step that the device's status does not allow."""
 
 

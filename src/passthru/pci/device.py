@@ -6,7 +6,7 @@ import reprlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 
 
 class DevType(StrEnum):
@@ -99,10 +99,10 @@ def normalize_id(value: str | int, what: str = "id") -> str:
         try:
             number = int(text, 16)
         except ValueError:
-            raise PciValueError(
+            raise InvalidInputError(
                 f"{what} {value!r} is not a hex number (expected e.g. '8086')") from None
     if not 0 <= number <= 0xFFFF:
-        raise PciValueError(f"{what} {value!r} is out of range (at most ffff)")
+        raise InvalidInputError(f"{what} {value!r} is out of range (at most ffff)")
     return f"{number:04x}"
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import re2
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import BASE_ATTRS, PHYSICAL_NETWORK, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.match import ValueMatcher, compile_attribute, did_you_mean, tag_key
 from passthru.pci.pool import Pool
 from passthru.pci.request import NumaPolicy, parse_numa_policy
@@ -59,43 +59,43 @@ _REFUSED: dict[str, str] = {
 
 
 def validate_flavor_name(name: str) -> str:
-    """The name if it is a valid PCI flavor name; otherwise a PciValueError saying why.
+    """The name if it is a valid PCI flavor name; otherwise a InvalidInputError saying why.
 
     A name starts with a letter and goes on with letters, digits, '_', '.' or '-', so it
     fits in a request such as `1:bigGPU,bigGPU2;1:QA` and never collides with the
     reserved `_flavor_attrs` or UUID `0`.
     """
     if not isinstance(name, str):
-        raise PciValueError(f"PCI flavor name {name!r} must be text, such as 'bigGPU'")
+        raise InvalidInputError(f"PCI flavor name {name!r} must be text, such as 'bigGPU'")
     if not name:
-        raise PciValueError("PCI flavor name is empty; give a name such as 'bigGPU'")
+        raise InvalidInputError("PCI flavor name is empty; give a name such as 'bigGPU'")
     if len(name) > MAX_NAME:
-        raise PciValueError(
+        raise InvalidInputError(
             f"PCI flavor name {name[:20]!r}... is {len(name)} characters; at most {MAX_NAME}")
     if name.startswith("_"):
-        raise PciValueError(
+        raise InvalidInputError(
             f"PCI flavor name {name!r} is reserved: names starting with '_' are passthru's "
             f"own (such as {FLAVOR_ATTRS_NAME})")
     if not _NAME.fullmatch(name):
-        raise PciValueError(
+        raise InvalidInputError(
             f"PCI flavor name {name!r} is not valid: start with a letter, then letters, "
             "digits, '_', '.' or '-' (e.g. 'bigGPU', 'phyX_NIC', 'QA13')")
     return name
 
 
 def flavor_key(key: str, *, flavor: str = "") -> str:
-    """A flavor key in its canonical spelling, or a PciValueError saying why it is refused."""
+    """A flavor key in its canonical spelling, or a InvalidInputError saying why it is refused."""
     label = f"PCI flavor {flavor}: " if flavor else ""
     if not isinstance(key, str):
-        raise PciValueError(f"{label}key {key!r} must be a string")
+        raise InvalidInputError(f"{label}key {key!r} must be a string")
     key = FLAVOR_ALIASES.get(key, key)
     if key in BASE_ATTRS:
         return key
     if key in _REFUSED:
-        raise PciValueError(f"{label}key {key!r} is refused: " + _REFUSED[key].format(key=key))
+        raise InvalidInputError(f"{label}key {key!r} is refused: " + _REFUSED[key].format(key=key))
     if key.startswith("e."):
         return tag_key(key, what=f"{label}key")
-    raise PciValueError(
+    raise InvalidInputError(
         f"{label}key {key!r} is not an attribute hosts expose; use "
         f"{', '.join(BASE_ATTRS)} or an extra tag 'e.<name>' ("
         + did_you_mean(key, (*BASE_ATTRS, *FLAVOR_ALIASES)) + ")")
@@ -115,15 +115,15 @@ class PciFlavor:
     def __post_init__(self) -> None:
         validate_flavor_name(self.name)
         if not isinstance(self.spec, Mapping):
-            raise PciValueError(f"PCI flavor {self.name}: the spec must be key/value pairs")
+            raise InvalidInputError(f"PCI flavor {self.name}: the spec must be key/value pairs")
         spec: dict[str, str] = {}
         for written, value in self.spec.items():
             key = flavor_key(written, flavor=self.name)
             if key in spec:
-                raise PciValueError(
+                raise InvalidInputError(
                     f"PCI flavor {self.name}: {key!r} is given twice (once as {written!r})")
             if not isinstance(value, str):
-                raise PciValueError(
+                raise InvalidInputError(
                     f"PCI flavor {self.name}: {written} = {value!r} must be a string")
             spec[key] = value
         matchers = tuple(
@@ -165,31 +165,31 @@ def parse_nova_alias(line: str) -> NovaAlias:
     try:
         alias: Any = json.loads(line)
     except json.JSONDecodeError as error:
-        raise PciValueError(f"[pci] alias is not valid JSON ({error.msg} at column "
-                            f"{error.colno}):\n  {line}") from None
+        raise InvalidInputError(f"[pci] alias is not valid JSON ({error.msg} at column "
+                                f"{error.colno}):\n  {line}") from None
     if not isinstance(alias, dict):
-        raise PciValueError(f"[pci] alias must be a JSON object:\n  {line}")
+        raise InvalidInputError(f"[pci] alias must be a JSON object:\n  {line}")
     try:
         return _alias(alias)
-    except PciValueError as error:
-        raise PciValueError(f"[pci] alias: {error}\n  {line}") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"[pci] alias: {error}\n  {line}") from None
 
 
 def _alias(alias: dict[str, Any]) -> NovaAlias:
     unknown = [key for key in alias if key not in _ALIAS_KEYS]
     if unknown:
-        raise PciValueError(f"unknown key {unknown[0]!r}; "
-                            + did_you_mean(unknown[0], _ALIAS_KEYS))
+        raise InvalidInputError(f"unknown key {unknown[0]!r}; "
+                                + did_you_mean(unknown[0], _ALIAS_KEYS))
     if "name" not in alias:
-        raise PciValueError("the alias has no name; add \"name\": \"...\"")
+        raise InvalidInputError("the alias has no name; add \"name\": \"...\"")
     if alias.get("capability_type", "pci") != "pci":
-        raise PciValueError(f"capability_type {alias['capability_type']!r} is not supported; "
-                            "only 'pci'")
+        raise InvalidInputError(f"capability_type {alias['capability_type']!r} is not supported; "
+                                "only 'pci'")
     name = alias["name"].strip() if isinstance(alias["name"], str) else alias["name"]
     spec = {key: alias[key] for key in _ALIAS_MATCH_KEYS if key in alias}
     flavor = PciFlavor(name, spec, description="imported from nova.conf [pci] alias")
     policy = alias.get("numa_policy")
     if policy is not None and not isinstance(policy, str):
-        raise PciValueError(f"numa_policy {policy!r} must be a string")
+        raise InvalidInputError(f"numa_policy {policy!r} must be a string")
     return NovaAlias(flavor, parse_numa_policy(policy),
                      tuple(key for key in _ALIAS_IGNORED if key in alias))

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from passthru.errors import InvalidInputError
 from passthru.pci.address import PciAddress
 from passthru.pci.claims import in_use
 from passthru.pci.device import (
@@ -34,7 +35,6 @@ from passthru.pci.device import (
     normalize_id,
     quote,
 )
-from passthru.pci.errors import PciValueError
 from passthru.pci.match import tag_key
 
 # What the controller tracks about a device's use; a scan never reports these.
@@ -154,7 +154,7 @@ def apply_delta(tracked: dict[str, PciDevice], delta: InventoryDelta) -> list[In
 MAX_PROBLEMS = 10
 
 
-class ReportError(PciValueError):
+class ReportError(InvalidInputError):
     """A report that is refused whole: `problems` are the first ones found, each naming
     the device address and the field."""
 
@@ -196,7 +196,7 @@ def _address(text: str, name: str, where: str, problems: _Problems) -> str | Non
         return None
     try:
         return str(PciAddress.parse(text))
-    except PciValueError as error:
+    except InvalidInputError as error:
         problems.add(where, f"{name}: {error}")
         return None
 
@@ -225,14 +225,14 @@ def _checked_device(device: PciDevice, index: int, problems: _Problems) -> PciDe
             continue
         try:
             values[name] = normalize_id(value, name)
-        except PciValueError as error:
+        except InvalidInputError as error:
             problems.add(where, str(error))
             bad.append(name)
     tags: dict[str, str] = {}
     for key, value in device.tags.items():
         try:
             tags[tag_key(key[:300], what="tag")] = value
-        except PciValueError as error:
+        except InvalidInputError as error:
             problems.add(where, str(error))
             bad.append("tags")
     if address is None or bad:

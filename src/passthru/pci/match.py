@@ -23,8 +23,8 @@ from typing import Any
 
 import re2
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, normalize_id, normalize_tag
-from passthru.pci.errors import PciValueError
 
 REGEX_PREFIX = "re:"
 _REGEX_SIGNS = frozenset("(|+^$\\")
@@ -74,7 +74,7 @@ class ValueMatcher:
 
 
 def compile_regex(pattern: str, *, what: str, ignore_case: bool = False) -> Any:
-    """An RE2 regex, or a PciValueError that quotes it and says what RE2 disliked."""
+    """An RE2 regex, or a InvalidInputError that quotes it and says what RE2 disliked."""
     options = re2.Options()
     options.log_errors = False
     options.case_sensitive = not ignore_case
@@ -84,7 +84,7 @@ def compile_regex(pattern: str, *, what: str, ignore_case: bool = False) -> Any:
     except re2.error as error:
         reason = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) \
             else str(error)
-        raise PciValueError(
+        raise InvalidInputError(
             f"{what}: regex {pattern!r} is not valid ({reason}); regexes use RE2 syntax, "
             "without back-references or look-arounds") from None
 
@@ -167,9 +167,9 @@ def compile_value(text: str, *, what: str = "value", ignore_case: bool = False) 
     Matchers are cached: the same text compiles once however often it is asked for.
     """
     if not isinstance(text, str):
-        raise PciValueError(f"{what}: {text!r} is not text; write the value in quotes")
+        raise InvalidInputError(f"{what}: {text!r} is not text; write the value in quotes")
     if text == "":
-        raise PciValueError(f"{what} is empty; write '*' to match any value")
+        raise InvalidInputError(f"{what} is empty; write '*' to match any value")
     return _compile_value(text, what, ignore_case)
 
 
@@ -187,7 +187,7 @@ def compile_id(text: str, *, what: str = "id") -> ValueMatcher:
     """A vendor or product id: literals normalised ('0x8086' is '8086', '0xa' is '000a'),
     globs and regexes case-insensitive."""
     if not isinstance(text, str):
-        raise PciValueError(
+        raise InvalidInputError(
             f"{what} {text!r} must be written as a quoted hex string, e.g. '8086'")
     kind, _ = classify(text)
     if kind is MatchKind.LITERAL:
@@ -209,7 +209,7 @@ def _compile_dev_type(text: str, what: str) -> ValueMatcher:
         if text.lower() in (dev_type.value.lower(), dev_type.value[5:].lower()):
             return _literal(text, dev_type.value)
     choices = ", ".join(t.value for t in DevType)
-    raise PciValueError(f"{what} {text!r} is not a device type; expected one of {choices}")
+    raise InvalidInputError(f"{what} {text!r} is not a device type; expected one of {choices}")
 
 
 def _compile_dev_class(text: str, what: str) -> ValueMatcher:
@@ -220,7 +220,7 @@ def _compile_dev_class(text: str, what: str) -> ValueMatcher:
         return compile_value(text, what=what, ignore_case=True)
     digits = text.lower().removeprefix("0x")
     if len(digits) != 6 or any(c not in "0123456789abcdef" for c in digits):
-        raise PciValueError(
+        raise InvalidInputError(
             f"{what} {text!r} is not a PCI class code: expected 6 hex digits "
             "(class, subclass, interface), e.g. '030000'; to match a class and any "
             "subclass write a glob such as '03*'")
@@ -230,7 +230,7 @@ def _compile_dev_class(text: str, what: str) -> ValueMatcher:
 def _compile_numa_node(text: str, what: str) -> ValueMatcher:
     kind, _ = classify(text)
     if kind is MatchKind.LITERAL and not (text.isascii() and text.isdigit()):
-        raise PciValueError(f"{what} {text!r} is not a NUMA node number, e.g. '0'")
+        raise InvalidInputError(f"{what} {text!r} is not a NUMA node number, e.g. '0'")
     return compile_value(text, what=what)
 
 
@@ -243,12 +243,12 @@ def compile_attribute(key: str, value: str | int, *, what: str | None = None) ->
     """
     label = what or key
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise PciValueError(f"{label}: {value!r} is not a value; write it as a quoted string")
+        raise InvalidInputError(f"{label}: {value!r} is not a value; write it as a quoted string")
     if key in ID_ATTRS:
         return compile_id(value, what=label)  # type: ignore[arg-type]
     if isinstance(value, int):
         if key != "numa_node":
-            raise PciValueError(f"{label}: {value!r} must be written as a quoted string")
+            raise InvalidInputError(f"{label}: {value!r} must be written as a quoted string")
         value = str(value)
     if key == "dev_type":
         return _compile_dev_type(value, label)
@@ -266,7 +266,7 @@ def tag_key(key: str, *, what: str = "tag") -> str:
         return key
     bare = not key.startswith("e.") and _TAG_NAME.fullmatch(f"e.{key}")
     hint = f"write 'e.{key}'" if bare else "e.g. 'e.group'"
-    raise PciValueError(
+    raise InvalidInputError(
         f"{what} {key!r} is not an extra tag name: extra tags start with 'e.' followed by "
         f"letters, digits, '_', '.' or '-' ({hint})")
 

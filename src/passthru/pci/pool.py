@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import BASE_ATTRS, DevType, PciDevice, normalize_tag, quote
-from passthru.pci.errors import PciValueError
 from passthru.pci.match import did_you_mean, tag_key
 
 #: The seed's default: vendor_id, product_id and every extra tag (`e.*`).
@@ -29,7 +29,7 @@ def pool_attr(name: str) -> str:
         return base
     if base.startswith("e."):
         return tag_key(base, what="pool attribute")
-    raise PciValueError(
+    raise InvalidInputError(
         f"pool attribute {quote(name)} is not exposed by devices; use one of "
         f"{', '.join(BASE_ATTRS)}, an extra tag such as 'e.group', or 'e.*' "
         f"({did_you_mean(name[:100], BASE_ATTRS)})"

@@ -14,8 +14,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DevType
-from passthru.pci.errors import PciValueError
 
 SEED_SPEC_KEY = "pci_passthrough:pci_flavor"
 #: Devices a VM gets if a host has them and goes without otherwise (the seed's "start
@@ -81,7 +81,7 @@ class PciRequest:
         return text
 
 
-class RequestSyntaxError(PciValueError):
+class RequestSyntaxError(InvalidInputError):
     """A request string that cannot be parsed; the message points into the string."""
 
     def __init__(self, text: str, position: int, problem: str, *, key: str = "") -> None:
@@ -101,7 +101,7 @@ def parse_numa_policy(value: str | None) -> NumaPolicy:
         return NumaPolicy(value.strip().lower())
     except ValueError:
         choices = ", ".join(p.value for p in NumaPolicy)
-        raise PciValueError(
+        raise InvalidInputError(
             f"unknown NUMA policy {value!r}: expected one of {choices}") from None
 
 
@@ -180,7 +180,7 @@ def check_flavor_names(
         unknown = [name for name in request.alternatives if name not in known]
         if unknown:
             hint = ", ".join(sorted(known)) or "none defined yet"
-            raise PciValueError(
+            raise InvalidInputError(
                 f"{where} names unknown PCI flavor {unknown[0]!r}; "
                 f"known PCI flavors: {hint} (create it with passthru pci-flavor-create)")
 
@@ -210,7 +210,7 @@ def narrow_to_supported(
             continue
         kept = tuple(name for name in request.alternatives if name in supported)
         if not kept:
-            raise PciValueError(
+            raise InvalidInputError(
                 f"{image} supports only PCI flavors {', '.join(sorted(supported))}, "
                 f"but the request for {request.describe()} allows none of them; "
                 "use a flavor or image that agree")

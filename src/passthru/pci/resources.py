@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from passthru.errors import InvalidInputError
 from passthru.pci.device import INT_RANGES, quote
-from passthru.pci.errors import PciValueError
 
 CPU_POLICY_KEY = "hw:cpu_policy"
 #: What the controller counts in its Integer columns (32 bits on PostgreSQL): memory in
@@ -47,8 +47,8 @@ def parse_cpu_policy(value: str | None) -> CpuPolicy:
     try:
         return CpuPolicy(value.strip().lower())
     except ValueError:
-        raise PciValueError(f"{CPU_POLICY_KEY}={value!r} is not one of: shared, dedicated"
-                            ) from None
+        raise InvalidInputError(f"{CPU_POLICY_KEY}={value!r} is not one of: shared, dedicated"
+                                ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ class HostResources:
                                              (capacity.disk_gb, "GB disk"))
                          if value > MAX_AMOUNT]
         if problems:
-            raise PciValueError(f"host resources: {'; '.join(problems[:10])}")
+            raise InvalidInputError(f"host resources: {'; '.join(problems[:10])}")
 
     @property
     def memory_mb(self) -> int:

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any
 
+from passthru.errors import InvalidInputError
 from passthru.pci.address import AddressPattern
 from passthru.pci.device import PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.match import MatchKind, ValueMatcher, compile_attribute, did_you_mean, tag_key
 
 #: How each match key reads a device (attrgetter where the field is the value: it is the
@@ -73,7 +73,7 @@ _FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
 MAX_TAG_VALUE = 255
 
 
-class DeviceSpecError(PciValueError):
+class DeviceSpecError(InvalidInputError):
     """A `pci_information` entry that cannot be understood; says which and where."""
 
     def __init__(self, origin: str, source: str, problem: str) -> None:
@@ -199,14 +199,14 @@ def _tag_value(key: str, value: object, what: str) -> str:
     elif isinstance(value, int | str):
         text = str(value)
     else:
-        raise PciValueError(f"{what}: value {value!r} must be a string")
+        raise InvalidInputError(f"{what}: value {value!r} must be a string")
     if len(text) > MAX_TAG_VALUE:
-        raise PciValueError(f"{what}: value is {len(text)} characters long; "
-                            f"at most {MAX_TAG_VALUE} are stored")
+        raise InvalidInputError(f"{what}: value is {len(text)} characters long; "
+                                f"at most {MAX_TAG_VALUE} are stored")
     if key.removeprefix("e.") in BOOLEAN_TAGS:
         word = text.strip().lower()
         if word not in _TRUE | _FALSE:
-            raise PciValueError(f"{what}: {value!r} is not a boolean; write 'true' or 'false'")
+            raise InvalidInputError(f"{what}: {value!r} is not a boolean; write 'true' or 'false'")
         text = "true" if word in _TRUE else "false"
     return text
 
@@ -214,8 +214,8 @@ def _tag_value(key: str, value: object, what: str) -> str:
 def _address(what: str, value: object) -> AddressPattern:
     try:
         return AddressPattern.parse(value)  # type: ignore[arg-type]
-    except PciValueError as error:
-        raise PciValueError(f"{what}: {error}") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{what}: {error}") from None
 
 
 class _SpecBuilder:
@@ -234,7 +234,7 @@ class _SpecBuilder:
             excluded = self._exclude(exclude)
         except DeviceSpecError:
             raise
-        except PciValueError as error:
+        except InvalidInputError as error:
             raise self.fail(str(error)) from None
         return DeviceSpec(matchers, address, dict(tags), excluded, self.origin, self.source)
 
@@ -288,7 +288,7 @@ class _SpecBuilder:
             tags[key] = _tag_value(key, value, f"tag {written}")
         except DeviceSpecError:
             raise
-        except PciValueError as error:
+        except InvalidInputError as error:
             raise self.fail(str(error)) from None
 
     def _exclude(self, exclude: object) -> tuple[AddressPattern, ...]:

@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from passthru.errors import InvalidInputError
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, VifType
 from passthru.pci.device import PciDevice
-from passthru.pci.errors import PciValueError
 
 
 def canonical_uuid(text: str, what: str = "server uuid") -> str:
@@ -21,7 +21,7 @@ def canonical_uuid(text: str, what: str = "server uuid") -> str:
     try:
         return str(uuid.UUID(text))
     except (ValueError, TypeError, AttributeError):
-        raise PciValueError(f"{what} {text!r} is not a UUID") from None
+        raise InvalidInputError(f"{what} {text!r} is not a UUID") from None
 
 
 @dataclass(slots=True)
@@ -36,8 +36,8 @@ class AttachedDevice:
 
     def __post_init__(self) -> None:
         if (self.port is None) != (self.network is None):
-            raise PciValueError(f"device {self.device.address} (request {self.request_id}): "
-                                f"a port needs the network it is on; give both or neither")
+            raise InvalidInputError(f"device {self.device.address} (request {self.request_id}): "
+                                    f"a port needs the network it is on; give both or neither")
 
 
 #: As much of a server's console log as an agent reads and sends, and the controller keeps:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import platformdirs
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import HostError
 
 MARKER = "passthru-guest:"
 KERNEL_PACKAGE = "linux-image-amd64"
@@ -109,7 +109,7 @@ def boot_id(console: Iterable[str]) -> str | None:
     return ids[-1] if ids else None
 
 
-class GuestBuildError(PassthruError):
+class GuestBuildError(HostError):
     """The guest could not be built: no kernel, no busybox, a module missing."""
 
 

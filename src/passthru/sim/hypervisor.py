@@ -27,7 +27,7 @@ from pathlib import Path
 
 import libvirt
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import HostError
 
 QEMU_CONF = """\
 user = "root"
@@ -90,7 +90,7 @@ def _write_config(root: Path) -> None:
     (root / "start.sh").write_text(START.format(root=root))
 
 
-class HypervisorError(PassthruError):
+class HypervisorError(HostError):
     """The private libvirtd did not start; the message has the end of its logs."""
 
 

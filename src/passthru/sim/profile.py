@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.sim.hardware import DeviceModel
 
@@ -51,7 +51,7 @@ class Topology:
     def __post_init__(self) -> None:
         for name in ("sockets", "nodes_per_socket", "cpus_per_node", "memory_mb_per_node"):
             if getattr(self, name) < 1:
-                raise PciValueError(f"topology {name}={getattr(self, name)} must be at least 1")
+                raise InvalidInputError(f"topology {name}={getattr(self, name)} must be at least 1")
 
     @property
     def nodes(self) -> range:
@@ -82,7 +82,7 @@ class HostProfile:
     def __post_init__(self) -> None:
         for card in self.cards:
             if card.numa_node is not None and card.numa_node not in self.topology.nodes:
-                raise PciValueError(
+                raise InvalidInputError(
                     f"profile {self.name!r}: card {card.model.key} at {card.address} is on "
                     f"NUMA node {card.numa_node}, but the host has nodes "
                     f"0-{len(self.topology.nodes) - 1}; give it a bigger topology")
@@ -112,7 +112,7 @@ def _split(address: str) -> tuple[int, int]:
     """(domain, routing id) of a canonical address; the routing id is bus << 8 | devfn."""
     found = _ADDRESS.fullmatch(address)
     if found is None:
-        raise PciValueError(
+        raise InvalidInputError(
             f"card address {address!r} is not a PCI address (expected e.g. '0000:3b:00.0')"
         )
     domain, bus, slot, function = (int(part, 16) for part in found.groups())
@@ -121,7 +121,7 @@ def _split(address: str) -> tuple[int, int]:
 
 def _join(domain: int, rid: int) -> str:
     if rid > 0xFFFF:
-        raise PciValueError(f"simulated functions of domain {domain:04x} run past bus ff")
+        raise InvalidInputError(f"simulated functions of domain {domain:04x} run past bus ff")
     return f"{domain:04x}:{rid >> 8:02x}:{rid >> 3 & 0x1F:02x}.{rid & 7}"
 
 
@@ -139,7 +139,7 @@ def _check_vfs(card: Card) -> None:
     model = card.model
     limit = model.totalvfs if model.vf else 0
     if card.numvfs > limit:
-        raise PciValueError(
+        raise InvalidInputError(
             f"card {model.key} at {card.address}: numvfs={card.numvfs} but the model "
             f"supports at most {limit} VFs per port"
         )
@@ -200,7 +200,7 @@ def expand(profile: HostProfile) -> list[SimFunction]:
     )
     for before, after in itertools.pairwise(functions):
         if before.address == after.address:
-            raise PciValueError(
+            raise InvalidInputError(
                 f"profile {profile.name!r}: two functions at {after.address}; "
                 "move a card or enable fewer VFs"
             )

@@ -18,14 +18,14 @@ import os
 import shutil
 from pathlib import Path
 
-from passthru.pci.errors import PassthruError
+from passthru.errors import InvalidInputError
 from passthru.sim.profile import HostProfile, SimFunction, Topology, expand
 
 #: Marks a directory as ours, so that rebuilding may replace it and nothing else.
 MARKER = ".passthru-sim"
 
 
-class SimRootError(PassthruError):
+class SimRootError(InvalidInputError):
     """The directory asked for cannot take a simulated host."""
 
 

@@ -12,7 +12,7 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from passthru.controller.errors import NotFoundError
+from passthru.errors import NotFoundError
 
 router = APIRouter(include_in_schema=False)
 

@@ -66,7 +66,6 @@ from passthru.controller.api.deps import (
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
 from passthru.controller.db import Store
-from passthru.controller.errors import NotFoundError
 from passthru.controller.heartbeats import Heartbeats
 from passthru.controller.ledger import HostChanges, changes_of, with_changes
 from passthru.controller.lookup import find
@@ -87,8 +86,8 @@ from passthru.controller.reschedule import place_again
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
 from passthru.controller.wakeups import Wakeups, wake
+from passthru.errors import InvalidInputError, NotFoundError
 from passthru.pci.device import PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.inventory import InventoryDelta
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.resources import HostResources
@@ -149,9 +148,9 @@ def _accepted(row: HostRow) -> InventoryAccepted:
 
 def _refuse_too_many(count: int, settings: Settings) -> None:
     if count > settings.max_report_devices:
-        raise PciValueError(f"the report carries {count} devices, more than the "
-                            f"{settings.max_report_devices} this controller takes in one "
-                            "report (passthru serve's max_report_devices)")
+        raise InvalidInputError(f"the report carries {count} devices, more than the "
+                                f"{settings.max_report_devices} this controller takes in one "
+                                "report (passthru serve's max_report_devices)")
 
 
 @router.put("/inventory", response_model=InventoryAccepted,
@@ -420,8 +419,8 @@ def post_lost(host: str, server: str, who: Caller, store: StoreDep, scheduler: S
 
 def _same_server(path: str, body: OrderResult) -> None:
     if canonical_uuid(path) != body.server_uuid:
-        raise PciValueError(f"the path names server {path} but the result is for "
-                            f"{body.server_uuid}")
+        raise InvalidInputError(f"the path names server {path} but the result is for "
+                                f"{body.server_uuid}")
 
 
 @router.get("/images/{image}/file/{part}", response_class=FileResponse,

@@ -1,7 +1,10 @@
-"""Every error the API answers is `{"error": {"code": <status>, "title", "message"}}`.
+"""Every error the API answers is `{"error": {"code", "kind", "title", "message"}}`.
 
 `message` says what was wrong and what to do; `code` repeats the HTTP status so that a
-script reading only the body still knows it.
+script reading only the body still knows it; `kind` names the class of `passthru.errors`
+the refusal is (`no_capacity` tells a full cloud from another conflict), so that the CLI
+exits with that class's code. A `PassthruError` answers its own status: the mapping is the
+error tree's, not a table here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
@@ -22,22 +25,16 @@ from starlette.routing import Match
 
 from passthru.controller.api.fields import NAME_PATTERN, NAME_RULE
 from passthru.controller.db import commits_counted, unreachable
-from passthru.controller.errors import (
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    TooLargeError,
-    UnauthorizedError,
-)
-from passthru.controller.reports import StaleInventoryError
-from passthru.pci.claims import ClaimError
-from passthru.pci.errors import PassthruError, PciValueError
+from passthru.errors import TREE, PassthruError, for_answer
 
 
 class ErrorDetail(BaseModel):
-    code: int
-    title: str
-    message: str
+    code: int = Field(description="The HTTP status, repeated")
+    kind: str = Field(description="What the refusal means (passthru.errors): " + ", ".join(
+        f"`{meaning.kind}` ({meaning.status})" for meaning in TREE),
+        json_schema_extra={"enum": [meaning.kind for meaning in TREE]})
+    title: str = Field(description="The HTTP status's phrase")
+    message: str = Field(description="What was wrong, where, and what to do")
 
 
 class ErrorBody(BaseModel):
@@ -47,28 +44,21 @@ class ErrorBody(BaseModel):
 #: Declared on every route so that the OpenAPI document describes error answers.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {"model": ErrorBody, "description": "The request was refused; `message` says why"},
+    "5XX": {"model": ErrorBody,
+            "description": "The controller, a host or the store failed; 503 says to retry"},
 }
 
-_STATUS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
-    (NotFoundError, HTTPStatus.NOT_FOUND),
-    (UnauthorizedError, HTTPStatus.UNAUTHORIZED),
-    (ForbiddenError, HTTPStatus.FORBIDDEN),
-    (ConflictError, HTTPStatus.CONFLICT),
-    (TooLargeError, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
-    (StaleInventoryError, HTTPStatus.CONFLICT),
-    (ClaimError, HTTPStatus.CONFLICT),
-    (PciValueError, HTTPStatus.BAD_REQUEST),
-    (PassthruError, HTTPStatus.BAD_REQUEST),
-)
 
-
-def error_response(status: int, message: str,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None,
+                   kind: str | None = None) -> JSONResponse:
+    """The error answer; `kind` is the status's class of the tree unless named."""
     title = HTTPStatus(status).phrase
     headers = dict(headers or {})
     if status == HTTPStatus.UNAUTHORIZED:
         headers["WWW-Authenticate"] = "Bearer"
-    body = ErrorBody(error=ErrorDetail(code=status, title=title, message=message))
+    detail = ErrorDetail(code=status, kind=kind or for_answer(status).kind, title=title,
+                         message=message)
+    body = ErrorBody(error=detail)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -116,8 +106,8 @@ def allowed_methods(request: Request) -> list[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     async def on_passthru_error(_request: Request, error: Exception) -> JSONResponse:
-        status = next(s for kind, s in _STATUS if isinstance(error, kind))
-        return error_response(status, str(error))
+        assert isinstance(error, PassthruError)
+        return error_response(error.status, str(error), kind=error.kind)
 
     async def on_validation(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

@@ -23,8 +23,8 @@ from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, s
 from passthru.controller.enums import EventKind
 from passthru.controller.mapping import event_record
 from passthru.controller.models import EventRow, ServerRow
+from passthru.errors import InvalidInputError
 from passthru.pci.address import PciAddress
-from passthru.pci.errors import PciValueError
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -56,15 +56,15 @@ def _utc(moment: datetime, name: str) -> datetime:
     try:
         return moment.astimezone(UTC)
     except OverflowError:
-        raise PciValueError(f"{name} {moment.isoformat()} is out of range in UTC; give a "
-                            "time between years 1 and 9999") from None
+        raise InvalidInputError(f"{name} {moment.isoformat()} is out of range in UTC; give a "
+                                "time between years 1 and 9999") from None
 
 
 def _canonical_device(text: str) -> str:
     try:
         return str(PciAddress.parse(text))
-    except PciValueError as error:
-        raise PciValueError(f"device filter: {error}") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"device filter: {error}") from None
 
 
 def _events_query(host: str | None = None, device: str | None = None,

@@ -16,7 +16,6 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key, Name, NamePath, Text
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.api.respond import model_answer
-from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import (
     FlavorExtraSpecRow,
@@ -25,6 +24,7 @@ from passthru.controller.models import (
     ServerStatus,
 )
 from passthru.controller.pci_flavors import flavor_requests, known_pci_flavors
+from passthru.errors import ConflictError, NotFoundError
 from passthru.pci.request import check_flavor_names
 
 router = APIRouter(prefix="/v2/{tenant_id}/flavors", tags=["flavors"],

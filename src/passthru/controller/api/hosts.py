@@ -27,10 +27,10 @@ from passthru.controller.api.fields import CheckedName, NamePath, name_query
 from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.enums import Role
-from passthru.controller.errors import NotFoundError
 from passthru.controller.mapping import device_from_row
 from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow
 from passthru.controller.scheduler.service import Scheduler
+from passthru.errors import NotFoundError
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.pool import Pool
 

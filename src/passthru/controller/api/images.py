@@ -28,7 +28,6 @@ from passthru.controller.api.fields import Key, Name, NamePath, Text
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.db import Store
 from passthru.controller.enums import DISK_FORMATS
-from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.image_files import (
     ImageFiles,
     Received,
@@ -45,7 +44,7 @@ from passthru.controller.models import (
     ServerStatus,
 )
 from passthru.controller.pci_flavors import SUPPORTED_KEY, known_pci_flavors, supported_flavors
-from passthru.pci.errors import PciValueError
+from passthru.errors import ConflictError, InvalidInputError, NotFoundError
 from passthru.pci.work import SHA256_HEADER, ImageFile, ImagePart
 
 router = APIRouter(prefix="/v2/{tenant_id}/images", tags=["images"], responses=ERROR_RESPONSES)
@@ -122,7 +121,7 @@ def create_image(who: TenantCaller, store: StoreDep, body: ImageCreateBody) -> I
             known = known_pci_flavors(session, keep=True)
             unknown = [n for n in names if n not in known]
             if unknown or not names:
-                raise PciValueError(
+                raise InvalidInputError(
                     f"image {spec.name}: {SUPPORTED_KEY} must list existing PCI flavors "
                     f"separated by commas; unknown: {', '.join(unknown) or '(none listed)'}; "
                     f"known: {', '.join(sorted(known)) or 'none yet'}")
@@ -156,8 +155,8 @@ def _check_target(row: ImageRow, part: ImagePart) -> None:
         raise ConflictError(f"image {row.name} has its {part} already; delete the image "
                             "and create it again")
     if part is ImagePart.DISK and ImagePart.INITRD in parts and ImagePart.KERNEL not in parts:
-        raise PciValueError(f"image {row.name} has an initrd but no kernel: upload its "
-                            "kernel before its disk")
+        raise InvalidInputError(f"image {row.name} has an initrd but no kernel: upload its "
+                                "kernel before its disk")
 
 
 def _upload_target(store: Store, ref: str, part: ImagePart) -> tuple[str, str]:

@@ -16,9 +16,9 @@ from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CleanText, Name, NamePath
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
-from passthru.controller.errors import ConflictError
 from passthru.controller.keypairs import find_keypair, parse_public_key
 from passthru.controller.models import KeypairRow, ServerRow, ServerStatus
+from passthru.errors import ConflictError
 
 router = APIRouter(prefix="/v2/{tenant_id}/os-keypairs", tags=["keypairs"],
                    responses=ERROR_RESPONSES)

@@ -43,8 +43,8 @@ from passthru.controller.api.errors import error_response, store_unreachable
 from passthru.controller.auth import Principal, digest
 from passthru.controller.db import count_commits, unreachable
 from passthru.controller.enums import Role
-from passthru.controller.errors import UnauthorizedError
 from passthru.controller.settings import Settings
+from passthru.errors import UnauthorizedError
 
 #: Paths anyone may read: the fleet page (it takes its token from the URL fragment)
 #: and the API's description.

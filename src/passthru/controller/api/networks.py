@@ -12,9 +12,9 @@ from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Int32, Name, NamePath
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
-from passthru.controller.errors import ConflictError
 from passthru.controller.models import NetworkRow
 from passthru.controller.ports import visible_network
+from passthru.errors import ConflictError
 from passthru.pci.binding import NetworkSpec, NetworkType
 
 router = APIRouter(prefix="/v2/{tenant_id}/networks", tags=["networks"],

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import SettingsDep
 from passthru.controller.api.fields import INT32_MAX, MAX_NAME
-from passthru.pci.errors import PciValueError
+from passthru.errors import InvalidInputError
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def refuse_unknown_query(request: Request) -> None:
     declared = _declared(route)
     unknown = sorted(set(request.query_params) - declared)
     if unknown:
-        raise PciValueError(
+        raise InvalidInputError(
             f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(repr(name) for name in unknown)}; {request.url.path} takes "
             f"{', '.join(sorted(declared)) or 'none'}")
@@ -121,9 +121,9 @@ async def _page_params(request: Request, settings: SettingsDep,
         except ValueError:
             size = 0
         if not 1 <= size <= INT32_MAX:
-            raise PciValueError(f"limit must be a whole number of at least 1, got {limit!r}; "
-                                f"a page holds at most {settings.max_page_size} items (a "
-                                f"bigger limit up to {INT32_MAX} is cut to that)")
+            raise InvalidInputError(f"limit must be a whole number of at least 1, got {limit!r}; "
+                                    f"a page holds at most {settings.max_page_size} items (a "
+                                    f"bigger limit up to {INT32_MAX} is cut to that)")
     return PageParams(min(size, settings.max_page_size), marker or None, request)
 
 
@@ -131,10 +131,10 @@ async def _page_params(request: Request, settings: SettingsDep,
 Page = Annotated[PageParams, Depends(_page_params)]
 
 
-def no_marker(what: str, marker: str, how: str) -> PciValueError:
-    return PciValueError(f"marker {marker!r} is no {what} of this list; a marker is the "
-                         f"{how} of the last {what} of the previous page (follow the next "
-                         "link, or list from the start without marker)")
+def no_marker(what: str, marker: str, how: str) -> InvalidInputError:
+    return InvalidInputError(f"marker {marker!r} is no {what} of this list; a marker is the "
+                             f"{how} of the last {what} of the previous page (follow the next "
+                             "link, or list from the start without marker)")
 
 
 #: Where the marker's row is: the criteria that find it, given the marker's text (a

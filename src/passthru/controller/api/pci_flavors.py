@@ -31,11 +31,10 @@ from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, Key, NamePath, Text
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
-from passthru.controller.errors import ConflictError, ForbiddenError
 from passthru.controller.lookup import find
 from passthru.controller.models import PciFlavorRow, PciFlavorSpecRow
 from passthru.controller.pci_flavors import exposed_attrs, users_of
-from passthru.pci.errors import PciValueError
+from passthru.errors import ConflictError, ForbiddenError, InvalidInputError
 from passthru.pci.flavor import (
     FLAVOR_ATTRS_NAME,
     FLAVOR_ATTRS_UUID,
@@ -197,8 +196,8 @@ def _changed(row: PciFlavorRow, body: PciFlavorUpdateBody, session: Session) -> 
     pairs = {flavor_key(k, flavor=row.name): v for k, v in change.__pydantic_extra__.items()}
     removed = [k for k, v in pairs.items() if v is None]
     if body.action == "update" and removed:
-        raise PciValueError(f"action update takes values, not null ({removed[0]}); use "
-                            "action set to remove single keys")
+        raise InvalidInputError(f"action update takes values, not null ({removed[0]}); use "
+                                "action set to remove single keys")
     spec = {} if body.action == "update" else dict(row.spec)
     spec.update({k: v for k, v in pairs.items() if v is not None})
     for key in removed:

@@ -13,10 +13,10 @@ from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, CheckedName, Name, NamePath, Text
 from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
 from passthru.controller.auth import Principal
-from passthru.controller.errors import ConflictError, NotFoundError
 from passthru.controller.lookup import find
 from passthru.controller.models import PortRow
 from passthru.controller.ports import create_port, visible_network
+from passthru.errors import ConflictError, NotFoundError
 from passthru.pci.binding import VnicType
 
 router = APIRouter(prefix="/v2/{tenant_id}/ports", tags=["ports"], responses=ERROR_RESPONSES)

@@ -44,9 +44,9 @@ from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
 from passthru.controller.power import TASK_STATES, pending_action, request_power
 from passthru.controller.release import delete_server
 from passthru.controller.scheduler.placement import Placement
+from passthru.errors import InvalidInputError
 from passthru.pci.binding import VnicType
 from passthru.pci.device import DeviceStatus, PciDevice
-from passthru.pci.errors import PciValueError
 from passthru.pci.request import PciRequest
 from passthru.pci.work import PowerAction
 
@@ -214,14 +214,14 @@ def _names(spec: ServerCreate) -> list[str]:
     when more than one may be made."""
     count = spec.min_count if spec.max_count is None else spec.max_count
     if count < spec.min_count:
-        raise PciValueError(f"server.min_count {spec.min_count} is more than max_count "
-                            f"{count}; give min_count <= max_count")
+        raise InvalidInputError(f"server.min_count {spec.min_count} is more than max_count "
+                                f"{count}; give min_count <= max_count")
     names = [spec.name] if count == 1 else [f"{spec.name}-{n}" for n in range(1, count + 1)]
     if len(names[-1]) > MAX_NAME:
         field = "min_count" if spec.max_count is None else "max_count"
-        raise PciValueError(f"server.name is {len(spec.name)} characters; with {field} "
-                            f"{count} the servers are named NAME-1 ... NAME-{count}, so it "
-                            f"may have at most {MAX_NAME - len(names[-1]) + len(spec.name)}")
+        raise InvalidInputError(f"server.name is {len(spec.name)} characters; with {field} "
+                                f"{count} the servers are named NAME-1 ... NAME-{count}, so it "
+                                f"may have at most {MAX_NAME - len(names[-1]) + len(spec.name)}")
     return names
 
 
@@ -332,8 +332,8 @@ def server_action(tenant_id: NamePath, who: TenantCaller, store: StoreDep, serve
     state and what it allows. A stopped server keeps its devices."""
     given = body.model_fields_set
     if len(given) != 1:
-        raise PciValueError("give exactly one action: os-stop, os-start, reboot or "
-                            f"os-getConsoleOutput (got {len(given)})")
+        raise InvalidInputError("give exactly one action: os-stop, os-start, reboot or "
+                                f"os-getConsoleOutput (got {len(given)})")
     (name,) = given
     if name == "console":
         length = body.console.length if body.console is not None else None

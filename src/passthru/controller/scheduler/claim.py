@@ -50,8 +50,8 @@ from passthru.controller.ledger import HostChanges, LostRaceError
 from passthru.controller.models import CpuPinRow, HostRow, HostStatus, ServerRow, ServerStatus
 from passthru.controller.scheduler.snapshot import StoredHost
 from passthru.controller.wakeups import wake
+from passthru.errors import ConflictError
 from passthru.pci.claims import Selection
-from passthru.pci.errors import PassthruError
 
 _HOSTS = HostRow.__table__
 _SERVERS = ServerRow.__table__
@@ -85,7 +85,7 @@ _PIN = insert(CpuPinRow.__table__)
 _LOST_RACE_STATES = {"40001", "40P01"}
 
 
-class ServerGoneError(PassthruError):
+class ServerGoneError(ConflictError):
     """A server was deleted (or placed by someone else) while its devices were being
     claimed: nothing to place."""
 

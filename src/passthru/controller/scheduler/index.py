@@ -40,15 +40,15 @@ from passthru.controller.scheduler.shapes import (
     Signature,
     signature_of,
 )
+from passthru.errors import NotFoundError
 from passthru.pci.claims import PoolFilter, PoolMatcher, Selection, claim, flavor_filter, free
 from passthru.pci.device import DeviceStatus, PciDevice
-from passthru.pci.errors import PassthruError
 from passthru.pci.pool import Pool, empty_pool, pool_key
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import Capacity, CpuPolicy, Usage, VmSize, pick_cpus, shortfall
 
 
-class UnknownHostError(PassthruError):
+class UnknownHostError(NotFoundError):
     """A host the scheduler has never been told about."""
 
 

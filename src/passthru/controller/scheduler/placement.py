@@ -38,8 +38,8 @@ from itertools import chain
 from passthru.controller.enums import Weigher
 from passthru.controller.scheduler.index import HostEntry, HostIndex
 from passthru.controller.scheduler.shapes import Criteria, Locality, Ranking
+from passthru.errors import NoCapacityError
 from passthru.pci.claims import PoolFilter, Selection, select_devices
-from passthru.pci.errors import PassthruError
 from passthru.pci.request import NumaPolicy, PciRequest
 from passthru.pci.resources import CpuPolicy, Usage, VmSize, shortfall
 
@@ -47,7 +47,7 @@ from passthru.pci.resources import CpuPolicy, Usage, VmSize, shortfall
 DEFAULT_SIZE = VmSize()
 
 
-class NoValidHostError(PassthruError):
+class NoValidHostError(NoCapacityError):
     """No host can take the VM; the message names the request and the closest host."""
 
     def __init__(self, message: str, request: PciRequest | None = None,
