@@ -29,7 +29,7 @@ HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "libvirt", 
          "passthru.demo", "pydantic", "pydantic_core", "httpx")
 
 #: The modules of passthru.cli that only declare commands (the rest are shared parts:
-#: app, client, options, output, files, assignments, nics, nova_conf).
+#: app, options, output, files, assignments, nics, nova_conf).
 COMMAND_MODULES = {f"passthru.cli.{module}"
                    for entries in PANELS.values() for module, _ in entries.values()}
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from passthru.cli.assignments import AssignmentError, parse_assignments
 from passthru.cli.nics import parse_nic
 from passthru.cli.nova_conf import alias_lines
-from passthru.cli.serve import split_listen
+from passthru.controller.settings import split_listen
 from passthru.errors import InvalidInputError, PassthruError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from passthru.cli.client import Failure, Response, retryable
+from passthru.client import Failure, Response, retryable
 from passthru.errors import InvalidInputError, UnavailableError
 from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run

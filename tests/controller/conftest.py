@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.db import Store
 from passthru.controller.migrate import upgrade
 from passthru.controller.settings import Settings

@@ -4,7 +4,7 @@ import stat
 
 from fastapi.testclient import TestClient
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.settings import Settings
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.models import AnswerRow, utcnow
 from passthru.controller.retention import prune
 from passthru.controller.settings import Settings

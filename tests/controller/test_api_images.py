@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.settings import Settings
 from passthru.host.link import HttpLink, LinkError
 from passthru.pci.work import SHA256_HEADER, ImagePart

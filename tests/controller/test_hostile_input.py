@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.models import FlavorRow
 from passthru.controller.settings import Settings
 from tests.controller.conftest import Api

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.models import PciRequestRow, PortRow, ServerRow
 from passthru.controller.settings import Settings
 from tests.controller.conftest import Api

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.settings import Settings
 from passthru.pci.work import SHA256_HEADER
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import ignored_auth
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.settings import Settings
 from passthru.pci.work import SHA256_HEADER
 from tests.controller.test_openapi_fuzz import _MEANING_CHECKS

@@ -17,7 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.db import Store
 from passthru.controller.models import ServerRow, ServerStatus
 from passthru.controller.settings import Settings

@@ -32,7 +32,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.heartbeats import Heartbeats
 from passthru.controller.http_protocol import protocol
 from passthru.controller.models import EventRow, HostRow, HostStatus, utcnow
@@ -213,7 +213,7 @@ def test_a_down_host_comes_up_on_its_heartbeat_and_on_a_batch(api: Api,
 def test_the_app_writes_the_batch_on_its_own(settings: Any, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from passthru.controller.app import create_app
+    from passthru.asgi import create_app
 
     quick = replace(settings, heartbeat_flush_interval=0.05)
     with TestClient(create_app(quick)) as client:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.settings import Settings
 from passthru.pci.inventory import MAX_PROBLEMS
 from tests.controller.conftest import Api

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.db import Store
 from passthru.controller.enums import Role
 from passthru.controller.models import (

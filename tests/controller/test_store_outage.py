@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from passthru.cli.client import Client
+from passthru.client import Client
 from passthru.controller.db import unreachable
 from tests.cli.live import LiveController
 from tests.pg import PostgresCluster, free_port

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, event, select, update
 
-from passthru.controller.app import create_app
+from passthru.asgi import create_app
 from passthru.controller.auth import digest, issue_token
 from passthru.controller.db import Store
 from passthru.controller.enums import Role

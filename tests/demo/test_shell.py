@@ -9,7 +9,8 @@ import os
 import pytest
 from rich.console import Console
 
-from passthru.cli.client import TOKEN_ENV, URL_ENV
+from passthru.cli.demo import in_process
+from passthru.client import TOKEN_ENV, URL_ENV
 from passthru.demo.shell import Shell, pointed_at
 from passthru.demo.walk import devices_part
 from passthru.errors import InvalidInputError
@@ -17,7 +18,7 @@ from passthru.errors import InvalidInputError
 
 def shell() -> tuple[Shell, io.StringIO]:
     screen = io.StringIO()
-    return Shell(Console(file=screen, width=200)), screen
+    return Shell(Console(file=screen, width=200), in_process), screen
 
 
 def test_a_quiet_command_is_echoed_and_its_output_kept() -> None:

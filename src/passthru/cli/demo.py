@@ -49,7 +49,7 @@ def demo(
     Everything is stopped and removed at the end, on Ctrl-C, or on an error. Exit
     status 0 when every use case was met, 1 otherwise.
     """
-    # Loaded here, not for every command; it runs the other commands through this app.
+    # Loaded here, not for every command.
     from passthru.demo.walkthrough import run_demo
 
     # Stopped by Ctrl-C, by `kill`, or by a service manager: clean up in every case, even
@@ -57,9 +57,18 @@ def demo(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        every = run_demo(Console(), listen=listen, keep=keep, real_vm=real_vm)
+        every = run_demo(Console(), in_process, listen=listen, keep=keep, real_vm=real_vm)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: the demo cluster was stopped and removed")
         raise typer.Exit(INTERRUPTED) from None
     if not every:
         raise typer.Exit(1)
+
+
+def in_process(args: list[str]) -> int:
+    """Run `passthru ARGS` in this process, as the demo runs the commands it shows: the
+    same code as the installed program, without a Python start-up each."""
+    from passthru.cli.app import app
+
+    status = app(args=args, prog_name="passthru", standalone_mode=False)
+    return status if isinstance(status, int) else 0

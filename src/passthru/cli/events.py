@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from passthru.cli.client import Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, print_table, show
+from passthru.client import Client
 from passthru.controller.enums import EventKind
 
 _FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]

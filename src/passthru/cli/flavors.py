@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from passthru.cli.assignments import AssignmentError, parse_assignments
-from passthru.cli.client import Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.client import Client
 
 
 def _path(api: Client, ref: str, tail: str = "") -> str:

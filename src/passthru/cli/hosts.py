@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from passthru.cli.client import Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, print_table, show
+from passthru.client import Client
 from passthru.pci.device import DeviceStatus
 
 HostFilter = Annotated[str | None, typer.Option("--host", help="Only this host.")]

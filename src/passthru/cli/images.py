@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from passthru.cli.assignments import parse_assignments
-from passthru.cli.client import Client
 from passthru.cli.files import readable
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.client import Client
 from passthru.controller.enums import DISK_FORMATS
 from passthru.errors import InvalidInputError, PassthruError
 

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from passthru.cli.client import Client
 from passthru.cli.files import read_text
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.client import Client
 
 
 @command("keypair-create")

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from passthru.cli.client import Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.client import Client
 from passthru.pci.binding import NetworkType
 
 _COLUMNS = ("name", "network_type", "physical_network", "segmentation_id", "project", "ports",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from passthru.cli.client import DEFAULT_RETRY_SECONDS, RETRY_ENV, TOKEN_ENV, URL_ENV
+from passthru.client import DEFAULT_RETRY_SECONDS, RETRY_ENV, TOKEN_ENV, URL_ENV
 
 Url = Annotated[str | None, typer.Option(
     "--url", envvar=URL_ENV, show_default="http://127.0.0.1:8774",

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 
 from passthru.cli.assignments import AssignmentError, parse_assignments
-from passthru.cli.client import ApiError, Client
 from passthru.cli.nova_conf import alias_lines
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import (
@@ -29,6 +28,7 @@ from passthru.cli.output import (
     print_table,
     show,
 )
+from passthru.client import ApiError, Client
 from passthru.errors import InvalidInputError
 
 _OWN = ("UUID", "name", "description")

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from passthru.cli.client import Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.client import Client
 from passthru.pci.binding import VnicType
 
 _COLUMNS = ("id", "name", "network_id", "binding:vnic_type", "pci_flavor", "mac_address",

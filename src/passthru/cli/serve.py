@@ -30,18 +30,11 @@ from passthru.controller.settings import (
     DEFAULT_MAX_REPORT_MB,
     Settings,
     default_data_dir,
+    split_listen,
 )
-from passthru.errors import InvalidInputError, UnavailableError
+from passthru.errors import UnavailableError
 
 T = TypeVar("T")
-
-
-def split_listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise InvalidInputError(f"--listen {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN}, "
-                                "or 0.0.0.0:8774 to listen on every interface)")
-    return host.strip("[]"), int(port)
 
 
 def where_store(settings: Settings) -> str:
@@ -169,7 +162,7 @@ def serve(
     """
     import uvicorn  # the web stack loads only for the server, not for every CLI call
 
-    from passthru.controller.app import create_app
+    from passthru.asgi import create_app
     from passthru.controller.http_protocol import protocol
 
     host, port = split_listen(listen)

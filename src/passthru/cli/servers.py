@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from passthru.cli.client import Client
 from passthru.cli.files import read_text
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, out, print_record, print_table, show
+from passthru.client import Client
 from passthru.errors import ConflictError, NoCapacityError
 
 _COLUMNS = ("id", "name", "status", "host", "flavor", "image", "devices")

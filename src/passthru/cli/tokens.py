@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from passthru.cli.client import ApiError, Client
 from passthru.cli.options import Json, Token, Url
 from passthru.cli.output import command, err, out, print_json, print_table, show
+from passthru.client import ApiError, Client
 from passthru.controller.enums import Role
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -1,4 +1,5 @@
-"""The controller's web application: `create_app(settings)`.
+"""The controller's REST API as an application: `create_api(settings)` (the fleet page is
+mounted beside it by `passthru.asgi`, the app `serve` runs).
 
 Creating the app prepares the store: it applies the packaged migrations and makes sure
 the data dir holds a working admin token (the data dir and its files are the owner's
@@ -62,7 +63,6 @@ from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
 from passthru.controller.token_cache import TokenCache
 from passthru.controller.wakeups import Wakeups, listen_url
-from passthru.web import routes as web
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 #: are no project's).
 ROUTERS = (agent.router, servers.router, pci_flavors.router, flavors.router, images.router,
            keypairs.router, networks.router, ports.router, hosts.router, tokens.router,
-           events.router, fleet.router, web.router)
+           events.router, fleet.router)
 
 
 def open_store(settings: Settings) -> Store:
@@ -119,7 +119,7 @@ def _prune_once(store: Store, settings: Settings, stopping: threading.Event) -> 
         log.info("pruned %s", pruned.describe())
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_api(settings: Settings) -> FastAPI:
     store = open_store(settings)
     scheduler = Scheduler(store, settings.weigher, settings.loaded_devices)
     scheduler.load()

@@ -9,6 +9,7 @@ from pathlib import Path
 import platformdirs
 
 from passthru.controller.enums import Weigher
+from passthru.errors import InvalidInputError
 
 DATA_DIR_ENV = "PASSTHRU_DATA_DIR"
 DEFAULT_LISTEN = "127.0.0.1:8774"
@@ -33,6 +34,15 @@ def default_data_dir() -> Path:
     """`PASSTHRU_DATA_DIR` if set, else the user's data dir (~/.local/share/passthru)."""
     configured = os.environ.get(DATA_DIR_ENV)
     return Path(configured) if configured else Path(platformdirs.user_data_dir("passthru"))
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`--listen`) as a host and a port; an IPv6 host may be bracketed."""
+    host, _, port = text.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise InvalidInputError(f"--listen {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN}, "
+                                "or 0.0.0.0:8774 to listen on every interface)")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from passthru.cli.client import Client
-from passthru.cli.serve import split_listen
-from passthru.controller.settings import ADMIN_TOKEN_FILE
+from passthru.client import Client
+from passthru.controller.settings import ADMIN_TOKEN_FILE, split_listen
 from passthru.demo.hosts import DemoHost
 from passthru.errors import PassthruError
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from passthru.cli.client import ApiError, Client
+from passthru.client import ApiError, Client
 
 SETTLED = ("ACTIVE", "ERROR")
 

@@ -3,7 +3,8 @@
 Each command is printed as `$ passthru ...` and then run by the `passthru` program itself
 (its Typer app, in this process: the same code as the installed command, without a
 Python start-up per command), against the demo's controller through PASSTHRU_URL and
-PASSTHRU_TOKEN.
+PASSTHRU_TOKEN. The program is handed in by `passthru demo` (`cli/demo.py`): the demo
+sits below the CLI and imports none of it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import contextlib
 import io
 import os
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.text import Text
 
-from passthru.cli.client import TOKEN_ENV, URL_ENV
-from passthru.cli.main import app
+from passthru.client import TOKEN_ENV, URL_ENV
+
+#: Runs `passthru ARGS` and returns its exit status.
+Program = Callable[[list[str]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,7 @@ def pointed_at(url: str, token: str) -> Iterator[None]:
 @dataclass
 class Shell:
     console: Console
+    program: Program
 
     def echo(self, args: tuple[str, ...], note: str | None = None) -> None:
         line = Text("$ passthru ", style="bold green")
@@ -66,15 +70,11 @@ class Shell:
         new here."""
         self.echo(args, note)
         if not quiet:
-            return Ran(_invoke(args))
+            return Ran(self.program(list(args)))
         captured = io.StringIO()
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            status = _invoke(args)
+            status = self.program(list(args))
         if status:
             self.console.print(Text.from_ansi(captured.getvalue().rstrip()))
         return Ran(status, captured.getvalue())
 
-
-def _invoke(args: tuple[str, ...]) -> int:
-    status = app(args=list(args), prog_name="passthru", standalone_mode=False)
-    return status if isinstance(status, int) else 0

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from passthru.cli.client import Client
+from passthru.client import Client
 from passthru.demo.cluster import Cluster
 from passthru.demo.hosts import DemoHost, local_host, simulated_hosts
 from passthru.demo.shell import Shell

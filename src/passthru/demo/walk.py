@@ -13,7 +13,7 @@ from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
 
-from passthru.cli.client import Client
+from passthru.client import Client
 from passthru.demo.hosts import DemoHost
 from passthru.demo.outcome import Check, check, devices, port_devices, server, settled
 from passthru.demo.shell import Ran, Shell

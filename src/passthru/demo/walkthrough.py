@@ -13,12 +13,12 @@ from rich.padding import Padding
 from rich.rule import Rule
 from rich.table import Table
 
-from passthru.cli.client import Client
+from passthru.client import Client
 from passthru.demo.cluster import Cluster, temporary_cluster
 from passthru.demo.outcome import Check, check, met
 from passthru.demo.real_vm import RealVmHost, real_hypervisor
 from passthru.demo.script import UseCase, use_cases
-from passthru.demo.shell import Shell, pointed_at
+from passthru.demo.shell import Program, Shell, pointed_at
 from passthru.demo.startup import build_hosts, start_agents, start_controller, wait_for_hosts
 from passthru.demo.walk import Walk
 from passthru.errors import PassthruError
@@ -121,13 +121,13 @@ def _keep_running(cluster: Cluster, console: Console) -> None:
         console.print()
 
 
-def run_demo(console: Console, listen: str | None = None, keep: bool = False,
-             real_vm: bool = True) -> bool:
-    """Run the whole demo, with a real VM where `real_vm` and the machine can run one;
-    True when every use case was met."""
+def run_demo(console: Console, program: Program, listen: str | None = None,
+             keep: bool = False, real_vm: bool = True) -> bool:
+    """Run the whole demo, its commands through `program`, with a real VM where
+    `real_vm` and the machine can run one; True when every use case was met."""
     started = time.monotonic()
     console.print(Markdown(_INTRO))
-    shell = Shell(console)
+    shell = Shell(console, program)
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(temporary_cluster(listen))
         console.print()

@@ -1,4 +1,6 @@
-"""The CLI's HTTP client: where the controller is, which token to send, and errors.
+"""The HTTP client the CLI and the demo share: where the controller is, which token to
+send, and errors. It sits below both, beside the controller, whose published settings
+(where a local controller listens and keeps its admin token) it reads.
 
 A controller that is restarting, whose store is briefly gone (503) or that asks a caller
 to slow down (429) is waited for: a request is sent again with capped exponential
