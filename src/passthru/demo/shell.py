@@ -77,4 +77,3 @@ class Shell:
         if status:
             self.console.print(Text.from_ansi(captured.getvalue().rstrip()))
         return Ran(status, captured.getvalue())
-
