@@ -7,10 +7,12 @@ setup:
 demo: setup
 	.venv/bin/passthru demo
 
+# Four pytest workers even on two cores: many tests spend their time waiting on a
+# controller, agents, guests or timers rather than computing.
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n 4 --dist load --maxschedchunk 1
 
 lint: setup
 	.venv/bin/ruff check .

@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_e2e_boots_every_server_and_reports_every_figure() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
     env["PYTHONPATH"] = str(ROOT / "src")

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = 20
 
@@ -25,6 +27,7 @@ def _run(*command: str) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 def test_nova_is_placement_then_filters_over_the_candidates() -> None:
     report = _run(sys.executable, str(ROOT / "bench" / "scheduler.py"), "--part", "nova",
                   str(HOSTS), "1")

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.live import LiveController
+from tests.support.live import ServedApp
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveController]:
-    controller = LiveController(tmp_path / "data")
+def live(tmp_path: Path) -> Iterator[ServedApp]:
+    """The controller's app and web server in a thread: the CLI meets it over HTTP as it
+    meets `passthru serve`, which the tests that restart it or read its log start."""
+    controller = ServedApp(tmp_path / "data")
     controller.start()
     try:
         yield controller
@@ -21,7 +23,7 @@ def live(tmp_path: Path) -> Iterator[LiveController]:
 
 
 @pytest.fixture
-def cli_env(live: LiveController, monkeypatch: pytest.MonkeyPatch) -> LiveController:
+def cli_env(live: ServedApp, monkeypatch: pytest.MonkeyPatch) -> ServedApp:
     """PASSTHRU_URL and PASSTHRU_TOKEN point every CLI call at the live controller."""
     monkeypatch.setenv("PASSTHRU_URL", live.url)
     monkeypatch.setenv("PASSTHRU_TOKEN", live.admin_token)

@@ -11,13 +11,13 @@ import pytest
 from passthru.controller.db import Store
 from passthru.controller.settings import DATABASE_FILE
 from passthru.errors import ForbiddenError, InvalidInputError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
+from tests.support.live import ServedApp
 from tests.web.fleet import VF, vf_history
 
 
 @pytest.fixture
-def history(cli_env: LiveController) -> Iterator[LiveController]:
+def history(cli_env: ServedApp) -> Iterator[ServedApp]:
     """One VF, held by vm-a, freed, then held by vm-b (see `vf_history`)."""
     store = Store(f"sqlite:///{cli_env.data_dir / DATABASE_FILE}")
     auth = {"Authorization": f"Bearer {cli_env.admin_token}"}
@@ -29,7 +29,7 @@ def history(cli_env: LiveController) -> Iterator[LiveController]:
     yield cli_env
 
 
-def test_who_had_this_vf_and_when(history: LiveController) -> None:
+def test_who_had_this_vf_and_when(history: ServedApp) -> None:
     found = as_json("passthru events --device 0a:02.0 --kind device-claimed "
                     "--kind device-freed")
     assert [(e["kind"], e["server_name"], e["device"]) for e in found] == [
@@ -45,7 +45,7 @@ def test_who_had_this_vf_and_when(history: LiveController) -> None:
     assert "device-freed" in lines[1] and "freed by server vm-a" in lines[1]
 
 
-def test_server_host_and_time_filters(history: LiveController) -> None:
+def test_server_host_and_time_filters(history: ServedApp) -> None:
     assert [e["kind"] for e in as_json("passthru events --server vm-a")] == [
         "server-deleted", "device-freed", "device-claimed", "server-created"]
     assert as_json("passthru events --host net-2") == []
@@ -55,7 +55,7 @@ def test_server_host_and_time_filters(history: LiveController) -> None:
     assert as_json("passthru events --until '2999-01-01 00:00:00'") == everything
 
 
-def test_members_and_bad_filters_get_one_line_saying_why(history: LiveController) -> None:
+def test_members_and_bad_filters_get_one_line_saying_why(history: ServedApp) -> None:
     member = as_json("passthru token-create --project demo")["token"]
     refused = run(f"passthru events --token {member}")
     assert refused.exit_code == ForbiddenError.exit_code

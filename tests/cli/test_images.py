@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from passthru.errors import ConflictError, InvalidInputError, PassthruError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
+from tests.support.live import ServedApp
 
 
 def qcow2(path: Path, size: str = "32M") -> Path:
@@ -27,11 +27,11 @@ def refused(line: str, meaning: type[PassthruError] = InvalidInputError) -> str:
     return " ".join(result.stderr.split())
 
 
-def stored(live: LiveController) -> list[Path]:
+def stored(live: ServedApp) -> list[Path]:
     return sorted(p for p in (live.data_dir / "images").rglob("*") if p.is_file())
 
 
-def test_image_create_uploads_checked_files(cli_env: LiveController, tmp_path: Path) -> None:
+def test_image_create_uploads_checked_files(cli_env: ServedApp, tmp_path: Path) -> None:
     disk = qcow2(tmp_path / "debian.qcow2")
     image = as_json(f"passthru image-create debian --file {disk}")
     checksum = hashlib.sha256(disk.read_bytes()).hexdigest()
@@ -59,7 +59,7 @@ def test_image_create_uploads_checked_files(cli_env: LiveController, tmp_path: P
         None, "active", [])
 
 
-def test_image_create_refuses_bad_files_and_leaves_no_image(cli_env: LiveController,
+def test_image_create_refuses_bad_files_and_leaves_no_image(cli_env: ServedApp,
                                                             tmp_path: Path) -> None:
     disk = qcow2(tmp_path / "disk.qcow2")
     assert refused(f"passthru image-create img --file {tmp_path / 'nope.qcow2'}") == (
@@ -82,7 +82,7 @@ def test_image_create_refuses_bad_files_and_leaves_no_image(cli_env: LiveControl
     assert stored(cli_env) == []
 
 
-def test_boot_with_a_key_and_user_data_reaches_the_host(cli_env: LiveController,
+def test_boot_with_a_key_and_user_data_reaches_the_host(cli_env: ServedApp,
                                                         tmp_path: Path) -> None:
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@cli",

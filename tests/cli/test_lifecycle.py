@@ -16,13 +16,13 @@ from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.link import HttpLink, connect
 from passthru.host.worker import OrderWorker
 from passthru.pci.work import PowerState
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 from tests.host.simhost import RecordingApplier, make_host
+from tests.support.live import ServedApp
 
 
 @pytest.fixture
-def worker(cli_env: LiveController, tmp_path: Path) -> Iterator[tuple[OrderWorker, Path]]:
+def worker(cli_env: ServedApp, tmp_path: Path) -> Iterator[tuple[OrderWorker, Path]]:
     sim = make_host(tmp_path / "compute-1")
     token = ok("passthru host-token compute-1").stdout.strip()
     link: HttpLink = connect(cli_env.url, "compute-1", token)

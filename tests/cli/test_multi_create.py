@@ -4,11 +4,11 @@ scheduler's reason, and no server or port is left to clean up."""
 from __future__ import annotations
 
 from passthru.errors import NoCapacityError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
+from tests.support.live import ServedApp
 
 
-def test_a_refused_min_count_boot_says_why_and_leaves_nothing(cli_env: LiveController
+def test_a_refused_min_count_boot_says_why_and_leaves_nothing(cli_env: ServedApp
                                                                 ) -> None:
     ok("passthru pci-flavor-create bigGPU")
     ok("passthru flavor-create m1.gpu")

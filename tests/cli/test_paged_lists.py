@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok
+from tests.support.live import LiveController
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ import pytest
 
 from passthru.client import Failure, Response, retryable
 from passthru.errors import InvalidInputError, UnavailableError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 from tests.pg import free_port
+from tests.support.live import LiveController
 
 
+@pytest.mark.slow
 def test_a_command_waits_for_a_controller_that_comes_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     live = LiveController(tmp_path / "data")

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from passthru.controller.models import FlavorRow, PciFlavorRow, PciRequestRow, ServerRow
 from passthru.errors import InvalidInputError, NotFoundError, UnauthorizedError, UnavailableError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
+from tests.support.live import ServedApp
 
 SEED_TRANSCRIPT = """
 passthru flavor-create m1.small
@@ -45,12 +45,12 @@ passthru boot  mytest2  --flavor m1.tiny  --image=cirros-0.3.1-x86_64-uec  --nic
 """
 
 
-def stored(live: LiveController) -> Session:
+def stored(live: ServedApp) -> Session:
     engine = create_engine(f"sqlite:///{live.data_dir / 'passthru.sqlite'}")
     return Session(engine)
 
 
-def report_seed_host(live: LiveController) -> None:
+def report_seed_host(live: ServedApp) -> None:
     """A host with the wiki's on-die GPU and a VF on physical network X."""
     admin = {"Authorization": f"Bearer {live.admin_token}"}
     token = httpx.post(f"{live.url}/v2/admin/os-hosts/compute-1/tokens",
@@ -67,7 +67,7 @@ def report_seed_host(live: LiveController) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def test_the_seed_transcript_stores_what_the_wiki_describes(cli_env: LiveController) -> None:
+def test_the_seed_transcript_stores_what_the_wiki_describes(cli_env: ServedApp) -> None:
     report_seed_host(cli_env)
     failures = {}
     for line in filter(None, map(str.strip, SEED_TRANSCRIPT.splitlines())):
@@ -112,7 +112,7 @@ def test_the_seed_transcript_stores_what_the_wiki_describes(cli_env: LiveControl
     assert placed == {("BUILD", "compute-1")}
 
 
-def test_the_seed_api_examples(live: LiveController) -> None:
+def test_the_seed_api_examples(live: ServedApp) -> None:
     api = httpx.Client(base_url=f"{live.url}/v2/admin",
                        headers={"Authorization": f"Bearer {live.admin_token}"})
     created = api.post("/os-pci-flavors", json={"pci-flavor": {
@@ -135,7 +135,7 @@ def test_the_seed_api_examples(live: LiveController) -> None:
         assert session.scalars(select(PciFlavorRow)).all() == []
 
 
-def test_the_flavor_api_transcript_with_uuid_show_and_delete(cli_env: LiveController) -> None:
+def test_the_flavor_api_transcript_with_uuid_show_and_delete(cli_env: ServedApp) -> None:
     flavor = as_json("passthru pci-flavor-create bigGPU --description 'passthrough GPU'")
     uuid = flavor["UUID"]
     ok(f"passthru pci-flavor-update {uuid}  set    'description'='xxxx'   'e.group'= 'A'")
@@ -150,7 +150,7 @@ def test_the_flavor_api_transcript_with_uuid_show_and_delete(cli_env: LiveContro
 
 
 def test_cli_errors_print_the_apis_message_and_exit_with_its_code(
-        cli_env: LiveController) -> None:
+        cli_env: ServedApp) -> None:
     result = run("passthru pci-flavor-show nothing")
     assert result.exit_code == NotFoundError.exit_code
     assert "error: no PCI flavor 'nothing'" in result.output

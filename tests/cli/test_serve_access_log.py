@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.live import LiveController
+from tests.support.live import LiveController
 
 
 @pytest.mark.parametrize(("options", "logged"), [((), True), (("--no-access-log",), False)])

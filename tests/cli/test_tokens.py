@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from passthru.errors import NotFoundError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
+from tests.support.live import ServedApp
 
 
-def whoami(live: LiveController, token: str) -> int:
+def whoami(live: ServedApp, token: str) -> int:
     return httpx.get(f"{live.url}/v2/whoami", headers={"Authorization": f"Bearer {token}"},
                      timeout=30).status_code
 
 
-def test_issue_list_and_revoke_tokens(cli_env: LiveController) -> None:
+def test_issue_list_and_revoke_tokens(cli_env: ServedApp) -> None:
     member = as_json("passthru token-create --project alpha --name ci --expires-in 30d")
     agent = ok("passthru host-token c1 --name rack-4").stdout.strip()
     assert agent.startswith("pt_")
@@ -42,7 +42,7 @@ def test_issue_list_and_revoke_tokens(cli_env: LiveController) -> None:
         "token-revoked", "token-revoked"]
 
 
-def test_revoking_what_cannot_be_revoked_says_which(cli_env: LiveController) -> None:
+def test_revoking_what_cannot_be_revoked_says_which(cli_env: ServedApp) -> None:
     (admin,) = as_json("passthru token-list")
     result = run(f"passthru token-revoke 999 {admin['id']}")
     assert result.exit_code == NotFoundError.exit_code  # the first refusal's
@@ -50,7 +50,7 @@ def test_revoking_what_cannot_be_revoked_says_which(cli_env: LiveController) -> 
     assert "is the last admin token" in result.stderr
 
 
-def test_a_bad_duration_is_a_usage_error(cli_env: LiveController) -> None:
+def test_a_bad_duration_is_a_usage_error(cli_env: ServedApp) -> None:
     result = run("passthru token-create --project alpha --expires-in soon")
     assert result.exit_code == 2
     assert "'soon' is not a duration" in result.output

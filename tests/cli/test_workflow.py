@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from passthru.errors import ConflictError, ForbiddenError, NoCapacityError, UnavailableError
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
+from tests.support.live import ServedApp
 
 NOVA_CONF = """[pci]
 alias = {"name": "QuickAssist", "product_id": "0443", "vendor_id": "8086", "numa_policy": "required"}
@@ -25,7 +25,7 @@ DEVICES = [
 ]
 
 
-def test_import_boot_list_show_delete(cli_env: LiveController, tmp_path: Path) -> None:
+def test_import_boot_list_show_delete(cli_env: ServedApp, tmp_path: Path) -> None:
     conf = tmp_path / "nova.conf"
     conf.write_text(NOVA_CONF)
     imported = as_json(f"passthru pci-flavor-import {conf}")
@@ -68,7 +68,7 @@ def test_import_boot_list_show_delete(cli_env: LiveController, tmp_path: Path) -
     ok("passthru net-delete prod")
 
 
-def test_an_agent_token_reports_and_the_fleet_shows_it(cli_env: LiveController) -> None:
+def test_an_agent_token_reports_and_the_fleet_shows_it(cli_env: ServedApp) -> None:
     token = ok("passthru host-token compute-1").stdout.strip()
     agent = httpx.Client(base_url=f"{cli_env.url}/v2/agent/hosts",
                          headers={"Authorization": f"Bearer {token}"})
@@ -90,7 +90,7 @@ def test_an_agent_token_reports_and_the_fleet_shows_it(cli_env: LiveController) 
     assert attrs["e.physical_network"] == "True"
 
 
-def test_a_member_token_works_in_its_project_only(cli_env: LiveController,
+def test_a_member_token_works_in_its_project_only(cli_env: ServedApp,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     ok("passthru flavor-create m1.small")
     token = ok("passthru host-token compute-1").stdout.strip()

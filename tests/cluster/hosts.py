@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from passthru.host.sim_vf import read_vf_state, vf_state_path
 from passthru.sim import HostProfile, build_sysfs, host_config_toml, nodedev_xml
-from tests.cli.live import PASSTHRU, Child, child_env
+from tests.support.live import PASSTHRU, Child, child_env
 
 T = TypeVar("T")
 

@@ -24,9 +24,9 @@ from passthru.host.domain_xml import DomainDevices, read_domain_devices
 from passthru.pci.device import PHYSICAL_NETWORK
 from passthru.sim import PROFILES, Card, HostProfile
 from passthru.sim.hardware import A100, T4, DeviceModel
-from tests.cli.live import LiveController
 from tests.cli.runner import as_json, ok, run
 from tests.cluster.hosts import AgentProcess, wait_for
+from tests.support.live import LiveController
 
 GPU_HOST = PROFILES["gpu-2numa"]
 NIC_HOST = PROFILES["e810"]

@@ -37,10 +37,10 @@ from passthru.controller.settings import Settings
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.sim import PROFILES
 from passthru.sim.hypervisor import missing, running_libvirtd
-from tests.cli.live import LiveController
 from tests.cluster.hosts import AgentProcess, wait_for
 from tests.pg import PostgresCluster
 from tests.support.invariants import assert_invariants
+from tests.support.live import LiveController
 from tests.support.machine import cannot_run
 
 #: Another schedule: FAULT_SEED=n in the environment.

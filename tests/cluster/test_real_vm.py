@@ -27,10 +27,10 @@ import pytest
 
 from passthru.sim import PROFILES, build_sysfs, host_config_toml
 from passthru.sim.guest import MARKER, GuestImage, boot_id, build_guest_image
-from tests.cli.live import PASSTHRU, Child, LiveController, child_env
 from tests.cli.runner import as_json, ok, run
 from tests.cluster.hosts import wait_for as cluster_wait_for
 from tests.support.libvirtd import Libvirtd
+from tests.support.live import PASSTHRU, Child, LiveController, child_env
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from passthru.pci.device import DevType, PciDevice
-from tests.cli.live import LiveController
 from tests.pci.builders import gpu, nic
+from tests.support.live import LiveController
 
 PROJECT = "demo"
 NETWORKS = {"net1": "physnet1", "net2": "physnet2"}

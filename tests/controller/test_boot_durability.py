@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from passthru.controller.db import Store
-from tests.cli.live import LiveController
 from tests.controller.test_races import Live, create_catalog, ok, report_host
+from tests.support.live import LiveController
 
 
 def gpus_of(server: dict) -> list[str]:  # type: ignore[type-arg]
@@ -38,6 +40,7 @@ def killed_after(db_url: str, data: Path, boot: Callable[[Live], T]
     return controller, answers
 
 
+@pytest.mark.slow
 def test_a_sigkill_after_the_202_keeps_the_server_and_its_claimed_devices(
         db_url: str, tmp_path: Path) -> None:
     controller, answers = killed_after(db_url, tmp_path / "data", lambda live: [

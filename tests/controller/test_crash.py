@@ -7,11 +7,12 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from passthru.controller.models import EventRow, PciRequestRow, PortRow, ServerRow
-from tests.cli.live import LiveController, kill_mid_burst
+from tests.support.live import LiveController, kill_mid_burst
 
 WRITERS = 3
 KILL_AFTER = 30  # acknowledged boots before the kill
@@ -32,6 +33,7 @@ def boot_until_refused(url: str, token: str, writer: int, acknowledged: list[str
             acknowledged.append(name)
 
 
+@pytest.mark.slow
 def test_a_killed_controller_loses_no_committed_row_and_keeps_no_half_one(
         db_url: str, tmp_path: Path) -> None:
     live = LiveController(tmp_path / "data", db_url)

@@ -150,6 +150,7 @@ def _boots(live: Live, count: int) -> list[Callable[[], httpx.Response]]:
     return [boot(f"vm{n}", "m1.gpu") for n in range(count)] + [boot("bad", "no-such")]
 
 
+@pytest.mark.slow
 def test_concurrent_boots_are_all_durable_and_one_failing_fails_alone(
         db_url: str, tmp_path: Path) -> None:
     controller, answers = killed_after(db_url, tmp_path / "data",

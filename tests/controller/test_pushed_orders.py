@@ -27,22 +27,18 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from passthru.asgi import create_app
 from passthru.controller.heartbeats import Heartbeats
-from passthru.controller.http_protocol import protocol
 from passthru.controller.models import EventRow, HostRow, HostStatus, utcnow
 from passthru.controller.reports import mark_silent_hosts_down
-from passthru.controller.settings import Settings
 from passthru.controller.wakeups import Wakeups, wake
-from tests.cli.live import LiveController
 from tests.controller.conftest import Api
 from tests.controller.test_boot_attach import seed_catalog
-from tests.pg import free_port
+from tests.support.live import LiveController, ServedApp
 from tests.support.postgres import PostgresCluster
 
 HOST = "c1"
@@ -213,8 +209,6 @@ def test_a_down_host_comes_up_on_its_heartbeat_and_on_a_batch(api: Api,
 def test_the_app_writes_the_batch_on_its_own(settings: Any, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from passthru.asgi import create_app
-
     quick = replace(settings, heartbeat_flush_interval=0.05)
     with TestClient(create_app(quick)) as client:
         api = Api(client, (quick.admin_token_path).read_text().strip())
@@ -275,8 +269,6 @@ def test_a_change_through_one_replica_answers_a_long_poll_held_by_another(
 def test_waiting_is_without_a_thread() -> None:
     """Many waiters on one event loop, none of them on a thread; woken by a bump from
     another thread."""
-    import asyncio
-
     wakeups = Wakeups()
     version = wakeups.version(HOST)
 
@@ -421,21 +413,12 @@ def served(tmp_path: Path) -> Iterator[tuple[FastAPI, int]]:
     """The app behind a real web server (as `passthru serve` runs it), in a thread of
     this process so that its state can be read; a long heart-beat timeout, so that
     nothing is noted by a timer while the test runs."""
-    settings = Settings(tmp_path / "data", heartbeat_timeout=3600)
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio",
-        http=protocol(settings.body_timeout, 16 << 10)))  # type: ignore[arg-type]
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
-    thread.start()
-    until("the server is up", lambda: server.started)
+    served = ServedApp(tmp_path / "data", heartbeat_timeout=3600)
+    served.start()
     try:
-        yield app, port
+        yield served.app, served.port
     finally:
-        server.should_exit = True
-        app.state.wakeups.close()
-        thread.join(60)
+        served.stop()
 
 
 def test_a_closed_connection_ends_its_long_poll_and_its_host_stops_counting(

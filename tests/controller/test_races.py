@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.live import LiveController
 from tests.pci.builders import gpu, nic
+from tests.support.live import LiveController
 
 PROJECT = "demo"
 TIMEOUT = 120.0

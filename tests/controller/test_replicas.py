@@ -124,14 +124,18 @@ def churn_and_check(root: Path, db_url: str, *, replicas: int, clients: int, boo
             agents_done.result()
         assert len(answers) == boots
         tally = outcomes(answers)
-        # Scarce enough that boots failed, and every kind still got placed.
+        # Scarce enough that boots failed.
         assert sum(t["ERROR"] for t in tally.values()) > 0, tally
-        assert all(t["BUILD"] > 0 for t in tally.values()), tally
 
         gpus = sum(1 for d in host_devices() if d.vendor_id == "10de") * hosts
         for replica in range(replicas):
             answers += fill_with_gpus(cluster, member, replica, gpus)
             answers += fill_with_pfs(cluster, member, replica, hosts)
+        # Every kind was placed: in the churn, or for GPUs and PFs in the fills. A replica
+        # sees the other's frees only at its next resync (scheduler.service), so on a
+        # loaded machine the churn can find the few GPUs held all along.
+        tally = outcomes(answers)
+        assert all(t["BUILD"] > 0 for t in tally.values()), tally
 
         with cluster.admin(replicas - 1) as admin:
             history = replay(claim_events(admin, agents.hosts))

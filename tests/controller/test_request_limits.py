@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.live import LiveController
+from tests.support.live import LiveController
 
 MiB = 1 << 20
 

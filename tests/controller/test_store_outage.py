@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from passthru.client import Client
 from passthru.controller.db import unreachable
-from tests.cli.live import LiveController
 from tests.pg import PostgresCluster, free_port
+from tests.support.live import LiveController
 
 pytestmark = pytest.mark.postgres
 

@@ -23,8 +23,8 @@ from passthru.controller.catalog import Catalog
 from passthru.controller.db import Store
 from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus, utcnow
 from passthru.pci.binding import VnicType
-from tests.cli.live import LiveController, kill_mid_burst
 from tests.controller.test_races import PROJECT, Live, create_catalog, ok, report_host
+from tests.support.live import LiveController, kill_mid_burst
 
 #: Generous: the sweep runs once the app is up, on a loaded 2-core machine; the first
 #: periodic round (a quarter of the default heart-beat timeout) comes later than this.

@@ -18,7 +18,7 @@ from passthru.host.link import HttpLink, RefusedError
 from passthru.pci.device import PciDevice
 from passthru.pci.resources import HostResources
 from passthru.pci.work import OrderResult
-from tests.cli.live import LiveController
+from tests.support.live import LiveController
 
 HOST = "compute-1"
 GPU = PciDevice("0000:81:00.0", "10de", "20b0")

@@ -181,6 +181,7 @@ def our_decisions(lines: list[str], devices: list[PciDevice]
             for d in whitelist.apply(devices)]
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(device_spec_lines(), hosts())
 def test_we_take_what_nova_takes(lines: list[str], devices: list[PciDevice]) -> None:

@@ -17,7 +17,7 @@ from lxml import html
 from passthru.controller.db import Store
 from passthru.controller.settings import DATABASE_FILE
 from passthru.sim import PROFILES
-from tests.cli.live import LiveController
+from tests.support.live import LiveController
 from tests.web.chromium import dump_dom, screenshot
 from tests.web.fleet import heartbeats_written, place, report_host, silence
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import math
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -163,7 +162,7 @@ def serve(
     import uvicorn  # the web stack loads only for the server, not for every CLI call
 
     from passthru.asgi import create_app
-    from passthru.controller.http_protocol import protocol
+    from passthru.controller.http_protocol import uvicorn_options
 
     host, port = split_listen(listen)
     settings = Settings(data_dir or default_data_dir(), db, heartbeat_timeout, weigher,
@@ -194,16 +193,5 @@ def serve(
     gc.set_threshold(700, 10, 100)
     err.print(f"passthru controller on http://{listen}, store {where_store(settings)}, "
               f"admin token in {settings.admin_token_path}", highlight=False, soft_wrap=True)
-    # Request headers may take 16 KiB (h11's default, said here) and --body-timeout seconds
-    # to arrive, and so may the next request on a kept-alive connection: that is its idle
-    # bound too. uvicorn's own (5 s) is not used: httpx, the agents' client, reuses a
-    # connection idle for up to 5 s, and a request sent as the controller closes it gets
-    # no answer. The event loop is uvloop's where it is installed (uvicorn's "auto").
-    header_bytes = 16 << 10
-    uvicorn.run(app, host=host, port=port, log_level="info",
-                timeout_keep_alive=math.ceil(settings.body_timeout),
-                h11_max_incomplete_event_size=header_bytes, loop="auto",
-                access_log=settings.access_log,
-                # uvicorn calls `http` with the protocol's arguments: a factory works
-                # there, though its annotation names protocol classes only.
-                http=protocol(settings.body_timeout, header_bytes))  # type: ignore[arg-type]
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log,
+                **uvicorn_options(settings))

@@ -27,12 +27,15 @@ and drops it when no probe is answered; the long-poll then sees it gone.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from passthru.controller.settings import Settings
 
 #: Seconds a connection may be silent before the kernel probes its peer, between probes,
 #: and how many unanswered probes end it: a vanished peer's connection ends at most 60 s
@@ -140,3 +143,21 @@ def protocol(header_timeout: float, max_header_bytes: int) -> Callable[..., asyn
     if _FAST is None:
         return partial(HeaderDeadlineProtocol, header_timeout=header_timeout)
     return partial(_FAST, header_timeout=header_timeout, max_header_bytes=max_header_bytes)
+
+
+#: The bytes a request's headers may take: h11's default, said here for httptools.
+HEADER_BYTES = 16 << 10
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The options the controller's web server runs with, but where it listens and how
+    it logs: `passthru serve` passes them to uvicorn, and so do the tests that serve the
+    app in a thread."""
+    # Request headers may take --body-timeout seconds to arrive, and so may the next
+    # request on a kept-alive connection: that is its idle bound too. uvicorn's own (5 s)
+    # is not used: httpx, the agents' client, reuses a connection idle for up to 5 s, and
+    # a request sent as the controller closes it gets no answer. The event loop is
+    # uvloop's where it is installed (uvicorn's "auto").
+    return {"timeout_keep_alive": math.ceil(settings.body_timeout),
+            "h11_max_incomplete_event_size": HEADER_BYTES, "loop": "auto",
+            "http": protocol(settings.body_timeout, HEADER_BYTES)}

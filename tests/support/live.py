@@ -1,4 +1,7 @@
-"""A real `passthru serve` process on a free loopback port, for end-to-end tests."""
+"""A live controller on a free loopback port, for end-to-end tests: `passthru serve` in a
+process (`LiveController`), which a test can kill, restart and read the log of, or the
+same app and web server in a thread of the test's own process (`ServedApp`), which starts
+in a fraction of the time and whose state a test can read."""
 
 from __future__ import annotations
 
@@ -10,9 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 
+from passthru.asgi import create_app
+from passthru.controller.http_protocol import uvicorn_options
+from passthru.controller.settings import Settings
 from tests.pg import free_port
 
 PASSTHRU = Path(sys.executable).with_name("passthru")
@@ -43,23 +52,72 @@ class Child:
                 self.kill()
 
 
-class LiveController(Child):
+class Controller:
+    """Where a live controller answers, and the admin token it wrote to its data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+
+class ServedApp(Controller):
+    """The app `passthru serve` runs, behind uvicorn with `serve`'s options, in a thread
+    of this process; `settings` are `Settings` fields, e.g. a long `heartbeat_timeout`."""
+
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
+        super().__init__(data_dir)
+        self.settings = Settings(data_dir, **settings)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def app(self) -> FastAPI:
+        assert self._server is not None, "not started"
+        app: FastAPI = self._server.config.app
+        return app
+
+    def start(self, timeout: float = 120.0) -> None:
+        # The server's log goes to the test's own (log_config=None), as pytest captures it.
+        config = uvicorn.Config(create_app(self.settings), host="127.0.0.1", port=self.port,
+                                log_config=None, log_level="warning", access_log=False,
+                                **uvicorn_options(self.settings))
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the app's web server stopped before it answered")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app's web server did not answer in {timeout}s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        # Held long-polls are answered now, not when their wait runs out: the web server's
+        # shutdown waits for every request to end.
+        self.app.state.wakeups.close()
+        self._thread.join(60)
+
+
+class LiveController(Child, Controller):
     """`passthru serve` in a subprocess; `start()` waits until it answers. `options` are
     more `serve` options, e.g. a short `--heartbeat-timeout`."""
 
     def __init__(self, data_dir: Path, db_url: str | None = None,
                  options: Sequence[str] = ()) -> None:
-        self.data_dir = data_dir
+        Controller.__init__(self, data_dir)
         self.db_url = db_url
         self.options = tuple(options)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def admin_token(self) -> str:
-        return (self.data_dir / "admin-token").read_text().strip()
 
     def start(self, timeout: float = 120.0) -> None:
         # Generous: a loaded 2-core machine can take a while to import and migrate.
@@ -81,7 +139,6 @@ class LiveController(Child):
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"passthru serve did not answer in {timeout}s")
-
 
 
 def kill_mid_burst(controller: Child, write: Callable[[int, list[str]], None],
