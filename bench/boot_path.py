@@ -83,7 +83,9 @@ def populate(data: Path, hosts: int) -> None:
     data.mkdir(mode=0o700, parents=True)
     store = Store(f"sqlite:///{data / DATABASE_FILE}")
     upgrade(store.engine)
-    host_rows, pool_rows, device_rows = [], [], []
+    host_rows: list[dict[str, Any]] = []
+    pool_rows: list[dict[str, Any]] = []
+    device_rows: list[dict[str, Any]] = []
     for host_id, (name, pools) in enumerate(fleet("gpu", hosts), 1):
         host_rows.append({"id": host_id, "name": name, "pool_attrs": []})
         for pool in pools:

@@ -215,7 +215,7 @@ def store_mode(controller: Controller) -> dict[str, Any]:
     try:
         with store.engine.connect() as connection:
             if url.startswith("sqlite"):
-                level = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+                level = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
                 journal = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
                 names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
                 return {"engine": "sqlite", "file": "data dir on disk",
@@ -328,7 +328,9 @@ class EventWatch:
         self.thread.start()
 
     def _page(self, until_time: str | None) -> list[dict[str, Any]]:
-        params: list[tuple[str, str | int]] = [("kind", kind) for kind in EVENT_KINDS]
+        # httpx's type of a query value: a list of pairs is invariant in it.
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("kind", kind) for kind in EVENT_KINDS]
         params += [("since", datetime.fromtimestamp(self.since).astimezone().isoformat()),
                    ("limit", EVENT_PAGE)]
         if until_time is not None:

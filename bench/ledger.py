@@ -53,9 +53,9 @@ from passthru.controller.models import PciRequestRow, ServerRow  # noqa: E402
 from passthru.controller.reports import report_full  # noqa: E402
 from passthru.controller.scheduler.claim import claim_in_store  # noqa: E402
 from passthru.controller.scheduler.service import Scheduler  # noqa: E402
-from passthru.pci import claims  # noqa: E402
-from passthru.pci.claims import Selection  # noqa: E402
+from passthru.pci import lifecycle  # noqa: E402
 from passthru.pci.device import DeviceStatus, DevType, PciDevice  # noqa: E402
+from passthru.pci.fit import Selection  # noqa: E402
 from passthru.pci.inventory import InventoryDelta, apply_delta, check_delta  # noqa: E402
 from passthru.pci.request import NumaPolicy, RequestSource  # noqa: E402
 
@@ -159,7 +159,9 @@ def run(size: int, rounds: int, old: ModuleType, workdir: Path) -> dict[str, Any
     new, base = Timer(), Timer()
     vf = next(d for d in devices if d.dev_type is DevType.VF)
 
-    def transition(timer: Timer, name: str, work: Callable[[Any], None],
+    # `work` gets the session alone; `...` since mypy cannot type a lambda whose defaults
+    # bind the round's values against a one-argument Callable.
+    def transition(timer: Timer, name: str, work: Callable[..., object],
                    index: Callable[[list[ledger.HostChanges]], None]) -> None:
         with timer(f"{name}+index"):
             with timer(name), store.write() as session:
@@ -179,22 +181,21 @@ def run(size: int, rounds: int, old: ModuleType, workdir: Path) -> dict[str, Any
         selection = Selection({request_id: (picked,)}, None)
         transition(new, "claim", lambda s, sel=selection, o=owner: claim_in_store(
             s, scheduler._hosts["h"], sel, o), scheduler.apply)
-        transition(new, "allocate", lambda s, o=owner: ledger.allocate(
-            s, ledger.lock_host(s, "h"), o, "vm"), scheduler.apply)
+        transition(new, "allocate", lambda s, o=owner: _allocate_new(s, o), scheduler.apply)
         transition(new, "delta", lambda s, c=changed: _delta_new(s, c), scheduler.apply)
         transition(new, "free", lambda s, o=owner: ledger.free(s, o, "vm"), scheduler.apply)
         unplace(store, owner)
         # The old full load/save path, on the same rows.
         transition(base, "claim", lambda s, r=request_id, o=owner: _old(
-            s, old, lambda d: claims.claim(d, Selection({r: (d[vf.address],)}, None), o)),
+            s, old, lambda d: lifecycle.claim(d, Selection({r: (d[vf.address],)}, None), o)),
             refresh)
         transition(base, "allocate", lambda s, o=owner: _old(
-            s, old, lambda d: claims.allocate(d, o)), refresh)
+            s, old, lambda d: lifecycle.allocate(d, o)), refresh)
         transition(base, "delta", lambda s, c=changed: _old(
             s, old, lambda d: apply_delta(d, check_delta(InventoryDelta(changed=[c]), d))),
             refresh)
         transition(base, "free", lambda s, o=owner: _old(
-            s, old, lambda d: claims.free(d, o)), refresh)
+            s, old, lambda d: lifecycle.free(d, o)), refresh)
     for timer in (new, base):
         timer.wall["lifecycle"] = [sum(parts) for parts in zip(
             *(timer.wall[f"{name}+index"] for name in ("claim", "allocate", "free")),
@@ -212,8 +213,14 @@ def run(size: int, rounds: int, old: ModuleType, workdir: Path) -> dict[str, Any
 
 
 def vars_of(device: PciDevice) -> dict[str, Any]:
-    return {name: getattr(device, name) for name in device.__slots__  # type: ignore[attr-defined]
+    return {name: getattr(device, name) for name in device.__slots__
             if name not in ("status", "owner", "request_id", "missing")}
+
+
+def _allocate_new(session: Any, owner: str) -> None:
+    host = ledger.lock_host(session, "h")
+    assert host is not None
+    ledger.allocate(session, host, owner, "vm")
 
 
 def _delta_new(session: Any, changed: PciDevice) -> None:

@@ -74,7 +74,9 @@ def open_placement(db: Path) -> Any:
 def populate(ctx: Any, hosts: int) -> dict[str, int]:
     rc = {name: ctx.rc_cache.id_from_string(name) for name in (*HOST, GPU_RC, VF_RC)}
     trait = {name: ctx.trait_cache.id_from_string(name) for name in PHYSNETS}
-    providers, inventories, traits = [], [], []
+    providers: list[dict[str, object]] = []
+    inventories: list[dict[str, object]] = []
+    traits: list[dict[str, object]] = []
 
     def provider(name: str, root: int | None) -> int:
         number = len(providers) + 1
@@ -109,12 +111,12 @@ def populate(ctx: Any, hosts: int) -> dict[str, int]:
 
 def groups_for(kind: str) -> dict[str, lib.RequestGroup]:
     groups = {"": lib.RequestGroup(use_same_provider=False, resources=dict(FLAVOR))}
-    devices: list[tuple[str, list[set[str]]]] = {
+    devices: dict[str, list[tuple[str, list[set[str]]]]] = {
         "vf": [(VF_RC, [{PHYSNETS[0]}])],
         "gpu+vf": [(GPU_RC, []), (VF_RC, [{PHYSNETS[0]}])],
         "2gpu-numa": [(GPU_RC, []), (GPU_RC, [])],
-    }[kind]
-    for number, (resource, required) in enumerate(devices):
+    }
+    for number, (resource, required) in enumerate(devices[kind]):
         groups[f"_pci-{number}"] = lib.RequestGroup(
             use_same_provider=True, resources={resource: 1}, required_traits=required)
     return groups

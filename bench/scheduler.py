@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import selectinload
@@ -71,12 +71,26 @@ SOCKETS = {0: 0, 1: 1}
 NETWORKS = ("physnet1", "physnet2")
 MIX = {"vf": 0.6, "gpu+vf": 0.3, "2gpu-numa": 0.1}
 
-FULL = {"hosts": 10_000, "vms": 20_000, "durable_vms": 5_000, "nova_hosts": 10_000,
-        "scale": (1_000, 100_000), "scale_vms": 2_000, "dra": (500, 10, 5_000),
-        "placement_repeats": 2}
-QUICK = {"hosts": 1_000, "vms": 2_000, "durable_vms": 500, "nova_hosts": 1_000,
-         "scale": (100, 10_000), "scale_vms": 200, "dra": (50, 10, 500),
-        "placement_repeats": 3}
+
+class Size(TypedDict):
+    """How big each part of a run is (`--quick` or not)."""
+
+    hosts: int
+    vms: int
+    durable_vms: int
+    nova_hosts: int
+    scale: tuple[int, int]
+    scale_vms: int
+    dra: tuple[int, int, int]
+    placement_repeats: int
+
+
+FULL: Size = {"hosts": 10_000, "vms": 20_000, "durable_vms": 5_000, "nova_hosts": 10_000,
+              "scale": (1_000, 100_000), "scale_vms": 2_000, "dra": (500, 10, 5_000),
+              "placement_repeats": 2}
+QUICK: Size = {"hosts": 1_000, "vms": 2_000, "durable_vms": 500, "nova_hosts": 1_000,
+               "scale": (100, 10_000), "scale_vms": 200, "dra": (50, 10, 500),
+               "placement_repeats": 3}
 
 
 # --- the fleet --------------------------------------------------------------------------
@@ -289,7 +303,9 @@ def part_populate(db: str, layout: str, hosts: int, servers: int) -> dict[str, A
     store = Store(f"sqlite:///{db}")
     Base.metadata.create_all(store.engine)
     started = time.perf_counter()
-    host_rows, pool_rows, device_rows = [], [], []
+    host_rows: list[dict[str, Any]] = []
+    pool_rows: list[dict[str, Any]] = []
+    device_rows: list[dict[str, Any]] = []
     for host_id, (name, pools) in enumerate(fleet(layout, hosts), 1):
         host_rows.append({"id": host_id, "name": name, "pool_attrs": []})
         for pool in pools:

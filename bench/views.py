@@ -115,7 +115,10 @@ def part_populate(data_dir: str, hosts: int, servers: int) -> dict[str, Any]:
     template = build_pools([PciDevice(**{**d, "dev_type": DevType(d["dev_type"])})
                             for d in _host_devices()], attrs)
     now = datetime.now(UTC)
-    host_rows, pool_rows, device_rows, server_rows = [], [], [], []
+    host_rows: list[dict[str, Any]] = []
+    pool_rows: list[dict[str, Any]] = []
+    device_rows: list[dict[str, Any]] = []
+    server_rows: list[dict[str, Any]] = []
     owners = iter(range(0, servers, 5))
     for host_id in range(1, hosts + 1):
         host_rows.append({"id": host_id, "name": f"compute-{host_id:05d}", "pool_attrs": attrs,

@@ -4,8 +4,10 @@ shape of the output is checked, never a timing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +21,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_e2e_boots_every_server_and_reports_every_figure() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSTHRU_")}
     env["PYTHONPATH"] = str(ROOT / "src")
-    done = subprocess.run(
+    # A session of its own: on a timeout the benchmark's controller and agents are
+    # killed with it, not left running for the rest of the suite.
+    bench = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "e2e.py"), "--hosts", "3", "--vms", "6",
          "--clients", "2", "--idle-seconds", "1"],
-        env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        stdout, stderr = bench.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)
+        bench.wait()
+    assert bench.returncode == 0, stderr[-3000:]
+    report = json.loads(stdout)
 
     assert report["store"]["engine"] == "sqlite"
     assert report["store"]["synchronous"] in ("OFF", "NORMAL", "FULL", "EXTRA")

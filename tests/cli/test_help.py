@@ -19,6 +19,7 @@ def declared() -> dict[str, str]:
             import_module(f"passthru.cli.{module}")
     paragraphs = {}
     for info in commands.registered_commands:
+        assert info.name is not None, info.callback
         text = inspect.cleandoc(info.help if info.help is not None
                                 else inspect.getdoc(info.callback) or "")
         paragraphs[info.name] = " ".join(text.split("\n\n")[0].split())

@@ -39,7 +39,7 @@ def test_bad_pairs_say_what_to_write(words: list[str], message: str) -> None:
 
 
 keys = st.from_regex(r"[a-z][a-z_.:]{0,12}", fullmatch=True)
-values = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+values = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
 
 
 @given(st.dictionaries(keys, values, max_size=5))

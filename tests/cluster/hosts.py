@@ -30,6 +30,7 @@ class AgentProcess(Child):
                  *, interval: float = 1.0, order_interval: float = 0.3,
                  libvirt_uri: str | None = None) -> None:
         self.name = f"sim-{profile.name}"  # the host name host_config_toml gives it
+        self.title = f"agent {self.name}"
         self.dir = workdir / self.name
         self.dir.mkdir(parents=True)
         self.sysfs_root = self.dir / "sys"
@@ -74,10 +75,6 @@ class AgentProcess(Child):
             self.process = subprocess.Popen(
                 [str(PASSTHRU), "agent", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=child_env())
-
-    def log_tail(self) -> str:
-        text = self.log.read_text() if self.log.exists() else "(no output)"
-        return f"--- agent {self.name} ---\n{text[-2000:]}"
 
 
 class Logged(Protocol):

@@ -50,18 +50,16 @@ class RealHost(Child):
     instances: Path
     libvirtd: Libvirtd
     process: subprocess.Popen[bytes] | None = None
+    title = "agent"
 
     @property
-    def log(self) -> Path:
+    def log(self) -> Path:  # type: ignore[override]
         return self.home / "agent.log"
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([str(PASSTHRU), "agent", "--config", str(self.config)],
                                             stdout=out, stderr=subprocess.STDOUT, env=child_env())
-
-    def log_tail(self) -> str:
-        return f"--- agent ---\n{self.log.read_text()[-3000:]}"
 
     def domains(self) -> list[str]:
         with contextlib.closing(libvirt.open(self.libvirtd.uri)) as conn:

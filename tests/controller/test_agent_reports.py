@@ -20,6 +20,8 @@ from tests.controller.conftest import Api
 
 GPU_HOST = PROFILES["gpu-2numa"]
 EXTRA_GPU = Card(A100, "0000:d0:00.0", numa_node=1, bound_to="vfio-pci")
+#: `gpu_host`: (re)writes the host's sysfs as a profile has it, in one place; gives its root.
+GpuHost = Callable[[HostProfile], Path]
 
 
 def agent_for(api: Api, host: str, root: Path, profile: HostProfile,
@@ -44,7 +46,7 @@ def gpu_addresses(profile: HostProfile) -> set[str]:
 
 
 @pytest.fixture
-def gpu_host(tmp_path: Path) -> Callable[[HostProfile], Path]:
+def gpu_host(tmp_path: Path) -> GpuHost:
     root = tmp_path / "sys"
 
     def build(profile: HostProfile) -> Path:
@@ -53,7 +55,7 @@ def gpu_host(tmp_path: Path) -> Callable[[HostProfile], Path]:
     return build
 
 
-def test_full_report_then_hot_add_and_free_removal(api: Api, gpu_host) -> None:
+def test_full_report_then_hot_add_and_free_removal(api: Api, gpu_host: GpuHost) -> None:
     root = gpu_host(GPU_HOST)
     agent = agent_for(api, "compute-1", root, GPU_HOST)
     assert agent.report_once() is None  # the first report is complete
@@ -79,7 +81,7 @@ def test_full_report_then_hot_add_and_free_removal(api: Api, gpu_host) -> None:
     assert sum(p["free"] for p in stats if p["host"] == "compute-1") == len(gpu_addresses(shrunk))
 
 
-def test_a_stale_delta_falls_back_to_a_full_report(api: Api, gpu_host) -> None:
+def test_a_stale_delta_falls_back_to_a_full_report(api: Api, gpu_host: GpuHost) -> None:
     root = gpu_host(GPU_HOST)
     agent = agent_for(api, "compute-1", root, GPU_HOST)
     agent.report_once()
@@ -98,7 +100,8 @@ def test_a_stale_delta_falls_back_to_a_full_report(api: Api, gpu_host) -> None:
     assert held.get(first_gpu, DeviceStatus.REMOVED) is DeviceStatus.REMOVED
 
 
-def test_a_controller_copy_that_differs_is_made_true_on_heartbeat(api: Api, gpu_host) -> None:
+def test_a_controller_copy_that_differs_is_made_true_on_heartbeat(api: Api,
+                                                                   gpu_host: GpuHost) -> None:
     root = gpu_host(GPU_HOST)
     agent = agent_for(api, "compute-1", root, GPU_HOST)
     agent.report_once()
@@ -113,7 +116,7 @@ def test_a_controller_copy_that_differs_is_made_true_on_heartbeat(api: Api, gpu_
                                             DeviceStatus.REMOVED) is DeviceStatus.REMOVED
 
 
-def test_an_agent_token_reports_only_its_own_host(api: Api, gpu_host) -> None:
+def test_an_agent_token_reports_only_its_own_host(api: Api, gpu_host: GpuHost) -> None:
     root = gpu_host(GPU_HOST)
     agent = agent_for(api, "compute-2", root, GPU_HOST, token=api.agent("compute-1"))
     with pytest.raises(LinkError, match="compute-2"):
@@ -121,7 +124,8 @@ def test_an_agent_token_reports_only_its_own_host(api: Api, gpu_host) -> None:
     assert devices_of(api, "compute-2") == {}
 
 
-def test_the_agent_reports_the_hosts_resources_and_a_change_in_full(api: Api, gpu_host) -> None:
+def test_the_agent_reports_the_hosts_resources_and_a_change_in_full(api: Api,
+                                                                    gpu_host: GpuHost) -> None:
     root = gpu_host(GPU_HOST)
     settings: dict[str, object] = {"host": "compute-1", "sysfs_root": str(root),
                                    "pci_information": [dict(e) for e in GPU_HOST.pci_information]}
@@ -140,7 +144,7 @@ def test_the_agent_reports_the_hosts_resources_and_a_change_in_full(api: Api, gp
     assert capacity() == (60 * 4, 2 * 262144 - 512, 0)
 
 
-def test_an_agent_without_resources_leaves_the_host_uncounted(api: Api, gpu_host) -> None:
+def test_an_agent_without_resources_leaves_the_host_uncounted(api: Api, gpu_host: GpuHost) -> None:
     agent = agent_for(api, "compute-1", gpu_host(GPU_HOST), GPU_HOST)
     agent.report_once()
     host = api.ok("GET", "/v2/admin/os-hosts/compute-1")["host"]

@@ -62,7 +62,8 @@ def events(api: Api, uuid: str) -> list[str]:
     return [event["kind"] for event in listed]
 
 
-def test_a_replayed_spawned_answer_returns_the_first_result(api: Api, building) -> None:
+def test_a_replayed_spawned_answer_returns_the_first_result(api: Api,
+                                                            building: tuple[str, str]) -> None:
     uuid, token = building
     first = answer(api, token, uuid, "spawned", "spawned-1")
     assert first.status_code == 200 and first.json()["status"] == "ACTIVE"
@@ -75,7 +76,7 @@ def test_a_replayed_spawned_answer_returns_the_first_result(api: Api, building) 
     assert answer(api, token, uuid, "spawned", None).status_code == 400
 
 
-def test_a_key_reused_for_another_answer_is_refused(api: Api, building) -> None:
+def test_a_key_reused_for_another_answer_is_refused(api: Api, building: tuple[str, str]) -> None:
     uuid, token = building
     assert answer(api, token, uuid, "spawned", "k-1").status_code == 200
     api.ok("DELETE", f"/v2/admin/servers/{uuid}")
@@ -88,7 +89,7 @@ def test_a_key_reused_for_another_answer_is_refused(api: Api, building) -> None:
     assert events(api, uuid).count("server-destroyed") == 1
 
 
-def test_a_replayed_lost_answer_and_a_bad_key(api: Api, building) -> None:
+def test_a_replayed_lost_answer_and_a_bad_key(api: Api, building: tuple[str, str]) -> None:
     uuid, token = building
     assert answer(api, token, uuid, "spawned", "s").status_code == 200
     body = {"reason": "its domain is gone"}
@@ -101,18 +102,19 @@ def test_a_replayed_lost_answer_and_a_bad_key(api: Api, building) -> None:
         assert answer(api, token, uuid, "lost", bad, body).status_code in (400, 422)
 
 
-def test_a_failed_answer_keeps_nothing_and_can_be_sent_again(api: Api, building) -> None:
+def test_a_failed_answer_keeps_nothing_and_can_be_sent_again(api: Api,
+                                                             building: tuple[str, str]) -> None:
     uuid, token = building
     other = "6f1d6a43-0000-4000-8000-000000000009"
     assert answer(api, token, other, "spawned", "x").status_code == 400  # not on the host
     assert answer(api, token, uuid, "spawned", "x").status_code == 200
 
 
-def test_prune_answers_forgets_old_ones(api: Api, building) -> None:
+def test_prune_answers_forgets_old_ones(api: Api, building: tuple[str, str]) -> None:
     uuid, token = building
     answer(api, token, uuid, "spawned", "old")
-    store = api.client.app.state.store
-    settings = api.client.app.state.settings
+    store = api.client.app.state.store  # type: ignore[attr-defined]
+    settings = api.client.app.state.settings  # type: ignore[attr-defined]
     assert prune(store, settings, utcnow() + timedelta(hours=1)).answers == 0
     assert prune(store, settings, utcnow() + timedelta(hours=25)).answers == 1
     with store.read() as session:

@@ -104,7 +104,7 @@ def hostdevs(xml: str) -> set[str]:
     found = set()
     for address in tree.iterfind(".//devices/*/source/address"):
         found.add("{:04x}:{:02x}:{:02x}.{:x}".format(
-            *(int(address.get(k), 16) for k in ("domain", "bus", "slot", "function"))))
+            *(int(address.attrib[k], 16) for k in ("domain", "bus", "slot", "function"))))
     return found
 
 

@@ -15,7 +15,7 @@ from tests.controller.test_races import Live, create_catalog, ok, report_host
 from tests.support.live import LiveController
 
 
-def gpus_of(server: dict) -> list[str]:  # type: ignore[type-arg]
+def gpus_of(server: dict) -> list[str]:
     return [device["address"] for request in server["pci_requests"]
             for device in request["devices"]]
 

@@ -17,7 +17,7 @@ OTHER_VF = "0000:0a:02.1"
 def history(api: Api) -> Api:
     """One VF, held by vm-a, freed, then held by vm-b (see `vf_history`)."""
     api.client.headers["Authorization"] = f"Bearer {api.admin}"
-    vf_history(api.client, api.client.app.state.store)
+    vf_history(api.client, api.client.app.state.store)  # type: ignore[attr-defined]
     del api.client.headers["Authorization"]  # from here on each call names its token
     return api
 
@@ -72,7 +72,7 @@ def test_inventory_changes_and_a_silent_host_are_listed(api: Api) -> None:
     api.ok("PUT", "/v2/agent/hosts/net-1/inventory",
            json={"devices": [vf(VF), vf(OTHER_VF)]})
     api.ok("PUT", "/v2/agent/hosts/net-1/inventory", json={"devices": [vf(VF)]})
-    silence(api.client.app.state.store, "net-1")
+    silence(api.client.app.state.store, "net-1")  # type: ignore[attr-defined]
     found = events(api, host="net-1")
     assert [(e["kind"], e["device"]) for e in found] == [
         ("host-down", None), ("device-removed", OTHER_VF), ("device-added", OTHER_VF),

@@ -56,17 +56,17 @@ def _populate(api: Api) -> None:
     for n in range(5):
         api.ok("POST", f"{V2}/servers", json={"server": {"name": f"g{n}", "flavorRef": "m1.gpu"}})
         api.ok("POST", f"{V2}/servers", json={"server": {"name": f"v{n}", "flavorRef": "m1.vf"}})
-    store = api.client.app.state.store
+    store = api.client.app.state.store  # type: ignore[attr-defined]
     silence(store, "host-2")
     # The controller's sweep tells its scheduler what went down; so does this.
-    api.client.app.state.scheduler.refresh(["host-2"])
+    api.client.app.state.scheduler.refresh(["host-2"])  # type: ignore[attr-defined]
     with store.write() as session:
         assert mark_silent_hosts_down(session, 180.0) == []
 
 
 def _from_store(api: Api) -> dict[str, Any]:
     """What the store says, counted by the database."""
-    with api.client.app.state.store.read() as session:
+    with api.client.app.state.store.read() as session:  # type: ignore[attr-defined]
         usages = pool_usages(session)
         flavors = load_flavors(session)
         servers = Counter(row.status for row in session.query(ServerRow)
@@ -183,7 +183,7 @@ def test_the_summary_follows_every_change_though_it_is_kept_between_polls(api: A
     assert reported == _summary_from_store(api)
     assert reported["pci_flavors"]["bigGPU"][0] == claimed["pci_flavors"]["bigGPU"][0] + 1
 
-    store = api.client.app.state.store
+    store = api.client.app.state.store  # type: ignore[attr-defined]
     silence(store, "host-3")
     down = _summary(api)
     assert down == _summary_from_store(api)

@@ -220,7 +220,7 @@ def test_an_agents_answer_and_a_delete_join_the_group_of_concurrent_boots(
         compute.run()
         assert server(api, "old")["status"] == "ACTIVE"
         new = boot(api, "new", "m1.small")
-        store: Store = api.client.app.state.store
+        store: Store = api.client.app.state.store  # type: ignore[attr-defined]
         works = _Works(store)
         with ThreadPoolExecutor(3) as pool:
             leader = pool.submit(store.grouped, works.first)  # as a boot holding its group
@@ -261,4 +261,26 @@ def test_a_failed_savepoint_leaves_the_wake_ups_of_the_works_before_it(tmp_path:
         wake(session, "host-c")
         raise RuntimeError("the whole transaction fails")
     assert wakeups.version("host-c") == before["host-c"]
+    store.close()
+
+
+def test_a_work_of_a_group_wakes_its_hosts_once_the_whole_group_committed(
+        tmp_path: Path) -> None:
+    # A work's savepoint is released before the group's transaction commits: its agents
+    # woken then would read orders without the change, under the version that has it.
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    upgrade(store.engine)
+    wakeups = Wakeups()
+    wakeups.attach(store, notify=False)
+    before = wakeups.version("host-a")
+    with store.write() as session:
+        with session.begin_nested():
+            wake(session, "host-a")
+            record(session, EventKind.SERVER_DELETED, "the change host-a is woken for")
+        assert wakeups.version("host-a") == before  # released, but not committed
+        with session.begin_nested():
+            record(session, EventKind.SERVER_CREATED, "another work of the group")
+        assert wakeups.version("host-a") == before
+    assert wakeups.version("host-a") != before
+    assert "the change host-a is woken for" in _messages(store)
     store.close()

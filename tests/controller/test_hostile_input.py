@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from passthru.asgi import create_app
@@ -255,17 +256,19 @@ def test_members_get_4xx_for_hostile_references(hostile: tuple[Api, str]) -> Non
 def _store_refusals(api: Api) -> None:
     """Routes that hand the store what it refuses, as a request that slipped past the
     fields' checks would."""
+    app = api.client.app
+    assert isinstance(app, FastAPI)
 
     def duplicate_flavor() -> None:
-        with api.client.app.state.store.write() as session:
+        with app.state.store.write() as session:
             session.add_all([FlavorRow(name="twin"), FlavorRow(name="twin")])
 
     def nul_text() -> None:
-        with api.client.app.state.store.write() as session:
+        with app.state.store.write() as session:
             session.add(FlavorRow(name="a\x00b"))
 
-    api.client.app.add_api_route("/test/duplicate", duplicate_flavor, methods=["POST"])
-    api.client.app.add_api_route("/test/nul", nul_text, methods=["POST"])
+    app.add_api_route("/test/duplicate", duplicate_flavor, methods=["POST"])
+    app.add_api_route("/test/nul", nul_text, methods=["POST"])
 
 
 def test_the_store_s_refusals_are_4xx_in_its_words(hostile: tuple[Api, str], db_url: str

@@ -25,9 +25,9 @@ from passthru.controller.reports import report_delta, report_full
 from passthru.controller.scheduler.claim import claim_in_store
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.scheduler.snapshot import load_hosts
-from passthru.pci import claims
-from passthru.pci.claims import Selection
+from passthru.pci import lifecycle
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.fit import Selection
 from passthru.pci.inventory import InventoryDelta, apply_delta
 from passthru.pci.pool import build_pools
 from passthru.pci.request import NumaPolicy, RequestSource
@@ -144,19 +144,19 @@ def test_the_ledger_on_a_family_changes_what_the_core_on_the_whole_host_does(
                                             unique=True))
                 selection = Selection({request_id: tuple(whole[a] for a in chosen)}, None)
                 try:
-                    claims.claim(copy.deepcopy(whole), selection, owner)
-                except claims.ClaimError:
+                    lifecycle.claim(copy.deepcopy(whole), selection, owner)
+                except lifecycle.ClaimError:
                     continue  # a PF and its VF at once: the core refuses, so would the store
-                claims.claim(whole, selection, owner)
-                stored = next(load_hosts(session, [host]))
-                claim_in_store(session, stored, selection, owner)
+                lifecycle.claim(whole, selection, owner)
+                loaded = next(load_hosts(session, [host]))
+                claim_in_store(session, loaded, selection, owner)
             elif op == "allocate":
-                claims.allocate(whole, owner)
+                lifecycle.allocate(whole, owner)
                 row = ledger.lock_host(session, host)
                 assert row is not None
                 ledger.allocate(session, row, owner, "vm")
             elif op == "free":
-                claims.free(whole, owner)
+                lifecycle.free(whole, owner)
                 ledger.free(session, owner, "vm")
             else:
                 row = ledger.lock_host(session, host)

@@ -22,6 +22,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from passthru.asgi import create_app
@@ -32,7 +33,7 @@ from passthru.pci.work import SHA256_HEADER
 # value must compile, an extra spec must parse, a device address must be a PCI address, so
 # well-shaped nonsense gets a 400; and the core's device dataclass reads "1" as the number
 # 1 where the schema says integer. Every other check runs.
-_MEANING_CHECKS = [positive_data_acceptance, negative_data_rejection]
+_MEANING_CHECKS: list[CheckFunction] = [positive_data_acceptance, negative_data_rejection]
 #: Examples per operation: few, so that `make test` stays short; a longer hunt sets
 #: PASSTHRU_FUZZ_EXAMPLES (e.g. 200).
 EXAMPLES = int(os.environ.get("PASSTHRU_FUZZ_EXAMPLES", "8"))

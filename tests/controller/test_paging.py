@@ -111,7 +111,7 @@ def test_a_walk_sees_every_item_once_though_items_are_added_between_pages(
 
 def test_servers_created_in_the_same_instant_each_come_once_in_their_project(
         small: Api) -> None:
-    store: Store = small.client.app.state.store
+    store: Store = small.client.app.state.store  # type: ignore[attr-defined]
     instant = datetime(2026, 1, 1, tzinfo=UTC)
     with store.write() as session:
         session.add_all(ServerRow(name=f"vm-{n}", project="demo" if n % 3 else "other",

@@ -176,6 +176,37 @@ def test_heartbeats_of_an_up_host_are_written_in_a_batch(api: Api, agent_token: 
     assert store_heartbeat(api)[1] > written
 
 
+def test_a_flush_returns_once_what_another_flush_took_is_written(
+        api: Api, agent_token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A flush that found the batch taken by a flush still writing it used to return at
+    # once, before anything it was asked to write was in the store.
+    from passthru.controller import heartbeats as module
+
+    state = api.client.app.state  # type: ignore[attr-defined]
+    report(api, agent_token)
+    _, before = store_heartbeat(api)
+    writing, release = threading.Event(), threading.Event()
+    write = module._write
+
+    def held(store: Any, seen: Any) -> list[str]:
+        writing.set()
+        assert release.wait(60)
+        return write(store, seen)
+
+    monkeypatch.setattr(module, "_write", held)
+    heartbeats = Heartbeats(held_every=3600.0)  # its own: the app's flusher never takes it
+    noted = heartbeats.note(HOST)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(heartbeats.flush, state.store)
+        assert writing.wait(60)
+        second = pool.submit(heartbeats.flush, state.store)
+        with pytest.raises(TimeoutError):
+            second.result(timeout=0.5)  # waits for the first to have written
+        release.set()
+        assert second.result(60) == [] and first.result(60) == []
+    assert store_heartbeat(api)[1] == noted != before
+
+
 def test_a_down_host_comes_up_on_its_heartbeat_and_on_a_batch(api: Api,
                                                               agent_token: str) -> None:
     state = api.client.app.state  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def boot(api: httpx.Client, name: str, **server: Any) -> httpx.Response:
 def test_concurrent_boots_onto_one_port_give_it_to_exactly_one_server(live: Live) -> None:
     port = ok(live.member.post("/ports", json={"port": {
         "network_id": "net1", "binding:vnic_type": "direct"}}))["port"]["id"]
-    answers = at_once([lambda n=n: boot(live.member, f"vm-{n}", networks=[{"port": port}])
+    answers = at_once([partial(boot, live.member, f"vm-{n}", networks=[{"port": port}])
                        for n in range(20)])
     assert statuses(answers) == {202: 1, 409: 19}, [a.text for a in answers]
     (winner,) = [a.json()["server"] for a in answers if a.status_code == 202]
@@ -291,7 +292,7 @@ def test_a_pci_flavor_deleted_while_ports_and_flavors_name_it_is_deleted_only_if
 
 
 def segment_round(live: Live, vlan: int) -> None:
-    answers = at_once([lambda n=n: live.admin.post("/networks", json={"network": {
+    answers = at_once([partial(live.admin.post, "/networks", json={"network": {
         "name": f"vlan{vlan}-{n}", "physical_network": "physnet1", "segmentation_id": vlan}})
         for n in range(8)])
     assert statuses(answers) == {201: 1, 409: 7}, [a.text for a in answers]

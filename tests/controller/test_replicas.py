@@ -32,8 +32,8 @@ from passthru.controller.release import delete_server
 from passthru.controller.reports import heartbeat, report_full
 from passthru.controller.scheduler.claim import claim_in_store
 from passthru.controller.scheduler.snapshot import load_hosts
-from passthru.pci.claims import Selection
 from passthru.pci.device import DevType
+from passthru.pci.fit import Selection
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.request import PciRequest
 from tests.controller.replica_churn import (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_boots_through_two_replicas_for_every_free_device_all_get_one(
     clients = [cluster.client(n % 2, token, PROJECT) for n in range(8)]
     try:
         answers = at_once([
-            lambda api=api, n=n: api.post("/servers", json={"server": {
+            partial(api.post, "/servers", json={"server": {
                 "name": f"vm-{n}", "flavorRef": "m1",
                 "networks": [{"uuid": "net1", "vnic_type": "direct"}]}})
             for n, api in enumerate(clients)])

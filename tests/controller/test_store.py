@@ -34,9 +34,10 @@ from passthru.controller.reports import (
     report_delta,
     report_full,
 )
-from passthru.pci.claims import Selection, claim
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.fit import Selection
 from passthru.pci.inventory import InventoryDelta
+from passthru.pci.lifecycle import claim
 from passthru.pci.request import NumaPolicy, PciRequest, RequestSource
 
 POOL_ATTRS = ("vendor_id", "product_id", "e.*")
@@ -95,7 +96,9 @@ def test_a_full_report_stores_devices_and_pools_that_partition_them(store: Store
         kinds = sorted((p.dev_type.value, p.parent_addr or "") for p in pools)
     assert sorted(a for m in members.values() for a in m) == sorted(rows)
     assert kinds == [("type-PCI", ""), ("type-PF", ""), ("type-VF", PF.address)]
-    assert members[rows[VFS[0].address].pool_id] == [v.address for v in VFS]
+    vf_pool = rows[VFS[0].address].pool_id
+    assert vf_pool is not None
+    assert members[vf_pool] == [v.address for v in VFS]
     assert generation == 1
 
 

@@ -148,6 +148,7 @@ def test_a_controller_killed_mid_burst_leaves_no_build_on_no_host_once_restarted
                for p in ports if p.device_id is not None)
     # Devices: each held by a server being built or running on that host.
     for owner, host_id in held:
+        assert owner is not None
         server = by_uuid[owner]
         assert server.status in (ServerStatus.BUILD, ServerStatus.ACTIVE), server.status
         assert server.host_id == host_id

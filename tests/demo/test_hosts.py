@@ -22,6 +22,7 @@ def test_simulated_hosts_record_vfs_and_use_libvirt_over_their_node_xml(
 
     assert [h.profile for h in hosts] == list(SIMULATED)
     for host in hosts:
+        assert host.profile is not None
         config = load_host_config(host.config_file)
         assert (config.host, config.controller, config.vf_applier, config.order_interval) == (
             host.name, CONTROLLER, "simulated", 0.5)

@@ -58,7 +58,7 @@ def test_every_error_class_has_a_meaning() -> None:
 def test_the_host_side_and_the_scheduler_are_under_their_meanings() -> None:
     from passthru.controller.scheduler.placement import NoValidHostError
     from passthru.host.libvirt_driver import LibvirtError
-    from passthru.pci.claims import ClaimError
+    from passthru.pci.lifecycle import ClaimError
     from passthru.pci.spec import DeviceSpecError
 
     assert NoValidHostError.exit_code == 5 and NoValidHostError.kind == "no_capacity"

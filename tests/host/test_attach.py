@@ -21,7 +21,7 @@ from passthru.host.domain_xml import (
 )
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.host.vf import VfConfig, VfRate
-from passthru.pci.binding import NetworkSpec, PortSpec, VifType
+from passthru.pci.binding import NetworkSpec, NetworkType, PortSpec, VifType
 from passthru.pci.work import AttachedDevice, DestroyOrder, OrderResult, PowerState, SpawnOrder
 from tests.host.simhost import (
     FLAT_NET2,
@@ -137,8 +137,8 @@ def test_spawn_runs_a_domain_with_every_device_shape(host: SimHost,
 def test_vf_numbers_come_from_the_pfs_virtfn_links(host: SimHost,
                                                    driver: LibvirtDriver) -> None:
     applier = RecordingApplier()
-    order = spawn_order(nic(host, "direct", "0000:5e:12.7", NetworkSpec(  # type: ignore[arg-type]
-        "prod2", "vlan", "physnet2", 42)))
+    order = spawn_order(nic(host, "direct", "0000:5e:12.7", NetworkSpec(
+        "prod2", NetworkType.VLAN, "physnet2", 42)))
     assert host.attacher(driver, applier).spawn(order).ok
     assert [slot for slot, _ in applier.applied] == [VfSlot("0000:5e:12.7", "enp94s0f1", 15)]
     assert applier.applied[0][1].vlan == 42

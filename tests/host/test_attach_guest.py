@@ -37,6 +37,7 @@ from passthru.pci.work import (
     SpawnOrder,
 )
 from tests.host.simhost import RecordingApplier, SimHost, make_host
+from tests.support.trees import one
 
 VLAN_NET = NetworkSpec("prod", "vlan", "physnet1", 100)  # type: ignore[arg-type]
 FLAT_NET = NetworkSpec("ext", "flat", "physnet2")  # type: ignore[arg-type]
@@ -132,14 +133,14 @@ def test_spawn_makes_the_vms_files_and_a_domain_that_uses_them(guests: Guests) -
     assert root.findtext("os/cmdline") == "console=ttyS0 quiet"
     kernel = Path(str(root.findtext("os/kernel")))
     assert kernel.read_bytes() == KERNEL and kernel.parent.name == "images"
-    assert [d.find("source").get("file") for d in root.iterfind("devices/disk")] == [
+    assert [one(d, "source").get("file") for d in root.iterfind("devices/disk")] == [
         str(files.disk), str(files.seed)]
-    assert root.find("devices/serial/log").get("file") == str(files.console_log)
-    assert [(i.find("mac").get("address"), i.find("source").get("bridge"))
+    assert one(root, "devices/serial/log").get("file") == str(files.console_log)
+    assert [(one(i, "mac").get("address"), one(i, "source").get("bridge"))
             for i in root.iterfind("devices/interface")] == [
         ("fa:16:3e:00:00:01", "br-prov"), ("fa:16:3e:00:00:02", "br-ext")]
     assert [p.get("cpuset") for p in root.iterfind("cputune/vcpupin")] == ["5", "6"]
-    assert root.find("numatune/memory").get("nodeset") == "1"
+    assert one(root, "numatune/memory").get("nodeset") == "1"
 
 
 def test_destroy_removes_the_domain_and_every_file(guests: Guests) -> None:
@@ -223,7 +224,7 @@ def test_power_stop_start_reboot(guests: Guests) -> None:
     spawn = order(guests, nics=[])
     assert guests.attacher.spawn(spawn).ok
 
-    def power(action: PowerAction) -> tuple[bool, str | None, PowerState]:
+    def power(action: PowerAction) -> tuple[bool, str | None, PowerState | None]:
         result = guests.attacher.power(PowerOrder(spawn.server_uuid, "web-1", action))
         return result.ok, result.fault, guests.attacher.power_state(spawn.server_uuid)
 

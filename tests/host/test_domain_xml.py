@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -23,6 +24,7 @@ from passthru.host.domain_xml import (
 )
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
+from tests.support.trees import one
 
 VM_UUID = "6f0c3b2e-7c1d-4e53-9a3f-2b8f1f3c9a11"
 GPU = "0000:81:00.0"
@@ -112,31 +114,31 @@ def test_vm_basics() -> None:
     assert root.get("type") == "kvm"
     assert root.findtext("name") == "web-1"
     assert root.findtext("uuid") == VM_UUID
-    assert (root.findtext("memory"), root.find("memory").get("unit")) == ("512", "MiB")
+    assert (root.findtext("memory"), one(root, "memory").get("unit")) == ("512", "MiB")
     assert root.findtext("vcpu") == "2"
 
 
 def test_flavor_devices_are_managed_pci_hostdevs() -> None:
     root = tree(build_domain_xml(spec(hostdevs=(GPU,))))
-    hostdev = root.find("devices/hostdev")
-    assert dict(hostdev.attrib) == {"mode": "subsystem", "type": "pci", "managed": "yes"}
-    assert dict(hostdev.find("source/address").attrib) == {
+    hostdev = one(root, "devices/hostdev")
+    assert dict(hostdev.attrib.items()) == {"mode": "subsystem", "type": "pci", "managed": "yes"}
+    assert dict(one(hostdev, "source/address").attrib.items()) == {
         "domain": "0x0000", "bus": "0x81", "slot": "0x00", "function": "0x0"}
 
 
 def test_unmanaged_devices_say_so() -> None:
     root = tree(build_domain_xml(spec(hostdevs=(GPU,), ports=(direct(),), managed=False)))
-    assert root.find("devices/hostdev").get("managed") == "no"
-    assert root.find("devices/interface").get("managed") == "no"
+    assert one(root, "devices/hostdev").get("managed") == "no"
+    assert one(root, "devices/interface").get("managed") == "no"
 
 
 def test_direct_port_is_hostdev_interface_with_mac_and_vlan() -> None:
-    interface = tree(build_domain_xml(spec(ports=(direct(),)))).find("devices/interface")
+    interface = one(tree(build_domain_xml(spec(ports=(direct(),)))), "devices/interface")
     assert (interface.get("type"), interface.get("managed")) == ("hostdev", "yes")
-    assert interface.find("mac").get("address") == "fa:16:3e:00:00:01"
-    assert dict(interface.find("source/address").attrib) == {
+    assert one(interface, "mac").get("address") == "fa:16:3e:00:00:01"
+    assert dict(one(interface, "source/address").attrib.items()) == {
         "type": "pci", "domain": "0x0000", "bus": "0x0a", "slot": "0x10", "function": "0x1"}
-    assert interface.find("vlan/tag").get("id") == "100"
+    assert one(interface, "vlan/tag").get("id") == "100"
     assert interface.find("virtualport") is None
 
 
@@ -146,27 +148,27 @@ def test_flat_network_writes_no_vlan() -> None:
 
 
 def test_port_profile_writes_802_1qbh_virtualport_and_no_vlan() -> None:
-    interface = tree(build_domain_xml(spec(ports=(direct(profile_id="finance"),)))).find(
-        "devices/interface")
-    assert interface.find("virtualport").get("type") == "802.1Qbh"
-    assert interface.find("virtualport/parameters").get("profileid") == "finance"
+    interface = one(tree(build_domain_xml(spec(ports=(direct(profile_id="finance"),)))),
+                    "devices/interface")
+    assert one(interface, "virtualport").get("type") == "802.1Qbh"
+    assert one(interface, "virtualport/parameters").get("profileid") == "finance"
     assert interface.find("vlan") is None
 
 
 def test_macvtap_is_direct_passthrough_on_vf_netdev() -> None:
-    interface = tree(build_domain_xml(spec(ports=(macvtap(),)))).find("devices/interface")
+    interface = one(tree(build_domain_xml(spec(ports=(macvtap(),)))), "devices/interface")
     assert interface.get("type") == "direct"
-    assert dict(interface.find("source").attrib) == {"dev": "enp10s0f0v2",
+    assert dict(one(interface, "source").attrib.items()) == {"dev": "enp10s0f0v2",
                                                      "mode": "passthrough"}
-    assert interface.find("mac").get("address") == "fa:16:3e:00:00:02"
-    assert interface.find("vlan/tag").get("id") == "100"
+    assert one(interface, "mac").get("address") == "fa:16:3e:00:00:02"
+    assert one(interface, "vlan/tag").get("id") == "100"
 
 
 def test_direct_physical_is_a_plain_hostdev_and_normal_adds_nothing() -> None:
     root = tree(build_domain_xml(spec(ports=(direct_physical(), normal()))))
     assert root.find("devices/interface") is None
     hostdevs = root.findall("devices/hostdev")
-    assert [h.find("source/address").get("bus") for h in hostdevs] == ["0x0a"]
+    assert [one(h, "source/address").get("bus") for h in hostdevs] == ["0x0a"]
 
 
 def test_devices_read_back_from_what_we_write() -> None:
@@ -234,41 +236,42 @@ def test_a_vm_without_a_guest_has_no_disks_console_or_boot_order() -> None:
     root = tree(build_domain_xml(spec()))
     assert root.find("devices/disk") is None
     assert root.find("devices/serial") is None
-    assert [child.tag for child in root.find("os")] == ["type"]
+    assert [child.tag for child in one(root, "os")] == ["type"]
     assert root.find("cputune") is None and root.find("numatune") is None
 
 
 def test_kernel_boot_names_kernel_initrd_and_cmdline() -> None:
-    boot = tree(build_domain_xml(spec(guest=GUEST))).find("os")
+    boot = one(tree(build_domain_xml(spec(guest=GUEST))), "os")
     assert [(child.tag, child.text) for child in boot][1:] == [
         ("kernel", "/c/vmlinuz"), ("initrd", "/c/initrd"), ("cmdline", "console=ttyS0 quiet")]
     assert boot.find("boot") is None
 
 
 def test_without_a_kernel_the_vm_boots_from_its_disk() -> None:
-    boot = tree(build_domain_xml(spec(guest=GuestDisks(Path("/i/disk.qcow2"))))).find("os")
+    boot = one(tree(build_domain_xml(spec(guest=GuestDisks(Path("/i/disk.qcow2"))))), "os")
     assert boot.find("kernel") is None
-    assert boot.find("boot").get("dev") == "hd"
+    assert one(boot, "boot").get("dev") == "hd"
 
 
 def test_disk_is_virtio_overlay_and_seed_a_read_only_sata_cdrom() -> None:
     root = tree(build_domain_xml(spec(guest=GUEST)))
     disk, cdrom = root.findall("devices/disk")
-    assert (disk.get("device"), disk.find("driver").get("type")) == ("disk", "qcow2")
-    assert disk.find("source").get("file") == "/i/disk.qcow2"
-    assert dict(disk.find("target").attrib) == {"dev": "vda", "bus": "virtio"}
+    assert (disk.get("device"), one(disk, "driver").get("type")) == ("disk", "qcow2")
+    assert one(disk, "source").get("file") == "/i/disk.qcow2"
+    assert dict(one(disk, "target").attrib.items()) == {"dev": "vda", "bus": "virtio"}
     assert cdrom.get("device") == "cdrom"
-    assert cdrom.find("source").get("file") == "/i/seed.iso"
-    assert cdrom.find("target").get("bus") == "sata"
+    assert one(cdrom, "source").get("file") == "/i/seed.iso"
+    assert one(cdrom, "target").get("bus") == "sata"
     assert cdrom.find("readonly") is not None
 
 
 def test_serial_console_is_logged_to_a_file_truncated_per_start() -> None:
     root = tree(build_domain_xml(spec(guest=GUEST)))
-    serial = root.find("devices/serial")
+    serial = one(root, "devices/serial")
     assert serial.get("type") == "pty"
-    assert dict(serial.find("log").attrib) == {"file": "/i/console.log", "append": "off"}
-    assert root.find("devices/console/target").get("type") == "serial"
+    assert dict(one(serial, "log").attrib.items()) == {
+        "file": "/i/console.log", "append": "off"}
+    assert one(root, "devices/console/target").get("type") == "serial"
 
 
 def test_acpi_is_on_for_graceful_shutdown() -> None:
@@ -280,11 +283,11 @@ def test_bridge_nics_are_virtio_taps_with_the_ports_mac_and_vlan_in_metadata() -
     root = tree(xml)
     first, second = root.findall("devices/interface")
     assert first.get("type") == "bridge"
-    assert first.find("mac").get("address") == "fa:16:3e:00:00:0a"
-    assert first.find("source").get("bridge") == "br-prov"
-    assert first.find("model").get("type") == "virtio"
+    assert one(first, "mac").get("address") == "fa:16:3e:00:00:0a"
+    assert one(first, "source").get("bridge") == "br-prov"
+    assert one(first, "model").get("type") == "virtio"
     assert first.find("vlan") is None  # libvirt cannot tag a tap on a Linux bridge
-    assert second.find("source").get("bridge") == "br-ext"
+    assert one(second, "source").get("bridge") == "br-ext"
     # libvirt names the taps in the live XML; the VLAN comes from our metadata.
     live = xml.replace('<source bridge="br-prov"/>',
                        '<source bridge="br-prov"/><target dev="vnet3"/>')
@@ -295,9 +298,10 @@ def test_numa_vm_floats_over_its_nodes_cpus_with_strict_memory_and_one_cell() ->
     root = tree(build_domain_xml(SHAPES["numa-floating"]))
     assert [(p.get("vcpu"), p.get("cpuset")) for p in root.iterfind("cputune/vcpupin")] == [
         ("0", "2,3,6,7"), ("1", "2,3,6,7")]
-    assert root.find("cputune/emulatorpin").get("cpuset") == "2,3,6,7"
-    assert dict(root.find("numatune/memory").attrib) == {"mode": "strict", "nodeset": "1"}
-    assert dict(root.find("cpu/numa/cell").attrib) == {
+    assert one(root, "cputune/emulatorpin").get("cpuset") == "2,3,6,7"
+    assert dict(one(root, "numatune/memory").attrib.items()) == {
+        "mode": "strict", "nodeset": "1"}
+    assert dict(one(root, "cpu/numa/cell").attrib.items()) == {
         "id": "0", "cpus": "0-1", "memory": "512", "unit": "MiB"}
 
 
@@ -314,6 +318,6 @@ def test_dedicated_vcpus_get_one_host_cpu_each_in_order() -> None:
     ({"numa": NumaPlacement(0, (0, 1), pinned=(0,))}, r"2 vCPUs but 1 dedicated CPUs"),
     ({"numa": NumaPlacement(0, (0, 1), pinned=(0, 5))}, r"dedicated CPUs \[5\] are not on"),
 ])
-def test_builder_refuses_bad_guests(bad: dict[str, object], message: str) -> None:
+def test_builder_refuses_bad_guests(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         build_domain_xml(spec(**bad))

@@ -178,9 +178,12 @@ def test_console_tail_is_bounded_in_bytes_and_starts_on_a_whole_line(tmp_path: P
     files = Instances(tmp_path / "instances").create(SERVER)
     assert read_console_tail(files.console_log) is None
     files.console_log.write_bytes(b"".join(b"line %d\r\n" % n for n in range(10000)))
-    assert read_console_tail(files.console_log).split("\n")[-4:] == [
+    whole = read_console_tail(files.console_log)
+    assert whole is not None
+    assert whole.split("\n")[-4:] == [
         "line 9997\r", "line 9998\r", "line 9999\r", ""]
     tail = read_console_tail(files.console_log, limit=100)
+    assert tail is not None
     assert tail.endswith("line 9999\r\n") and len(tail) <= 100
     assert all(line.startswith("line ") for line in tail.split("\r\n")[:-1])  # none cut
 

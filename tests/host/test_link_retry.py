@@ -6,7 +6,8 @@ is not retried; Retry-After is honoured; a stale full report is recovered from."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,27 @@ GPU = PciDevice("0000:81:00.0", "10de", "20b0")
 
 class Faulty(httpx.BaseTransport):
     """The real transport, with faults put in front of it: `lose_replies` requests are
-    carried out by the controller but their replies are lost (a read timeout), and
-    `busy` requests get 429 with Retry-After without reaching it. Every request is kept."""
+    carried out by the controller but their replies are lost (a read timeout), `busy`
+    requests get 429 with Retry-After without reaching it, and `unreachable` ones cannot
+    connect. Every request is kept."""
 
-    def __init__(self, lose_replies: int = 0, busy: int = 0) -> None:
+    def __init__(self, lose_replies: int = 0, busy: int = 0, unreachable: int = 0,
+                 retry_after: int = 7) -> None:
         self.real = httpx.HTTPTransport()
-        self.lose_replies, self.busy = lose_replies, busy
+        self.lose_replies, self.busy, self.unreachable = lose_replies, busy, unreachable
+        self.retry_after = retry_after
         self.sent: list[httpx.Request] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(request)
+        if self.unreachable:
+            self.unreachable -= 1
+            raise httpx.ConnectError("connection refused", request=request)
         if self.busy:
             self.busy -= 1
-            return httpx.Response(429, headers={"Retry-After": "7"}, json={"error": {
-                "code": 429, "title": "Too Many Requests", "message": "slow down"}})
+            return httpx.Response(
+                429, headers={"Retry-After": str(self.retry_after)}, json={"error": {
+                    "code": 429, "title": "Too Many Requests", "message": "slow down"}})
         response = self.real.handle_request(request)
         if self.lose_replies:
             self.lose_replies -= 1
@@ -64,11 +72,11 @@ def admin(live: LiveController, method: str, path: str, **body: Any) -> Any:
 
 
 def link_to(live: LiveController, token: str, transport: httpx.BaseTransport | None = None,
-            waits: list[float] | None = None) -> HttpLink:
+            waits: list[float] | None = None, **options: Any) -> HttpLink:
     http = httpx.Client(base_url=live.url, transport=transport, timeout=10.0,
                         headers={"Authorization": f"Bearer {token}"})
     sleep = waits.append if waits is not None else None
-    return HttpLink(http, HOST, retry_for=120.0, **({"sleep": sleep} if sleep else {}))
+    return HttpLink(http, HOST, retry_for=7200.0, sleep=sleep, **options)
 
 
 def a_server_building(live: LiveController) -> tuple[str, str]:
@@ -114,6 +122,54 @@ def test_an_answer_sent_while_the_controller_is_down_lands_once(
     assert server_events(controller, uuid).count("server-active") == 1
 
 
+def test_an_answer_waiting_out_its_backoff_goes_once_another_call_gets_through(
+        controller: LiveController) -> None:
+    uuid, token = a_server_building(controller)
+    faulty, stop = Faulty(unreachable=1), threading.Event()
+    # An hour's backoff after the one refused connection: only being woken ends it.
+    link = link_to(controller, token, faulty, backoff=lambda _: 3600.0, stop=stop)
+    sender = threading.Thread(target=link.spawned, args=(OrderResult(uuid, ok=True),),
+                              daemon=True)
+    sender.start()
+    try:
+        wait_until(lambda: len(faulty.sent) == 1)
+        link.heartbeat()  # the controller answers this one: it is reachable again
+        sender.join(timeout=300)
+        assert not sender.is_alive()
+    finally:
+        stop.set()
+    assert [r.url.path.rsplit("/", 1)[-1] for r in faulty.sent] == [
+        "spawned", "heartbeat", "spawned"]
+    assert admin(controller, "GET", f"/v2/admin/servers/{uuid}")["server"]["status"] == "ACTIVE"
+
+
+def test_a_wait_the_controller_asked_for_is_not_cut_short(controller: LiveController) -> None:
+    uuid, token = a_server_building(controller)
+    faulty, stop = Faulty(busy=1, retry_after=20), threading.Event()
+    link = link_to(controller, token, faulty, stop=stop)
+    sender = threading.Thread(target=link.spawned, args=(OrderResult(uuid, ok=True),),
+                              daemon=True)
+    sender.start()
+    try:
+        wait_until(lambda: len(faulty.sent) == 1)
+        link.heartbeat()
+        sender.join(timeout=1.0)
+        assert sender.is_alive()  # the 429's Retry-After (20 s) is still being waited out
+        assert len(faulty.sent) == 2
+        sender.join(timeout=300)
+        assert not sender.is_alive()
+    finally:
+        stop.set()
+    assert admin(controller, "GET", f"/v2/admin/servers/{uuid}")["server"]["status"] == "ACTIVE"
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.01)
+
+
 def test_an_answer_whose_reply_was_lost_is_applied_once(controller: LiveController) -> None:
     uuid, token = a_server_building(controller)
     faulty = Faulty(lose_replies=2)
@@ -127,7 +183,8 @@ def test_an_answer_whose_reply_was_lost_is_applied_once(controller: LiveControll
 def test_a_refusal_is_not_retried_and_retry_after_is_honoured(
         controller: LiveController) -> None:
     uuid, token = a_server_building(controller)
-    faulty, waits = Faulty(), []
+    faulty = Faulty()
+    waits: list[float] = []
     link = link_to(controller, token, faulty, waits)
     with pytest.raises(RefusedError, match="not deleted"):
         link.destroyed(OrderResult(uuid, ok=True))

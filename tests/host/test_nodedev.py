@@ -1,6 +1,7 @@
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,8 @@ from passthru.sim import PROFILES, nodedev_xml
 
 # What libvirt's PCI capability does not carry (subsystem ids) or its test driver drops
 # when loading a node file (<driver>); everything else must agree with sysfs.
-NOT_FROM_TEST_DRIVER = {"driver": None, "subsystem_vendor_id": None, "subsystem_device_id": None}
+NOT_FROM_TEST_DRIVER: dict[str, Any] = {
+    "driver": None, "subsystem_vendor_id": None, "subsystem_device_id": None}
 
 
 def from_test_driver(device: PciDevice) -> PciDevice:

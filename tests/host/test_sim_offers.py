@@ -55,7 +55,7 @@ def test_gpu_host_pools_by_numa(tmp_path: Path, sim_sysfs: Callable[[str], Path]
 def test_qat_classes(tmp_path: Path, sim_sysfs: Callable[[str], Path]) -> None:
     config, _, pools = offer(tmp_path, sim_sysfs, "qat")
     assert config.pool_attrs == ("e.QAclass",)
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for pool in pools:
         counts[pool.attrs["e.QAclass"]] += pool.count
     assert counts == {"1": 12, "2": 4, "3": 4}

@@ -113,7 +113,8 @@ def test_wrong_or_missing_device_is_refused(vnic: str, device: PciDevice | None,
 
 def test_device_on_another_physical_network_aborts_the_boot() -> None:
     with pytest.raises(InvalidInputError) as error:
-        bind_port(port("direct"), NetworkSpec("dmz", "vlan", "physnet2", 7), vf("physnet1"))
+        bind_port(port("direct"), NetworkSpec("dmz", NetworkType.VLAN, "physnet2", 7),
+                  vf("physnet1"))
     text = str(error.value)
     assert "network 'dmz' (physical_network physnet2)" in text
     assert "0000:0a:10.1 on physnet1" in text
@@ -160,7 +161,7 @@ def test_bad_ports_are_refused(kwargs: dict[str, object], message: str) -> None:
 
 
 def test_min_rate_alone_is_a_guarantee_without_limit() -> None:
-    assert PortSpec("p", "direct", "fa:16:3e:00:00:01", min_tx_rate=50).min_tx_rate == 50
+    assert PortSpec("p", VnicType.DIRECT, "fa:16:3e:00:00:01", min_tx_rate=50).min_tx_rate == 50
 
 
 def test_vnic_types_map_to_device_types() -> None:

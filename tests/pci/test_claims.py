@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from passthru.pci.claims import ClaimError, allocate, claim, free, numa_filter, select_devices
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.fit import numa_filter, select_devices
+from passthru.pci.lifecycle import ClaimError, allocate, claim, free
 from passthru.pci.pool import build_pools
 from passthru.pci.request import NumaPolicy, PciRequest
 from tests.pci.builders import by_product, gpu, host, nic
@@ -71,8 +72,12 @@ def test_claiming_a_pf_blocks_its_vfs_until_freed() -> None:
 def test_a_pf_stays_blocked_while_another_of_its_vfs_is_in_use() -> None:
     pools, devices = host(nic(0, 2, "physnet1"))
     vf = PciRequest(1, (), dev_type=DevType.VF)
-    claim(devices, select_devices(pools, [vf], by_product), "vm1")
-    claim(devices, select_devices(pools, [vf], by_product), "vm2")
+    first = select_devices(pools, [vf], by_product)
+    assert first is not None
+    claim(devices, first, "vm1")
+    second = select_devices(pools, [vf], by_product)
+    assert second is not None
+    claim(devices, second, "vm2")
     free(devices, "vm1")
     assert devices["0000:10:00.0"].status is DeviceStatus.UNAVAILABLE
     free(devices, "vm2")
@@ -82,6 +87,7 @@ def test_a_pf_stays_blocked_while_another_of_its_vfs_is_in_use() -> None:
 def test_claiming_a_taken_device_is_refused() -> None:
     pools, devices = host(gpu(0))
     selection = select_devices(pools, [PciRequest(1, ("20b5",))], by_product)
+    assert selection is not None
     claim(devices, selection, "vm1")
     with pytest.raises(ClaimError, match=r"0000:40:00\.0 is claimed, not available"):
         claim(devices, selection, "vm2")
@@ -89,7 +95,9 @@ def test_claiming_a_taken_device_is_refused() -> None:
 
 def test_a_missing_device_is_removed_when_freed() -> None:
     pools, devices = host(gpu(0))
-    claim(devices, select_devices(pools, [PciRequest(1, ("20b5",))], by_product), "vm1")
+    selection = select_devices(pools, [PciRequest(1, ("20b5",))], by_product)
+    assert selection is not None
+    claim(devices, selection, "vm1")
     devices["0000:40:00.0"].missing = True
     free(devices, "vm1")
     assert devices["0000:40:00.0"].status is DeviceStatus.REMOVED
@@ -237,6 +245,7 @@ def test_fit_then_claim_never_exceeds_a_pool_and_free_restores(
     # PF/VF exclusion holds after the claim.
     for device in by_address.values():
         if device.owner == "vm" and device.dev_type is DevType.VF:
+            assert device.parent_addr is not None
             assert by_address[device.parent_addr].owner != "vm"
     free(by_address, "vm")
     assert {a: (d.status, d.owner) for a, d in by_address.items()} == before

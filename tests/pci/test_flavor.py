@@ -75,6 +75,7 @@ def test_keys(key: str, canonical: str) -> None:
     ("address", "'address' is refused: flavors are global to the cloud, but address differs "
                 "from host to host"),
     ("host", "host differs from host to host"),
+    ("devname", "'devname' is refused: flavors are global to the cloud, but devname differs"),
     ("numa_node", "NUMA nodes are per host; ask for NUMA affinity with the flavor extra spec "
                   "hw:pci_numa_affinity_policy"),
     ("description", "is the flavor's own field"),

@@ -1,8 +1,9 @@
 from dataclasses import replace
 
-from passthru.pci.claims import claim, free, select_devices
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.fit import select_devices
 from passthru.pci.inventory import apply_delta, diff_inventory
+from passthru.pci.lifecycle import claim, free
 from passthru.pci.pool import build_pools
 from passthru.pci.request import PciRequest
 from tests.pci.builders import by_product, gpu, nic
@@ -52,7 +53,9 @@ def test_hot_add_and_removal_of_a_free_device() -> None:
 def test_a_removed_device_in_use_is_kept_until_freed() -> None:
     tracked = tracked_from(scan())
     pools = build_pools(tracked.values())
-    claim(tracked, select_devices(pools, [PciRequest(1, ("20b5",))], by_product), "vm1")
+    selection = select_devices(pools, [PciRequest(1, ("20b5",))], by_product)
+    assert selection is not None
+    claim(tracked, selection, "vm1")
     owned = next(d for d in tracked.values() if d.owner == "vm1")
     remaining = [d for d in scan() if d.address != owned.address]
     changes = apply_delta(tracked, diff_inventory(tracked, remaining))
@@ -68,7 +71,9 @@ def test_a_removed_device_in_use_is_kept_until_freed() -> None:
 def test_a_vf_appearing_under_a_pf_in_use_is_unavailable() -> None:
     tracked = tracked_from(nic(0, 1, "physnet1"))
     pools = build_pools(tracked.values())
-    claim(tracked, select_devices(pools, [PciRequest(1, (), dev_type=DevType.PF)], by_product), "vm1")
+    selection = select_devices(pools, [PciRequest(1, (), dev_type=DevType.PF)], by_product)
+    assert selection is not None
+    claim(tracked, selection, "vm1")
     apply_delta(tracked, diff_inventory(tracked, nic(0, 3, "physnet1")))
     new_vfs = [d for d in tracked.values() if d.dev_type is DevType.VF]
     assert len(new_vfs) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from passthru.errors import InvalidInputError
@@ -61,7 +63,7 @@ def test_socket_of_follows_the_cpus() -> None:
     ({"reserved_cpus": (9,)}, "reserved CPU 9 is not one of the host's CPUs"),
     ({"disk_gb": -1}, "disk_gb is -1, below 0"),
 ])
-def test_impossible_resources_are_refused(settings: dict[str, object], message: str) -> None:
+def test_impossible_resources_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         two_nodes(**settings)
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from passthru.pci.claims import claim, flavor_filter, select_devices
 from passthru.pci.device import DevType, PciDevice
+from passthru.pci.fit import flavor_filter, select_devices
 from passthru.pci.flavor import PciFlavor
+from passthru.pci.lifecycle import claim
 from passthru.pci.pool import build_pools
 from passthru.pci.request import PciRequest, narrow_to_supported, parse_seed_spec
 from passthru.pci.spec import Whitelist, parse_pci_information, parse_seed_oneliner

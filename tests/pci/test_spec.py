@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from passthru.errors import InvalidInputError
-from passthru.pci.device import DevType, PciDevice
+from passthru.pci.device import SYNONYMS, DevType, PciDevice
 from passthru.pci.spec import (
     DeviceSpec,
     DeviceSpecError,
@@ -160,6 +160,20 @@ def test_a_vf_still_needs_its_own_product_to_match() -> None:
 def test_only_a_single_pf_address_selects_vfs() -> None:
     specs = parse_pci_information([{"match": {"address": "*:0a:00.0"}}])
     assert taken(specs) == [PF0.address]
+
+
+@pytest.mark.parametrize(("written", "attr"), sorted(SYNONYMS.items()))
+def test_a_match_takes_every_synonym_a_flavor_takes(written: str, attr: str) -> None:
+    # One table for whitelist matches, flavors and pool attributes.
+    devices = [PciDevice("0000:0a:00.0", "8086", "1572", DevType.PF, netdev="ens1f0"),
+               PciDevice("0000:0b:00.0", "8086", "1581", netdev="ens2f0")]
+    value = {"product_id": "1572", "netdev": "ens1f0", "dev_type": "type-PF"}.get(attr)
+    if value is None:  # a tag: not something a match selects by
+        with pytest.raises(InvalidInputError, match=f"match key {written!r} is not"):
+            parse_pci_information([{"match": {written: "p1"}}])
+        return
+    specs = parse_pci_information([{"match": {written: value}}])
+    assert [d.address for d in devices if specs[0].selects(d)] == ["0000:0a:00.0"]
 
 
 def test_a_pf_netdev_selects_its_vfs_as_novas_devname_does() -> None:

@@ -4,6 +4,7 @@ import libvirt
 from lxml import etree
 
 from passthru.sim import PROFILES, expand, nodedev_xml
+from tests.support.trees import elements, one
 
 
 def test_libvirt_test_driver_loads_every_function(tmp_path: Path) -> None:
@@ -21,23 +22,23 @@ def test_libvirt_test_driver_loads_every_function(tmp_path: Path) -> None:
         pf = etree.fromstring(connection.nodeDeviceLookupByName("pci_0000_3b_00_1").XMLDesc(0))
     finally:
         connection.close()
-    vfs = pf.find("capability/capability[@type='virt_functions']")
+    vfs = one(pf, "capability/capability[@type='virt_functions']")
     assert vfs.get("maxCount") == "64"
     assert len(vfs.findall("address")) == 4
     assert pf.findtext("capability/bus") == "59"
-    assert pf.find("capability/numa").get("node") == "0"
+    assert one(pf, "capability/numa").get("node") == "0"
 
 
 def test_no_numa_element_for_a_device_without_node() -> None:
     node = etree.fromstring(nodedev_xml(PROFILES["mixed"]).encode())
-    nvme = node.xpath("device[name='pci_0000_5e_00_0']")[0]
+    nvme = elements(node, "device[name='pci_0000_5e_00_0']")[0]
     assert nvme.find("capability/numa") is None
     assert nvme.findtext("driver/name") == "nvme"
 
 
 def test_netdevs_are_children_of_their_function() -> None:
     node = etree.fromstring(nodedev_xml(PROFILES["connectx"]).encode())
-    net = node.xpath("device[capability/interface='enp175s0f1v3']")[0]
+    net = elements(node, "device[capability/interface='enp175s0f1v3']")[0]
     # Port 1's VF 3: 0000:af:00.1 + offset 2 + 16 - 1 + 3.
     assert net.findtext("parent") == "pci_0000_af_02_5"
     assert net.findtext("capability/address") == "0c:42:a1:00:af:15"

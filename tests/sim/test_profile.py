@@ -60,14 +60,21 @@ def test_bound_to_replaces_the_driver_and_none_numa_is_kept() -> None:
     [
         (Card(X710, "0000:3b:00.0", numvfs=65), "at most 64 VFs"),
         (Card(A100, "0000:17:00.0", numvfs=1), "at most 0 VFs"),
-        (Card(A100, "3b:00.0"), "is not a PCI address"),
-        (Card(A100, "0000:3b:20.0"), "is not a PCI address"),
+        (Card(A100, "0000:3b:00"), "card a100: PCI address '0000:3b:00' is malformed"),
+        (Card(A100, "0000:3b:20.0"), "card a100: slot 20 .* out of range"),
         (Card(X710, "0000:ff:1f.0", numvfs=64), "past bus ff"),
     ],
 )
 def test_impossible_cards_are_refused(card: Card, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         expand(HostProfile("t", "", (card,)))
+
+
+def test_card_addresses_are_read_as_everywhere_else() -> None:
+    # The one PCI address parser: domain 0 may go unwritten, hex in either case.
+    functions = by_address(HostProfile("t", "", (Card(X710, "3B:00.0", numvfs=1),)))
+    assert sorted(functions) == ["0000:3b:00.0", "0000:3b:02.0"]
+    assert functions["0000:3b:02.0"].physfn == "0000:3b:00.0"
 
 
 def test_overlapping_cards_are_refused() -> None:

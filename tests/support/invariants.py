@@ -55,9 +55,10 @@ def _devices(session: Session, servers: Mapping[str, ServerRow]) -> list[str]:
             continue
         if row.status not in _HELD:
             found.append(f"{where} is {row.status} but owned by server {row.owner}")
-        if row.request_id is None or request_server.get(row.request_id) != row.owner:
+        holder = None if row.request_id is None else request_server.get(row.request_id)
+        if holder != row.owner:
             found.append(f"{where} is owned by server {row.owner} but held for request "
-                         f"{row.request_id} of server {request_server.get(row.request_id)}")
+                         f"{row.request_id} of server {holder}")
         server = servers.get(row.owner)
         if server is None:
             found.append(f"{where} is held by server {row.owner}, which does not exist")

@@ -33,9 +33,17 @@ def child_env() -> dict[str, str]:
 
 
 class Child:
-    """A `passthru` subprocess that a test can kill, as in a crash, or stop."""
+    """A `passthru` subprocess that a test can kill, as in a crash, or stop, and whose
+    output goes to `log`."""
 
     process: subprocess.Popen[bytes] | None = None
+    log: Path
+    #: What `log_tail` heads the log's end with.
+    title = "passthru"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = self.log.read_text() if self.log.exists() else "(no output)"
+        return f"--- {self.title} ---\n{text[-chars:]}"
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, as when a machine dies."""
@@ -78,7 +86,8 @@ class ServedApp(Controller):
     @property
     def app(self) -> FastAPI:
         assert self._server is not None, "not started"
-        app: FastAPI = self._server.config.app
+        app = self._server.config.app
+        assert isinstance(app, FastAPI)
         return app
 
     def start(self, timeout: float = 120.0) -> None:
@@ -110,6 +119,8 @@ class ServedApp(Controller):
 class LiveController(Child, Controller):
     """`passthru serve` in a subprocess; `start()` waits until it answers. `options` are
     more `serve` options, e.g. a short `--heartbeat-timeout`."""
+
+    title = "controller"
 
     def __init__(self, data_dir: Path, db_url: str | None = None,
                  options: Sequence[str] = ()) -> None:

@@ -32,7 +32,7 @@ def test_flavors_count_matching_pools_and_only_up_hosts_have_free_devices(api: A
     api.ok("POST", f"{V2}/flavors", json={"flavor": {"name": "m1.gpu"}})
     api.ok("POST", f"{V2}/flavors/m1.gpu/os-extra_specs",
            json={"extra_specs": {"pci_passthrough:pci_flavor": "1:bigGPU"}})
-    store = api.client.app.state.store
+    store = api.client.app.state.store  # type: ignore[attr-defined]
     silence(store, "gpu-2")
     server = api.ok("POST", f"{V2}/servers",
                     json={"server": {"name": "vm", "flavorRef": "m1.gpu"}})["server"]

@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from lxml import html
+from lxml import etree, html
 
 from passthru.controller.db import Store
 from passthru.controller.settings import DATABASE_FILE
 from passthru.sim import PROFILES
+from tests.support import trees
 from tests.support.live import LiveController
 from tests.web.chromium import dump_dom, screenshot
 from tests.web.fleet import heartbeats_written, place, report_host, silence
@@ -105,44 +106,61 @@ def _text(element: Any) -> str:
     return " ".join(" ".join(element.itertext()).split())
 
 
+def _by_id(page: etree._Element, id_: str) -> etree._Element:
+    """The page's element of that id: lxml-stubs type `html.fromstring` as a plain element,
+    without the HTML methods it has."""
+    assert isinstance(page, html.HtmlMixin)
+    found = page.get_element_by_id(id_)
+    assert found is not None  # it raises KeyError instead, without a default
+    return found
+
+
+def _int(element: etree._Element, attribute: str) -> int:
+    value = element.get(attribute)
+    assert value is not None, attribute
+    return int(value)
+
+
 def test_the_page_shows_hosts_pools_flavors_servers_and_events(fleet: Fleet) -> None:
     page = html.fromstring(dump_dom(fleet.page(fleet.admin)))
-    assert page.get_element_by_id("fleet").get("data-loaded") == "true"
-    assert page.get_element_by_id("notice").get("hidden") is not None
+    assert _by_id(page, "fleet").get("data-loaded") == "true"
+    assert _by_id(page, "notice").get("hidden") is not None
 
-    hosts = page.xpath('//tbody[@id="hosts"]/tr')
+    hosts = trees.elements(page, '//tbody[@id="hosts"]/tr')
     assert _data(hosts, "host", "status") == {
         "gpu-1": ("up",), "net-1": ("up",), "qat-1": ("down",)}
     silent = next(row for row in hosts if row.get("data-host") == "qat-1")
     assert "1 h ago" in _text(silent)
     assert "0 used · 0 free · 20" in _text(silent)  # a down host has nothing free
-    summary = _text(page.get_element_by_id("summary"))
+    summary = _text(_by_id(page, "summary"))
     assert summary == "Hosts 2 up 1 down Devices 56 Used 2 Free 34 PCI flavors 4 Servers 2"
 
     # gpu-1: four A100 and two T4 in pools per NUMA node; net-1: 30 VFs in one pool per PF.
-    pools = {card.get("data-host"): [(int(p.get("data-count")), int(p.get("data-used")),
-                                      int(p.get("data-free")))
-                                     for p in card.xpath('.//div[contains(@class, "pool")]')]
-             for card in page.xpath('//div[@id="pools"]/article')}
+    pools = {card.get("data-host"): [
+        (_int(p, "data-count"), _int(p, "data-used"), _int(p, "data-free"))
+        for p in trees.elements(card, './/div[contains(@class, "pool")]')]
+        for card in trees.elements(page, '//div[@id="pools"]/article')}
     assert sorted(pools["gpu-1"]) == [(1, 0, 1), (1, 0, 1), (2, 0, 2), (2, 1, 1)]
     assert sorted(pools["net-1"]) == [(6, 0, 6), (8, 0, 8), (8, 0, 8), (8, 1, 7)]
     assert sorted(pools["qat-1"]) == [(4, 0, 0)] * 5
 
-    flavors = _data(page.xpath('//div[@id="flavors"]/div'), "flavor", "count", "used", "free")
+    flavors = _data(trees.elements(page, '//div[@id="flavors"]/div'),
+                    "flavor", "count", "used", "free")
     assert flavors == {"bigGPU": ("4", "1", "3"), "T4": ("2", "0", "2"),
                        "phyX_NIC": ("16", "1", "15"), "QA1": ("12", "0", "0")}
-    big_gpu = page.xpath('//div[@data-flavor="bigGPU"]')[0]
+    big_gpu = trees.elements(page, '//div[@data-flavor="bigGPU"]')[0]
     assert "NVIDIA A100" in _text(big_gpu)
-    bar = big_gpu.xpath('.//div[@class="bar"]')[0]
+    bar = trees.elements(big_gpu, './/div[@class="bar"]')[0]
     assert bar.get("aria-label") == "1 used, 3 free of 4"
     assert [s.get("style") for s in bar] == ["width: 25%;", "width: 75%;"]
 
-    servers = {row.get("data-server"): row.xpath('.//*[@data-device]/@data-device')
-               for row in page.xpath('//tbody[@id="servers"]/tr')}
+    servers = {row.get("data-server"): trees.strings(row, './/*[@data-device]/@data-device')
+               for row in trees.elements(page, '//tbody[@id="servers"]/tr')}
     assert servers == fleet.devices
     assert [len(devices) for devices in servers.values()] == [1, 1]
 
-    events = [(row.get("data-kind"), _text(row)) for row in page.xpath('//tbody[@id="events"]/tr')]
+    events = [(row.get("data-kind"), _text(row))
+              for row in trees.elements(page, '//tbody[@id="events"]/tr')]
     kinds = [kind for kind, _ in events]
     assert kinds[:2] == ["device-claimed", "server-created"]  # vm-net, newest first
     claimed = [text for kind, text in events if kind == "device-claimed"]
@@ -174,15 +192,15 @@ def test_an_open_page_asks_again_with_etags_and_keeps_what_did_not_change(fleet:
     assert _requests(log, "v2/admin/os-events") == [200]
     assert _requests(log, "v2/whoami") == [200]
 
-    assert page.get_element_by_id("fleet").get("data-loaded") == "true"
-    assert page.get_element_by_id("notice").get("hidden") is not None
-    hosts = page.xpath('//tbody[@id="hosts"]/tr')
+    assert _by_id(page, "fleet").get("data-loaded") == "true"
+    assert _by_id(page, "notice").get("hidden") is not None
+    hosts = trees.elements(page, '//tbody[@id="hosts"]/tr')
     assert _data(hosts, "host", "status") == {
         "gpu-1": ("up",), "net-1": ("up",), "qat-1": ("down",)}
-    summary = _text(page.get_element_by_id("summary"))
+    summary = _text(_by_id(page, "summary"))
     assert summary == "Hosts 2 up 1 down Devices 56 Used 2 Free 34 PCI flavors 4 Servers 2"
-    assert len(page.xpath('//div[@id="pools"]/article')) == 3
-    assert len(page.xpath('//tbody[@id="servers"]/tr')) == 2
+    assert len(trees.elements(page, '//div[@id="pools"]/article')) == 3
+    assert len(trees.elements(page, '//tbody[@id="servers"]/tr')) == 2
     assert page.xpath('//tbody[@id="events"]/tr')
 
 
@@ -195,10 +213,10 @@ def test_a_screenshot_of_the_page_is_kept(fleet: Fleet) -> None:
     assert struct.unpack(">II", header[16:24]) == (1400, 1000)
 
 
-def _notice(url: str) -> tuple[str, str, bool]:
+def _notice(url: str) -> tuple[str | None, str, bool]:
     page = html.fromstring(dump_dom(url))
-    notice = page.get_element_by_id("notice")
-    return notice.get("data-state"), _text(notice), page.get_element_by_id("fleet").get(
+    notice = _by_id(page, "notice")
+    return notice.get("data-state"), _text(notice), _by_id(page, "fleet").get(
         "hidden") is not None
 
 

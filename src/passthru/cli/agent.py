@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
 from pathlib import Path
@@ -43,7 +44,8 @@ def agent(
     through netlink; a simulated host (`passthru sim`) has no SR-IOV hardware, so with
     `vf_applier = "simulated"` their settings are recorded in SYSFS_ROOT/vf-state.json.
     The token must be this host's agent token (`passthru host-token HOST`), given in the
-    config or as PASSTHRU_TOKEN.
+    config or as PASSTHRU_TOKEN. SIGUSR1 writes the stack of every thread to standard
+    error, to see what a stuck agent waits for.
     """
     # The host side (libvirt, netlink, the host config) and logging load for the agent only.
     import logging
@@ -86,6 +88,7 @@ def agent(
             agent.worker = OrderWorker(link, attacher, config.instances_path)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
             agent.run(stop)
     finally:
         link.close()

@@ -53,6 +53,8 @@ class Heartbeats:
 
     def __init__(self, held_every: float) -> None:
         self._lock = threading.Lock()
+        #: Held by a flush from taking the heart-beats until they are written.
+        self._flushing = threading.Lock()
         self._seen: dict[str, datetime] = {}
         #: Host -> how many of its long-polls are held (an agent that came back while
         #: its old connection still stands has two).
@@ -92,21 +94,23 @@ class Heartbeats:
     def flush(self, store: Store) -> list[str]:
         """Write the heart-beats noted so far; returns the hosts this brought up (or
         made known), with the held hosts when they are due. Kept for the next flush if
-        the store cannot take them now."""
-        with self._lock:
-            if time.monotonic() >= self._held_next:
-                now = utcnow()
-                self._seen.update(dict.fromkeys(self._held, now))
-                self._held_next = time.monotonic() + self._held_every
-            seen, self._seen = self._seen, {}
-        if not seen:
-            return []
-        try:
-            return _write(store, seen)
-        except BaseException:
-            with self._lock:  # a newer heart-beat noted meanwhile wins
-                self._seen = {**seen, **self._seen}
-            raise
+        the store cannot take them now. Flushes run one at a time: one that returns has
+        every heart-beat noted before it written, also those another flush had taken."""
+        with self._flushing:
+            with self._lock:
+                if time.monotonic() >= self._held_next:
+                    now = utcnow()
+                    self._seen.update(dict.fromkeys(self._held, now))
+                    self._held_next = time.monotonic() + self._held_every
+                seen, self._seen = self._seen, {}
+            if not seen:
+                return []
+            try:
+                return _write(store, seen)
+            except BaseException:
+                with self._lock:  # a newer heart-beat noted meanwhile wins
+                    self._seen = {**seen, **self._seen}
+                raise
 
 
 def _write(store: Store, seen: Mapping[str, datetime]) -> list[str]:

@@ -6,7 +6,7 @@ Each operation reads only the rows it needs: the owner's devices (`devices.owner
 indexed) or the chosen ones, plus their PF/VF family (the parent PF of each VF, the VFs of
 each PF, and for a free the parent's other VFs, through the indexed
 `(host_id, parent_addr)`), never the whole host, except a full inventory report, which
-compares everything the host has. The core's rules (`pci.claims`, `pci.inventory`) run on
+compares everything the host has. The core's rules (`pci.lifecycle`, `pci.inventory`) run on
 that partial set: they only ever look at a device's relatives, so on the family they
 change exactly what they would on the whole host (tests/controller/test_ledger.py proves
 it). The SQL works out no rule of its own.
@@ -61,11 +61,11 @@ from passthru.controller.models import (
     PciRequestRow,
     PoolRow,
 )
-from passthru.controller.scheduler.snapshot import DeviceRef, StoredHost, stored_host
+from passthru.controller.stored_host import DeviceRef, StoredHost, stored_host
 from passthru.errors import ConflictError
-from passthru.pci import claims
-from passthru.pci.claims import Selection
+from passthru.pci import lifecycle
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
+from passthru.pci.fit import Selection
 from passthru.pci.pool import build_pools, empty_pool, pool_key
 from passthru.pci.resources import VmSize
 
@@ -317,10 +317,10 @@ def read_owner(session: Session, host_id: int, name: str, owner: str) -> Part:
 def add_family(session: Session, part: Part, *, siblings: str | None,
                around: Iterable[PciDevice] = ()) -> None:
     """Add the PF/VF relatives of the devices read so far (and of those `around`): the
-    parent of each VF and the VFs of each other device (`claims.relatives`; a device that
+    parent of each VF and the VFs of each other device (`lifecycle.relatives`; a device that
     stops being a PF must not leave VFs behind, `inventory.check_delta`). With
     `siblings` (the owner being freed), also one VF in use by another owner of each
-    parent, if there is one: all of the parents' relatives that `claims.free` could
+    parent, if there is one: all of the parents' relatives that `lifecycle.free` could
     find in use, as far as its answer goes."""
     seeds = [*part.devices.values(), *around]
     parents = {d.parent_addr for d in seeds
@@ -333,7 +333,7 @@ def add_family(session: Session, part: Part, *, siblings: str | None,
             "heads": [a for a in chunk if a in heads]}))
     if siblings is not None:
         # Whether a parent stays blocked turns on whether any of its other VFs is in use
-        # (`claims.free`): one such VF of another owner tells it, whatever the PF's size.
+        # (`lifecycle.free`): one such VF of another owner tells it, whatever the PF's size.
         for parent in sorted(parents - heads):
             part.add_rows(session.connection().execute(_SIBLING_IN_USE, {
                 "host": part.host_id, "parent": parent, "owner": siblings}))
@@ -544,8 +544,8 @@ def claim_many(session: Session, wanted: Sequence[tuple[StoredHost, Selection, s
             if was is None or was.generation != host.refs[address].generation:
                 raise LostRaceError(host.name, address)
         try:
-            done = claims.claim(part.devices, selection, owner)
-        except claims.ClaimError:
+            done = lifecycle.claim(part.devices, selection, owner)
+        except lifecycle.ClaimError:
             raise LostRaceError(host.name, next(
                 a for a in chosen if part.devices[a].status is not DeviceStatus.AVAILABLE)
                 ) from None
@@ -607,7 +607,7 @@ def allocate(session: Session, host: HostRow, owner: str, server_name: str) -> l
     its VM runs; returns their addresses."""
     part = Part(host.id, host.name)
     part.add_rows(session.connection().execute(_BY_OWNER, {"host": host.id, "owner": owner}))
-    allocated = [d.address for d in claims.allocate(part.devices, owner)]
+    allocated = [d.address for d in lifecycle.allocate(part.devices, owner)]
     save(session, part, None, changed=allocated)
     _events(session, host.name, EventKind.DEVICE_ALLOCATED, owner,
             dict.fromkeys(allocated, f"allocated to server {server_name}"))
@@ -637,7 +637,7 @@ def free(session: Session, owner: str, server_name: str) -> list[str]:
             _LOCK_HOLDING, {"owner": owner}).all():
         part = read_owner(session, host_id, name, owner)
         held = sorted(a for a, d in part.devices.items() if d.owner == owner)
-        changed = claims.free(part.devices, owner)
+        changed = lifecycle.free(part.devices, owner)
         save(session, part, pool_attrs, changed=[d.address for d in changed])
         _events(session, name, EventKind.DEVICE_FREED, owner,
                 dict.fromkeys(held, f"freed by server {server_name}"))

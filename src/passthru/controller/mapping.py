@@ -63,8 +63,8 @@ def device_from_values(values: Sequence[Any]) -> PciDevice:
 
 def pool_key_text(key: PoolKey) -> str:
     """A pool's identity as canonical JSON, unique per host."""
-    return json.dumps([list(map(list, key.attrs)), str(key.dev_type), key.numa_node,
-                       key.parent_addr], separators=(",", ":"))
+    return json.dumps([list(map(list, key.signature.attrs)), str(key.signature.dev_type),
+                       key.numa_node, key.parent_addr], separators=(",", ":"))
 
 
 def pool_record(host_id: int, pool: Pool) -> dict[str, Any]:

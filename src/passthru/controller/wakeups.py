@@ -166,6 +166,11 @@ class Wakeups:
             return sum(len(futures) for futures in self._waiters.values())
 
     def _committed(self, session: Session) -> None:
+        # SQLAlchemy tells a savepoint's release (a work of a group commit, `Store.grouped`)
+        # as a commit too. Woken then, an agent would read its orders before the change is
+        # visible, yet get the new version, and wait on it for a change that came already.
+        if session.in_nested_transaction():
+            return
         hosts = session.info.pop(_HOSTS, None)
         if hosts:
             self.bump(hosts)
@@ -179,6 +184,8 @@ class Wakeups:
             session.info.pop(_HOSTS, None)
 
     def _notify(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # the whole transaction notifies once, as it commits
         hosts = sorted(session.info.get(_HOSTS, ()))
         for chunk in _chunks(hosts):
             session.execute(text("SELECT pg_notify(:channel, :payload)"),

@@ -5,6 +5,9 @@ A controller that is briefly away (restarting, its store failing over, overloade
 waited for: a call that cannot connect, times out, or gets 502, 503, 504 or 429 is sent
 again with capped exponential backoff and full jitter (tenacity), honouring a
 Retry-After, for up to `retry_for` seconds; only then does it fail the agent's round.
+A call waiting out its backoff is sent again as soon as another call gets an answer (the
+controller is back: an order's answer must not wait another half minute for its turn),
+unless the controller asked for the wait (Retry-After).
 Any other 4xx is the controller's answer and is never retried. Every call is safe to
 send twice: reports name their base generation (a repeat is refused as stale), and each
 answer to an order carries an idempotency key, the same on every retry, so the
@@ -58,6 +61,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Backoff between retries: from `_FIRST_WAIT` seconds, doubling, at most `_MOST_WAIT`.
 _FIRST_WAIT = 0.5
 _MOST_WAIT = 30.0
+#: How often a call waiting to be sent again looks whether the agent is stopping.
+_STOP_POLL = 0.5
 #: How much later than asked a long-poll may be answered before it counts as timed out.
 _LATE = 30.0
 
@@ -104,19 +109,28 @@ def connect(controller: str, host: str, token: str, *, timeout: float = 30.0,
 
 class HttpLink:
     """Reports for one host over `http`, a client that carries the host's agent token.
-    A call is retried for up to `retry_for` seconds (0: never), sleeping with `sleep`, and
-    no more once `stop` is set."""
+    A call is retried for up to `retry_for` seconds (0: never), waiting `backoff(state)`
+    seconds in between (tenacity's capped exponential backoff with jitter unless told),
+    and no more once `stop` is set. `sleep` replaces the waiting (see the module)."""
 
     def __init__(self, http: httpx.Client, host: str, *, retry_for: float = 300.0,
                  sleep: Callable[[float], object] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 backoff: Callable[[RetryCallState], float] | None = None) -> None:
         self.host = host
         self._base = f"/v2/agent/hosts/{host}"
         self._http = http
         self.retry_for = retry_for
         self._stop = stop or threading.Event()
-        self._sleep = sleep or self._stop.wait
-        self._backoff = wait_random_exponential(multiplier=_FIRST_WAIT, max=_MOST_WAIT)
+        self._sleep = sleep or self._until_answered
+        self._backoff = backoff or wait_random_exponential(multiplier=_FIRST_WAIT,
+                                                           max=_MOST_WAIT)
+        #: The controller's answers so far; each wakes the calls waiting to be sent again.
+        self._answers = 0
+        self._answered = threading.Condition()
+        #: Per thread: the answers counted when its attempt began (`seen`), and whether
+        #: the wait under way is one the controller asked for (`wait`).
+        self._asked = threading.local()
 
     def close(self) -> None:
         self._http.close()
@@ -137,9 +151,31 @@ class HttpLink:
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, _BusyError) and (after := _retry_after(error.response)) is not None:
+        after = _retry_after(error.response) if isinstance(error, _BusyError) else None
+        self._asked.wait = after is not None
+        if after is not None:
             return min(after, _MOST_WAIT * 2)
         return self._backoff(state)
+
+    def _until_answered(self, seconds: float) -> None:
+        """Wait `seconds`, or until the agent stops, or, unless the controller asked for
+        the wait, until another call gets an answer."""
+        deadline = time.monotonic() + seconds
+        asked = getattr(self._asked, "wait", False)
+        with self._answered:
+            # Counted from the failed attempt on: an answer that came while it failed wakes
+            # this wait too.
+            seen = getattr(self._asked, "seen", self._answers)
+            while not self._stop.is_set() and (asked or self._answers == seen):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._answered.wait(min(left, _STOP_POLL))
+
+    def _heard(self) -> None:
+        with self._answered:
+            self._answers += 1
+            self._answered.notify_all()
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -163,6 +199,7 @@ class HttpLink:
         try:
             for attempt in retrying:
                 with attempt:
+                    self._asked.seen = self._answers
                     timeout: Any = httpx.USE_CLIENT_DEFAULT
                     if read_timeout is not None:
                         client = self._http.timeout
@@ -172,6 +209,7 @@ class HttpLink:
                                                   headers=headers, timeout=timeout)
                     if response.status_code in _TRANSIENT:
                         raise _BusyError(response)
+                    self._heard()
         except httpx.TransportError as error:
             raise self._unreachable(error) from None
         except _BusyError as busy:

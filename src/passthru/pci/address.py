@@ -83,6 +83,20 @@ class PciAddress:
             values.append(value)
         return PciAddress(*values)
 
+    @property
+    def routing_id(self) -> int:
+        """Bus, slot and function as PCIe's 16-bit routing ID (bus << 8 | slot << 3 |
+        function), the number SR-IOV's VF offset and stride count in."""
+        return self.bus << 8 | self.slot << 3 | self.function
+
+    @staticmethod
+    def from_routing_id(domain: int, rid: int) -> PciAddress:
+        """The function at routing ID `rid` of PCI domain `domain`."""
+        if not 0 <= rid <= 0xFFFF:
+            raise InvalidInputError(f"routing ID {rid:#x} in domain {domain:04x} is past "
+                                    "bus ff: no such PCI function")
+        return PciAddress(domain, rid >> 8, rid >> 3 & 0x1F, rid & 7)
+
     def libvirt_attrs(self) -> dict[str, str]:
         """The attributes of libvirt's `<address>` element for this function."""
         return {"domain": f"0x{self.domain:04x}", "bus": f"0x{self.bus:02x}",

@@ -106,14 +106,16 @@ def normalize_id(value: str | int, what: str = "id") -> str:
     return f"{number:04x}"
 
 
-# Other spellings operators bring: Nova's bare tag, and the seed's name for product_id.
-_ATTR_ALIASES = {"physical_network": PHYSICAL_NETWORK, "device_id": "product_id"}
+#: Other spellings operators bring for device attributes and tags, wherever they name one
+#: (a whitelist match, a flavor, a pool attribute): the seed's and Nova's `device_id`,
+#: Nova's `devname` and `device_type`, and Nova's bare `physical_network` tag.
+SYNONYMS: dict[str, str] = {"device_id": "product_id", "devname": "netdev",
+                            "device_type": "dev_type", "physical_network": PHYSICAL_NETWORK}
 
 
-def normalize_tag(key: str) -> str:
-    """An attribute or tag name in our spelling: Nova's bare `physical_network` is
-    `e.physical_network`, the seed's `device_id` is `product_id`."""
-    return _ATTR_ALIASES.get(key, key)
+def canonical_attr(key: str) -> str:
+    """An attribute or tag name in passthru's spelling (`SYNONYMS`)."""
+    return SYNONYMS.get(key, key)
 
 
 @dataclass(slots=True)

@@ -17,27 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import re2
-
 from passthru.errors import InvalidInputError
-from passthru.pci.device import BASE_ATTRS, PHYSICAL_NETWORK, PciDevice
+from passthru.pci.device import BASE_ATTRS, SYNONYMS, PciDevice, canonical_attr
 from passthru.pci.match import ValueMatcher, compile_attribute, did_you_mean, tag_key
-from passthru.pci.pool import Pool
-from passthru.pci.request import NumaPolicy, parse_numa_policy
+from passthru.pci.pool import Attributed
+from passthru.pci.request import FLAVOR_NAME, NumaPolicy, parse_numa_policy
 
 #: The seed keeps the attributes hosts expose as a pseudo-flavor with this UUID and name.
 FLAVOR_ATTRS_UUID = "0"
 FLAVOR_ATTRS_NAME = "_flavor_attrs"
 
 MAX_NAME = 255
-_NAME = re2.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
-
-#: Other spellings of flavor keys: the seed's `device_id`, Nova's `device_type`.
-FLAVOR_ALIASES: dict[str, str] = {
-    "device_id": "product_id",
-    "device_type": "dev_type",
-    "physical_network": PHYSICAL_NETWORK,
-}
 
 _PER_HOST = ("flavors are global to the cloud, but {key} differs from host to host; tag "
              "the devices in the hosts' pci_information (e.g. extra = {{\"e.group\" = "
@@ -47,7 +37,6 @@ _REFUSED: dict[str, str] = {
     "parent_addr": _PER_HOST,
     "host": _PER_HOST,
     "netdev": _PER_HOST,
-    "devname": _PER_HOST,
     "driver": _PER_HOST,
     "iommu_group": _PER_HOST,
     "numa_node": ("flavors are global to the cloud, but NUMA nodes are per host; ask for "
@@ -61,9 +50,8 @@ _REFUSED: dict[str, str] = {
 def validate_flavor_name(name: str) -> str:
     """The name if it is a valid PCI flavor name; otherwise a InvalidInputError saying why.
 
-    A name starts with a letter and goes on with letters, digits, '_', '.' or '-', so it
-    fits in a request such as `1:bigGPU,bigGPU2;1:QA` and never collides with the
-    reserved `_flavor_attrs` or UUID `0`.
+    The rule is the one requests read names by (`request.FLAVOR_NAME`); it also keeps
+    names off the reserved `_flavor_attrs` and UUID `0`.
     """
     if not isinstance(name, str):
         raise InvalidInputError(f"PCI flavor name {name!r} must be text, such as 'bigGPU'")
@@ -76,7 +64,7 @@ def validate_flavor_name(name: str) -> str:
         raise InvalidInputError(
             f"PCI flavor name {name!r} is reserved: names starting with '_' are passthru's "
             f"own (such as {FLAVOR_ATTRS_NAME})")
-    if not _NAME.fullmatch(name):
+    if not FLAVOR_NAME.fullmatch(name):
         raise InvalidInputError(
             f"PCI flavor name {name!r} is not valid: start with a letter, then letters, "
             "digits, '_', '.' or '-' (e.g. 'bigGPU', 'phyX_NIC', 'QA13')")
@@ -88,17 +76,18 @@ def flavor_key(key: str, *, flavor: str = "") -> str:
     label = f"PCI flavor {flavor}: " if flavor else ""
     if not isinstance(key, str):
         raise InvalidInputError(f"{label}key {key!r} must be a string")
-    key = FLAVOR_ALIASES.get(key, key)
+    written, key = key, canonical_attr(key)
     if key in BASE_ATTRS:
         return key
     if key in _REFUSED:
-        raise InvalidInputError(f"{label}key {key!r} is refused: " + _REFUSED[key].format(key=key))
+        raise InvalidInputError(f"{label}key {written!r} is refused: "
+                                + _REFUSED[key].format(key=written))
     if key.startswith("e."):
         return tag_key(key, what=f"{label}key")
     raise InvalidInputError(
         f"{label}key {key!r} is not an attribute hosts expose; use "
         f"{', '.join(BASE_ATTRS)} or an extra tag 'e.<name>' ("
-        + did_you_mean(key, (*BASE_ATTRS, *FLAVOR_ALIASES)) + ")")
+        + did_you_mean(key, (*BASE_ATTRS, *SYNONYMS)) + ")")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +121,7 @@ class PciFlavor:
         object.__setattr__(self, "spec", spec)
         object.__setattr__(self, "_matchers", matchers)
 
-    def matches_pool(self, pool: Pool) -> bool:
+    def matches_pool(self, pool: Attributed) -> bool:
         """Whether the pool's devices are this flavor's; a pool lacking an attribute the
         flavor names (not in the host's pool_attrs) does not match."""
         return all(matcher.matches(pool.attr(key)) for key, matcher in self._matchers)

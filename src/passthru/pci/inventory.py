@@ -25,7 +25,6 @@ from typing import Any
 
 from passthru.errors import InvalidInputError
 from passthru.pci.address import PciAddress
-from passthru.pci.claims import in_use
 from passthru.pci.device import (
     TEXT_LENGTHS,
     DeviceStatus,
@@ -35,6 +34,7 @@ from passthru.pci.device import (
     normalize_id,
     quote,
 )
+from passthru.pci.lifecycle import in_use
 from passthru.pci.match import tag_key
 
 # What the controller tracks about a device's use; a scan never reports these.

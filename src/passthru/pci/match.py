@@ -24,7 +24,7 @@ from typing import Any
 import re2
 
 from passthru.errors import InvalidInputError
-from passthru.pci.device import PHYSICAL_NETWORK, DevType, normalize_id, normalize_tag
+from passthru.pci.device import PHYSICAL_NETWORK, DevType, canonical_attr, normalize_id
 
 REGEX_PREFIX = "re:"
 _REGEX_SIGNS = frozenset("(|+^$\\")
@@ -261,7 +261,7 @@ def compile_attribute(key: str, value: str | int, *, what: str | None = None) ->
 
 def tag_key(key: str, *, what: str = "tag") -> str:
     """An extra tag's key: `e.<name>`; Nova's bare `physical_network` is `e.physical_network`."""
-    key = normalize_tag(key)
+    key = canonical_attr(key)
     if key == PHYSICAL_NETWORK or _TAG_NAME.fullmatch(key):
         return key
     bare = not key.startswith("e.") and _TAG_NAME.fullmatch(f"e.{key}")

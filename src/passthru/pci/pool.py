@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from passthru.errors import InvalidInputError
-from passthru.pci.device import BASE_ATTRS, DevType, PciDevice, normalize_tag, quote
+from passthru.pci.device import BASE_ATTRS, DevType, PciDevice, canonical_attr, quote
 from passthru.pci.match import did_you_mean, tag_key
 
 #: The seed's default: vendor_id, product_id and every extra tag (`e.*`).
@@ -24,7 +25,7 @@ def pool_attr(name: str) -> str:
     refused, in the host config and in reports alike."""
     if name == "e.*":
         return name
-    base = normalize_tag(name)
+    base = canonical_attr(name)
     if base in BASE_ATTRS:
         return base
     if base.startswith("e."):
@@ -36,10 +37,42 @@ def pool_attr(name: str) -> str:
     )
 
 
+class Attributed(Protocol):
+    """What a PCI flavor matches: a pool, or only its signature."""
+
+    def attr(self, key: str) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class PoolKey:
+class Signature:
+    """What PCI flavors and requests see of a pool: its attributes and device type. Its NUMA
+    node and parent PF do not change which requests it serves, so pools of one signature
+    on every host serve the same requests."""
+
     attrs: tuple[tuple[str, str], ...]
     dev_type: DevType
+    #: Computed once: the scheduler looks every pool's signature up in its maps.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.attrs, self.dev_type)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def attr(self, key: str) -> str | None:
+        """What a PCI flavor sees, as `Pool.attr`."""
+        if key == "dev_type":
+            return str(self.dev_type)
+        key = canonical_attr(key)
+        return next((value for name, value in self.attrs if name == key), None)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    """A pool's identity on its host."""
+
+    signature: Signature
     numa_node: int | None
     parent_addr: str | None
 
@@ -55,9 +88,12 @@ class Pool:
     devices: list[PciDevice] = field(default_factory=list)
 
     @property
+    def signature(self) -> Signature:
+        return Signature(tuple(sorted(self.attrs.items())), self.dev_type)
+
+    @property
     def key(self) -> PoolKey:
-        return PoolKey(tuple(sorted(self.attrs.items())), self.dev_type, self.numa_node,
-                       self.parent_addr)
+        return PoolKey(self.signature, self.numa_node, self.parent_addr)
 
     @property
     def count(self) -> int:
@@ -71,12 +107,12 @@ class Pool:
         """What a PCI flavor sees: the pool's attributes and its device type."""
         if key == "dev_type":
             return str(self.dev_type)
-        return self.attrs.get(normalize_tag(key))
+        return self.attrs.get(canonical_attr(key))
 
 
 def pool_values(device: PciDevice, pool_attrs: Sequence[str]) -> dict[str, str]:
     """The values of `pool_attrs` for one device; `e.*` stands for all its extra tags."""
-    return _values(device, [normalize_tag(name) for name in pool_attrs])
+    return _values(device, [canonical_attr(name) for name in pool_attrs])
 
 
 def _values(device: PciDevice, names: Sequence[str]) -> dict[str, str]:
@@ -95,7 +131,7 @@ def build_pools(
     devices: Iterable[PciDevice], pool_attrs: Sequence[str] = DEFAULT_POOL_ATTRS
 ) -> list[Pool]:
     """Partition devices into pools, in the order their first device appears."""
-    names = [normalize_tag(name) for name in pool_attrs]
+    names = [canonical_attr(name) for name in pool_attrs]
     pools: dict[PoolKey, Pool] = {}
     for device in devices:
         key = _key(device, names)
@@ -109,18 +145,20 @@ def build_pools(
 def pool_key(device: PciDevice, pool_attrs: Sequence[str] = DEFAULT_POOL_ATTRS) -> PoolKey:
     """The key of the pool `device` belongs in, as `build_pools` groups it: what a change
     to one device needs to know whether it moves pools, without grouping its host."""
-    return _key(device, [normalize_tag(name) for name in pool_attrs])
+    return _key(device, [canonical_attr(name) for name in pool_attrs])
 
 
 def empty_pool(key: PoolKey) -> Pool:
     """A pool with this key and no devices yet."""
-    return Pool(dict(key.attrs), key.dev_type, key.numa_node, key.parent_addr)
+    return Pool(dict(key.signature.attrs), key.signature.dev_type, key.numa_node,
+                key.parent_addr)
 
 
 def _key(device: PciDevice, names: Sequence[str]) -> PoolKey:
     values = _values(device, names)
     parent = device.parent_addr if device.dev_type is DevType.VF else None
-    return PoolKey(tuple(sorted(values.items())), device.dev_type, device.numa_node, parent)
+    return PoolKey(Signature(tuple(sorted(values.items())), device.dev_type), device.numa_node,
+                   parent)
 
 
 def pool_summary(pool: Pool) -> Mapping[str, object]:

@@ -24,7 +24,10 @@ SOFT_SPEC_KEY = "pci_passthrough:pci_flavor_if_available"
 NOVA_ALIAS_KEY = "pci_passthrough:alias"
 NUMA_POLICY_KEY = "hw:pci_numa_affinity_policy"
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+#: A PCI flavor name: a letter, then letters, digits, '_', '.' or '-', so that it fits in
+#: a request such as `1:bigGPU,bigGPU2;1:QA` (`flavor.validate_flavor_name` says why a
+#: name is not one).
+FLAVOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 #: The most devices one request may ask for. Counts are ASCII digits only (`str.isdigit`
 #: takes '²' and '①', which `int` then refuses) and never more than this, so that a count
 #: always fits the store's 32-bit column and no scheduler search is asked for millions.
@@ -80,6 +83,22 @@ class PciRequest:
             text += f" on physical_network {self.physical_network}"
         return text
 
+    @property
+    def criteria(self) -> Criteria:
+        return Criteria(tuple(sorted(set(self.alternatives))), self.physical_network,
+                        self.dev_type)
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """What decides which pools serve a request: its alternatives, physical network and
+    device type (its count and NUMA policy do not). Requests of equal criteria are served
+    by the same pool signatures."""
+
+    alternatives: tuple[str, ...]
+    physical_network: str | None
+    dev_type: DevType | None
+
 
 class RequestSyntaxError(InvalidInputError):
     """A request string that cannot be parsed; the message points into the string."""
@@ -119,9 +138,10 @@ def _parse_count(text: str, token: str, start: int, key: str) -> int:
 
 
 def _parse_name(text: str, token: str, start: int, key: str) -> str:
-    if not _NAME.fullmatch(token):
+    if not FLAVOR_NAME.fullmatch(token):
         problem = "a PCI flavor name is missing" if not token else (
-            f"{token!r} is not a PCI flavor name (letters, digits, '_', '.', '-')")
+            f"{token!r} is not a PCI flavor name (a letter, then letters, digits, '_', '.', "
+            "'-')")
         raise RequestSyntaxError(text, start, problem, key=key)
     return token
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from passthru.errors import InvalidInputError
 from passthru.pci.address import AddressPattern
-from passthru.pci.device import PciDevice
+from passthru.pci.device import PciDevice, canonical_attr
 from passthru.pci.match import MatchKind, ValueMatcher, compile_attribute, did_you_mean, tag_key
 
 #: How each match key reads a device (attrgetter where the field is the value: it is the
@@ -57,7 +57,6 @@ _READERS: dict[str, Callable[[PciDevice], str | None]] = {
     "numa_node": lambda d: None if d.numa_node is None else str(d.numa_node),
 }
 MATCH_KEYS: tuple[str, ...] = ("address", *_READERS)
-MATCH_ALIASES: dict[str, str] = {"device_id": "product_id", "devname": "netdev"}
 
 #: Nova's tags whose value is a boolean; stored as "true" / "false".
 BOOLEAN_TAGS = frozenset({"trusted", "remote_managed", "managed", "live_migratable",
@@ -251,7 +250,7 @@ class _SpecBuilder:
         matchers: dict[str, ValueMatcher] = {}
         address: AddressPattern | None = None
         for written, value in match.items():
-            key = MATCH_ALIASES.get(written, written)
+            key = canonical_attr(written)
             if key not in MATCH_KEYS:
                 raise self.fail(f"match key {written!r} is not a device attribute; "
                                 + did_you_mean(str(written), MATCH_KEYS))

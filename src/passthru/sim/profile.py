@@ -4,15 +4,13 @@ its CPUs and NUMA memory."""
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from passthru.errors import InvalidInputError
+from passthru.pci.address import PciAddress
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.sim.hardware import DeviceModel
-
-_ADDRESS = re.compile(r"([0-9a-f]{4}):([0-9a-f]{2}):([01][0-9a-f])\.([0-7])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,31 +106,15 @@ class SimFunction:
     totalvfs: int | None = None
 
 
-def _split(address: str) -> tuple[int, int]:
-    """(domain, routing id) of a canonical address; the routing id is bus << 8 | devfn."""
-    found = _ADDRESS.fullmatch(address)
-    if found is None:
-        raise InvalidInputError(
-            f"card address {address!r} is not a PCI address (expected e.g. '0000:3b:00.0')"
-        )
-    domain, bus, slot, function = (int(part, 16) for part in found.groups())
-    return domain, bus << 8 | slot << 3 | function
-
-
-def _join(domain: int, rid: int) -> str:
-    if rid > 0xFFFF:
-        raise InvalidInputError(f"simulated functions of domain {domain:04x} run past bus ff")
-    return f"{domain:04x}:{rid >> 8:02x}:{rid >> 3 & 0x1F:02x}.{rid & 7}"
-
-
-def _netdev_name(domain: int, rid: int) -> str:
+def _netdev_name(address: PciAddress) -> str:
     """systemd's predictable name for a PCI netdev, e.g. enp59s0f1."""
-    prefix = f"P{domain}" if domain else ""
-    return f"en{prefix}p{rid >> 8}s{rid >> 3 & 0x1F}f{rid & 7}"
+    prefix = f"P{address.domain}" if address.domain else ""
+    return f"en{prefix}p{address.bus}s{address.slot}f{address.function}"
 
 
-def _mac(oui: str, domain: int, rid: int) -> str:
-    return f"{oui}:{domain & 0xFF:02x}:{rid >> 8:02x}:{rid & 0xFF:02x}"
+def _mac(oui: str, address: PciAddress) -> str:
+    rid = address.routing_id
+    return f"{oui}:{address.domain & 0xFF:02x}:{rid >> 8:02x}:{rid & 0xFF:02x}"
 
 
 def _check_vfs(card: Card) -> None:
@@ -145,11 +127,11 @@ def _check_vfs(card: Card) -> None:
         )
 
 
-def _function(card: Card, domain: int, rid: int) -> SimFunction:
-    """The function of `card` at `rid` as the card's model describes it."""
+def _function(card: Card, address: PciAddress) -> SimFunction:
+    """The function of `card` at `address` as the card's model describes it."""
     model = card.model
     return SimFunction(
-        address=_join(domain, rid),
+        address=str(address),
         vendor_id=model.vendor_id,
         product_id=model.product_id,
         dev_class=model.dev_class,
@@ -157,34 +139,37 @@ def _function(card: Card, domain: int, rid: int) -> SimFunction:
         subsystem_device_id=model.subsystem_device_id,
         driver=card.driver,
         numa_node=card.numa_node,
-        mac=_mac(model.oui, domain, rid) if model.oui else None,
+        mac=_mac(model.oui, address) if model.oui else None,
     )
 
 
 def _card_functions(card: Card) -> list[SimFunction]:
     _check_vfs(card)
     model = card.model
-    domain, base = _split(card.address)
+    try:
+        first = PciAddress.parse(card.address)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"card {model.key}: {error}") from None
     functions: list[SimFunction] = []
     for port in range(card.ports):
-        rid = base + port
-        netdev = _netdev_name(domain, rid) if model.oui else None
+        pf = PciAddress.from_routing_id(first.domain, first.routing_id + port)
+        netdev = _netdev_name(pf) if model.oui else None
         virtfns: list[str] = []
         if model.vf is not None:
-            first_vf = base + model.vf.offset + port * model.totalvfs
+            first_vf = first.routing_id + model.vf.offset + port * model.totalvfs
             for index in range(card.numvfs):
                 vf = replace(
-                    _function(card, domain, first_vf + index),
+                    _function(card, PciAddress.from_routing_id(first.domain, first_vf + index)),
                     product_id=model.vf.product_id,
                     subsystem_device_id=model.vf.subsystem_device_id,
                     driver=model.vf.driver,
                     netdev=f"{netdev}v{index}" if netdev else None,
-                    physfn=_join(domain, rid),
+                    physfn=str(pf),
                 )
                 virtfns.append(vf.address)
                 functions.append(vf)
         functions.append(replace(
-            _function(card, domain, rid),
+            _function(card, pf),
             netdev=netdev,
             virtfns=tuple(virtfns),
             totalvfs=model.totalvfs if model.vf else None,

@@ -31,6 +31,7 @@ from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.request import PciRequest
 from tests.controller.scheduler.fleet import FLAVORS, gpu, gpus, nic, pf_port, vf_port
+from tests.support.values import present
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_a_claim_marks_devices_relatives_and_server_in_the_store(store: Store) -
         assert server.host.name == "compute-1"
         claimed = session.scalars(select(EventRow.device_address)
                                   .where(EventRow.kind == "device-claimed")).all()
-    assert sorted(claimed) == sorted(placement.selection.addresses)
+    assert sorted(present(claimed)) == sorted(placement.selection.addresses)
 
 
 def test_a_lost_race_moves_on_to_the_next_host(store: Store) -> None:
@@ -221,7 +222,9 @@ def test_a_server_deleted_before_its_claim_commits_gets_nothing(store: Store) ->
     owner, requests = vm(store, PciRequest(1, ("bigGPU",)))
     other, other_requests = vm(store, PciRequest(1, ("bigGPU",)), name="other")
     with store.write() as session:
-        delete_server(session, session.get(ServerRow, owner))
+        server = session.get(ServerRow, owner)
+        assert server is not None
+        delete_server(session, server)
     # All or none: the multi-create with the deleted server places neither.
     with pytest.raises(ServerGoneError, match=f"server {owner} was deleted"):
         scheduler.schedule_many([(other, other_requests), (owner, requests)])
@@ -248,7 +251,9 @@ def test_a_scheduler_holding_no_devices_reads_them_for_each_decision(store: Stor
         scheduler.schedule(*vm(store, pf_port("physnet1")))
     with store.write() as session:
         for owner in {row.owner for row in devices_of(store) if row.owner}:
-            delete_server(session, session.get(ServerRow, owner))
+            server = session.get(ServerRow, owner)
+            assert server is not None
+            delete_server(session, server)
         changes = changes_of(session)
     scheduler.apply(changes)
     assert held() == set()

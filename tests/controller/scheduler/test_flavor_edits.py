@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from passthru.controller.scheduler import HostIndex, NoValidHostError, place
-from passthru.controller.scheduler.shapes import Criteria, Locality
+from passthru.controller.scheduler.shapes import Locality
 from passthru.pci.device import PciDevice
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import build_pools
@@ -105,7 +105,7 @@ def placeable(index: HostIndex, vm: list[PciRequest]) -> bool:
 @given(fleet=st.lists(hosts(), min_size=1, max_size=4),
        steps=st.lists(operations, min_size=1, max_size=16))
 def test_after_any_edits_the_index_answers_as_a_fresh_one(
-        fleet: list[list[PciDevice]], steps: list[tuple]) -> None:  # type: ignore[type-arg]
+        fleet: list[list[PciDevice]], steps: list[tuple]) -> None:
     names = [f"compute-{n}" for n in range(len(fleet))]
     index = index_of(dict(zip(names, fleet, strict=True)))
     flavors = dict(FLAVORS)
@@ -143,7 +143,7 @@ def test_after_any_edits_the_index_answers_as_a_fresh_one(
 
 def test_an_edit_keeps_the_shapes_that_do_not_name_the_flavor() -> None:
     index = index_of({"h0": [PciDevice("0000:40:00.0", "10de", "20b5", numa_node=0)]})
-    big, small = Criteria.of(gpus(1, "bigGPU")), Criteria.of(gpus(1, "smallGPU"))
+    big, small = gpus(1, "bigGPU").criteria, gpus(1, "smallGPU").criteria
     kept, rematched = index.shape(big), index.shape(small)
     ranking = index.ranking(big, Locality.ANY)
     index.set_flavors({**FLAVORS, "smallGPU": PciFlavor("smallGPU", {"product_id": "20b5"})})

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from passthru.controller.enums import Weigher
 from passthru.controller.scheduler import HostIndex, NoValidHostError, place
 from passthru.controller.scheduler.index import HostEntry
-from passthru.controller.scheduler.shapes import Criteria, Locality
-from passthru.pci.claims import flavor_filter, select_devices
+from passthru.controller.scheduler.shapes import Locality
 from passthru.pci.device import PciDevice
+from passthru.pci.fit import flavor_filter, select_devices
 from passthru.pci.pool import Pool, build_pools
-from passthru.pci.request import NumaPolicy, PciRequest
+from passthru.pci.request import Criteria, NumaPolicy, PciRequest
 from passthru.pci.resources import Capacity, CpuPolicy, VmSize, shortfall
 from tests.controller.scheduler.fleet import (
     FLAVORS,
@@ -148,7 +148,7 @@ def counts(index: HostIndex, name: str) -> list[tuple[object, ...]]:
        unloaded=st.sampled_from([True, True, False]))
 def test_placement_agrees_with_a_scan_of_every_host(
         fleet: list[list[PciDevice]], sockets: dict[int, int], room: list[Capacity | None],
-        steps: list[tuple], unloaded: bool) -> None:  # type: ignore[type-arg]
+        steps: list[tuple], unloaded: bool) -> None:
     names = [f"compute-{n}" for n in range(len(fleet))]
     store = Store()
     index = HostIndex(FLAVORS, loader=store.load)
@@ -162,7 +162,7 @@ def test_placement_agrees_with_a_scan_of_every_host(
     for number, step in enumerate(steps):
         if step[0] == "place":
             _, vm, weigher, size = step
-            seen |= {(Criteria.of(r), locality) for r in vm for locality in Locality}
+            seen |= {(r.criteria, locality) for r in vm for locality in Locality}
             fitting = {name for name, entry in index.hosts.items()
                        if entry.up and fits(entry, build_pools(store.truth(index, name)), vm,
                                             size)}
@@ -201,8 +201,8 @@ def test_placement_agrees_with_a_scan_of_every_host(
             # Drop devices down to a budget (none, one host's, ...), least recently used
             # first, as the service does after each decision.
             store.keep(index)
-            before = {name: counts(index, name) for name in names}
+            untrimmed = {name: counts(index, name) for name in names}
             index.trim(step[1] % 30)
-            assert {name: counts(index, name) for name in names} == before
+            assert {name: counts(index, name) for name in names} == untrimmed
         assert_rankings_current(index, store, seen)
     event("devices read again" if store.reads else "no device read again")

@@ -37,9 +37,9 @@ from passthru.controller.api.paging import (
 )
 from passthru.controller.models import EventRow, HostRow, HostStatus, ServerRow, ServerStatus
 from passthru.controller.scheduler.index import PoolTally
-from passthru.controller.scheduler.shapes import Signature
 from passthru.controller.scheduler.snapshot import load_flavors
 from passthru.pci.flavor import PciFlavor
+from passthru.pci.pool import Signature
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["hosts"], responses=ERROR_RESPONSES)
 
@@ -103,9 +103,8 @@ class _Matching:
     def __call__(self, signature: Signature) -> list[int]:
         which = self.known.get(signature)
         if which is None:
-            example = signature.example_pool()
             which = self.known[signature] = [
-                i for i, f in enumerate(self.flavors) if f.matches_pool(example)]
+                i for i, f in enumerate(self.flavors) if f.matches_pool(signature)]
         return which
 
 

@@ -48,10 +48,10 @@ from sqlalchemy.orm import Session
 from passthru.controller import ledger
 from passthru.controller.ledger import HostChanges, LostRaceError
 from passthru.controller.models import CpuPinRow, HostRow, HostStatus, ServerRow, ServerStatus
-from passthru.controller.scheduler.snapshot import StoredHost
+from passthru.controller.stored_host import StoredHost
 from passthru.controller.wakeups import wake
 from passthru.errors import ConflictError
-from passthru.pci.claims import Selection
+from passthru.pci.fit import Selection
 
 _HOSTS = HostRow.__table__
 _SERVERS = ServerRow.__table__

@@ -32,19 +32,19 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from passthru.controller.scheduler.shapes import (
-    Criteria,
-    Locality,
-    Ranking,
-    Shape,
-    Signature,
-    signature_of,
-)
+from passthru.controller.scheduler.shapes import Locality, Ranking, Shape
 from passthru.errors import NotFoundError
-from passthru.pci.claims import PoolFilter, PoolMatcher, Selection, claim, flavor_filter, free
 from passthru.pci.device import DeviceStatus, PciDevice
-from passthru.pci.pool import Pool, empty_pool, pool_key
-from passthru.pci.request import PciRequest
+from passthru.pci.fit import (
+    PoolFilter,
+    PoolMatcher,
+    Selection,
+    SignatureFilter,
+    signature_filter,
+)
+from passthru.pci.lifecycle import claim, free
+from passthru.pci.pool import Pool, Signature, empty_pool, pool_key
+from passthru.pci.request import Criteria, PciRequest
 from passthru.pci.resources import Capacity, CpuPolicy, Usage, VmSize, pick_cpus, shortfall
 
 
@@ -73,7 +73,7 @@ class PoolCount:
     count: int
     free: int
     used: int
-    #: `signature_of(pool)`, when the caller has it already.
+    #: `pool.signature`, when the caller has it already.
     signature: Signature | None = None
 
 
@@ -214,11 +214,10 @@ class _RememberedMatch:
         self.flavor = flavor
         self.answers: dict[Signature, bool] = {}
 
-    def matches_pool(self, pool: Pool) -> bool:
-        signature = signature_of(pool)
-        answer = self.answers.get(signature)
+    def matches_pool(self, pool: Signature) -> bool:
+        answer = self.answers.get(pool)
         if answer is None:
-            answer = self.answers[signature] = self.flavor.matches_pool(pool)
+            answer = self.answers[pool] = self.flavor.matches_pool(pool)
         return answer
 
 
@@ -240,7 +239,7 @@ class HostIndex:
         self._shapes_by_signature: dict[Signature, list[Shape]] = {}
         self._flavors: dict[str, PoolMatcher] = {}
         self._matches: dict[str, _RememberedMatch] = {}
-        self._serves: PoolFilter = flavor_filter({})
+        self._serves: SignatureFilter = signature_filter({})
         #: Bumped by every change to hosts, pools or device states (views keep what they
         #: counted from the index until it moves: `Scheduler.pool_totals`).
         self.version = 0
@@ -259,7 +258,7 @@ class HostIndex:
         self._flavors = dict(flavors)
         self._matches = {name: self._matches[name] if name not in edited
                          else _RememberedMatch(flavor) for name, flavor in flavors.items()}
-        self._serves = flavor_filter(self._matches)
+        self._serves = signature_filter(self._matches)
         for shape in self._shapes.values():
             if not edited.isdisjoint(shape.criteria.alternatives):
                 self._rematch(shape)
@@ -268,7 +267,7 @@ class HostIndex:
                socket_of: Mapping[int, int] | None = None, up: bool = True,
                capacity: Capacity | None = None, usage: Usage | None = None) -> None:
         """The whole truth about a host's devices and capacity (from the store)."""
-        self._install(HostEntry(host, [_Slot(p, signature_of(p), p.free) for p in pools],
+        self._install(HostEntry(host, [_Slot(p, p.signature, p.free) for p in pools],
                                 dict(socket_of or {}), up, capacity=capacity,
                                 usage=usage or Usage()))
 
@@ -277,7 +276,7 @@ class HostIndex:
                   capacity: Capacity | None = None, usage: Usage | None = None) -> None:
         """A host's pools by their counts alone, its devices left to be loaded when
         needed (`loaded`); otherwise as `report`."""
-        self._install(HostEntry(host, [_Slot(p.pool, p.signature or signature_of(p.pool),
+        self._install(HostEntry(host, [_Slot(p.pool, p.signature or p.pool.signature,
                                              p.free, p.count, p.used) for p in pools],
                                 dict(socket_of or {}), up, loaded=False, capacity=capacity,
                                 usage=usage or Usage()))
@@ -322,7 +321,7 @@ class HostIndex:
         if self._loader is None:
             raise UnknownHostError(f"host {host!r} has no devices loaded, and the scheduler "
                                    "has nowhere to read them from")
-        return self._replace_slots(entry, [_Slot(p, signature_of(p), p.free)
+        return self._replace_slots(entry, [_Slot(p, p.signature, p.free)
                                            for p in self._loader(host) or []], loaded=True)
 
     def recounted(self, host: str, pools: Iterable[PoolCount]) -> None:
@@ -330,7 +329,7 @@ class HostIndex:
         entry = self.entry(host)
         if entry.loaded:
             raise ValueError(f"host {host!r} has its devices loaded: apply their changes")
-        self._replace_slots(entry, [_Slot(p.pool, p.signature or signature_of(p.pool),
+        self._replace_slots(entry, [_Slot(p.pool, p.signature or p.pool.signature,
                                           p.free, p.count, p.used) for p in pools],
                             loaded=False)
 
@@ -435,7 +434,7 @@ class HostIndex:
             slot = by_key.get(key)
             if slot is None:
                 pool = empty_pool(key)
-                slot = by_key[key] = _Slot(pool, signature_of(pool), 0)
+                slot = by_key[key] = _Slot(pool, pool.signature, 0)
                 entry.slots.append(slot)
                 entry.signature_by_pool[id(pool)] = slot.signature
                 if pool.numa_node is not None and pool.numa_node not in entry.numa_nodes:
@@ -502,9 +501,8 @@ class HostIndex:
         if shape is not None:
             return shape
         shape = self._shapes[criteria] = Shape(criteria)
-        example = criteria.as_request()
         for signature, shapes in self._shapes_by_signature.items():
-            if self._serves(example, signature.example_pool()):
+            if self._serves(criteria, signature):
                 shape.signatures.add(signature)
                 shapes.append(shape)
         for entry in self.hosts.values():
@@ -526,7 +524,7 @@ class HostIndex:
     def pool_filter(self, entry: HostEntry, requests: Sequence[PciRequest]) -> PoolFilter:
         """`select_devices`' predicate for these requests on this host, answered from the
         shapes' signatures rather than by matching flavors again."""
-        wanted = {r.request_id: self.shape(Criteria.of(r)).signatures for r in requests}
+        wanted = {r.request_id: self.shape(r.criteria).signatures for r in requests}
         signature_by_pool = entry.signature_by_pool
 
         def serves(request: PciRequest, pool: Pool) -> bool:
@@ -554,9 +552,8 @@ class HostIndex:
         against every existing shape once."""
         shapes = self._shapes_by_signature.get(signature)
         if shapes is None:
-            pool = signature.example_pool()
             shapes = self._shapes_by_signature[signature] = [
-                s for s in self._shapes.values() if self._serves(s.criteria.as_request(), pool)]
+                s for s in self._shapes.values() if self._serves(s.criteria, signature)]
             for shape in shapes:
                 shape.signatures.add(signature)
         return shapes
@@ -564,9 +561,8 @@ class HostIndex:
     def _rematch(self, shape: Shape) -> None:
         """Match a shape's criteria against every known signature again, and move the
         free counts of the signatures it gained or lost."""
-        example = shape.criteria.as_request()
         now = {signature for signature in self._shapes_by_signature
-               if self._serves(example, signature.example_pool())}
+               if self._serves(shape.criteria, signature)}
         gained, lost = now - shape.signatures, shape.signatures - now
         if not gained and not lost:
             return

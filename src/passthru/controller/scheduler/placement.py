@@ -37,10 +37,10 @@ from itertools import chain
 
 from passthru.controller.enums import Weigher
 from passthru.controller.scheduler.index import HostEntry, HostIndex
-from passthru.controller.scheduler.shapes import Criteria, Locality, Ranking
+from passthru.controller.scheduler.shapes import Locality, Ranking
 from passthru.errors import NoCapacityError
-from passthru.pci.claims import PoolFilter, Selection, select_devices
-from passthru.pci.request import NumaPolicy, PciRequest
+from passthru.pci.fit import PoolFilter, Selection, select_devices
+from passthru.pci.request import Criteria, NumaPolicy, PciRequest
 from passthru.pci.resources import CpuPolicy, Usage, VmSize, shortfall
 
 #: What a VM takes when the caller does not say: a server row's defaults.
@@ -192,7 +192,7 @@ def _demands(index: HostIndex, requests: Sequence[PciRequest], bound: bool) -> l
     for request in requests:
         if request.soft:
             continue
-        key = (Criteria.of(request), Locality.of(request, bound))
+        key = (request.criteria, Locality.of(request, bound))
         example, need = grouped.get(key, (request, 0))
         grouped[key] = (example, need + request.count)
     return [_Demand(example, need, index.ranking(*key))
@@ -269,7 +269,7 @@ def _anywhere(index: HostIndex, requests: Sequence[PciRequest], bound: bool,
               weigher: Weigher) -> Iterator[str]:
     """Candidates for a VM with no hard request: hosts with what its soft requests want
     first, then any host that is up."""
-    preferred = (index.ranking(Criteria.of(r), Locality.of(r, bound))
+    preferred = (index.ranking(r.criteria, Locality.of(r, bound))
                  .walk(r.count, weigher.fewest_first) for r in requests)
     return chain(chain.from_iterable(preferred),
                  (name for name, entry in index.hosts.items() if entry.up))

@@ -87,17 +87,15 @@ from passthru.controller.scheduler.placement import (
     Placement,
     place_many,
 )
-from passthru.controller.scheduler.shapes import Signature
 from passthru.controller.scheduler.snapshot import (
-    DeviceRef,
-    StoredHost,
     fingerprints,
     load_flavors,
     load_hosts,
     load_summaries,
 )
 from passthru.controller.settings import DEFAULT_LOADED_DEVICES
-from passthru.pci.pool import Pool
+from passthru.controller.stored_host import DeviceRef, StoredHost
+from passthru.pci.pool import Pool, Signature
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize
 

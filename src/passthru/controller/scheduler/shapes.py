@@ -1,12 +1,11 @@
 """Request shapes: for one kind of request, how many usable free devices each host has.
 
-A pool's *signature* is what PCI flavors and requests can see of it (its attributes and
-device type); NUMA node and parent PF do not change which requests it serves. A request's
-*criteria* (alternatives, physical network, device type) serve a fixed set of signatures,
-so one `Shape` per criteria can keep, per host, the free devices it may use — per NUMA
-node, because NUMA policies count them differently. A `Ranking` turns those per-node
-counts into one number per host under one locality rule and keeps hosts in buckets by
-that number, so that finding hosts with at least N never looks at the others.
+A request's criteria (`pci.request.Criteria`) are served by a fixed set of pool
+signatures (`pci.pool.Signature`), so one `Shape` per criteria can keep, per host, the
+free devices it may use — per NUMA node, because NUMA policies count them differently.
+A `Ranking` turns those per-node counts into one number per host under one locality rule
+and keeps hosts in buckets by that number, so that finding hosts with at least N never
+looks at the others.
 """
 
 from __future__ import annotations
@@ -15,49 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from passthru.pci.device import DevType
-from passthru.pci.pool import Pool
-from passthru.pci.request import NumaPolicy, PciRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    attrs: tuple[tuple[str, str], ...]
-    dev_type: DevType
-    #: Computed once: every pool of the fleet looks its signature up in the index's maps.
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.attrs, self.dev_type)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def example_pool(self) -> Pool:
-        """A pool with this signature: enough for anything that matches on signatures."""
-        return Pool(dict(self.attrs), self.dev_type, None, None)
-
-
-def signature_of(pool: Pool) -> Signature:
-    return Signature(tuple(sorted(pool.attrs.items())), pool.dev_type)
-
-
-@dataclass(frozen=True, slots=True)
-class Criteria:
-    """What decides which pools serve a request (its count and policy do not)."""
-
-    alternatives: tuple[str, ...]
-    physical_network: str | None
-    dev_type: DevType | None
-
-    @classmethod
-    def of(cls, request: PciRequest) -> Criteria:
-        return cls(tuple(sorted(set(request.alternatives))), request.physical_network,
-                   request.dev_type)
-
-    def as_request(self) -> PciRequest:
-        return PciRequest(1, self.alternatives, request_id="criteria",
-                          physical_network=self.physical_network, dev_type=self.dev_type)
+from passthru.pci.pool import Signature
+from passthru.pci.request import Criteria, NumaPolicy, PciRequest
 
 
 class Locality(Enum):

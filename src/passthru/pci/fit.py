@@ -1,9 +1,8 @@
-"""Fit and claim rules: which devices of one host satisfy a VM's requests, and the lifecycle.
+"""Fit rules: whether one host's pools satisfy a VM's requests, and which devices.
 
 `select_devices` decides whether a host's pools satisfy a *set* of requests at once (no
-device counted twice, PF/VF exclusion, NUMA policy) and names the devices. The lifecycle
-functions then move devices available → claimed → allocated → available, keeping a PF
-and its VFs mutually exclusive.
+device counted twice, PF/VF exclusion, NUMA policy) and names the devices: a `Selection`,
+which `pci.lifecycle.claim` then takes.
 """
 
 from __future__ import annotations
@@ -13,13 +12,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from passthru.errors import ConflictError
-from passthru.pci.device import PHYSICAL_NETWORK, DeviceStatus, DevType, PciDevice
-from passthru.pci.pool import Pool
-from passthru.pci.request import NumaPolicy, PciRequest
+from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
+from passthru.pci.pool import Pool, Signature
+from passthru.pci.request import Criteria, NumaPolicy, PciRequest
 
-#: A predicate deciding whether a pool can serve a request (flavors, network, type).
+#: Whether a pool can serve a request (flavors, network, type), as `select_devices` asks.
 PoolFilter = Callable[[PciRequest, Pool], bool]
+#: Whether pools of a signature serve requests of some criteria, as the scheduler asks.
+SignatureFilter = Callable[[Criteria, Signature], bool]
 
 # Backtracking is exact for the small request sets VMs carry; the budget keeps a
 # pathological set from stalling the scheduler: past it the host simply does not fit.
@@ -27,30 +27,34 @@ _SEARCH_BUDGET = 20_000
 
 
 class PoolMatcher(Protocol):
-    """What a request's alternatives are: PCI flavors, or anything that matches pools."""
+    """What a request's alternatives are: PCI flavors, or anything that matches pools by
+    what they show (their signature)."""
 
-    def matches_pool(self, pool: Pool) -> bool: ...
+    def matches_pool(self, pool: Signature) -> bool: ...
 
 
-def flavor_filter(flavors: Mapping[str, PoolMatcher]) -> PoolFilter:
-    """Whether a pool serves a request: its type, its physical network, one alternative."""
+def signature_filter(flavors: Mapping[str, PoolMatcher]) -> SignatureFilter:
+    """Whether pools of a signature serve requests of some criteria: their type, their
+    physical network, one alternative."""
 
-    def serves(request: PciRequest, pool: Pool) -> bool:
-        if request.dev_type is not None and pool.dev_type is not request.dev_type:
+    def serves(criteria: Criteria, signature: Signature) -> bool:
+        if criteria.dev_type is not None and signature.dev_type is not criteria.dev_type:
             return False
-        if (request.physical_network is not None
-                and pool.attr(PHYSICAL_NETWORK) != request.physical_network):
+        if (criteria.physical_network is not None
+                and signature.attr(PHYSICAL_NETWORK) != criteria.physical_network):
             return False
-        if not request.alternatives:
+        if not criteria.alternatives:
             return True
-        return any(name in flavors and flavors[name].matches_pool(pool)
-                   for name in request.alternatives)
+        return any(name in flavors and flavors[name].matches_pool(signature)
+                   for name in criteria.alternatives)
 
     return serves
 
 
-class ClaimError(ConflictError):
-    """A lifecycle step that the device's status does not allow."""
+def flavor_filter(flavors: Mapping[str, PoolMatcher]) -> PoolFilter:
+    """`signature_filter` for `select_devices`: one request and one pool at a time."""
+    serves = signature_filter(flavors)
+    return lambda request, pool: serves(request.criteria, pool.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,71 +202,3 @@ def select_devices(
         if search.solve([item], soft_choice):
             chosen.update(soft_choice)
     return Selection(chosen, numa_cells)
-
-
-# --- lifecycle -------------------------------------------------------------------------
-
-
-def relatives(device: PciDevice, devices: Mapping[str, PciDevice]) -> list[PciDevice]:
-    """A VF's PF, or a PF's VFs: the devices that cannot be used at the same time."""
-    if (device.dev_type is DevType.VF and device.parent_addr is not None
-            and device.parent_addr in devices):
-        return [devices[device.parent_addr]]
-    if device.dev_type is DevType.PF:
-        return [d for d in devices.values()
-                if d.dev_type is DevType.VF and d.parent_addr == device.address]
-    return []
-
-
-def in_use(device: PciDevice) -> bool:
-    return device.status in (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
-
-
-def claim(devices: Mapping[str, PciDevice], selection: Selection, owner: str) -> list[PciDevice]:
-    """available → claimed for every selected device; their PF/VF relatives become
-    unavailable. Returns every device whose status changed."""
-    changed: list[PciDevice] = []
-    for request_id, picked in selection.devices.items():
-        for chosen in picked:
-            device = devices[chosen.address]
-            if device.status is not DeviceStatus.AVAILABLE:
-                raise ClaimError(
-                    f"device {device.address} is {device.status}, not available; "
-                    "it was taken since the host was chosen — choose again")
-            device.status, device.owner, device.request_id = (
-                DeviceStatus.CLAIMED, owner, request_id)
-            changed.append(device)
-            for relative in relatives(device, devices):
-                if relative.status is DeviceStatus.AVAILABLE:
-                    relative.status = DeviceStatus.UNAVAILABLE
-                    changed.append(relative)
-    return changed
-
-
-def allocate(devices: Mapping[str, PciDevice], owner: str) -> list[PciDevice]:
-    """claimed → allocated for the owner's devices, once the VM runs with them."""
-    changed = []
-    for device in devices.values():
-        if device.owner == owner and device.status is DeviceStatus.CLAIMED:
-            device.status = DeviceStatus.ALLOCATED
-            changed.append(device)
-    return changed
-
-
-def free(devices: Mapping[str, PciDevice], owner: str) -> list[PciDevice]:
-    """Release everything the owner holds. Relatives come back once nothing blocks them;
-    a device the host no longer reports becomes `removed` instead of available."""
-    changed: list[PciDevice] = []
-    released = [d for d in devices.values() if d.owner == owner and in_use(d)]
-    for device in released:
-        device.owner = device.request_id = None
-        device.status = DeviceStatus.REMOVED if device.missing else DeviceStatus.AVAILABLE
-        changed.append(device)
-    for device in released:
-        for relative in relatives(device, devices):
-            if relative.status is DeviceStatus.UNAVAILABLE and not any(
-                    in_use(other) for other in relatives(relative, devices)):
-                relative.status = (DeviceStatus.REMOVED if relative.missing
-                                   else DeviceStatus.AVAILABLE)
-                changed.append(relative)
-    return changed
