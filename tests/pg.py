@@ -7,6 +7,7 @@ initdb refuses to run as root, so as root (CI, this machine) the cluster runs as
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,9 +20,20 @@ PG_BIN = Path(os.environ.get("PASSTHRU_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, from below the kernel's ephemeral range. A port
+    the kernel hands out (a bind to port 0) is one it hands to outgoing connections too,
+    and one may take it before the server meant to listen there binds it."""
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    draw = random.SystemRandom()  # unseeded: the suite's workers draw apart
+    for _ in range(1000):
+        port = draw.randrange(10_000, max(first_ephemeral, 10_001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 class PostgresCluster:
