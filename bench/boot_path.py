@@ -43,17 +43,17 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from passthru.controller.db import Store
-from passthru.controller.mapping import pool_key_text
-from passthru.controller.migrate import upgrade
-from passthru.controller.models import (
+from passthru.controller.settings import DATABASE_FILE
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import pool_key_text
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.models import (
     DeviceRow,
     HostRow,
     PciFlavorRow,
     PciFlavorSpecRow,
     PoolRow,
 )
-from passthru.controller.settings import DATABASE_FILE
 from scheduler import FLAVORS, _device_row, fleet
 from serving import Serve, extract
 
@@ -240,7 +240,7 @@ def part_throughput(src: Path, work: Path, hosts: int, servers: int,
 def run(src: Path, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="passthru-bench-", dir="/var/tmp") as work:
         sync = next((line.split("synchronous=", 1)[1].split('"')[0]
-                     for line in (src / "passthru/controller/db.py").read_text().splitlines()
+                     for line in (src / "passthru/controller/store/db.py").read_text().splitlines()
                      if "PRAGMA synchronous=" in line), "unknown")
         latency = part_latency(src, Path(work), 1_000 if quick else 10_000,
                                100 if quick else 300)

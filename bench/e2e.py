@@ -207,8 +207,8 @@ def store_mode(controller: Controller) -> dict[str, Any]:
     (per-connection settings: the serve process's own connections are made the same way)."""
     from sqlalchemy import text
 
-    from passthru.controller.db import Store
     from passthru.controller.settings import DATABASE_FILE
+    from passthru.controller.store.db import Store
 
     url = controller.db_url or f"sqlite:///{controller.data / DATABASE_FILE}"
     store = Store(url)

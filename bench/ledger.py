@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("PASSTHRU_SRC", str(ROOT / "src")))
 
 from passthru.controller import ledger  # noqa: E402
-from passthru.controller.db import Store  # noqa: E402
-from passthru.controller.migrate import upgrade  # noqa: E402
-from passthru.controller.models import PciRequestRow, ServerRow  # noqa: E402
-from passthru.controller.reports import report_full  # noqa: E402
+from passthru.controller.hosts.reports import report_full  # noqa: E402
 from passthru.controller.scheduler.claim import claim_in_store  # noqa: E402
 from passthru.controller.scheduler.service import Scheduler  # noqa: E402
+from passthru.controller.store.db import Store  # noqa: E402
+from passthru.controller.store.migrate import upgrade  # noqa: E402
+from passthru.controller.store.models import PciRequestRow, ServerRow  # noqa: E402
 from passthru.pci import lifecycle  # noqa: E402
 from passthru.pci.device import DeviceStatus, DevType, PciDevice  # noqa: E402
 from passthru.pci.fit import Selection  # noqa: E402
@@ -224,7 +224,7 @@ def _allocate_new(session: Any, owner: str) -> None:
 
 
 def _delta_new(session: Any, changed: PciDevice) -> None:
-    from passthru.controller.reports import report_delta
+    from passthru.controller.hosts.reports import report_delta
 
     host = ledger.lock_host(session, "h")
     assert host is not None

@@ -212,9 +212,9 @@ def seeded(src: Path, work: Path, hosts: int) -> tuple[Serve, dict[str, str]]:
     agent token (returned, by host): written to its store while it is stopped, so that
     making them is not measured."""
     from passthru.controller.auth import issue_token
-    from passthru.controller.db import Store
     from passthru.controller.enums import Role
-    from passthru.controller.models import HostRow, utcnow
+    from passthru.controller.store.db import Store
+    from passthru.controller.store.models import HostRow, utcnow
 
     data = work / "data-seeded"
     Serve(src, data).stop()

@@ -45,9 +45,12 @@ from sqlalchemy.orm import selectinload
 
 from dra import CITATION as DRA_CITATION
 from dra import ratio as dra_ratio
-from passthru.controller.db import Store
-from passthru.controller.mapping import DEVICE_FIELDS, pool_key_text, request_from_row
-from passthru.controller.models import (
+from passthru.controller.scheduler import HostIndex, NoValidHostError, place
+from passthru.controller.scheduler.claim import ServerGoneError
+from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import DEVICE_FIELDS, pool_key_text, request_from_row
+from passthru.controller.store.models import (
     Base,
     DeviceRow,
     HostRow,
@@ -57,9 +60,6 @@ from passthru.controller.models import (
     PoolRow,
     ServerRow,
 )
-from passthru.controller.scheduler import HostIndex, NoValidHostError, place
-from passthru.controller.scheduler.claim import ServerGoneError
-from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DevType, PciDevice
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Pool, build_pools

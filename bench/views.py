@@ -90,10 +90,11 @@ def _host_devices() -> list[dict[str, Any]]:
 def part_populate(data_dir: str, hosts: int, servers: int) -> dict[str, Any]:
     from sqlalchemy import insert
 
-    from passthru.controller.db import Store
-    from passthru.controller.mapping import DEVICE_FIELDS, pool_key_text
-    from passthru.controller.migrate import upgrade
-    from passthru.controller.models import (
+    from passthru.controller.settings import DATABASE_FILE
+    from passthru.controller.store.db import Store
+    from passthru.controller.store.mapping import DEVICE_FIELDS, pool_key_text
+    from passthru.controller.store.migrate import upgrade
+    from passthru.controller.store.models import (
         DeviceRow,
         HostRow,
         HostStatus,
@@ -103,7 +104,6 @@ def part_populate(data_dir: str, hosts: int, servers: int) -> dict[str, Any]:
         ServerRow,
         ServerStatus,
     )
-    from passthru.controller.settings import DATABASE_FILE
     from passthru.pci.device import DeviceStatus, DevType, PciDevice
     from passthru.pci.pool import build_pools
 

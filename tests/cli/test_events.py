@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from passthru.controller.db import Store
 from passthru.controller.settings import DATABASE_FILE
+from passthru.controller.store.db import Store
 from passthru.errors import ForbiddenError, InvalidInputError
 from tests.cli.runner import as_json, ok, run
 from tests.support.live import ServedApp

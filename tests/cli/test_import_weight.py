@@ -25,7 +25,7 @@ from passthru.errors import UnavailableError
 
 #: Never imported by `passthru --help` or a client command.
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "libvirt", "pyroute2",
-         "lxml", "passthru.controller.models", "passthru.host", "passthru.sim",
+         "lxml", "passthru.controller.store.models", "passthru.host", "passthru.sim",
          "passthru.demo", "pydantic", "pydantic_core", "httpx")
 
 #: The modules of passthru.cli that only declare commands (the rest are shared parts:

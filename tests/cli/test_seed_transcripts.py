@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import FlavorRow, PciFlavorRow, PciRequestRow, ServerRow
+from passthru.controller.store.models import FlavorRow, PciFlavorRow, PciRequestRow, ServerRow
 from passthru.errors import InvalidInputError, NotFoundError, UnauthorizedError, UnavailableError
 from tests.cli.runner import as_json, ok, run
 from tests.support.live import ServedApp

@@ -33,8 +33,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import DeviceRow, ServerRow, ServerStatus
 from passthru.controller.settings import Settings
+from passthru.controller.store.models import DeviceRow, ServerRow, ServerStatus
 from passthru.host.libvirt_driver import LibvirtDriver
 from passthru.sim import PROFILES
 from passthru.sim.hypervisor import missing, running_libvirtd

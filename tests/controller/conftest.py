@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from passthru.asgi import create_app
-from passthru.controller.db import Store
-from passthru.controller.migrate import upgrade
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.migrate import upgrade
 from tests.pg import PostgresCluster
 
 

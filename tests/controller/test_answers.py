@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from passthru.asgi import create_app
-from passthru.controller.models import AnswerRow, utcnow
-from passthru.controller.retention import prune
 from passthru.controller.settings import Settings
+from passthru.controller.store.models import AnswerRow, utcnow
+from passthru.controller.store.retention import prune
 from tests.controller.conftest import Api
 
 HOST = "compute-1"

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 
-from passthru.controller.db import Store
+from passthru.controller.store.db import Store
 from tests.controller.test_races import Live, create_catalog, ok, report_host
 from tests.support.live import LiveController
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import EventRow, PciRequestRow, PortRow, ServerRow
+from passthru.controller.store.models import EventRow, PciRequestRow, PortRow, ServerRow
 from tests.support.live import LiveController, kill_mid_burst
 
 WRITERS = 3

@@ -1,5 +1,5 @@
 """Host, PCI and PCI flavor stats and the fleet summary, answered from the scheduler's
-index, give the numbers the store gives (`controller.usage`, counted by the database) on a
+index, give the numbers the store gives (`controller.hosts.usage`, counted by the database) on a
 fleet with claimed GPUs, claimed VFs that block their PF, a host that went down and one
 whose devices went away."""
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from passthru.controller.models import ServerRow, ServerStatus
-from passthru.controller.reports import mark_silent_hosts_down
+from passthru.controller.hosts.reports import mark_silent_hosts_down
+from passthru.controller.hosts.usage import pool_usages
 from passthru.controller.scheduler.snapshot import load_flavors
-from passthru.controller.usage import pool_usages
+from passthru.controller.store.models import ServerRow, ServerStatus
 from tests.controller.conftest import ON_BOTH, Api
 from tests.controller.test_paging import walk
 from tests.web.fleet import silence

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.db import Store, on_rollback
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.migrate import upgrade
-from passthru.controller.models import EventRow
-from passthru.controller.wakeups import Wakeups, wake
+from passthru.controller.store.db import Store, on_rollback
+from passthru.controller.store.events import record
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.models import EventRow
+from passthru.controller.store.wakeups import Wakeups, wake
 from tests.controller.conftest import Api
 from tests.controller.test_boot_attach import seed_catalog
 from tests.controller.test_boot_durability import gpus_of, killed_after

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from passthru.asgi import create_app
-from passthru.controller.models import FlavorRow
 from passthru.controller.settings import Settings
+from passthru.controller.store.models import FlavorRow
 from tests.controller.conftest import Api
 
 V2 = "/v2/admin"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from passthru.controller.db import Store
-from passthru.controller.models import DeviceRow, HostRow, ServerRow, ServerStatus
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import DeviceRow, HostRow, ServerRow, ServerStatus
 from passthru.host.attach import domain_name
 from tests.controller.conftest import Api
 from tests.controller.test_boot_attach import Compute, boot, catalog, compute  # noqa: F401

@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from passthru.controller import ledger
-from passthru.controller.db import Store
-from passthru.controller.mapping import device_from_row
-from passthru.controller.migrate import upgrade
-from passthru.controller.models import DeviceRow, HostRow, PciRequestRow, ServerRow
-from passthru.controller.reports import report_delta, report_full
+from passthru.controller.hosts.reports import report_delta, report_full
 from passthru.controller.scheduler.claim import claim_in_store
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.scheduler.snapshot import load_hosts
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import device_from_row
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.models import DeviceRow, HostRow, PciRequestRow, ServerRow
 from passthru.pci import lifecycle
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.fit import Selection

@@ -15,14 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from passthru.controller.boot import BootRequest, boot_server
-from passthru.controller.catalog import Catalog
-from passthru.controller.db import Store
-from passthru.controller.models import HostRow, HostStatus, ServerRow
-from passthru.controller.orders import spawned
-from passthru.controller.reschedule import sweep_builds
+from passthru.controller.agents.orders import spawned
+from passthru.controller.catalog.cache import Catalog
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.boot import BootRequest, boot_server
+from passthru.controller.servers.reschedule import sweep_builds
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import HostRow, HostStatus, ServerRow
 from passthru.host.agent import Agent
 from passthru.host.attach import Attacher, domain_name
 from passthru.host.config import offered

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from passthru.asgi import create_app
-from passthru.controller.models import PciRequestRow, PortRow, ServerRow
 from passthru.controller.settings import Settings
+from passthru.controller.store.models import PciRequestRow, PortRow, ServerRow
 from tests.controller.conftest import Api
 from tests.support.values import present
 

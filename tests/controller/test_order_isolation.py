@@ -25,11 +25,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from passthru.controller.db import Store
-from passthru.controller.models import PortRow, ServerRow, utcnow
-from passthru.controller.reschedule import sweep_builds
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.reschedule import sweep_builds
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import PortRow, ServerRow, utcnow
 from passthru.host.agent import Agent
 from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier, VfApplier, domain_name
 from passthru.host.config import offered, scan

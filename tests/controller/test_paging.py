@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from passthru.asgi import create_app
-from passthru.controller.db import Store
-from passthru.controller.models import ServerRow, ServerStatus
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import ServerRow, ServerStatus
 from tests.controller.conftest import Api
 
 V2 = "/v2/admin"

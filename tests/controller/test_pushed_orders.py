@@ -32,10 +32,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from passthru.asgi import create_app
-from passthru.controller.heartbeats import Heartbeats
-from passthru.controller.models import EventRow, HostRow, HostStatus, utcnow
-from passthru.controller.reports import mark_silent_hosts_down
-from passthru.controller.wakeups import Wakeups, wake
+from passthru.controller.hosts.heartbeats import Heartbeats
+from passthru.controller.hosts.reports import mark_silent_hosts_down
+from passthru.controller.store.models import EventRow, HostRow, HostStatus, utcnow
+from passthru.controller.store.wakeups import Wakeups, wake
 from tests.controller.conftest import Api
 from tests.controller.test_boot_attach import seed_catalog
 from tests.support.live import LiveController, ServedApp
@@ -180,7 +180,7 @@ def test_a_flush_returns_once_what_another_flush_took_is_written(
         api: Api, agent_token: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # A flush that found the batch taken by a flush still writing it used to return at
     # once, before anything it was asked to write was in the store.
-    from passthru.controller import heartbeats as module
+    from passthru.controller.hosts import heartbeats as module
 
     state = api.client.app.state  # type: ignore[attr-defined]
     report(api, agent_token)

@@ -24,14 +24,14 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from passthru.controller.db import Store
-from passthru.controller.mapping import new_request_row
-from passthru.controller.migrate import upgrade
-from passthru.controller.models import DeviceRow, ServerRow
-from passthru.controller.release import delete_server
-from passthru.controller.reports import heartbeat, report_full
+from passthru.controller.hosts.reports import heartbeat, report_full
 from passthru.controller.scheduler.claim import claim_in_store
 from passthru.controller.scheduler.snapshot import load_hosts
+from passthru.controller.servers.release import delete_server
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import new_request_row
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.models import DeviceRow, ServerRow
 from passthru.pci.device import DevType
 from passthru.pci.fit import Selection
 from passthru.pci.pool import DEFAULT_POOL_ATTRS

@@ -17,9 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
 from passthru.asgi import create_app
-from passthru.controller.db import Store
 from passthru.controller.enums import Role
-from passthru.controller.models import (
+from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import (
     AnswerRow,
     EventRow,
     HostRow,
@@ -29,8 +30,7 @@ from passthru.controller.models import (
     TokenRow,
     utcnow,
 )
-from passthru.controller.retention import BATCH, prune
-from passthru.controller.settings import Settings
+from passthru.controller.store.retention import BATCH, prune
 from passthru.errors import PassthruError
 from passthru.pci.request import NumaPolicy, RequestSource
 from tests.cli.runner import ok, run

@@ -13,10 +13,18 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from passthru.controller import ledger
-from passthru.controller.db import Store
-from passthru.controller.mapping import DEVICE_FIELDS, device_from_row, request_from_row
-from passthru.controller.migrate import upgrade
-from passthru.controller.models import (
+from passthru.controller.hosts.reports import (
+    StaleInventoryError,
+    heartbeat,
+    mark_silent_hosts_down,
+    report_delta,
+    report_full,
+)
+from passthru.controller.servers.release import free_devices
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import DEVICE_FIELDS, device_from_row, request_from_row
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.models import (
     Base,
     DeviceRow,
     EventRow,
@@ -25,14 +33,6 @@ from passthru.controller.models import (
     PciRequestRow,
     PoolRow,
     ServerRow,
-)
-from passthru.controller.release import free_devices
-from passthru.controller.reports import (
-    StaleInventoryError,
-    heartbeat,
-    mark_silent_hosts_down,
-    report_delta,
-    report_full,
 )
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.fit import Selection

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from passthru.client import Client
-from passthru.controller.db import unreachable
+from passthru.controller.store.db import unreachable
 from tests.pg import PostgresCluster, free_port
 from tests.support.live import LiveController
 

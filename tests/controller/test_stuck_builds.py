@@ -18,10 +18,17 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from passthru.controller.boot import BootRequest, NicRequest, boot_server
-from passthru.controller.catalog import Catalog
-from passthru.controller.db import Store
-from passthru.controller.models import DeviceRow, HostRow, PortRow, ServerRow, ServerStatus, utcnow
+from passthru.controller.catalog.cache import Catalog
+from passthru.controller.servers.boot import BootRequest, NicRequest, boot_server
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import (
+    DeviceRow,
+    HostRow,
+    PortRow,
+    ServerRow,
+    ServerStatus,
+    utcnow,
+)
 from passthru.pci.binding import VnicType
 from tests.controller.test_races import PROJECT, Live, create_catalog, ok, report_host
 from tests.support.live import LiveController, kill_mid_burst

@@ -20,11 +20,11 @@ from sqlalchemy import Engine, delete, event, select, update
 
 from passthru.asgi import create_app
 from passthru.controller.auth import digest, issue_token
-from passthru.controller.db import Store
 from passthru.controller.enums import Role
-from passthru.controller.migrate import upgrade
-from passthru.controller.models import EventRow, TokenRow
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.models import EventRow, TokenRow
 from passthru.controller.token_cache import TokenCache
 from passthru.errors import UnauthorizedError
 from tests.cli.runner import ok

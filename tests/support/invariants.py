@@ -23,7 +23,9 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import (
+from passthru.controller.servers.power import PLACED
+from passthru.controller.servers.release import holds_resources
+from passthru.controller.store.models import (
     CpuPinRow,
     DeviceRow,
     HostRow,
@@ -31,8 +33,6 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
-from passthru.controller.power import PLACED
-from passthru.controller.release import holds_resources
 from passthru.host.attach import DOMAIN_PREFIX, domain_name
 from passthru.pci.device import DeviceStatus, DevType
 

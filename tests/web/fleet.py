@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from passthru.controller.db import Store
-from passthru.controller.mapping import request_from_row
-from passthru.controller.models import PciRequestRow, ServerRow, utcnow
-from passthru.controller.reports import heartbeat, mark_silent_hosts_down
+from passthru.controller.hosts.reports import heartbeat, mark_silent_hosts_down
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import request_from_row
+from passthru.controller.store.models import PciRequestRow, ServerRow, utcnow
 from passthru.host.agent import Agent
 from passthru.host.config import host_config_from, offered
 from passthru.host.link import HttpLink

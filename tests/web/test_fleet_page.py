@@ -14,8 +14,8 @@ import httpx
 import pytest
 from lxml import etree, html
 
-from passthru.controller.db import Store
 from passthru.controller.settings import DATABASE_FILE
+from passthru.controller.store.db import Store
 from passthru.sim import PROFILES
 from tests.support import trees
 from tests.support.live import LiveController

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the image checks and work types load when an image is uploa
 
 def _probed_format(disk: Path) -> str:
     """The disk's format as qemu-img reads it, when --disk-format is not given."""
-    from passthru.controller.image_files import check_disk_format, disk_info
+    from passthru.controller.catalog.image_files import check_disk_format, disk_info
 
     try:
         found = str(disk_info(disk).get("format"))
@@ -90,7 +90,7 @@ def create(
         raise InvalidInputError("--disk-format describes the --file DISK; give --file too")
     uploads = _files(disk, kernel, initrd)
     if disk is not None:
-        from passthru.controller.image_files import check_disk_format
+        from passthru.controller.catalog.image_files import check_disk_format
 
         disk_format = (check_disk_format(disk_format) if disk_format is not None
                        else _probed_format(disk))

@@ -39,7 +39,7 @@ def prune(
     --events-archive: every pruned event is appended there first, one JSON object a line.
     """
     from passthru.controller.app import open_store
-    from passthru.controller.retention import prune as prune_store
+    from passthru.controller.store.retention import prune as prune_store
 
     settings = Settings(data_dir or default_data_dir(), db, keep_deleted_days=keep_deleted_days,
                         keep_events_days=keep_events_days, max_events=max_events,

@@ -8,13 +8,13 @@ Every request passes `api.limits` first: a token (known to the replica's token c
 looked up), a rate, a body size and pace.
 Uploaded image files are kept in the data dir too (`images/`).
 While the app runs, the heart-beats agents send are written in batches
-(`controller.heartbeats`), with PostgreSQL one connection listens for the other
-replicas' order changes (`controller.wakeups`), a sweep marks hosts down whose agents
+(`controller.hosts.heartbeats`), with PostgreSQL one connection listens for the other
+replicas' order changes (`controller.store.wakeups`), a sweep marks hosts down whose agents
 stopped heart-beating (after writing this replica's batch) and then
 sees to stalled builds (timed out, on a host that went down, never placed) — the first
 time as soon as the app starts — and the index is checked against the store, which other
 controller replicas change too. Every `prune_interval` deleted servers, old events and
-agents' answers are pruned (`controller.retention`).
+agents' answers are pruned (`controller.store.retention`).
 """
 
 from __future__ import annotations
@@ -49,20 +49,20 @@ from passthru.controller.api import (
 from passthru.controller.api.errors import install_error_handlers
 from passthru.controller.api.limits import RequestLimits
 from passthru.controller.auth import TOKENS_CHANNEL, ensure_admin_token
-from passthru.controller.catalog import Catalog
-from passthru.controller.db import Store, unreachable
-from passthru.controller.heartbeats import Heartbeats
-from passthru.controller.image_files import ImageFiles
+from passthru.controller.catalog.cache import Catalog
+from passthru.controller.catalog.image_files import ImageFiles
+from passthru.controller.hosts.heartbeats import Heartbeats
+from passthru.controller.hosts.reports import mark_silent_hosts_down
 from passthru.controller.ledger import changes_of
-from passthru.controller.migrate import upgrade
-from passthru.controller.private_files import secure_data_dir, touch_private
-from passthru.controller.reports import mark_silent_hosts_down
-from passthru.controller.reschedule import sweep_builds
-from passthru.controller.retention import prune
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.reschedule import sweep_builds
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store, unreachable
+from passthru.controller.store.migrate import upgrade
+from passthru.controller.store.private_files import secure_data_dir, touch_private
+from passthru.controller.store.retention import prune
+from passthru.controller.store.wakeups import Wakeups, listen_url
 from passthru.controller.token_cache import TokenCache
-from passthru.controller.wakeups import Wakeups, listen_url
 
 log = logging.getLogger(__name__)
 

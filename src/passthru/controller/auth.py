@@ -28,9 +28,10 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.enums import EventKind, Role
-from passthru.controller.events import record
-from passthru.controller.models import TokenRow, utcnow
-from passthru.controller.private_files import create_private
+from passthru.controller.store.events import record
+from passthru.controller.store.models import TokenRow, utcnow
+from passthru.controller.store.paging import Window, by, rows_page
+from passthru.controller.store.private_files import create_private
 from passthru.errors import (
     ConflictError,
     ForbiddenError,
@@ -210,6 +211,14 @@ def revoke_token(session: Session, token_id: int, by: Principal) -> TokenRow:
     record(session, EventKind.TOKEN_REVOKED, f"{describe_token(row)}, by {by.describe()}",
            host=row.host)
     return row
+
+
+def token_page(session: Session, page: Window, role: Role | None
+               ) -> tuple[list[TokenRow], bool]:
+    """Tokens by id (the marker is a token's id), of `role` if given."""
+    scope = [] if role is None else [TokenRow.role == role]
+    return rows_page(session, select(TokenRow).where(*scope), (TokenRow.id,), page, "token",
+                     "id", by(TokenRow.id, int, scope))
 
 
 def _write_private(path: Path, text: str) -> None:

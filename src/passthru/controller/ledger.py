@@ -45,15 +45,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.mapping import (
+from passthru.controller.store.events import record
+from passthru.controller.store.mapping import (
     DEVICE_FIELDS,
     device_from_values,
     device_values,
     pool_key_text,
     pool_record,
 )
-from passthru.controller.models import (
+from passthru.controller.store.models import (
     CpuPinRow,
     DeviceRow,
     EventRow,
@@ -61,7 +61,7 @@ from passthru.controller.models import (
     PciRequestRow,
     PoolRow,
 )
-from passthru.controller.stored_host import DeviceRef, StoredHost, stored_host
+from passthru.controller.store.stored_host import DeviceRef, StoredHost, stored_host
 from passthru.errors import ConflictError
 from passthru.pci import lifecycle
 from passthru.pci.device import DeviceStatus, DevType, PciDevice

@@ -17,7 +17,7 @@ admin-token-rotate`, an operator's SQL):
   token is used once a long-poll, minutes apart, so its entry has always run out.
 - PostgreSQL: reading a version would cost a round trip, as much as the lookup. There
   the trigger sends NOTIFY (`auth.TOKENS_CHANNEL`, delivered only if the transaction
-  commits), which each replica's listening connection (`controller.wakeups`) takes: a
+  commits), which each replica's listening connection (`controller.store.wakeups`) takes: a
   change made elsewhere counts from when its notification arrives (a millisecond or so
   after the commit), one made through this process at once, on commit. While the
   listening connection is down, and until it is first up, nothing is kept: every
@@ -45,9 +45,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from passthru.controller import topics
 from passthru.controller.auth import TOKENS_CHANGED, Known, digest, known_token
-from passthru.controller.db import Store
+from passthru.controller.store import topics
+from passthru.controller.store.db import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 _RESULT = TypeAdapter(OrderResult)
 #: Answers worth sending again: the controller (or a proxy before it) is away or busy.
 _TRANSIENT = frozenset({429, 502, 503, 504})
-#: As `controller.answers.IDEMPOTENCY_HEADER` (the agent does not import the controller).
+#: As `controller.agents.answers.IDEMPOTENCY_HEADER` (the agent does not import the controller).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Backoff between retries: from `_FIRST_WAIT` seconds, doubling, at most `_MOST_WAIT`.
 _FIRST_WAIT = 0.5

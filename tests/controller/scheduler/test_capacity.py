@@ -15,9 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from passthru.controller.db import Store
-from passthru.controller.mapping import new_request_row
-from passthru.controller.models import (
+from passthru.controller.agents.orders import lost, pending_orders, spawned
+from passthru.controller.hosts.reports import heartbeat, report_full
+from passthru.controller.scheduler import NoValidHostError
+from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.release import delete_server
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import new_request_row
+from passthru.controller.store.models import (
     CpuPinRow,
     EventRow,
     FlavorExtraSpecRow,
@@ -29,11 +34,6 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
-from passthru.controller.orders import lost, pending_orders, spawned
-from passthru.controller.release import delete_server
-from passthru.controller.reports import heartbeat, report_full
-from passthru.controller.scheduler import NoValidHostError
-from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import PciDevice
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.request import NumaPolicy, PciRequest

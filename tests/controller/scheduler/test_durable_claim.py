@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from passthru.controller.db import Store
+from passthru.controller.hosts.reports import report_full
 from passthru.controller.ledger import changes_of
-from passthru.controller.mapping import new_request_row
-from passthru.controller.models import (
+from passthru.controller.scheduler import NoValidHostError
+from passthru.controller.scheduler.claim import ServerGoneError
+from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.release import delete_server
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import new_request_row
+from passthru.controller.store.models import (
     Base,
     DeviceRow,
     EventRow,
@@ -22,11 +27,6 @@ from passthru.controller.models import (
     PciFlavorSpecRow,
     ServerRow,
 )
-from passthru.controller.release import delete_server
-from passthru.controller.reports import report_full
-from passthru.controller.scheduler import NoValidHostError
-from passthru.controller.scheduler.claim import ServerGoneError
-from passthru.controller.scheduler.service import Scheduler
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.pool import DEFAULT_POOL_ATTRS
 from passthru.pci.request import PciRequest

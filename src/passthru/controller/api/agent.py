@@ -1,7 +1,7 @@
 """What host agents call: inventory reports (full or delta), heart-beats, their orders
 (servers to spawn, destroy and power) with the answers, what they find of the servers
 placed on them (power states, console logs), and the image files their servers boot.
-Answers to orders are applied exactly once per `Idempotency-Key` (`controller.answers`).
+Answers to orders are applied exactly once per `Idempotency-Key` (`controller.agents.answers`).
 
 A full report replaces what the controller knows of the host (its devices, and its CPUs,
 memory and disk when the agent reports them); a delta carries only the
@@ -15,13 +15,13 @@ core function the agent uses.
 
 The orders carry their version as an ETag: an agent that sends it back (If-None-Match,
 with `wait`) holds a long-poll that is answered when the host's orders change, or 304
-from memory when `wait` runs out (`controller.wakeups`); without it the orders come at
+from memory when `wait` runs out (`controller.store.wakeups`); without it the orders come at
 once, as they always did. They also carry the host's inventory generation
 (`X-Inventory-Generation`), and a report wakes the host's long-poll, so that an idle
 agent learns of a copy that moved on without heart-beating for it. Heart-beats of a host
-that is up are kept in memory and written in batches (`controller.heartbeats`). An
+that is up are kept in memory and written in batches (`controller.hosts.heartbeats`). An
 agent's own long-poll counts as its heart-beat for as long as it is held: noted when it
-comes, and its host held in `controller.heartbeats`, whose flush notes every held host
+comes, and its host held in `controller.hosts.heartbeats`, whose flush notes every held host
 again each third of `heartbeat_timeout`, until the long-poll ends or its connection goes
 (the ASGI `http.disconnect`, which ends the long-poll at once). So a host whose agent
 holds a long-poll of `orders_wait_max` (minutes) is never taken for silent, on any
@@ -46,15 +46,24 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictInt
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.types import Receive
 
-from passthru.controller.answers import (
+from passthru.controller.agents.answers import (
     IDEMPOTENCY_HEADER,
     KEY_PATTERN,
     AnswerKind,
     answer_once,
+)
+from passthru.controller.agents.orders import (
+    console_output,
+    destroyed,
+    fail_unbuildable,
+    lost,
+    pending_orders,
+    power_states,
+    powered,
+    spawned,
 )
 from passthru.controller.api.deps import (
     Caller,
@@ -65,27 +74,18 @@ from passthru.controller.api.deps import (
 )
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Key
-from passthru.controller.db import Store
-from passthru.controller.heartbeats import Heartbeats
+from passthru.controller.hosts.heartbeats import Heartbeats
+from passthru.controller.hosts.reports import heartbeat, host_state, report_delta, report_full
 from passthru.controller.ledger import HostChanges, changes_of, with_changes
-from passthru.controller.lookup import find
-from passthru.controller.mapping import image_files
-from passthru.controller.models import HostRow, HostStatus, ImageRow, ServerRow, ServerStatus
-from passthru.controller.orders import (
-    console_output,
-    destroyed,
-    fail_unbuildable,
-    lost,
-    pending_orders,
-    power_states,
-    powered,
-    spawned,
-)
-from passthru.controller.reports import heartbeat, report_delta, report_full
-from passthru.controller.reschedule import place_again
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.reschedule import place_again
+from passthru.controller.servers.views import loaded_server
 from passthru.controller.settings import Settings
-from passthru.controller.wakeups import Wakeups, wake
+from passthru.controller.store.db import Store
+from passthru.controller.store.lookup import find
+from passthru.controller.store.mapping import image_files
+from passthru.controller.store.models import HostRow, HostStatus, ImageRow, ServerRow, ServerStatus
+from passthru.controller.store.wakeups import Wakeups, wake
 from passthru.errors import InvalidInputError, NotFoundError
 from passthru.pci.device import PciDevice
 from passthru.pci.inventory import InventoryDelta
@@ -196,14 +196,13 @@ HeartbeatsDep = Annotated[Heartbeats, Depends(_heartbeats)]
 def post_heartbeat(host: str, who: Caller, store: StoreDep, scheduler: SchedulerDep,
                    heartbeats: HeartbeatsDep) -> HostAlive:
     """A host that is up is only noted, and written with others in the next batch
-    (`controller.heartbeats`); one down or unknown is written at once."""
+    (`controller.hosts.heartbeats`); one down or unknown is written at once."""
     who.require_host(host)
     with store.read() as session:
-        known = session.execute(select(HostRow.status, HostRow.generation)
-                                .where(HostRow.name == host)).one_or_none()
-    if known is not None and known.status is HostStatus.UP:
+        known = host_state(session, host)
+    if known is not None and known[0] is HostStatus.UP:
         return HostAlive(host=host, status=HostStatus.UP, last_heartbeat=heartbeats.note(host),
-                         generation=known.generation)
+                         generation=known[1])
     with store.write() as session:
         row = heartbeat(session, host)
         alive = HostAlive(host=row.name, status=row.status, last_heartbeat=row.last_heartbeat,
@@ -229,12 +228,12 @@ def _orders_now(store: Store, scheduler: Scheduler, host: str) -> tuple[Orders, 
     """The host's orders, and its inventory generation (None: a host not known yet)."""
     with store.read() as session:
         orders, unbuildable = pending_orders(session, host)
-        generation = session.scalar(select(HostRow.generation).where(HostRow.name == host))
+        known = host_state(session, host)
     if unbuildable:
         with store.write() as session:
             fail_unbuildable(session, host, unbuildable)
         scheduler.refresh([host])
-    return orders, generation
+    return orders, None if known is None else known[1]
 
 
 def _tag(version: str) -> str:
@@ -272,7 +271,7 @@ async def get_orders(host: str, who: Caller, request: Request, response: Respons
                          "the ETag of the orders last got: 304 while they are unchanged")),
                      ) -> Orders | Response:
     """Answered at once without If-None-Match. With it, a long-poll
-    (`controller.wakeups`): held without a thread until the host's orders change or
+    (`controller.store.wakeups`): held without a thread until the host's orders change or
     `wait` runs out, and answered 304 from memory if they did not. The agent's own
     long-poll counts as its heart-beat while it is held (see the module)."""
     who.require_host(host)
@@ -310,7 +309,7 @@ AnswerKey = Annotated[str | None, Header(
 def _answered(store: Store, key: str | None, host: str, server: str, kind: AnswerKind,
               apply: Callable[[Session], ServerRow]
               ) -> tuple[ServerState, bool, list[HostChanges]]:
-    """Apply an answer once (`controller.answers`); the state it left, whether this was a
+    """Apply an answer once (`controller.agents.answers`); the state it left, whether this was a
     replay of an answer already applied, and the devices it changed (for the scheduler).
     Answers share their transaction with concurrent boots and answers (`Store.grouped`)."""
     def answer(session: Session) -> tuple[dict[str, Any], bool]:
@@ -338,7 +337,7 @@ def post_spawned(host: str, server: str, who: Caller, store: StoreDep,
     if state.status is ServerStatus.BUILD and state.host is None:
         place_again(store, scheduler, state.server)
         with store.read() as session:
-            state = _state(session.get_one(ServerRow, state.server))
+            state = _state(loaded_server(session, state.server))
     return state
 
 

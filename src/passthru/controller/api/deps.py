@@ -15,11 +15,11 @@ from starlette.requests import HTTPConnection
 
 from passthru.controller.api.fields import NamePath
 from passthru.controller.auth import Principal
-from passthru.controller.catalog import Catalog
-from passthru.controller.db import Store
-from passthru.controller.image_files import ImageFiles
+from passthru.controller.catalog.cache import Catalog
+from passthru.controller.catalog.image_files import ImageFiles
 from passthru.controller.scheduler.service import Scheduler
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
 from passthru.controller.token_cache import TokenCache
 
 

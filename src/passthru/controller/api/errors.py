@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from passthru.controller.api.fields import NAME_PATTERN, NAME_RULE
-from passthru.controller.db import commits_counted, unreachable
+from passthru.controller.store.db import commits_counted, unreachable
 from passthru.errors import TREE, PassthruError, for_answer
 
 

@@ -1,7 +1,7 @@
 """The event history, for admins: who had which device, when hosts went down.
 
 Events are written by the code that makes each change, in the same transaction
-(`controller.events.record`); this only reads them, newest first. A page carries an ETag
+(`controller.store.events.record`); this only reads them, newest first. A page carries an ETag
 (`api.conditional`), so that a poller asking for what happened since its newest gets a
 304 while nothing did.
 """
@@ -13,16 +13,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
-from sqlalchemy import Select, or_, select
 
 from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, name_query
-from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
+from passthru.controller.api.paging import Links, Page, PagedList
 from passthru.controller.enums import EventKind
-from passthru.controller.mapping import event_record
-from passthru.controller.models import EventRow, ServerRow
+from passthru.controller.store.events import EventFilter, event_page
+from passthru.controller.store.mapping import event_record
 from passthru.errors import InvalidInputError
 from passthru.pci.address import PciAddress
 
@@ -67,33 +66,6 @@ def _canonical_device(text: str) -> str:
         raise InvalidInputError(f"device filter: {error}") from None
 
 
-def _events_query(host: str | None = None, device: str | None = None,
-                 server: str | None = None, kinds: list[EventKind] | None = None,
-                 since: datetime | None = None, until: datetime | None = None,
-                 after: int | None = None,
-                 ) -> Select[EventRow, str | None, str | None]:
-    """Events matching every filter given, with their server's name and project.
-    `server` is a UUID or a name (every server ever called that)."""
-    query = (select(EventRow, ServerRow.name, ServerRow.project)
-             .outerjoin(ServerRow, ServerRow.uuid == EventRow.server))
-    if after is not None:
-        query = query.where(EventRow.id > after)
-    if host is not None:
-        query = query.where(EventRow.host == host)
-    if device is not None:
-        query = query.where(EventRow.device_address == _canonical_device(device))
-    if server is not None:
-        named = select(ServerRow.uuid).where(ServerRow.name == server)
-        query = query.where(or_(EventRow.server == server, EventRow.server.in_(named)))
-    if kinds:
-        query = query.where(EventRow.kind.in_(kinds))
-    if since is not None:
-        query = query.where(EventRow.time >= _utc(since, "since"))
-    if until is not None:
-        query = query.where(EventRow.time < _utc(until, "until"))
-    return query
-
-
 @router.get("/os-events", response_model=EventList, responses=NOT_MODIFIED,
             summary="List events: claims, frees, inventory changes, hosts up and down (admin)")
 def list_events(
@@ -114,11 +86,13 @@ def list_events(
 ) -> Response:
     """Newest first (by time, then id); the marker is an event's id."""
     who.require_admin("listing events")
-    query = _events_query(host, device, server, kind, since, until, after)
+    matching = EventFilter(
+        host=host, device=None if device is None else _canonical_device(device),
+        server=server, kinds=kind or (), after=after,
+        since=None if since is None else _utc(since, "since"),
+        until=None if until is None else _utc(until, "until"))
     with store.read() as session:
-        query = keyset(session, query, (EventRow.time, EventRow.id), page, "event", "id",
-                       by(EventRow.id, int), descending=True)
-        rows, more = split(session.execute(query).all(), page)
+        rows, more = event_page(session, page, matching)
         return answer(page.request, EventList(
             events=[Event(**event_record(row, name, project)) for row, name, project in rows],
             events_links=page.next_links(rows, more, lambda r: r[0].id)))

@@ -6,7 +6,7 @@ A pool counts for every flavor that matches it (`PciFlavor.matches_pool`, as the
 scheduler matches), so overlapping flavors share devices; whether a flavor matches is
 asked once per pool signature, and the fleet's totals are summed per signature by the
 scheduler's index (`Scheduler.pool_totals`) in one pass over its pools, made again only
-once the index moved. The counts are the index's, counted as `controller.usage` counts
+once the index moved. The counts are the index's, counted as `controller.hosts.usage` counts
 the store; whether a host is up is the store's. Nothing here reads a device row.
 
 Both answers carry an ETag (`api.conditional`): a poller that sends it back in
@@ -15,29 +15,27 @@ If-None-Match gets a 304 while nothing changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME
-from passthru.controller.api.paging import (
-    Links,
-    Page,
-    PagedList,
-    by,
-    keyset,
-    refuse_unknown_query,
-    split,
+from passthru.controller.api.paging import Links, Page, PagedList, refuse_unknown_query
+from passthru.controller.hosts.views import (
+    host_count,
+    host_names_page,
+    hosts_not_up,
+    newest_event,
+    servers_by_status,
 )
-from passthru.controller.models import EventRow, HostRow, HostStatus, ServerRow, ServerStatus
 from passthru.controller.scheduler.index import PoolTally
 from passthru.controller.scheduler.snapshot import load_flavors
+from passthru.controller.store.models import ServerStatus
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Signature
 
@@ -88,11 +86,6 @@ class FleetSummaryBody(BaseModel):
     summary: FleetSummary
 
 
-def _down(session: Session) -> set[str]:
-    """The hosts the store has not up: few, as a rule."""
-    return set(session.scalars(select(HostRow.name).where(HostRow.status != HostStatus.UP)))
-
-
 class _Matching:
     """Which flavors (by position) match a pool signature, asked once per signature."""
 
@@ -138,8 +131,8 @@ def _host_shares(matching: _Matching, names: list[str], down: set[str],
     return shares
 
 
-def _sorted_flavors(session: Session) -> list[PciFlavor]:
-    return sorted(load_flavors(session).values(), key=lambda f: (f.name.lower(), f.name))
+def _sorted(flavors: Iterable[PciFlavor]) -> list[PciFlavor]:
+    return sorted(flavors, key=lambda f: (f.name.lower(), f.name))
 
 
 def _total(flavor: PciFlavor, sums: list[int]) -> dict[str, Any]:
@@ -162,11 +155,10 @@ def pci_flavor_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep
     flavor again with its shares of the next hosts."""
     who.require_admin("reading PCI flavor stats")
     with store.read() as session:
-        flavors = [f for f in _sorted_flavors(session) if name is None or f.name == name]
-        down = _down(session)
-        query = keyset(session, select(HostRow.name), (HostRow.name,), page, "host", "name",
-                       by(HostRow.name))
-        names, more = split(session.scalars(query).all(), page)
+        flavors = [f for f in _sorted(load_flavors(session).values())
+                   if name is None or f.name == name]
+        down = hosts_not_up(session)
+        names, more = host_names_page(session, page)
     matching = _Matching(flavors)
     sums = _flavor_totals(matching, scheduler.pool_totals(down))
     shares = _host_shares(matching, names, down, scheduler.pool_tallies(names))
@@ -186,13 +178,11 @@ def fleet_summary(request: Request, who: TenantCaller, store: StoreDep,
     fleet is at rest."""
     who.require_admin("reading the fleet summary")
     with store.read() as session:
-        flavors = _sorted_flavors(session)
-        servers = dict(session.execute(
-            select(ServerRow.status, func.count()).where(ServerRow.status != ServerStatus.DELETED)
-            .group_by(ServerRow.status)).all())
-        hosts = session.scalar(select(func.count()).select_from(HostRow)) or 0
-        last_event = session.scalar(select(func.max(EventRow.id)))
-        down = _down(session)
+        flavors = _sorted(load_flavors(session).values())
+        servers = servers_by_status(session)
+        hosts = host_count(session)
+        last_event = newest_event(session)
+        down = hosts_not_up(session)
     totals = scheduler.pool_totals(down)
     count, free, used = (sum(t[k] for t in totals.values()) for k in range(3))
     sums = _flavor_totals(_Matching(flavors), totals)

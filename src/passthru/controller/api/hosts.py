@@ -2,7 +2,7 @@
 stats (pools with free/used).
 
 Host rows and pool rows are the store's; how many devices each pool has free and used is
-the scheduler's index (`Scheduler.pool_tallies`), which counts them as `controller.usage`
+the scheduler's index (`Scheduler.pool_tallies`), which counts them as `controller.hosts.usage`
 counts the store, without a query over every device row. Whether a host is up is the
 store's, so a host the sweep marked down has nothing free here at once.
 
@@ -14,22 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Row, select
 
 from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, NamePath, name_query
-from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
+from passthru.controller.api.paging import Links, Page, PagedList
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.enums import Role
-from passthru.controller.mapping import device_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow
+from passthru.controller.hosts.views import (
+    Record,
+    device_page,
+    host_page,
+    host_record,
+    pool_page,
+)
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.store.mapping import device_from_row
+from passthru.controller.store.models import HostStatus
 from passthru.errors import NotFoundError
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.pool import Pool
@@ -106,13 +112,7 @@ class AgentToken(IssuedToken):
     host: str
 
 
-_HOST_COLUMNS = (HostRow.name, HostRow.status, HostRow.last_heartbeat, HostRow.generation,
-                 HostRow.pool_attrs, HostRow.vcpus_capacity, HostRow.vcpus_used,
-                 HostRow.ram_mb_capacity, HostRow.ram_mb_used, HostRow.disk_gb_capacity,
-                 HostRow.disk_gb_used)
-
-
-def _host_views(rows: Sequence[Row[*tuple[Any, ...]]], scheduler: Scheduler) -> list[Host]:
+def _host_views(rows: Sequence[Record], scheduler: Scheduler) -> list[Host]:
     """Host rows with their device counts from the scheduler's index."""
     tallies = scheduler.pool_tallies(row.name for row in rows)
     views = []
@@ -132,11 +132,8 @@ def list_hosts(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page
                ) -> Response:
     """By name; the marker is a host's name. Device counts are the scheduler's."""
     who.require_admin("listing hosts")
-    scope = [] if status is None else [HostRow.status == status]
     with store.read() as session:
-        query = keyset(session, select(*_HOST_COLUMNS).where(*scope), (HostRow.name,), page,
-                       "host", "name", by(HostRow.name, scope=scope))
-        rows, more = split(session.execute(query).all(), page)
+        rows, more = host_page(session, page, status)
     return answer(page.request, HostList(
         hosts=_host_views(rows, scheduler),
         hosts_links=page.next_links(rows, more, lambda r: r.name)))
@@ -147,11 +144,11 @@ def show_host(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, host:
               ) -> HostBody:
     who.require_admin("showing a host")
     with store.read() as session:
-        found = session.execute(select(*_HOST_COLUMNS).where(HostRow.name == host)).all()
-    if not found:
+        found = host_record(session, host)
+    if found is None:
         raise NotFoundError(f"no host {host!r} has reported yet (start its agent with a "
                             f"token from passthru host-token {host})")
-    return HostBody(host=_host_views(found, scheduler)[0])
+    return HostBody(host=_host_views([found], scheduler)[0])
 
 
 @router.post("/os-hosts/{host}/tokens", status_code=201, response_model=AgentToken,
@@ -164,13 +161,6 @@ def create_host_token(who: TenantCaller, store: StoreDep, host: NamePath,
                       expires_at=issued.row.expires_at, token=issued.token)
 
 
-def _device_marker(marker: str) -> list[ColumnElement[bool]]:
-    host, slash, address = marker.rpartition("/")
-    if not slash:
-        raise ValueError(marker)
-    return [HostRow.name == host, DeviceRow.address == address, DeviceRow.host_id == HostRow.id]
-
-
 @router.get("/os-pci-devices", response_model=HostDeviceList,
             summary="List PCI devices (admin)")
 def list_devices(who: TenantCaller, store: StoreDep, page: Page,
@@ -180,15 +170,8 @@ def list_devices(who: TenantCaller, store: StoreDep, page: Page,
                  ) -> HostDeviceList:
     """By host name, then address; the marker is HOST/ADDRESS of a device."""
     who.require_admin("listing PCI devices")
-    query = select(DeviceRow, HostRow.name).join(HostRow)
-    if host is not None:
-        query = query.where(HostRow.name == host)
-    if status is not None:
-        query = query.where(DeviceRow.status == status)
     with store.read() as session:
-        query = keyset(session, query, (HostRow.name, DeviceRow.address), page, "device",
-                       "HOST/ADDRESS", _device_marker)
-        rows, more = split(session.execute(query).all(), page)
+        rows, more = device_page(session, page, host, status)
         return HostDeviceList(pci_devices=[
             HostDevice(host=name, pool_id=row.pool_id, generation=row.generation,
                        device=device_from_row(row)) for row, name in rows],
@@ -204,14 +187,8 @@ def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page:
     """By host name, then pool id; the marker is a pool id. The pools are the store's,
     their counts the scheduler's (matched by what makes up the pool's key)."""
     who.require_admin("reading PCI stats")
-    query = select(PoolRow.id, PoolRow.attrs, PoolRow.dev_type, PoolRow.numa_node,
-                   PoolRow.parent_addr, HostRow.name, HostRow.status).join(HostRow)
-    if host is not None:
-        query = query.where(HostRow.name == host)
     with store.read() as session:
-        query = keyset(session, query, (HostRow.name, PoolRow.id), page, "pool", "id",
-                       lambda marker: [PoolRow.id == int(marker), PoolRow.host_id == HostRow.id])
-        rows, more = split(session.execute(query).all(), page)
+        rows, more = pool_page(session, page, host)
     tallies = {(name, *_identity(t.pool)): t
                for name, found in scheduler.pool_tallies({row.name for row in rows}).items()
                for t in found}
@@ -229,7 +206,7 @@ def pci_stats(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep, page:
         pci_stats=stats, pci_stats_links=page.next_links(rows, more, lambda r: r.id)))
 
 
-def _identity(pool: Pool | Row[*tuple[Any, ...]]) -> tuple[object, ...]:
+def _identity(pool: Pool | Record) -> tuple[object, ...]:
     """What tells a host's pools apart (their key), for a core pool and a pool row alike:
     cheaper to compare than the key's canonical text."""
     return (pool.dev_type, pool.numa_node, pool.parent_addr, *sorted(pool.attrs.items()))

@@ -1,24 +1,23 @@
 """Keypairs: a project's SSH public keys, Nova's `os-keypairs` resource and bodies.
 
 A server booted with `key_name` gets the key in its cloud-init seed. Only public keys are
-taken (passthru makes no private keys), checked as `controller.keypairs` says. A key
-cannot be deleted while a server that names it waits to be spawned: the spawn order reads
-it then.
+taken (passthru makes no private keys), checked as `controller.catalog.keypairs` says. A
+key cannot be deleted while a server that names it waits to be spawned: the spawn order
+reads it then.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CleanText, Name, NamePath
-from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
-from passthru.controller.keypairs import find_keypair, parse_public_key
-from passthru.controller.models import KeypairRow, ServerRow, ServerStatus
-from passthru.errors import ConflictError
+from passthru.controller.api.paging import Links, Page, PagedList
+from passthru.controller.catalog import keypairs
+from passthru.controller.catalog.keypairs import find_keypair, parse_public_key
+from passthru.controller.store.models import KeypairRow
 
 router = APIRouter(prefix="/v2/{tenant_id}/os-keypairs", tags=["keypairs"],
                    responses=ERROR_RESPONSES)
@@ -61,10 +60,8 @@ def keypair_view(row: KeypairRow) -> Keypair:
 def list_keypairs(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: Page
                   ) -> KeypairList:
     """By name; the marker is a keypair's name, as Nova's."""
-    mine = KeypairRow.project == tenant_id
     with store.read() as session:
-        rows, more = rows_page(session, select(KeypairRow).where(mine), (KeypairRow.name,),
-                               page, "keypair", "name", by(KeypairRow.name, scope=[mine]))
+        rows, more = keypairs.page(session, tenant_id, page)
         return KeypairList(keypairs=[KeypairBody(keypair=keypair_view(r)) for r in rows],
                            keypairs_links=page.next_links(rows, more, lambda r: r.name))
 
@@ -76,14 +73,7 @@ def create_keypair(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
     spec = body.keypair
     key = parse_public_key(spec.public_key)
     with store.write() as session:
-        if session.scalars(select(KeypairRow.id).where(KeypairRow.project == tenant_id,
-                                                       KeypairRow.name == spec.name)).first():
-            raise ConflictError(f"project {tenant_id} has a keypair named {spec.name!r} "
-                                "already")
-        row = KeypairRow(name=spec.name, project=tenant_id, public_key=key.line,
-                         fingerprint=key.fingerprint)
-        session.add(row)
-        session.flush()
+        row = keypairs.create(session, tenant_id, spec.name, key)
         return KeypairBody(keypair=keypair_view(row))
 
 
@@ -98,13 +88,5 @@ def show_keypair(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
 def delete_keypair(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                    name: NamePath) -> Response:
     with store.write() as session:
-        row = find_keypair(session, tenant_id, name, lock=True)
-        waiting = session.scalar(select(func.count()).select_from(ServerRow).where(
-            ServerRow.project == tenant_id, ServerRow.key_name == name,
-            ServerRow.status == ServerStatus.BUILD))
-        if waiting:
-            raise ConflictError(f"keypair {name} is named by {waiting} server(s) still being "
-                                "built, which get it when spawned; delete it once they are "
-                                "ACTIVE")
-        session.delete(row)
+        keypairs.delete(session, tenant_id, name)
     return Response(status_code=204)

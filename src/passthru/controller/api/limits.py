@@ -41,9 +41,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from passthru.controller.api.deps import identify
 from passthru.controller.api.errors import error_response, store_unreachable
 from passthru.controller.auth import Principal, digest
-from passthru.controller.db import count_commits, unreachable
 from passthru.controller.enums import Role
 from passthru.controller.settings import Settings
+from passthru.controller.store.db import count_commits, unreachable
 from passthru.errors import UnauthorizedError
 
 #: Paths anyone may read: the fleet page (it takes its token from the URL fragment)

@@ -7,11 +7,7 @@ known by name) of the last item of the previous page. A page that is not the las
 carries `<list>_links: [{"rel": "next", "href": ...}]`, the request's own address with the
 marker of its last item, as Nova's `servers_links`; a client follows it until it is gone.
 
-Pages are keyset pages: each list has a stable total order ending in a unique column, and
-the next page is what comes after the marker's position in that order (`tuple_(...) >
-marker`), so that items added or removed between two pages neither repeat nor shift the
-rest, and the store reads a page as an index range scan rather than skipping an offset.
-A marker that names no item of the list is a 400, as Nova answers.
+The store reads each page as a keyset page (`controller.store.paging`).
 
 A query parameter the route does not declare is a 400 that names it: a misspelt filter
 must never silently widen a list to everything.
@@ -21,20 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
-from sqlalchemy import ColumnElement, Select, select, tuple_
-from sqlalchemy.orm import Session
 
 from passthru.controller.api.deps import SettingsDep
 from passthru.controller.api.fields import INT32_MAX, MAX_NAME
 from passthru.errors import InvalidInputError
-
-T = TypeVar("T")
 
 _known: dict[int, frozenset[str]] = {}
 
@@ -129,53 +121,3 @@ async def _page_params(request: Request, settings: SettingsDep,
 
 #: A list request's page: declares `limit` and `marker`, and refuses unknown parameters.
 Page = Annotated[PageParams, Depends(_page_params)]
-
-
-def no_marker(what: str, marker: str, how: str) -> InvalidInputError:
-    return InvalidInputError(f"marker {marker!r} is no {what} of this list; a marker is the "
-                             f"{how} of the last {what} of the previous page (follow the next "
-                             "link, or list from the start without marker)")
-
-
-#: Where the marker's row is: the criteria that find it, given the marker's text (a
-#: ValueError: the text cannot name any item).
-Locate = Callable[[str], Sequence[ColumnElement[bool]]]
-#: A statement of any columns, as the lists page them.
-Statement = Select[*tuple[Any, ...]]
-
-
-def by(key: Any, parse: Callable[[str], Any] = str,
-       scope: Sequence[ColumnElement[bool]] = ()) -> Locate:
-    """The marker is the value of column `key` (among the rows `scope` admits)."""
-    return lambda marker: [key == parse(marker), *scope]
-
-
-def keyset(session: Session, query: Statement, order: Sequence[Any], page: PageParams,
-           what: str, how: str, locate: Locate, *, descending: bool = False) -> Statement:
-    """`query` limited to the page after `page.marker` in `order` (which ends in a unique
-    column), one item more than the page so that `split` knows whether more follow. `how`
-    says what a marker is ("UUID")."""
-    if page.marker is not None:
-        try:
-            criteria = locate(page.marker)
-        except ValueError:
-            raise no_marker(what, page.marker, how) from None
-        position = session.execute(select(*order).where(*criteria)).first()
-        if position is None:
-            raise no_marker(what, page.marker, how)
-        mark = tuple_(*position)
-        query = query.where(tuple_(*order) < mark if descending else tuple_(*order) > mark)
-    columns = [c.desc() for c in order] if descending else list(order)
-    return query.order_by(*columns).limit(page.limit + 1)
-
-
-def rows_page(session: Session, query: Statement, order: Sequence[Any], page: PageParams,
-              what: str, how: str, locate: Locate) -> tuple[list[Any], bool]:
-    """One page of the ORM rows of `query` (see `keyset`), and whether more follow."""
-    return split(session.scalars(keyset(session, query, order, page, what, how, locate)
-                                 ).all(), page)
-
-
-def split(rows: Sequence[T], page: PageParams) -> tuple[list[T], bool]:
-    """The page's items, and whether more follow (the query asked for one more)."""
-    return list(rows[:page.limit]), len(rows) > page.limit

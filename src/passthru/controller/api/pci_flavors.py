@@ -10,7 +10,8 @@
     DELETE /v2/{tenant_id}/os-pci-flavor/{UUID|name}
 
 Every change bumps the store's topic `pci_flavors` in its transaction, so that every
-controller replica's scheduler reads the flavors again before its next placement.
+controller replica's scheduler reads the flavors again before its next placement
+(`controller.catalog.pci_flavors`, where the rules of a change are).
 
 `update` makes the given pairs the flavor's whole definition, as the seed says; `set`
 merges them into it, a null value removing a key. Singular and plural paths both work.
@@ -18,30 +19,18 @@ merges them into it, a null value removing a key. Singular and plural paths both
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
-
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passthru.controller import topics
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import CheckedName, Key, NamePath, Text
-from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
-from passthru.controller.lookup import find
-from passthru.controller.models import PciFlavorRow, PciFlavorSpecRow
-from passthru.controller.pci_flavors import exposed_attrs, users_of
-from passthru.errors import ConflictError, ForbiddenError, InvalidInputError
-from passthru.pci.flavor import (
-    FLAVOR_ATTRS_NAME,
-    FLAVOR_ATTRS_UUID,
-    MAX_NAME,
-    PciFlavor,
-    flavor_key,
-)
+from passthru.controller.api.paging import Links, Page, PagedList
+from passthru.controller.catalog import pci_flavors
+from passthru.controller.catalog.pci_flavors import Action, exposed_attrs
+from passthru.controller.store.models import PciFlavorRow
+from passthru.pci.flavor import FLAVOR_ATTRS_NAME, FLAVOR_ATTRS_UUID, MAX_NAME, PciFlavor
 
 router = APIRouter(prefix="/v2/{tenant_id}", tags=["pci-flavors"], responses=ERROR_RESPONSES)
 
@@ -103,7 +92,7 @@ class PciFlavorChange(BaseModel):
 class PciFlavorUpdateBody(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    action: Literal["update", "set"] = Field(
+    action: Action = Field(
         "update", description="update: the pairs become the whole definition; set: merge")
     pci_flavor: PciFlavorChange = Field(alias="pci-flavor")
 
@@ -119,47 +108,12 @@ def _attrs_view(session: Session) -> PciFlavorView:
                          description="Available flavor attrs", **attrs)
 
 
-def _is_attrs(ref: str) -> bool:
-    return ref in (FLAVOR_ATTRS_UUID, FLAVOR_ATTRS_NAME)
-
-
-def _find(session: Session, ref: str, *, lock: bool = True) -> PciFlavorRow:
-    """The PCI flavor to change or delete, `lock`ed: a write that names it (a flavor's extra
-    specs, an image, a port) holds it meanwhile, and is among its users once committed."""
-    if _is_attrs(ref):
-        raise ForbiddenError(f"{FLAVOR_ATTRS_NAME} (UUID 0) lists what hosts expose and "
-                             "cannot be changed here; change the hosts' pool_attrs")
-    row = find(session, PciFlavorRow, ref, "PCI flavor",
-               create_hint="create it with passthru pci-flavor-create")
-    if lock:
-        session.refresh(row, with_for_update=True)
-    return row
-
-
-def _store_spec(row: PciFlavorRow, spec: Mapping[str, str]) -> None:
-    current = {s.key: s for s in row.specs}
-    for key in set(current) - set(spec):
-        row.specs.remove(current[key])
-    for key, value in spec.items():
-        if key in current:
-            current[key].value = value
-        else:
-            row.specs.append(PciFlavorSpecRow(key=key, value=value))
-
-
-def _name_free(session: Session, name: str) -> None:
-    if session.scalars(select(PciFlavorRow.uuid).where(PciFlavorRow.name == name)).first():
-        raise ConflictError(f"a PCI flavor named {name!r} exists already; change it with "
-                            f"passthru pci-flavor-update {name} set KEY=VALUE")
-
-
 @router.get("/os-pci-flavors", response_model=PciFlavorList, response_model_by_alias=True,
             summary="List PCI flavors")
 def list_pci_flavors(who: TenantCaller, store: StoreDep, page: Page) -> PciFlavorList:
     """By name; the marker is a PCI flavor's UUID."""
     with store.read() as session:
-        rows, more = rows_page(session, select(PciFlavorRow), (PciFlavorRow.name,), page,
-                               "PCI flavor", "UUID", by(PciFlavorRow.uuid))
+        rows, more = pci_flavors.page(session, page)
         return PciFlavorList(pci_flavors=[flavor_view(r) for r in rows],
                              pci_flavors_links=page.next_links(rows, more, lambda r: r.uuid))
 
@@ -172,57 +126,27 @@ def create_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
     spec = body.pci_flavor
     flavor = PciFlavor(spec.name, dict(spec.__pydantic_extra__), spec.description)
     with store.write() as session:
-        _name_free(session, flavor.name)
-        row = PciFlavorRow(name=flavor.name, description=flavor.description)
-        _store_spec(row, flavor.spec)
-        session.add(row)
-        session.flush()
-        topics.bump(session, topics.PCI_FLAVORS)
-        created = PciFlavorBody(pci_flavor=flavor_view(row))
+        created = PciFlavorBody(pci_flavor=flavor_view(pci_flavors.create(session, flavor)))
     scheduler.flavors_changed()
     return created
 
 
 def show_pci_flavor(who: TenantCaller, store: StoreDep, flavor: NamePath) -> PciFlavorBody:
     with store.read() as session:
-        if _is_attrs(flavor):
+        if pci_flavors.is_attrs(flavor):
             who.require_admin("listing the attributes hosts expose")
             return PciFlavorBody(pci_flavor=_attrs_view(session))
-        return PciFlavorBody(pci_flavor=flavor_view(_find(session, flavor, lock=False)))
-
-
-def _changed(row: PciFlavorRow, body: PciFlavorUpdateBody, session: Session) -> PciFlavor:
-    change = body.pci_flavor
-    pairs = {flavor_key(k, flavor=row.name): v for k, v in change.__pydantic_extra__.items()}
-    removed = [k for k, v in pairs.items() if v is None]
-    if body.action == "update" and removed:
-        raise InvalidInputError(f"action update takes values, not null ({removed[0]}); use "
-                                "action set to remove single keys")
-    spec = {} if body.action == "update" else dict(row.spec)
-    spec.update({k: v for k, v in pairs.items() if v is not None})
-    for key in removed:
-        spec.pop(key, None)
-    name = change.name if change.name is not None else row.name
-    if name != row.name:
-        _name_free(session, name)
-        users = users_of(session, row.name)
-        if users:
-            raise ConflictError(f"PCI flavor {row.name} cannot be renamed while "
-                                f"{', '.join(users)} use(s) it")
-    description = change.description if change.description is not None else row.description
-    return PciFlavor(name, spec, description, row.uuid)
+        return PciFlavorBody(pci_flavor=flavor_view(pci_flavors.find(session, flavor,
+                                                                     lock=False)))
 
 
 def update_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
                       flavor: NamePath, body: PciFlavorUpdateBody) -> PciFlavorBody:
     who.require_admin("changing a PCI flavor")
+    change = body.pci_flavor
     with store.write() as session:
-        row = _find(session, flavor)
-        new = _changed(row, body, session)
-        row.name, row.description = new.name, new.description
-        _store_spec(row, new.spec)
-        session.flush()
-        topics.bump(session, topics.PCI_FLAVORS)
+        row = pci_flavors.change(session, flavor, body.action, change.__pydantic_extra__,
+                                 name=change.name, description=change.description)
         updated = PciFlavorBody(pci_flavor=flavor_view(row))
     scheduler.flavors_changed()
     return updated
@@ -232,13 +156,7 @@ def delete_pci_flavor(who: TenantCaller, store: StoreDep, scheduler: SchedulerDe
                       flavor: NamePath) -> Response:
     who.require_admin("deleting a PCI flavor")
     with store.write() as session:
-        row = _find(session, flavor)
-        users = users_of(session, row.name)
-        if users:
-            raise ConflictError(f"PCI flavor {row.name} is still used by {', '.join(users)}; "
-                                "change or delete them first")
-        session.delete(row)
-        topics.bump(session, topics.PCI_FLAVORS)
+        pci_flavors.delete(session, flavor)
     scheduler.flavors_changed()
     return Response(status_code=204)
 

@@ -6,17 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from sqlalchemy import CursorResult, delete, select
 
 from passthru.controller.api.deps import StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, CheckedName, Name, NamePath, Text
-from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
+from passthru.controller.api.paging import Links, Page, PagedList
 from passthru.controller.auth import Principal
-from passthru.controller.lookup import find
-from passthru.controller.models import PortRow
-from passthru.controller.ports import create_port, visible_network
-from passthru.errors import ConflictError, NotFoundError
+from passthru.controller.catalog import ports
+from passthru.controller.catalog.networks import visible_network
+from passthru.controller.store.models import PortRow
 from passthru.pci.binding import VnicType
 
 router = APIRouter(prefix="/v2/{tenant_id}/ports", tags=["ports"], responses=ERROR_RESPONSES)
@@ -74,9 +72,9 @@ def port_view(row: PortRow) -> Port:
                 profile=dict(row.binding_profile), device_id=row.device_id)
 
 
-def _scope(who: Principal, tenant_id: str, all_projects: bool) -> list[Any]:
+def _project(who: Principal, tenant_id: str, all_projects: bool) -> str | None:
     """Members see their project's ports; admins too, or every port with all_projects."""
-    return [] if who.is_admin and all_projects else [PortRow.project == tenant_id]
+    return None if who.is_admin and all_projects else tenant_id
 
 
 @router.get("", response_model=PortList, response_model_by_alias=True,
@@ -85,11 +83,8 @@ def list_ports(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: Pa
                all_projects: bool = Query(False, description="admin: every project's ports"),
                ) -> PortList:
     """Oldest first; the marker is a port's id."""
-    scope = _scope(who, tenant_id, all_projects)
     with store.read() as session:
-        rows, more = rows_page(session, select(PortRow).where(*scope),
-                               (PortRow.created_at, PortRow.id), page, "port", "id",
-                               by(PortRow.id, scope=scope))
+        rows, more = ports.page(session, _project(who, tenant_id, all_projects), page)
         return PortList(ports=[port_view(r) for r in rows],
                         ports_links=page.next_links(rows, more, lambda r: r.id))
 
@@ -102,9 +97,9 @@ def create(tenant_id: NamePath, who: TenantCaller, store: StoreDep, body: PortCr
     with store.write() as session:
         network = visible_network(session, spec.network_id,
                                   None if who.is_admin else tenant_id)
-        row = create_port(session, network, tenant_id, vnic_type=spec.vnic_type,
-                          pci_flavor=spec.pci_flavor, mac_address=spec.mac_address,
-                          name=spec.name, port_security=spec.port_security_enabled)
+        row = ports.create_port(session, network, tenant_id, vnic_type=spec.vnic_type,
+                                pci_flavor=spec.pci_flavor, mac_address=spec.mac_address,
+                                name=spec.name, port_security=spec.port_security_enabled)
         return PortBody(port=port_view(row))
 
 
@@ -112,7 +107,7 @@ def create(tenant_id: NamePath, who: TenantCaller, store: StoreDep, body: PortCr
             summary="Show a port by UUID or name")
 def show_port(tenant_id: NamePath, who: TenantCaller, store: StoreDep, port: NamePath) -> PortBody:
     with store.read() as session:
-        row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
+        row = ports.find(session, port, _project(who, tenant_id, True))
         return PortBody(port=port_view(row))
 
 
@@ -120,16 +115,5 @@ def show_port(tenant_id: NamePath, who: TenantCaller, store: StoreDep, port: Nam
 def delete_port(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                 port: NamePath) -> Response:
     with store.write() as session:
-        row = find(session, PortRow, port, "port", *_scope(who, tenant_id, True))
-        # Conditional: a boot that attaches the port meanwhile keeps it (on PostgreSQL
-        # this waits for that boot's commit and then finds the port in use).
-        gone = session.execute(delete(PortRow).where(PortRow.id == row.id,
-                                                     PortRow.device_id.is_(None))
-                               .execution_options(synchronize_session=False))
-        assert isinstance(gone, CursorResult)  # a DELETE's result counts its rows
-        if gone.rowcount != 1:
-            if session.get(PortRow, row.id, populate_existing=True) is None:
-                raise NotFoundError(f"no port {port!r}: it was deleted meanwhile")
-            raise ConflictError(f"port {row.name or row.id} is attached to server "
-                                f"{row.device_id}; delete the server first")
+        ports.delete(session, port, _project(who, tenant_id, True))
     return Response(status_code=204)

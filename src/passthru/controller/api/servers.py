@@ -12,8 +12,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller.api.deps import (
     SchedulerDep,
@@ -25,25 +23,25 @@ from passthru.controller.api.deps import (
 )
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import MAX_NAME, Name, NamePath
-from passthru.controller.api.paging import Links, Page, PagedList, by, keyset, split
+from passthru.controller.api.paging import Links, Page, PagedList
 from passthru.controller.api.respond import model_answer
 from passthru.controller.auth import Principal
-from passthru.controller.boot import (
+from passthru.controller.ledger import with_changes
+from passthru.controller.scheduler.placement import Placement
+from passthru.controller.servers.boot import (
     MAX_USER_DATA,
     Booted,
     BootRequest,
     NicRequest,
     decode_user_data,
 )
-from passthru.controller.db import Store
-from passthru.controller.launch import launch
-from passthru.controller.ledger import with_changes
-from passthru.controller.lookup import find
-from passthru.controller.mapping import device_from_row, request_from_row
-from passthru.controller.models import PciRequestRow, ServerRow, ServerStatus
-from passthru.controller.power import TASK_STATES, pending_action, request_power
-from passthru.controller.release import delete_server
-from passthru.controller.scheduler.placement import Placement
+from passthru.controller.servers.launch import launch
+from passthru.controller.servers.power import TASK_STATES, pending_action, request_power
+from passthru.controller.servers.release import delete_server
+from passthru.controller.servers.views import find_server, loaded_server, server_page
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import device_from_row, request_from_row
+from passthru.controller.store.models import PciRequestRow, ServerRow, ServerStatus
 from passthru.errors import InvalidInputError
 from passthru.pci.binding import VnicType
 from passthru.pci.device import DeviceStatus, PciDevice
@@ -179,19 +177,10 @@ def placed_view(server: Booted, placement: Placement) -> Server:
         created=server.created, updated=server.created)
 
 
-_LOAD = (selectinload(ServerRow.requests).selectinload(PciRequestRow.devices),
-         selectinload(ServerRow.flavor), selectinload(ServerRow.image),
-         selectinload(ServerRow.host), selectinload(ServerRow.ports))
-
-
-def _scope(who: Principal, tenant_id: str, all_projects: bool) -> list[Any]:
-    alive = ServerRow.status != ServerStatus.DELETED
-    return [alive] if who.is_admin and all_projects else [alive, ServerRow.project == tenant_id]
-
-
-def _find(session: Session, who: Principal, tenant_id: str, ref: str) -> ServerRow:
-    return find(session, ServerRow, ref, "server", *_scope(who, tenant_id, True),
-                create_hint="list them with passthru list")
+def _project(who: Principal, tenant_id: str, all_projects: bool = True) -> str | None:
+    """The project whose servers the caller sees (None: every project's): an admin finds
+    any server, and lists every project's when asking for all."""
+    return None if who.is_admin and all_projects else tenant_id
 
 
 @router.get("", response_model=ServerList, summary="List the project's servers")
@@ -199,12 +188,8 @@ def list_servers(tenant_id: NamePath, who: TenantCaller, store: StoreDep, page: 
                  all_projects: bool = Query(False, description="admin: every project's"),
                  ) -> ServerList:
     """Oldest first (by creation, then UUID); the marker is a server's UUID."""
-    scope = _scope(who, tenant_id, all_projects)
     with store.read() as session:
-        query = keyset(session, select(ServerRow).where(*scope).options(*_LOAD),
-                       (ServerRow.created_at, ServerRow.uuid), page, "server", "UUID",
-                       by(ServerRow.uuid, scope=scope[1:]))
-        rows, more = split(session.scalars(query).all(), page)
+        rows, more = server_page(session, page, _project(who, tenant_id, all_projects))
         return ServerList(servers=[server_view(r) for r in rows],
                           servers_links=page.next_links(rows, more, lambda r: r.uuid))
 
@@ -254,8 +239,7 @@ def create_server(tenant_id: NamePath, who: TenantCaller, request: Request,
              if one.placement is not None]
     if len(views) != len(launched):  # the one server that failed: its fault is stored
         with store.read() as session:
-            views = [server_view(session.scalars(select(ServerRow).where(
-                ServerRow.uuid == launched[0].server.uuid).options(*_LOAD)).one())]
+            views = [server_view(loaded_server(session, launched[0].server.uuid))]
     return model_answer(ServersCreated(server=views[0], servers=views), 202)
 
 
@@ -263,7 +247,8 @@ def create_server(tenant_id: NamePath, who: TenantCaller, request: Request,
 def show_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
                 server: NamePath) -> ServerBody:
     with store.read() as session:
-        return ServerBody(server=server_view(_find(session, who, tenant_id, server)))
+        found = find_server(session, server, _project(who, tenant_id))
+        return ServerBody(server=server_view(found))
 
 
 @router.delete("/{server}", status_code=204,
@@ -271,8 +256,9 @@ def show_server(tenant_id: NamePath, who: TenantCaller, store: StoreDep,
 def delete(tenant_id: NamePath, who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
            server: NamePath) -> Response:
     # Shares its transaction with concurrent boots and agents' answers (`Store.grouped`).
+    project = _project(who, tenant_id)
     _, changes = store.grouped(with_changes(
-        lambda session: delete_server(session, _find(session, who, tenant_id, server))))
+        lambda session: delete_server(session, find_server(session, server, project))))
     scheduler.apply(changes)
     return Response(status_code=204)
 
@@ -316,8 +302,8 @@ def _tail(text: str | None, lines: int | None) -> str:
 def _console(store: Store, who: Principal, tenant_id: str, server: str,
              lines: int | None) -> ConsoleLog:
     with store.read() as session:
-        return ConsoleLog(output=_tail(_find(session, who, tenant_id, server).console_log,
-                                       lines))
+        found = find_server(session, server, _project(who, tenant_id))
+        return ConsoleLog(output=_tail(found.console_log, lines))
 
 
 @router.post("/{server}/action", status_code=202, response_model=ServerBody,
@@ -342,12 +328,11 @@ def server_action(tenant_id: NamePath, who: TenantCaller, store: StoreDep, serve
     action = {"stop": PowerAction.STOP, "start": PowerAction.START}.get(
         name, PowerAction.HARD_REBOOT if hard else PowerAction.REBOOT)
     with store.write() as session:
-        row = _find(session, who, tenant_id, server)
+        row = find_server(session, server, _project(who, tenant_id))
         request_power(session, row, action)
         uuid = row.uuid
     with store.read() as session:
-        return ServerBody(server=server_view(session.scalars(
-            select(ServerRow).where(ServerRow.uuid == uuid).options(*_LOAD)).one()))
+        return ServerBody(server=server_view(loaded_server(session, uuid)))
 
 
 @router.get("/{server}/console-log", response_model=ConsoleLog,

@@ -12,16 +12,22 @@ from datetime import datetime
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from passthru.controller.api.deps import Caller, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
 from passthru.controller.api.fields import Name
-from passthru.controller.api.paging import Links, Page, PagedList, by, rows_page
-from passthru.controller.auth import MAX_LIFETIME, Issued, expiry, issue_token, revoke_token
-from passthru.controller.db import Store
+from passthru.controller.api.paging import Links, Page, PagedList
+from passthru.controller.auth import (
+    MAX_LIFETIME,
+    Issued,
+    expiry,
+    issue_token,
+    revoke_token,
+    token_page,
+)
 from passthru.controller.enums import Role
-from passthru.controller.models import TokenRow, utcnow
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import utcnow
 
 router = APIRouter(tags=["tokens"], responses=ERROR_RESPONSES)
 #: Token ids are the store's 32-bit integers.
@@ -115,11 +121,9 @@ def list_tokens(who: TenantCaller, store: StoreDep, page: Page,
                 ) -> TokenList:
     """By id; the marker is a token's id."""
     who.require_admin("listing tokens")
-    scope = [] if role is None else [TokenRow.role == role]
     now = utcnow()
     with store.read() as session:
-        rows, more = rows_page(session, select(TokenRow).where(*scope), (TokenRow.id,), page,
-                               "token", "id", by(TokenRow.id, int, scope))
+        rows, more = token_page(session, page, role)
         return TokenList(tokens=[
             TokenInfo(id=row.id, name=row.name, role=row.role, project=row.project,
                       host=row.host, created_at=row.created_at, expires_at=row.expires_at,

@@ -47,9 +47,9 @@ from sqlalchemy.orm import Session
 
 from passthru.controller import ledger
 from passthru.controller.ledger import HostChanges, LostRaceError
-from passthru.controller.models import CpuPinRow, HostRow, HostStatus, ServerRow, ServerStatus
-from passthru.controller.stored_host import StoredHost
-from passthru.controller.wakeups import wake
+from passthru.controller.store.models import CpuPinRow, HostRow, HostStatus, ServerRow, ServerStatus
+from passthru.controller.store.stored_host import StoredHost
+from passthru.controller.store.wakeups import wake
 from passthru.errors import ConflictError
 from passthru.pci.fit import Selection
 

@@ -54,7 +54,7 @@ class UnknownHostError(NotFoundError):
 
 @dataclass(frozen=True, slots=True)
 class PoolTally:
-    """A pool of a host as the views count it (`controller.usage` counts the store the
+    """A pool of a host as the views count it (`controller.hosts.usage` counts the store the
     same way): devices not removed, available ones, and claimed or allocated ones."""
 
     pool: Pool
@@ -67,7 +67,7 @@ class PoolTally:
 @dataclass(frozen=True, slots=True)
 class PoolCount:
     """A pool without its devices: how many are not removed, available, and claimed or
-    allocated (`controller.usage` counts the same way)."""
+    allocated (`controller.hosts.usage` counts the same way)."""
 
     pool: Pool
     count: int

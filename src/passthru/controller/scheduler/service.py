@@ -23,7 +23,7 @@ committed transaction wrote change). Changes made by other replicas are not push
 they show when a claim loses a race, or when `resync` finds a host's fingerprint moved.
 
 PCI flavors can change through any replica: each change bumps the store's topic
-`pci_flavors` (`controller.topics`) in its own transaction, and each placement first
+`pci_flavors` (`controller.store.topics`) in its own transaction, and each placement first
 compares that version with the one the index's flavors were read at, reading them again
 when they differ (a boot passes the version its own transaction read, so its requests
 are checked and placed against the same flavors). That check is what makes the next
@@ -64,8 +64,6 @@ from functools import partial
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from passthru.controller import topics
-from passthru.controller.db import Store, on_rollback
 from passthru.controller.enums import Weigher
 from passthru.controller.ledger import (
     DeviceChange,
@@ -94,7 +92,9 @@ from passthru.controller.scheduler.snapshot import (
     load_summaries,
 )
 from passthru.controller.settings import DEFAULT_LOADED_DEVICES
-from passthru.controller.stored_host import DeviceRef, StoredHost
+from passthru.controller.store import topics
+from passthru.controller.store.db import Store, on_rollback
+from passthru.controller.store.stored_host import DeviceRef, StoredHost
 from passthru.pci.pool import Pool, Signature
 from passthru.pci.request import PciRequest
 from passthru.pci.resources import VmSize

@@ -32,8 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from passthru.controller.mapping import DEVICE_FIELDS, device_from_values
-from passthru.controller.models import (
+from passthru.controller.scheduler.index import PoolCount
+from passthru.controller.store.mapping import DEVICE_FIELDS, device_from_values
+from passthru.controller.store.models import (
     CpuPinRow,
     DeviceRow,
     HostRow,
@@ -41,8 +42,7 @@ from passthru.controller.models import (
     PciFlavorRow,
     PoolRow,
 )
-from passthru.controller.scheduler.index import PoolCount
-from passthru.controller.stored_host import DeviceRef, Fingerprint, StoredHost, stored_host
+from passthru.controller.store.stored_host import DeviceRef, Fingerprint, StoredHost, stored_host
 from passthru.pci.device import DeviceStatus, DevType
 from passthru.pci.flavor import PciFlavor
 from passthru.pci.pool import Pool, Signature

@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection that `controller.migrate` hands over."""
+"""Alembic environment: runs on the connection that `controller.store.migrate` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from passthru.controller.models import Base
+from passthru.controller.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -5,7 +5,7 @@ An upload is streamed into `<image_dir>/.incoming/` while its size and SHA-256 a
 counted, so no file is ever held in memory whatever its size. The caller moves it into
 place only once it is checked and recorded; any failure removes it, so a refused upload
 leaves nothing behind. Directories are created 0700 and files 0600, as everything in
-the data dir (`controller.private_files`).
+the data dir (`controller.store.private_files`).
 
 A disk must be what its image declares as qemu-img reads it: a raw declared qcow2 (or any
 non-image) is refused, and so is a qcow2 declared raw, which a host would otherwise hand
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from passthru.controller.enums import DISK_FORMATS
-from passthru.controller.private_files import create_private, private_dir
+from passthru.controller.store.private_files import create_private, private_dir
 from passthru.errors import InvalidInputError, TooLargeError
 from passthru.pci.work import ImagePart
 

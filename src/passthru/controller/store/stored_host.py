@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from passthru.controller.mapping import resources_from_json
-from passthru.controller.models import HostRow, HostStatus
+from passthru.controller.store.mapping import resources_from_json
+from passthru.controller.store.models import HostRow, HostStatus
 from passthru.pci.pool import Pool
 from passthru.pci.resources import Capacity, Usage
 

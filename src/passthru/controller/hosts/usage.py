@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.mapping import pool_from_row
-from passthru.controller.models import DeviceRow, HostRow, HostStatus, PoolRow
+from passthru.controller.store.mapping import pool_from_row
+from passthru.controller.store.models import DeviceRow, HostRow, HostStatus, PoolRow
 from passthru.pci.device import DeviceStatus
 from passthru.pci.pool import Pool
 

@@ -25,19 +25,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from passthru.controller.db import Store
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.launch import fail
 from passthru.controller.ledger import changes_of
-from passthru.controller.mapping import request_from_row, server_size
-from passthru.controller.models import HostRow, HostStatus, ServerRow, ServerStatus, utcnow
-from passthru.controller.release import fail_server, free_devices, free_resources
 from passthru.controller.scheduler.claim import ServerGoneError
 from passthru.controller.scheduler.placement import NoValidHostError
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.servers.launch import fail
+from passthru.controller.servers.release import fail_server, free_devices, free_resources
 from passthru.controller.settings import Settings
-from passthru.controller.wakeups import wake
+from passthru.controller.store.db import Store
+from passthru.controller.store.events import record
+from passthru.controller.store.mapping import request_from_row, server_size
+from passthru.controller.store.models import HostRow, HostStatus, ServerRow, ServerStatus, utcnow
+from passthru.controller.store.wakeups import wake
 
 
 def leave_host(session: Session, server: ServerRow, host: str, fault: str,

@@ -33,9 +33,9 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, or_, select, update
 
-from passthru.controller.db import Store
-from passthru.controller.models import HostRow, HostStatus, utcnow
-from passthru.controller.reports import heartbeat
+from passthru.controller.hosts.reports import heartbeat
+from passthru.controller.store.db import Store
+from passthru.controller.store.models import HostRow, HostStatus, utcnow
 
 #: Hosts per statement: well below SQLite's bound on a statement's parameters.
 _BATCH = 1000

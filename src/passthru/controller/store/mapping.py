@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from passthru.controller.models import (
+from passthru.controller.store.models import (
     DeviceRow,
     EventRow,
     ImageRow,

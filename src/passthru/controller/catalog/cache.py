@@ -3,7 +3,7 @@ names.
 
 A boot used to read its flavor (and its extra specs) and every PCI flavor's name from the
 store; those change seldom, through the API, and each change bumps its topic
-(`controller.topics`: `flavors`, `pci_flavors`) in its own transaction. The catalog
+(`controller.store.topics`: `flavors`, `pci_flavors`) in its own transaction. The catalog
 reads both versions in the boot's own transaction (one statement) and answers from
 memory when they are the versions it loaded at, so that what a boot sees is exactly what
 the store held when its transaction began, on every replica. When a version moved it
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from passthru.controller import topics
-from passthru.controller.models import FlavorExtraSpecRow, FlavorRow
-from passthru.controller.pci_flavors import known_pci_flavors
+from passthru.controller.catalog.pci_flavors import known_pci_flavors
+from passthru.controller.store import topics
+from passthru.controller.store.models import FlavorExtraSpecRow, FlavorRow
 from passthru.errors import NotFoundError
 
 _FLAVORS = FlavorRow.__table__

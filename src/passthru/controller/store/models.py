@@ -1,7 +1,7 @@
 """The controller's tables (SQLAlchemy 2 typed ORM).
 
 Devices and pools are stored column for column as the core `PciDevice` and `Pool` hold
-them; `controller.mapping` converts in one place. Every device row carries a `generation`
+them; `controller.store.mapping` converts in one place. Every device row carries a `generation`
 that the ORM bumps on each change and checks on each update, so a claim is a conditional
 update that fails when anyone touched the device since it was read.
 """
@@ -9,6 +9,7 @@ update that fails when anyone touched the device since it was read.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -197,6 +198,19 @@ class DeviceRow(Base):
     __mapper_args__ = {"version_id_col": generation}
 
 
+class KeyValue:
+    """A key/value row of an owner: a PCI flavor's spec, a flavor's extra specs, an
+    image's properties. Each owner keeps its own table, so that every row has a foreign key
+    that cascades from its owner; the shape is declared once, here."""
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def as_dict(rows: Iterable[KeyValue]) -> dict[str, str]:
+    return {row.key: row.value for row in rows}
+
+
 class PciFlavorRow(Base):
     """The seed's pci_flavor table: a named set of key/value match expressions."""
 
@@ -213,16 +227,14 @@ class PciFlavorRow(Base):
 
     @property
     def spec(self) -> dict[str, str]:
-        return {row.key: row.value for row in self.specs}
+        return as_dict(self.specs)
 
 
-class PciFlavorSpecRow(Base):
+class PciFlavorSpecRow(KeyValue, Base):
     __tablename__ = "pci_flavor_specs"
 
     flavor_uuid: Mapped[str] = mapped_column(
         ForeignKey("pci_flavors.uuid", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
 
 
 class FlavorRow(Base):
@@ -240,16 +252,14 @@ class FlavorRow(Base):
 
     @property
     def extra_specs(self) -> dict[str, str]:
-        return {row.key: row.value for row in self.extra}
+        return as_dict(self.extra)
 
 
-class FlavorExtraSpecRow(Base):
+class FlavorExtraSpecRow(KeyValue, Base):
     __tablename__ = "flavor_extra_specs"
 
     flavor_id: Mapped[str] = mapped_column(
         ForeignKey("flavors.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
 
 
 class ImageStatus(StrEnum):
@@ -279,16 +289,14 @@ class ImageRow(Base):
 
     @property
     def properties(self) -> dict[str, str]:
-        return {row.key: row.value for row in self.props}
+        return as_dict(self.props)
 
 
-class ImagePropertyRow(Base):
+class ImagePropertyRow(KeyValue, Base):
     __tablename__ = "image_properties"
 
     image_id: Mapped[str] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
 
 
 class NetworkRow(Base):

@@ -6,7 +6,8 @@ itself; the whole of it is read, so that a truncated or pasted-together key is r
 here rather than by cloud-init inside a guest nobody can log into. The fingerprint is
 `ssh-keygen -l`'s: SHA256 of the body, in unpadded base64.
 
-Keys belong to a project: `find_keypair` looks one up by name there.
+Keys belong to a project: `find_keypair` looks one up by name there, and a key a server
+waiting to be spawned names is not deleted (the spawn order reads it then).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import KeypairRow
-from passthru.errors import InvalidInputError, NotFoundError
+from passthru.controller.catalog.rules import require_free
+from passthru.controller.store.models import KeypairRow, ServerRow, ServerStatus
+from passthru.controller.store.paging import Window, by, rows_page
+from passthru.errors import ConflictError, InvalidInputError, NotFoundError
 
 _ED25519 = "ssh-ed25519"
 _RSA = "ssh-rsa"
@@ -128,3 +131,33 @@ def find_keypair(session: Session, project: str, name: str, *, keep: bool = Fals
         raise NotFoundError(f"project {project} has no keypair {name!r} (list them with "
                             "passthru keypair-list)")
     return row
+
+
+def page(session: Session, project: str, window: Window) -> tuple[list[KeypairRow], bool]:
+    """The project's keypairs by name; the marker is a keypair's name, as Nova's."""
+    mine = KeypairRow.project == project
+    return rows_page(session, select(KeypairRow).where(mine), (KeypairRow.name,), window,
+                     "keypair", "name", by(KeypairRow.name, scope=[mine]))
+
+
+def create(session: Session, project: str, name: str, key: PublicKey) -> KeypairRow:
+    require_free(session, KeypairRow.name, name,
+                 f"project {project} has a keypair named {name!r} already",
+                 KeypairRow.project == project)
+    row = KeypairRow(name=name, project=project, public_key=key.line,
+                     fingerprint=key.fingerprint)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def delete(session: Session, project: str, name: str) -> None:
+    row = find_keypair(session, project, name, lock=True)
+    waiting = session.scalar(select(func.count()).select_from(ServerRow).where(
+        ServerRow.project == project, ServerRow.key_name == name,
+        ServerRow.status == ServerStatus.BUILD))
+    if waiting:
+        raise ConflictError(f"keypair {name} is named by {waiting} server(s) still being "
+                            "built, which get it when spawned; delete it once they are "
+                            "ACTIVE")
+    session.delete(row)

@@ -19,15 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import CursorResult, insert, update
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from passthru.controller.catalog import Catalog, Flavor
+from passthru.controller.catalog.cache import Catalog, Flavor
+from passthru.controller.catalog.keypairs import find_keypair
+from passthru.controller.catalog.networks import visible_network
+from passthru.controller.catalog.pci_flavors import flavor_requests, supported_flavors
+from passthru.controller.catalog.ports import attach_port, create_port
 from passthru.controller.enums import EventKind
-from passthru.controller.keypairs import find_keypair
-from passthru.controller.lookup import find
-from passthru.controller.mapping import request_columns, vm_size
-from passthru.controller.models import (
+from passthru.controller.store.lookup import find
+from passthru.controller.store.mapping import request_columns, vm_size
+from passthru.controller.store.models import (
     EventRow,
     ImageRow,
     ImageStatus,
@@ -38,8 +41,6 @@ from passthru.controller.models import (
     new_uuid,
     utcnow,
 )
-from passthru.controller.pci_flavors import flavor_requests, supported_flavors
-from passthru.controller.ports import create_port, visible_network
 from passthru.errors import ConflictError, InvalidInputError, NotFoundError
 from passthru.pci.binding import VnicType
 from passthru.pci.request import (
@@ -126,25 +127,10 @@ def _nic_port(session: Session, server: str, project: str, nic: NicRequest,
         if nic.vnic_type is not VnicType.NORMAL or nic.pci_flavor is not None:
             raise InvalidInputError(f"{where}: port {nic.port} already has its vnic type and pci "
                                     "flavor; drop vnic-type= and pci-flavor= or use net-id=")
-        port = find(session, PortRow, nic.port, "port", PortRow.project == project)
-        # Conditional, in the boot's transaction: of boots racing for one port, the first
-        # to write it wins, and the others (on PostgreSQL, waiting for its commit) find it
-        # taken.
-        taken = session.execute(
-            update(PortRow).where(PortRow.id == port.id, PortRow.device_id.is_(None))
-            .values(device_id=server).execution_options(synchronize_session=False))
-        if session.get(PortRow, port.id, populate_existing=True) is None:
-            raise NotFoundError(f"{where}: port {nic.port!r} was deleted meanwhile")
-        assert isinstance(taken, CursorResult)  # an UPDATE's result counts its rows
-        if taken.rowcount != 1:
-            raise ConflictError(f"port {port.id} is in use by server {port.device_id}; "
-                                "use a free port or net-id=")
-        return port
+        return attach_port(session, nic.port, project, server, where)
     network = visible_network(session, nic.network or "", project)
-    port = create_port(session, network, project, vnic_type=nic.vnic_type,
-                       pci_flavor=nic.pci_flavor, by_boot=True)
-    port.device_id = server
-    return port
+    return create_port(session, network, project, vnic_type=nic.vnic_type,
+                       pci_flavor=nic.pci_flavor, server=server)
 
 
 def port_request(port: PortRow, flavor: Flavor) -> PciRequest | None:

@@ -31,15 +31,15 @@ from functools import partial
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from passthru.controller.boot import Booted, BootRequest, boot_servers
-from passthru.controller.catalog import Catalog
-from passthru.controller.db import Store
+from passthru.controller.catalog.cache import Catalog
+from passthru.controller.catalog.ports import release_ports
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.models import EventRow, ServerRow, ServerStatus
-from passthru.controller.release import release_ports
 from passthru.controller.scheduler.placement import NoValidHostError, Placement
 from passthru.controller.scheduler.service import RetryError, Scheduler
+from passthru.controller.servers.boot import Booted, BootRequest, boot_servers
+from passthru.controller.store.db import Store
+from passthru.controller.store.events import record
+from passthru.controller.store.models import EventRow, ServerRow, ServerStatus
 from passthru.errors import ConflictError, NoCapacityError
 
 
@@ -121,7 +121,7 @@ def _discard(session: Session, uuids: Sequence[str], reason: str, project: str) 
     the ports their boot made (ports the tenant made are freed); one event says why."""
     rows = session.scalars(select(ServerRow).where(ServerRow.uuid.in_(uuids))).all()
     for row in rows:
-        release_ports(session, row)
+        release_ports(session, row.uuid)
         session.delete(row)
     # Their only history is their creation, of servers that now never were.
     session.execute(delete(EventRow).where(EventRow.server.in_(uuids),

@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from passthru.controller import ledger
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record, record_devices
-from passthru.controller.mapping import resources_json
-from passthru.controller.models import HostRow, HostStatus, utcnow
+from passthru.controller.store.events import record, record_devices
+from passthru.controller.store.mapping import resources_json
+from passthru.controller.store.models import HostRow, HostStatus, utcnow
 from passthru.errors import ConflictError, InvalidInputError
 from passthru.pci.device import DeviceStatus, PciDevice
 from passthru.pci.inventory import (
@@ -153,6 +153,14 @@ def report_delta(session: Session, host_name: str, delta: InventoryDelta,
                                  around=reported)
     _apply(session, host, part, check_delta(delta, part.devices), attrs)
     return host
+
+
+def host_state(session: Session, host_name: str) -> tuple[HostStatus, int] | None:
+    """A host's status and inventory generation (None: a host not known yet), read
+    without loading its row: an up host's heart-beat and every orders answer ask it."""
+    known = session.execute(select(HostRow.status, HostRow.generation)
+                            .where(HostRow.name == host_name)).one_or_none()
+    return None if known is None else (known.status, known.generation)
 
 
 def heartbeat(session: Session, host_name: str, now: datetime | None = None) -> HostRow:

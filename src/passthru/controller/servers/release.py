@@ -11,14 +11,15 @@ becomes DELETED or its host None.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from passthru.controller import ledger
+from passthru.controller.catalog.ports import release_ports
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.models import CpuPinRow, HostRow, PortRow, ServerRow, ServerStatus
-from passthru.controller.wakeups import wake
+from passthru.controller.store.events import record
+from passthru.controller.store.models import CpuPinRow, HostRow, ServerRow, ServerStatus
+from passthru.controller.store.wakeups import wake
 from passthru.errors import NotFoundError
 from passthru.pci.resources import VmSize
 
@@ -48,17 +49,6 @@ def free_resources(session: Session, server: ServerRow) -> None:
     server.pinned_cpus = []
 
 
-def release_ports(session: Session, server: ServerRow) -> None:
-    """Ports a boot made die with the server; ports the tenant made are unbound and kept."""
-    for port in session.scalars(select(PortRow).where(PortRow.device_id == server.uuid)):
-        if port.created_by_boot:
-            session.delete(port)
-        else:
-            port.device_id = None
-            port.binding_host_id = port.binding_vif_type = None
-            port.binding_profile = {}
-
-
 def delete_server(session: Session, server: ServerRow) -> list[str]:
     """Delete the server; returns the hosts whose devices or room it freed. NotFoundError
     if it is deleted already: of deletes racing for one server, exactly one does it."""
@@ -73,7 +63,7 @@ def delete_server(session: Session, server: ServerRow) -> list[str]:
         hosts = sorted({*hosts, server.host.name})
     free_devices(session, server)
     free_resources(session, server)
-    release_ports(session, server)
+    release_ports(session, server.uuid)
     server.status, server.task_state = ServerStatus.DELETED, None
     wake(session, server.host.name if server.host else None)
     record(session, EventKind.SERVER_DELETED, server=server.uuid,
@@ -88,5 +78,5 @@ def fail_server(session: Session, server: ServerRow, fault: str, host: str | Non
     free_resources(session, server)
     server.status, server.fault, server.task_state = ServerStatus.ERROR, fault, None
     server.host, server.numa_node = None, None
-    release_ports(session, server)
+    release_ports(session, server.uuid)
     record(session, EventKind.SERVER_ERROR, fault, host=host, server=server.uuid)

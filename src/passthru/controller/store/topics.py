@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import TopicRow
+from passthru.controller.store.models import TopicRow
 
 #: The PCI flavors, which each replica's scheduler matches pools with.
 PCI_FLAVORS = "pci_flavors"

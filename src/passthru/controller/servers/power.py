@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.models import ServerRow, ServerStatus
-from passthru.controller.wakeups import wake
+from passthru.controller.store.events import record
+from passthru.controller.store.models import ServerRow, ServerStatus
+from passthru.controller.store.wakeups import wake
 from passthru.errors import ConflictError, NotFoundError
 from passthru.pci.work import PowerAction
 

@@ -19,10 +19,14 @@ from sqlalchemy import ColumnElement, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
 
 from passthru.controller import ledger
+from passthru.controller.catalog.ports import bind_ports
 from passthru.controller.enums import EventKind
-from passthru.controller.events import record
-from passthru.controller.mapping import attached_ports, device_from_row, guest_spec, port_spec
-from passthru.controller.models import (
+from passthru.controller.servers.power import PLACED, RULES, describe_state, pending_action
+from passthru.controller.servers.release import fail_server
+from passthru.controller.servers.reschedule import leave_host
+from passthru.controller.store.events import record
+from passthru.controller.store.mapping import attached_ports, device_from_row, guest_spec, port_spec
+from passthru.controller.store.models import (
     HostRow,
     KeypairRow,
     PciRequestRow,
@@ -30,9 +34,6 @@ from passthru.controller.models import (
     ServerRow,
     ServerStatus,
 )
-from passthru.controller.power import PLACED, RULES, describe_state, pending_action
-from passthru.controller.release import fail_server
-from passthru.controller.reschedule import leave_host
 from passthru.errors import InvalidInputError
 from passthru.pci.work import (
     AttachedDevice,
@@ -263,14 +264,7 @@ def _activate(session: Session, host: str, server: ServerRow, result: OrderResul
     if locked is None:
         raise InvalidInputError(f"host {host} is not known to the controller")
     ledger.allocate(session, locked, server.uuid, server.name)
-    ports = {port.id: port for port in server.ports}
-    for binding in result.bindings:
-        port = ports.get(binding.port_id)
-        if port is None:
-            continue
-        port.binding_host_id = host
-        port.binding_vif_type = str(binding.vif_type)
-        port.binding_profile = {**binding.profile, "vlan": binding.vlan}
+    bind_ports(server.ports, host, result.bindings)
     server.status, server.fault, server.domain_xml = ServerStatus.ACTIVE, None, result.domain_xml
     record(session, EventKind.SERVER_ACTIVE, host=host, server=server.uuid,
            message=f"server {server.name} running on {host}")

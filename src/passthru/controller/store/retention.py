@@ -36,9 +36,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, delete, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from passthru.controller.db import Store
-from passthru.controller.mapping import event_record
-from passthru.controller.models import (
+from passthru.controller.settings import Settings
+from passthru.controller.store.db import Store
+from passthru.controller.store.mapping import event_record
+from passthru.controller.store.models import (
     AnswerRow,
     EventRow,
     ServerRow,
@@ -46,8 +47,7 @@ from passthru.controller.models import (
     TokenRow,
     utcnow,
 )
-from passthru.controller.private_files import append_private
-from passthru.controller.settings import Settings
+from passthru.controller.store.private_files import append_private
 from passthru.errors import PassthruError
 
 #: Rows deleted per transaction.

@@ -5,7 +5,7 @@ a replay — the agent retrying after a reply it never got — gets that result 
 changes nothing, instead of being refused because the server has moved on. A key is bound
 to one host, server and kind of answer; reusing it for another is refused.
 
-Kept answers are pruned by age, by the retention sweep (`controller.retention`): a
+Kept answers are pruned by age, by the retention sweep (`controller.store.retention`): a
 replay comes within the agent's retry window, minutes, so a day's worth is plenty.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from passthru.controller.models import AnswerRow
+from passthru.controller.store.models import AnswerRow
 from passthru.errors import ConflictError
 
 #: The HTTP header an answer's idempotency key travels in.
