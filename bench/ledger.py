@@ -67,10 +67,23 @@ POOL_ATTRS = ("vendor_id", "product_id", "e.*")
 OLD_PATH = "0ef0178^"
 
 
+#: Where what the baseline imports lives now: the controller's modules moved into its parts.
+MOVED = {
+    "from passthru.controller.events import EventKind, record":
+        "from passthru.controller.enums import EventKind\n"
+        "from passthru.controller.store.events import record",
+    "from passthru.controller.mapping import": "from passthru.controller.store.mapping import",
+    "from passthru.controller.models import": "from passthru.controller.store.models import",
+}
+
+
 def baseline_module() -> ModuleType:
     """`controller/host_devices.py` as it was before the ledger, imported from git."""
     source = subprocess.run(["git", "show", f"{OLD_PATH}:src/passthru/controller/host_devices.py"],
                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for old, new in MOVED.items():
+        assert old in source, old
+        source = source.replace(old, new)
     path = Path(tempfile.mkdtemp()) / "baseline_host_devices.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("baseline_host_devices", path)
