@@ -30,8 +30,8 @@ def sim_sysfs(tmp_path: Path) -> Callable[[str | HostProfile], Path]:
     return build
 
 
-# The private libvirtd (`real_libvirtd`), PostgreSQL (`postgres`) and PF network namespace
-# (`pf_namespace`) fixtures, for any test directory.
+# The private libvirtd (`real_libvirtd`), PostgreSQL (`postgres`) and network namespace
+# (`namespace`, `pf_namespace`) fixtures, for any test directory.
 pytest_plugins = ["tests.support.libvirtd", "tests.support.postgres", "tests.support.netns"]
 
 

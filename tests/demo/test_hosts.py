@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from passthru.demo.hosts import SIMULATED, local_host, simulated_hosts
-from passthru.host.config import load_host_config, offered, scan
+from passthru.host.config import decide, load_host_config, offered, scan
 from passthru.sim import HostProfile, build_sysfs
 from passthru.sim.hardware import HOST_BRIDGE
 from passthru.sim.profile import Card
@@ -46,6 +46,20 @@ def test_this_machine_offers_every_device_but_its_bridges(tmp_path: Path) -> Non
     assert {d.tags["e.group"] for d in taken} == {"local"}
     assert host.offered == len(taken) == 8  # two I350 ports and six GPUs
     assert (config.libvirt_uri, config.vf_applier) == ("test:///default", "netlink")
+
+
+def test_on_this_machine_what_it_runs_on_is_kept_out_of_the_demo(tmp_path: Path) -> None:
+    host = local_host(tmp_path / "local", CONTROLLER)
+    written = tmp_path / "local" / "agent.toml"
+    if not written.exists():  # no PCI function here but bridges: nothing to keep out
+        assert host is None
+        return
+    config = load_host_config(written)
+    preflight, decisions = decide(config)
+    taken = {d.device.address for d in decisions if d.taken}
+    assert not taken & set(preflight.kept)
+    assert (host.offered if host is not None else 0) == len(taken)
+    assert config.allow_no_iommu  # the test driver takes no device from the machine
 
 
 def test_a_machine_with_nothing_to_offer_takes_no_part(tmp_path: Path) -> None:

@@ -4,23 +4,11 @@ bridge mapping, the checks before a VM is plugged in, and tagging a tap with its
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from passthru.host.bridge import BridgeError, NetlinkBridgePorts, bridge_for
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"pt-bridge-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 def ip(namespace: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import signal
 import threading
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from passthru.cli.output import command, err, fail
+from passthru.errors import HostError
 
 
 @command("agent")
@@ -52,7 +54,14 @@ def agent(
 
     from passthru.host.agent import Agent
     from passthru.host.attach import Attacher, GuestHost, NetlinkVfApplier
-    from passthru.host.config import HostConfigError, load_host_config, offered, resources, scan
+    from passthru.host.config import (
+        HostConfigError,
+        decide,
+        load_host_config,
+        offered,
+        resources,
+        scan,
+    )
     from passthru.host.libvirt_driver import LibvirtDriver
     from passthru.host.link import connect
     from passthru.host.sim_vf import SimulatedVfApplier
@@ -63,6 +72,10 @@ def agent(
         resources(config)  # a reserved CPU the host does not have is a config error
     except HostConfigError as error:
         fail(error)
+    with contextlib.suppress(HostError):  # unreadable devices: each report round says so
+        preflight, _ = decide(config)
+        if not preflight.iommu:
+            err.print(preflight.iommu_line(), style="yellow", highlight=False)
     if not config.token:
         fail(HostConfigError(f"{config_file} gives no token for host {config.host}: add "
                              "token = '...' (from passthru host-token) or set PASSTHRU_TOKEN"))

@@ -131,7 +131,10 @@ DISCOVER_HELP = (
     "whitelist and groups the offered devices into pools by pool_attrs, exactly as "
     "`passthru agent` would. Every device is listed with its properties; an offered device "
     "shows the whitelist entry that took it and its tags, any other device the reason it "
-    "was left out (no entry matched, or the entry whose exclude list names it). Then the "
+    "was left out: no entry matched, the entry whose exclude list names it, or the host "
+    "keeps it (the controller of a mounted disk, the NIC of a route or an address in use), "
+    "or the host has no IOMMU, which the line above the devices says (allow_no_iommu = "
+    "true in the host config offers devices anyway). Then the "
     "host's CPUs, NUMA nodes and disk, and the capacity the controller will count VMs "
     "against (after cpu/ram/disk_allocation_ratio and the reserved_* settings)."
     "\n\n"
@@ -156,12 +159,12 @@ def discover(
     )] = False,
 ) -> None:
     """Show what this host would offer for passthrough, without contacting the controller."""
-    from passthru.host.config import load_host_config, resources, scan
+    from passthru.host.config import decide, load_host_config, resources
     from passthru.pci.pool import build_pools
 
     try:
         config = load_host_config(config_path)
-        decisions = config.whitelist.apply(scan(config))
+        preflight, decisions = decide(config)
         found = resources(config)
     except PassthruError as error:
         fail(error)
@@ -172,6 +175,9 @@ def discover(
             "source": config.source,
             "location": _where(config),
             "pool_attrs": list(config.pool_attrs),
+            "iommu": preflight.iommu,
+            "allow_no_iommu": preflight.allow_no_iommu,
+            "kept_by_host": dict(preflight.kept),
             "devices": [_device_json(decision) for decision in decisions],
             "pools": [_pool_json(pool) for pool in pools],
             "resources": _resources_json(found),
@@ -182,6 +188,8 @@ def discover(
     offered = sum(decision.taken for decision in decisions)
     out.print(f"[bold]{config.host}[/]: {len(decisions)} PCI devices from {config.source} "
               f"{_where(config)}; {offered} offered in {len(pools)} pools", highlight=False)
+    out.print(preflight.iommu_line(), style=None if preflight.iommu else "yellow",
+              highlight=False)
     out.print(_devices_table(decisions))
     out.print(_pools_table(pools))
     if found is None:

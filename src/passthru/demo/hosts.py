@@ -82,8 +82,9 @@ def _local_devices(sysfs_root: Path) -> list[PciDevice]:
 
 
 def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> DemoHost | None:
-    """This machine, offering every PCI device but its bridges, tagged e.group=local;
-    None when it has nothing to offer."""
+    """This machine, offering every PCI device but its bridges and what it runs on (the
+    preflight keeps its disks' and its NICs' functions), tagged e.group=local, with or
+    without an IOMMU; None when it has nothing to offer."""
     devices = _local_devices(sysfs_root)
     candidates = [d for d in devices if not (d.dev_class or "").startswith(_BRIDGE_CLASS)]
     if not candidates:
@@ -91,14 +92,16 @@ def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> 
     bridges = [d.address for d in devices if d not in candidates]
     home.mkdir(parents=True)
     lines = [
-        "# passthru demo: this machine's own PCI devices, all but its bridges, tagged",
-        "# e.group=local. Domains go to libvirt's test driver: no device leaves the machine.",
+        "# passthru demo: this machine's own PCI devices, all but its bridges and what it",
+        "# runs on, tagged e.group=local. Domains go to libvirt's test driver: no device",
+        "# leaves the machine, so they are offered even without an IOMMU.",
         f"controller = {json.dumps(controller)}",
         f"host = {json.dumps(socket.gethostname())}",
         f"sysfs_root = {json.dumps(str(sysfs_root))}",
         'libvirt_uri = "test:///default"',
         _TIMING.rstrip("\n"),
         'pool_attrs = ["vendor_id", "product_id", "e.group"]',
+        "allow_no_iommu = true",
         "",
         "[[pci_information]]",
         'match = { vendor_id = "*" }',
@@ -107,6 +110,8 @@ def local_host(home: Path, controller: str, sysfs_root: Path = Path("/sys")) -> 
     if bridges:
         lines.append(f"exclude = {json.dumps(bridges)}")
     config = checked_config("\n".join(lines) + "\n", home / "agent.toml")
+    count = len(offered(config))
+    if not count:
+        return None
     return DemoHost(config.host, f"this machine: {len(candidates)} PCI devices of its own",
-                    home / "agent.toml", len(offered(config)),
-                    sysfs_root, profile=None)
+                    home / "agent.toml", count, sysfs_root, profile=None)

@@ -400,10 +400,12 @@ def use_cases(hosts: Sequence[DemoHost], real: RealVmHost | None = None) -> list
     if any(h.profile is None for h in hosts):
         cases.append(UseCase(
             "This machine's own devices", seed="(not in the seed) The agent on this "
-            "machine reads the real /sys and offers every device but the bridges, tagged "
+            "machine reads the real /sys and offers every device but the bridges and what "
+            "the host runs on (its disks' controllers, its NICs in use), tagged "
             f"`e.group={LOCAL_GROUP}`.",
             here="Its libvirt is the test driver, so the VM is only defined there: no "
-            "device is taken from this machine.",
+            "device is taken from this machine, which is why its config says "
+            "allow_no_iommu = true.",
             play=local_devices))
     cases.append(UseCase(
         "Requests no host can meet", seed="The wiki's filter: a request the hosts cannot "

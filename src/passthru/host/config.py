@@ -23,6 +23,7 @@ disk_allocation_ratio = 1.0
 reserved_cpus = [0, 1]              # host CPUs kept for the host itself
 reserved_host_memory_mb = 512
 reserved_host_disk_gb = 0
+allow_no_iommu = false              # true: offer devices on a host without an IOMMU (unsafe)
 
 [[pci_information]]
 match = { vendor_id = "8086", product_id = "154c", address = "0000:0a:00.0" }
@@ -37,6 +38,10 @@ what to write instead (`HostConfigError`): a file that is missing, not a regular
 larger than `MAX_CONFIG_BYTES`, not UTF-8 or not TOML; values nested deeper than
 `MAX_DEPTH` (tomllib and pydantic would recurse into them); wrong types, unknown keys,
 intervals outside the ranges in `INTERVALS`, host names that are not host names.
+
+Whatever the whitelist takes, a host offers nothing without an IOMMU (unless
+`allow_no_iommu`), and never a device it runs on: its mounted disks' controllers, the NICs
+of its routes and addresses (`host.preflight`).
 
 The host's CPUs, NUMA memory and disk are read from sysfs and `instances_path`
 (`host.topology`); the ratios and reservations above turn them into the capacity the
@@ -60,6 +65,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -67,6 +73,7 @@ from pydantic import (
 
 from passthru.errors import InvalidInputError
 from passthru.host.nodedev import discover_libvirt
+from passthru.host.preflight import KERNEL_SYSFS, Preflight, check
 from passthru.host.sysfs import discover_sysfs
 from passthru.host.topology import disk_gb, format_cpulist, read_topology
 from passthru.pci.device import PciDevice
@@ -74,6 +81,7 @@ from passthru.pci.match import did_you_mean
 from passthru.pci.pool import DEFAULT_POOL_ATTRS, pool_attr
 from passthru.pci.resources import HostResources
 from passthru.pci.spec import (
+    Decision,
     DeviceSpecError,
     Whitelist,
     parse_device_spec,
@@ -149,6 +157,7 @@ class HostConfig(BaseModel):
     reserved_cpus: tuple[Annotated[int, Field(ge=0, le=_MAX_COUNT)], ...] = ()
     reserved_host_memory_mb: int = Field(default=512, ge=0, le=_MAX_COUNT)
     reserved_host_disk_gb: int = Field(default=0, ge=0, le=_MAX_COUNT)
+    allow_no_iommu: StrictBool = False
 
     _whitelist: Whitelist = PrivateAttr()
 
@@ -389,6 +398,22 @@ def resources(config: HostConfig) -> HostResources | None:
         reserved_host_disk_gb=config.reserved_host_disk_gb)
 
 
+def decide(config: HostConfig) -> tuple[Preflight, list[Decision]]:
+    """The host's preflight, and a decision for each of its devices: taken by the whitelist
+    and not refused by the preflight, or why not."""
+    devices = scan(config)
+    preflight = check(devices, config.allow_no_iommu, own=_this_machine(config))
+    return preflight, preflight.review(config.whitelist.apply(devices))
+
+
+def _this_machine(config: HostConfig) -> bool:
+    """Whether the devices are this machine's, not a simulated host's."""
+    if config.source == "libvirt":
+        return not config.libvirt_uri.startswith("test:")
+    return config.sysfs_root.resolve() == KERNEL_SYSFS
+
+
 def offered(config: HostConfig) -> list[PciDevice]:
-    """What the host offers: the devices it has that the whitelist takes, with their tags."""
-    return config.whitelist.taken(scan(config))
+    """What the host offers: the devices it has that the whitelist takes and the preflight
+    lets go, with their tags."""
+    return [decision.device for decision in decide(config)[1] if decision.taken]

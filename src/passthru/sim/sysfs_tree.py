@@ -5,6 +5,7 @@
     driver -> ../../../bus/pci/drivers/i40e     iommu_group -> ../../../kernel/iommu_groups/N
     sriov_totalvfs sriov_numvfs virtfn0 -> ../0000:3b:02.0     net/enp59s0f0/address
 <root>/bus/pci/devices/0000:3b:00.0 -> ../../../devices/pci0000:3b/0000:3b:00.0
+<root>/class/net/enp59s0f0 -> ../../devices/pci0000:3b/0000:3b:00.0/net/enp59s0f0
 <root>/devices/system/cpu/online                 0-31
 <root>/devices/system/cpu/cpu5/topology/physical_package_id
 <root>/devices/system/node/node0/cpulist meminfo hugepages/hugepages-2048kB/nr_hugepages
@@ -79,6 +80,8 @@ def _write_function(root: Path, function: SimFunction) -> None:
         netdev = directory / "net" / function.netdev
         netdev.mkdir(parents=True)
         _write(netdev / "address", function.mac)
+        (root / "class" / "net").mkdir(parents=True, exist_ok=True)
+        _link(root / "class" / "net" / function.netdev, netdev)
     _link(root / "bus" / "pci" / "devices" / function.address, directory)
 
 
