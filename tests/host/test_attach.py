@@ -34,6 +34,7 @@ from tests.host.simhost import (
     SimHost,
     make_host,
 )
+from tests.support.trees import elements, one
 
 
 @pytest.fixture
@@ -58,6 +59,13 @@ def nic(host: SimHost, vnic: str, address: str, network: NetworkSpec = VLAN_NET,
     spec = PortSpec(f"port-{vnic}-{address}", vnic,  # type: ignore[arg-type]
                     f"fa:16:3e:00:00:0{address[-1]}", **port)  # type: ignore[arg-type]
     return AttachedDevice(host.offered[address], f"req-{address}", spec, network)
+
+
+def unmanaged(host: SimHost, address: str) -> AttachedDevice:
+    """The device as a `managed: "no"` entry of the whitelist tags it."""
+    device = host.offered[address]
+    return AttachedDevice(replace(device, tags={**device.tags, "e.managed": "false"}),
+                          f"req-{address}")
 
 
 def spawn_order(*devices: AttachedDevice, name: str = "vm1") -> SpawnOrder:
@@ -309,9 +317,16 @@ def test_a_spawn_order_that_comes_again_replaces_what_its_first_attempt_left(
     (lambda h: spawn_order(nic(h, "direct", "0000:5e:01.1"), AttachedDevice(
         replace(h.offered["0000:5e:01.2"], address="0000:5e:03.0"), "r9",
         PortSpec("p9", "direct", "fa:16:3e:00:00:09"), VLAN_NET)),  # type: ignore[arg-type]
-     r"configure VF failed for port p9 on VF 0000:5e:03.0: 0000:5e:03.0 is not a VF of a PF "
-     r"with a netdev among this host's devices"),
-], ids=["wrong-physical-network", "device-twice", "vf-gone-from-host"])
+     r"device 0000:5e:03.0 is not on this host any more; refusing to start the server"),
+    (lambda h: spawn_order(nic(h, "direct", "0000:5e:01.1"), AttachedDevice(
+        replace(h.offered[GPUS[0]], product_id="2236"), "r9")),
+     r"device 0000:17:00.0 is not the one claimed \(product_id 2236 is now 20b5\); refusing "
+     r"to attach it"),
+    (lambda h: spawn_order(flavor(h, GPUS[0]), unmanaged(h, QAT_VF)),
+     rf"device {QAT_VF} is tagged managed = no, so libvirt leaves its driver alone, but it "
+     rf"is bound to c6xxvf, not vfio-pci; bind it to vfio-pci"),
+], ids=["wrong-physical-network", "device-twice", "vf-gone-from-host", "another-card",
+        "unmanaged-not-on-vfio"])
 def test_orders_refused_before_libvirt_leave_nothing(host: SimHost, driver: LibvirtDriver,
                                                      order: Callable[[SimHost], SpawnOrder],
                                                      fault: str) -> None:
@@ -339,3 +354,15 @@ def test_kernel_refusal_rolls_the_spawn_back(host: SimHost, driver: LibvirtDrive
         "mac fa:16:3e:00:00:01 on VF 1 of PF enp94s0f0: operation not supported (the PF has "
         "no SR-IOV VFs or its driver does not offer this setting)")
     assert domain_names(driver) == set()
+
+
+def test_only_a_managed_no_device_is_left_to_its_vfio_binding(host: SimHost,
+                                                              driver: LibvirtDriver) -> None:
+    result = host.attacher(driver, RecordingApplier()).spawn(
+        spawn_order(unmanaged(host, GPUS[0]), flavor(host, GPUS[1])))
+
+    assert result.ok, result.fault
+    assert result.domain_xml is not None
+    hostdevs = elements(etree.fromstring(result.domain_xml.encode()), "devices/hostdev")
+    assert [(h.get("managed"), one(h, "source/address").get("bus")) for h in hostdevs] == [
+        ("no", "0x17"), ("yes", "0xb1")]

@@ -24,7 +24,7 @@ from passthru.host.domain_xml import (
 )
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
 from passthru.pci.device import PHYSICAL_NETWORK, DevType, PciDevice
-from tests.support.trees import one
+from tests.support.trees import elements, one
 
 VM_UUID = "6f0c3b2e-7c1d-4e53-9a3f-2b8f1f3c9a11"
 GPU = "0000:81:00.0"
@@ -80,7 +80,7 @@ def tree(xml: str) -> etree._Element:
 SHAPES = {
     "empty": spec(),
     "flavor-gpu": spec(hostdevs=(GPU, "0000:82:00.0")),
-    "unmanaged": spec(hostdevs=(GPU,), managed=False),
+    "unmanaged": spec(hostdevs=(GPU,), unmanaged=frozenset({GPU})),
     "direct-vlan": spec(ports=(direct(),)),
     "direct-flat": spec(ports=(direct(network=FLAT_NET),)),
     "direct-802.1qbh": spec(ports=(direct(profile_id="finance"),)),
@@ -126,9 +126,13 @@ def test_flavor_devices_are_managed_pci_hostdevs() -> None:
         "domain": "0x0000", "bus": "0x81", "slot": "0x00", "function": "0x0"}
 
 
-def test_unmanaged_devices_say_so() -> None:
-    root = tree(build_domain_xml(spec(hostdevs=(GPU,), ports=(direct(),), managed=False)))
-    assert one(root, "devices/hostdev").get("managed") == "no"
+def test_unmanaged_devices_say_so_and_only_they() -> None:
+    port = direct()
+    assert port.pci_slot is not None
+    root = tree(build_domain_xml(spec(hostdevs=(GPU, "0000:82:00.0"), ports=(port,),
+                                      unmanaged=frozenset({GPU, port.pci_slot}))))
+    assert [(h.get("managed"), one(h, "source/address").get("bus"))
+            for h in elements(root, "devices/hostdev")] == [("no", "0x81"), ("yes", "0x82")]
     assert one(root, "devices/interface").get("managed") == "no"
 
 

@@ -1,8 +1,11 @@
 """Spawn and destroy a server's libvirt domain with its passthrough devices, all or nothing,
 and change its power state.
 
-A spawn binds the ports, sets up each port's VF (MAC, VLAN, spoof checking, trust, rate),
-then defines and starts the domain. When a step fails, everything done before it is undone
+A spawn first checks each claimed device against the host's sysfs: the same ids, class and
+IOMMU group as the claim (another card in that slot is refused), and a `managed: "no"`
+device already on vfio-pci (libvirt leaves its driver alone). It then binds the ports,
+sets up each port's VF (MAC, VLAN, spoof checking, trust, rate), and defines and starts
+the domain. When a step fails, everything done before it is undone
 in reverse order, so the controller can free the claim knowing that nothing on the host
 still holds a device. A destroy reads the devices from the domain's own XML, so it works
 for domains an earlier agent process started.
@@ -190,6 +193,44 @@ def _hostname(order: SpawnOrder, guest: GuestSpec) -> str:
     return guest.hostname or order.name
 
 
+#: What makes a function the one the controller claimed: another value there means another
+#: card now sits at that address (swapped, or a different SKU after a firmware change).
+IDENTITY = ("vendor_id", "product_id", "subsystem_vendor_id", "subsystem_device_id",
+            "dev_class", "iommu_group")
+#: The driver a `managed: "no"` device must already be bound to: libvirt will not bind it.
+VFIO_DRIVER = "vfio-pci"
+
+
+def _checked(claimed: PciDevice, inventory: Mapping[str, PciDevice]) -> PciDevice:
+    """The host's function at the claimed device's address, refused unless it is the one
+    claimed. A value the claim lacks (an older agent reported none) is not compared."""
+    found = inventory.get(claimed.address)
+    if found is None:
+        raise _StepError(f"device {claimed.address} is not on this host any more; refusing "
+                         "to start the server without it")
+    changed = [f"{key} {getattr(claimed, key)} is now {getattr(found, key)}"
+               for key in IDENTITY
+               if getattr(claimed, key) not in (None, "") and getattr(claimed, key) != getattr(
+                   found, key)]
+    if changed:
+        raise _StepError(f"device {claimed.address} is not the one claimed ({'; '.join(changed)}); "
+                         "refusing to attach it: check what was changed in that slot")
+    return found
+
+
+def _unmanaged(claimed: PciDevice, found: PciDevice) -> bool:
+    """Whether the device is Nova's `managed: "no"`, checked to be on vfio-pci already."""
+    if claimed.tags.get("e.managed") != "false":
+        return False
+    if found.driver != VFIO_DRIVER:
+        raise _StepError(
+            f"device {claimed.address} is tagged managed = no, so libvirt leaves its driver "
+            f"alone, but it is bound to {found.driver or 'no driver'}, not {VFIO_DRIVER}; "
+            f"bind it to {VFIO_DRIVER} (e.g. driverctl set-override {claimed.address} "
+            f"{VFIO_DRIVER}) or drop managed = no from its pci_information entry")
+    return True
+
+
 def _devices_of(name: str, order: SpawnOrder) -> str:
     addresses = ", ".join(attached.device.address for attached in order.devices)
     return f"domain {name} (devices {addresses or 'none'})"
@@ -328,6 +369,11 @@ class Attacher:
 
     def _spawn(self, order: SpawnOrder, rollback: _Rollback) -> tuple[list[Binding], str]:
         name = domain_name(order.server_uuid)
+        with _step("check devices", _devices_of(name, order)):
+            inventory = self._inventory() if order.devices else {}
+            unmanaged = frozenset(
+                attached.device.address for attached in order.devices
+                if _unmanaged(attached.device, _checked(attached.device, inventory)))
         bindings = [self._bind(attached.port, attached.network, attached.device)
                     for attached in order.devices
                     if attached.port is not None and attached.network is not None]
@@ -340,6 +386,7 @@ class Attacher:
         with _step("build domain XML", _devices_of(name, order)):
             xml = build_domain_xml(DomainSpec(name, order.server_uuid, order.ram_mb,
                                               order.vcpus, hostdevs, tuple(bindings),
+                                              unmanaged=unmanaged,
                                               domain_type=domain_type, title=order.name,
                                               guest=disks, nics=nics, numa=numa))
         self._configure_vfs(bindings, rollback)

@@ -82,8 +82,9 @@ class DomainSpec:
     """What a VM is made of: size, whole devices (`hostdevs`) and bound ports, and for a
     real guest its disks, normal NICs and NUMA placement.
 
-    `managed` lets libvirt detach the devices from their host drivers and bind vfio-pci
-    itself; turn it off only where the host pre-binds vfio-pci. `title` is a person's name
+    libvirt detaches each device from its host driver and binds vfio-pci itself (managed),
+    but for those in `unmanaged`, Nova's `managed: "no"` devices, which the host binds to
+    vfio-pci beforehand and libvirt leaves alone. `title` is a person's name
     for the VM (libvirt's one-line `<title>`), since `name` may be an id. `domain_type` is
     `kvm`, or `qemu` where KVM cannot run guests (TCG).
     """
@@ -94,7 +95,7 @@ class DomainSpec:
     vcpus: int
     hostdevs: tuple[str, ...] = ()
     ports: tuple[Binding, ...] = ()
-    managed: bool = True
+    unmanaged: frozenset[str] = frozenset()
     domain_type: str = "kvm"
     arch: str = "x86_64"
     machine: str = "q35"
@@ -299,9 +300,9 @@ def build_domain_xml(spec: DomainSpec) -> str:
     if spec.guest is not None:
         _guest_devices(devices, spec.guest)
     for address in spec.hostdevs:
-        _hostdev(devices, address, spec.managed)
+        _hostdev(devices, address, address not in spec.unmanaged)
     for port in spec.ports:
-        _port(devices, port, spec.managed)
+        _port(devices, port, port.pci_slot not in spec.unmanaged)
     for nic in spec.nics:
         _bridge_nic(devices, nic)
     return etree.tostring(domain, pretty_print=True, encoding="unicode")
