@@ -170,6 +170,23 @@ def test_a_removed_device_in_use_is_kept_until_freed(store: Store) -> None:
     assert "device-missing" in kinds and "device-freed" in kinds
 
 
+def test_another_card_under_a_claimed_device_is_an_alarm_that_says_what_changed(
+        store: Store) -> None:
+    with store.write() as session:
+        report_full(session, "c1", [GPU, *VFS], POOL_ATTRS)
+    _claim_gpu(store, "33333333-3333-3333-3333-333333333333")
+    swapped = replace(GPU, product_id="2236", driver="nvidia")
+    with store.write() as session:
+        report_full(session, "c1", [swapped, *VFS], POOL_ATTRS)
+    with store.read() as session:
+        alarm = session.scalars(select(EventRow).where(
+            EventRow.kind == "device-identity-changed")).one()
+    assert (alarm.host, alarm.device_address) == ("c1", GPU.address)
+    assert alarm.message == (
+        f"product_id {GPU.product_id} → 2236; driver none → nvidia, while server "
+        "33333333-3333-3333-3333-333333333333 holds it: check what was put in that slot")
+
+
 def test_a_delta_applies_on_its_generation_only(store: Store) -> None:
     with store.write() as session:
         generation = report_full(session, "c1", [GPU], POOL_ATTRS).generation

@@ -78,3 +78,31 @@ def test_a_vf_appearing_under_a_pf_in_use_is_unavailable() -> None:
     new_vfs = [d for d in tracked.values() if d.dev_type is DevType.VF]
     assert len(new_vfs) == 3
     assert {d.status for d in new_vfs} == {DeviceStatus.UNAVAILABLE}
+
+
+def test_an_update_says_what_changed() -> None:
+    tracked = tracked_from(scan())
+    now = scan()
+    now[0].driver = "vfio-pci"
+    changes = apply_delta(tracked, diff_inventory(tracked, now))
+    assert [(c.kind, c.address, c.detail) for c in changes] == [
+        ("updated", gpu(0).address, "driver none → vfio-pci")]
+    assert tracked[gpu(0).address].driver == "vfio-pci"
+
+
+def test_another_card_at_the_address_of_a_device_in_use_is_an_alarm() -> None:
+    tracked = tracked_from(scan())
+    pools = build_pools(tracked.values())
+    selection = select_devices(pools, [PciRequest(1, ("20b5",))], by_product)
+    assert selection is not None
+    claim(tracked, selection, "vm1")
+    owned = next(d for d in tracked.values() if d.owner == "vm1")
+    now = [replace(d, product_id="2236") if d.address == owned.address else d for d in scan()]
+    changes = apply_delta(tracked, diff_inventory(tracked, now))
+    assert [(c.kind, c.address, c.detail) for c in changes] == [
+        ("identity-changed", owned.address, "product_id 20b5 → 2236, while server vm1 holds "
+                                            "it: check what was put in that slot")]
+    # Free, the same change is an update.
+    free(tracked, "vm1")
+    again = [replace(d, product_id="20b5") if d.address == owned.address else d for d in scan()]
+    assert [c.kind for c in apply_delta(tracked, diff_inventory(tracked, again))] == ["updated"]

@@ -41,6 +41,8 @@ class EventKind(StrEnum):
     DEVICE_REMOVED = "device-removed"
     DEVICE_MISSING = "device-missing"
     DEVICE_RETURNED = "device-returned"
+    #: An alarm: a report shows another card at the address of a device in use.
+    DEVICE_IDENTITY_CHANGED = "device-identity-changed"
     HOST_ADDED = "host-added"
     HOST_UP = "host-up"
     HOST_DOWN = "host-down"

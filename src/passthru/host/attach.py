@@ -58,7 +58,7 @@ from passthru.host.vf import (
     vf_index,
 )
 from passthru.pci.binding import Binding, NetworkSpec, PortSpec, bind_port
-from passthru.pci.device import DevType, PciDevice
+from passthru.pci.device import IDENTITY, DevType, PciDevice
 from passthru.pci.work import (
     DestroyOrder,
     GuestSpec,
@@ -193,10 +193,6 @@ def _hostname(order: SpawnOrder, guest: GuestSpec) -> str:
     return guest.hostname or order.name
 
 
-#: What makes a function the one the controller claimed: another value there means another
-#: card now sits at that address (swapped, or a different SKU after a firmware change).
-IDENTITY = ("vendor_id", "product_id", "subsystem_vendor_id", "subsystem_device_id",
-            "dev_class", "iommu_group")
 #: The driver a `managed: "no"` device must already be bound to: libvirt will not bind it.
 VFIO_DRIVER = "vfio-pci"
 

@@ -36,6 +36,10 @@ PHYSICAL_NETWORK = "e.physical_network"
 
 #: Attributes that every device exposes to pools and PCI flavors (besides its tags).
 BASE_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "dev_type", "dev_class")
+#: What makes a function the one that was claimed: another value there means another card
+#: now sits at that address (swapped, or a different SKU after a firmware change).
+IDENTITY: tuple[str, ...] = ("vendor_id", "product_id", "subsystem_vendor_id",
+                             "subsystem_device_id", "dev_class", "iommu_group")
 
 
 #: The ranges a reported device's numbers keep to: Linux's NUMA node limit (MAX_NUMNODES

@@ -26,6 +26,7 @@ from typing import Any
 from passthru.errors import InvalidInputError
 from passthru.pci.address import PciAddress
 from passthru.pci.device import (
+    IDENTITY,
     TEXT_LENGTHS,
     DeviceStatus,
     DevType,
@@ -79,10 +80,12 @@ def diff_inventory(
 @dataclass(frozen=True, slots=True)
 class InventoryChange:
     """One consequence of a report, worth an event: `added`, `updated`, `removed`,
-    `missing` (gone while in use: kept until freed) or `returned`."""
+    `missing` (gone while in use: kept until freed), `returned`, or `identity-changed`
+    (another card at the address of one in use); `detail` says what changed."""
 
     kind: str
     address: str
+    detail: str = ""
 
 
 _ALL_FIELDS = operator.attrgetter(*(f.name for f in fields(PciDevice)))
@@ -129,13 +132,7 @@ def apply_delta(tracked: dict[str, PciDevice], delta: InventoryDelta) -> list[In
                 fresh.status = DeviceStatus.UNAVAILABLE
             changes.append(InventoryChange("added", device.address))
             continue
-        for name in _DISCOVERED:
-            setattr(known, name, getattr(device, name))
-        if known.missing:
-            known.missing = False
-            changes.append(InventoryChange("returned", device.address))
-        else:
-            changes.append(InventoryChange("updated", device.address))
+        changes.append(_update(known, device))
     for address in delta.removed:
         known = tracked.get(address)
         if known is None or known.status is DeviceStatus.REMOVED:
@@ -148,6 +145,30 @@ def apply_delta(tracked: dict[str, PciDevice], delta: InventoryDelta) -> list[In
             known.status = DeviceStatus.REMOVED
             changes.append(InventoryChange("removed", address))
     return changes
+
+
+def _update(known: PciDevice, device: PciDevice) -> InventoryChange:
+    """Bring a tracked device in line with what the host reports of it now, and say what
+    changed. A device in use whose identity changed is another card than the one its
+    owner was given: that is an alarm, not an update."""
+    changed = [name for name in _DISCOVERED if getattr(known, name) != getattr(device, name)]
+    detail = "; ".join(f"{name} {_shown(getattr(known, name))} → {_shown(getattr(device, name))}"
+                       for name in changed)
+    owner = known.owner
+    for name in changed:
+        setattr(known, name, getattr(device, name))
+    if known.missing:
+        known.missing = False
+        return InventoryChange("returned", device.address, detail)
+    if owner is not None and in_use(known) and set(changed) & set(IDENTITY):
+        return InventoryChange("identity-changed", device.address,
+                               f"{detail}, while server {owner} holds it: check what was "
+                               "put in that slot")
+    return InventoryChange("updated", device.address, detail)
+
+
+def _shown(value: object) -> str:
+    return "none" if value is None or value == "" else str(value)
 
 
 #: How many problems a refused report names.

@@ -342,7 +342,8 @@ function drawServers({ servers }) {
 }
 
 function eventTone(kind) {
-  if (kind === "host-down" || kind === "device-missing" || kind === "server-error") return "bad";
+  if (kind === "host-down" || kind === "device-missing" || kind === "device-identity-changed" ||
+      kind === "server-error") return "bad";
   if (kind === "device-removed" || kind === "server-deleted") return "warn";
   if (kind === "device-claimed" || kind === "server-created") return "info";
   if (kind === "host-up" || kind === "device-freed" || kind === "device-returned") return "ok";

@@ -55,8 +55,9 @@ def _apply(session: Session, host: HostRow, part: ledger.Part, delta: InventoryD
         host.pool_attrs = list(pool_attrs)
     if changes or attrs_changed:
         host.generation += 1
-    record_devices(session, host.name, [(EventKind(f"device-{change.kind}"), change.address)
-                                        for change in changes])
+    record_devices(session, host.name, [
+        (EventKind(f"device-{change.kind}"), change.address, change.detail)
+        for change in changes])
     return ledger.save(session, part, pool_attrs, regroup_all=attrs_changed,
                        changed=[change.address for change in changes])
 

@@ -21,11 +21,12 @@ def record(session: Session, kind: EventKind, message: str = "", *, host: str | 
                          server=server))
 
 
-def record_devices(session: Session, host: str, events: Iterable[tuple[EventKind, str]]) -> None:
-    """Many device events of one host (kind, device address) in one statement: a report
-    can add 100,000 devices, and one ORM object per event would dominate its cost."""
-    rows = [{"kind": str(kind), "message": "", "host": host, "device_address": address}
-            for kind, address in events]
+def record_devices(session: Session, host: str,
+                   events: Iterable[tuple[EventKind, str, str]]) -> None:
+    """Many device events of one host (kind, device address, message) in one statement: a
+    report can add 100,000 devices, and one ORM object per event would dominate its cost."""
+    rows = [{"kind": str(kind), "message": message, "host": host, "device_address": address}
+            for kind, address, message in events]
     if rows:
         session.execute(insert(EventRow.__table__), rows)
 
