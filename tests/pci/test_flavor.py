@@ -192,3 +192,27 @@ def test_nova_alias_errors_quote_the_line(line: str, message: str) -> None:
         parse_nova_alias(line)
     assert message in str(raised.value)
     assert line in str(raised.value)
+
+
+@pytest.mark.parametrize(("written", "matches"), [
+    ("true", True), ("True", True), ("yes", True), ("1", True), ("on", True),
+    ("no", False), ("False", False), ("0", False), ("t*", True)])
+def test_a_boolean_tag_matches_in_every_spelling_nova_takes(written: str, matches: bool
+                                                           ) -> None:
+    trusted = PciDevice("0000:3b:02.0", "8086", "154c", dev_type=DevType.VF,
+                        tags={"e.trusted": "true"})  # as the whitelist stores it
+    flavor = PciFlavor("trustedVF", {"e.trusted": written})
+    assert flavor.matches_device(trusted) is matches
+    assert flavor.matches_pool(build_pools([trusted])[0]) is matches
+
+
+def test_placement_only_tags_split_no_pool_of_every_tag() -> None:
+    def vf(function: int, **tags: str) -> PciDevice:
+        return PciDevice(f"0000:3b:02.{function}", "8086", "154c", dev_type=DevType.VF,
+                         tags={"e.group": "a", **tags})
+
+    pools = build_pools([vf(0, **{"e.resource_class": "CUSTOM_A", "e.traits": "X"}),
+                         vf(1, **{"e.resource_class": "CUSTOM_B"}), vf(2)])
+    assert [(pool.attrs, pool.count) for pool in pools] == [
+        ({"vendor_id": "8086", "product_id": "154c", "e.group": "a"}, 3)]
+    assert len(build_pools([vf(0), vf(1, **{"e.group": "b"})])) == 2

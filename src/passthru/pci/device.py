@@ -36,6 +36,22 @@ PHYSICAL_NETWORK = "e.physical_network"
 
 #: Attributes that every device exposes to pools and PCI flavors (besides its tags).
 BASE_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "dev_type", "dev_class")
+#: Nova's tags whose value is a boolean (without `e.`); stored as "true" or "false".
+BOOLEAN_TAGS = frozenset({"trusted", "remote_managed", "managed", "live_migratable",
+                          "one_time_use"})
+#: Nova's tags that only its placement service reads (without `e.`): they split no pool.
+PLACEMENT_TAGS = frozenset({"resource_class", "traits"})
+#: Every spelling of a boolean Nova's oslo.utils accepts, either case.
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
+def boolean_word(text: str) -> str | None:
+    """"true" or "false" for any spelling of a boolean; None for other text."""
+    word = text.strip().lower()
+    return "true" if word in _TRUE else "false" if word in _FALSE else None
+
+
 #: What makes a function the one that was claimed: another value there means another card
 #: now sits at that address (swapped, or a different SKU after a firmware change).
 IDENTITY: tuple[str, ...] = ("vendor_id", "product_id", "subsystem_vendor_id",

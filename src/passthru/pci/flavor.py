@@ -3,7 +3,8 @@
 A flavor is a name (`bigGPU`, `phyX_NIC`) and key/value pairs over what hosts expose to
 the whole cloud: `vendor_id`, `product_id`, `dev_type`, `dev_class` and extra tags
 (`e.group`, `e.physical_network`; Nova's bare `physical_network` is accepted). Values are
-literal, glob or regex (see passthru.pci.match). Addresses, hosts and NUMA nodes are
+literal, glob or regex (see passthru.pci.match); a boolean tag's (`e.trusted`) is matched
+in any spelling Nova takes (`yes`, `True`, `1`). Addresses, hosts and NUMA nodes are
 refused: a flavor means the same on every host. Flavors may overlap. A flavor with no
 pairs matches every device.
 
@@ -18,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from passthru.errors import InvalidInputError
-from passthru.pci.device import BASE_ATTRS, SYNONYMS, PciDevice, canonical_attr
+from passthru.pci.device import (
+    BASE_ATTRS,
+    BOOLEAN_TAGS,
+    SYNONYMS,
+    PciDevice,
+    boolean_word,
+    canonical_attr,
+)
 from passthru.pci.match import ValueMatcher, compile_attribute, did_you_mean, tag_key
 from passthru.pci.pool import Attributed
 from passthru.pci.request import FLAVOR_NAME, NumaPolicy, parse_numa_policy
@@ -114,6 +122,10 @@ class PciFlavor:
             if not isinstance(value, str):
                 raise InvalidInputError(
                     f"PCI flavor {self.name}: {written} = {value!r} must be a string")
+            # A boolean tag is stored as "true" or "false": any other spelling of one
+            # matches it too (Nova's `yes`, `True`, `1`).
+            if key.removeprefix("e.") in BOOLEAN_TAGS:
+                value = boolean_word(value) or value
             spec[key] = value
         matchers = tuple(
             (key, compile_attribute(key, value, what=f"PCI flavor {self.name}: {key}"))

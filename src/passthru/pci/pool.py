@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from passthru.errors import InvalidInputError
-from passthru.pci.device import BASE_ATTRS, DevType, PciDevice, canonical_attr, quote
+from passthru.pci.device import (
+    BASE_ATTRS,
+    PLACEMENT_TAGS,
+    DevType,
+    PciDevice,
+    canonical_attr,
+    quote,
+)
 from passthru.pci.match import did_you_mean, tag_key
 
 #: The seed's default: vendor_id, product_id and every extra tag (`e.*`).
@@ -21,7 +28,8 @@ DEFAULT_POOL_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "e.*")
 
 def pool_attr(name: str) -> str:
     """A pool attribute: a base attribute (the seed's `device_id` is product_id), an extra
-    tag, or `e.*` for all of them. Anything else (`address`, a typo) groups nothing and is
+    tag, or `e.*` for all of them (but Nova's placement-only `resource_class` and
+    `traits`, which split no pool). Anything else (`address`, a typo) groups nothing and is
     refused, in the host config and in reports alike."""
     if name == "e.*":
         return name
@@ -119,7 +127,8 @@ def _values(device: PciDevice, names: Sequence[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name in names:
         if name == "e.*":
-            values.update(device.tags)
+            values.update((key, value) for key, value in device.tags.items()
+                          if key.removeprefix("e.") not in PLACEMENT_TAGS)
             continue
         value = device.attr(name)
         if value is not None:

@@ -42,7 +42,13 @@ from typing import Any
 
 from passthru.errors import InvalidInputError
 from passthru.pci.address import AddressPattern
-from passthru.pci.device import PciDevice, canonical_attr
+from passthru.pci.device import (
+    BOOLEAN_TAGS,
+    PLACEMENT_TAGS,
+    PciDevice,
+    boolean_word,
+    canonical_attr,
+)
 from passthru.pci.match import MatchKind, ValueMatcher, compile_attribute, did_you_mean, tag_key
 
 #: How each match key reads a device (attrgetter where the field is the value: it is the
@@ -58,17 +64,12 @@ _READERS: dict[str, Callable[[PciDevice], str | None]] = {
 }
 MATCH_KEYS: tuple[str, ...] = ("address", *_READERS)
 
-#: Nova's tags whose value is a boolean; stored as "true" / "false".
-BOOLEAN_TAGS = frozenset({"trusted", "remote_managed", "managed", "live_migratable",
-                          "one_time_use"})
 #: Nova's tags that may be written without the `e.` prefix in every spelling.
-NOVA_TAGS = BOOLEAN_TAGS | {"physical_network", "resource_class", "traits"}
+NOVA_TAGS = BOOLEAN_TAGS | PLACEMENT_TAGS | {"physical_network"}
 #: Nova's device_spec keys that match devices; every other key there is a tag.
 NOVA_MATCH_KEYS = frozenset({"vendor_id", "product_id", "address", "devname"})
 
 _ENTRY_KEYS = ("match", "extra", "exclude")
-_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
-_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
 MAX_TAG_VALUE = 255
 
 
@@ -203,10 +204,10 @@ def _tag_value(key: str, value: object, what: str) -> str:
         raise InvalidInputError(f"{what}: value is {len(text)} characters long; "
                                 f"at most {MAX_TAG_VALUE} are stored")
     if key.removeprefix("e.") in BOOLEAN_TAGS:
-        word = text.strip().lower()
-        if word not in _TRUE | _FALSE:
+        word = boolean_word(text)
+        if word is None:
             raise InvalidInputError(f"{what}: {value!r} is not a boolean; write 'true' or 'false'")
-        text = "true" if word in _TRUE else "false"
+        text = word
     return text
 
 
