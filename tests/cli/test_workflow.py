@@ -7,7 +7,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from passthru.errors import ConflictError, ForbiddenError, NoCapacityError, UnavailableError
+from passthru.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NoCapacityError,
+    UnavailableError,
+)
 from tests.cli.runner import as_json, ok, run
 from tests.support.live import ServedApp
 
@@ -88,6 +94,18 @@ def test_an_agent_token_reports_and_the_fleet_shows_it(cli_env: ServedApp) -> No
     assert "physnet1" in table and "type-VF" in table
     attrs = as_json("passthru pci-flavor-show 0")
     assert attrs["e.physical_network"] == "True"
+
+    vf = DEVICES[1]["address"]
+    assert ok(f"passthru pci-device-set compute-1 {vf} --taint 'flaky link'").stdout == (
+        f"device {vf} of host compute-1: tainted (flaky link)\n")
+    assert "flaky link" in ok("passthru pci-device-list --host compute-1").stdout
+    assert [h["free"] for h in as_json("passthru host-list")] == [2]
+    cleared = as_json(f"passthru pci-device-set compute-1 {vf} --clear --json")
+    assert (cleared["host"], cleared["device"]["taint"]) == ("compute-1", None)
+    for wrong in ("", " --taint x --clear"):
+        refused = run(f"passthru pci-device-set compute-1 {vf}{wrong}")
+        assert refused.exit_code == InvalidInputError.exit_code
+        assert "give either --taint REASON or --clear" in refused.output
 
 
 def test_a_member_token_works_in_its_project_only(cli_env: ServedApp,

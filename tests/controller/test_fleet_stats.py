@@ -53,9 +53,14 @@ def _populate(api: Api) -> None:
         api.ok("POST", f"{V2}/flavors", json={"flavor": {"name": flavor}})
         api.ok("POST", f"{V2}/flavors/{flavor}/os-extra_specs",
                json={"extra_specs": {"pci_passthrough:pci_flavor": request}})
+    # Tainted: counted in no pool's free devices, but in its devices, and kept by its VM.
+    api.ok("PUT", f"{V2}/os-pci-devices/host-3/0000:4b:00.0/taint",
+           json={"taint": {"reason": "fan"}})
     for n in range(5):
         api.ok("POST", f"{V2}/servers", json={"server": {"name": f"g{n}", "flavorRef": "m1.gpu"}})
         api.ok("POST", f"{V2}/servers", json={"server": {"name": f"v{n}", "flavorRef": "m1.vf"}})
+    api.ok("PUT", f"{V2}/os-pci-devices/host-0/0000:0a:02.0/taint",
+           json={"taint": {"reason": "flaky"}})
     store = api.client.app.state.store  # type: ignore[attr-defined]
     silence(store, "host-2")
     # The controller's sweep tells its scheduler what went down; so does this.

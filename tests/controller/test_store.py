@@ -184,7 +184,12 @@ def test_another_card_under_a_claimed_device_is_an_alarm_that_says_what_changed(
     assert (alarm.host, alarm.device_address) == ("c1", GPU.address)
     assert alarm.message == (
         f"product_id {GPU.product_id} → 2236; driver none → nvidia, while server "
-        "33333333-3333-3333-3333-333333333333 holds it: check what was put in that slot")
+        "33333333-3333-3333-3333-333333333333 holds it: check what was put in that slot; "
+        "the device is tainted until cleared")
+    gpu = devices_of(store, "c1")[GPU.address]
+    assert (gpu.status, gpu.taint) == (DeviceStatus.CLAIMED, (
+        "identity changed while server 33333333-3333-3333-3333-333333333333 held it: "
+        f"product_id {GPU.product_id} → 2236; driver none → nvidia"))
 
 
 def test_a_delta_applies_on_its_generation_only(store: Store) -> None:

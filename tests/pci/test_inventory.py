@@ -101,8 +101,14 @@ def test_another_card_at_the_address_of_a_device_in_use_is_an_alarm() -> None:
     changes = apply_delta(tracked, diff_inventory(tracked, now))
     assert [(c.kind, c.address, c.detail) for c in changes] == [
         ("identity-changed", owned.address, "product_id 20b5 → 2236, while server vm1 holds "
-                                            "it: check what was put in that slot")]
-    # Free, the same change is an update.
+                                            "it: check what was put in that slot; the device "
+                                            "is tainted until cleared")]
+    assert tracked[owned.address].taint == (
+        "identity changed while server vm1 held it: product_id 20b5 → 2236")
+    # Freed, it stays tainted: no other VM gets it until an operator clears it.
     free(tracked, "vm1")
+    assert not tracked[owned.address].is_free
+    tracked[owned.address].taint = None
+    # Free, the same change is an update.
     again = [replace(d, product_id="20b5") if d.address == owned.address else d for d in scan()]
     assert [c.kind for c in apply_delta(tracked, diff_inventory(tracked, again))] == ["updated"]

@@ -134,7 +134,10 @@ PANELS: dict[str, dict[str, tuple[str, str]]] = {
                       "(admin) List hosts: up or down, last heart-beat, devices and how many are "
                       "free, and the vCPUs, memory (MiB) and disk (GB) VMs use of each host's "
                       "capacity."),
-        "pci-device-list": ("hosts", "(admin) List PCI devices with their status and owner."),
+        "pci-device-list": ("hosts", "(admin) List PCI devices with their status, owner and "
+                                     "taint."),
+        "pci-device-set": ("hosts", "(admin) Taint a PCI device (no new VM is given it) or "
+                                    "clear its taint."),
         "pci-stats": ("hosts",
                       "(admin) PCI stats: each host's pools with their attributes, free and used "
                       "counts."),

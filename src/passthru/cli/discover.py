@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the host side (libvirt, netlink) and pools load when discov
     from passthru.pci.spec import Decision
 
 #: What the controller tracks about a device's use: meaningless before it is reported.
-_TRACKED = ("tags", "status", "owner", "request_id", "missing")
+_TRACKED = ("tags", "status", "owner", "request_id", "missing", "taint")
 
 
 def _device_json(decision: Decision) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`passthru host-list`, `pci-device-list`, `pci-stats`: the fleet, for admins."""
+"""`passthru host-list`, `pci-device-list`, `pci-device-set`, `pci-stats`: the fleet, for
+admins."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from passthru.cli.options import Json, Token, Url
-from passthru.cli.output import command, print_table, show
+from passthru.cli.output import command, out, print_table, show
 from passthru.client import Client
+from passthru.errors import InvalidInputError
 from passthru.pci.device import DeviceStatus
 
 HostFilter = Annotated[str | None, typer.Option("--host", help="Only this host.")]
@@ -55,7 +57,7 @@ def device_list(
     status: Annotated[DeviceStatus | None, typer.Option("--status")] = None,
     url: Url = None, token: Token = None, as_json: Json = False,
 ) -> None:
-    """(admin) List PCI devices with their status and owner."""
+    """(admin) List PCI devices with their status, owner and taint."""
     params: dict[str, Any] = {"host": host, "status": status}
     with Client(url, token) as api:
         devices = api.list_all(api.tenant("/os-pci-devices"), "pci_devices",
@@ -65,9 +67,39 @@ def device_list(
             for entry in devices]
     show(devices, as_json, lambda: print_table(
         rows, ("host", "address", "dev_type", "ids", "numa_node", "parent_addr", "tags",
-               "status", "owner"),
-        headers=("Host", "Address", "Type", "Ids", "NUMA", "PF", "Tags", "Status", "Server"),
+               "status", "owner", "taint"),
+        headers=("Host", "Address", "Type", "Ids", "NUMA", "PF", "Tags", "Status", "Server",
+                 "Taint"),
         title="PCI devices"))
+
+
+@command("pci-device-set")
+def device_set(
+    host: Annotated[str, typer.Argument(help="The device's host.")],
+    address: Annotated[str, typer.Argument(help="The device's PCI address, DDDD:BB:SS.F.")],
+    taint: Annotated[str | None, typer.Option(
+        "--taint", metavar="REASON", help="Give it to no new VM, for this reason.")] = None,
+    clear: Annotated[bool, typer.Option(
+        "--clear", help="Clear its taint, whatever set it (an operator, another card "
+                        "reported at its address, a one-time-use device's first use).")
+    ] = False,
+    url: Url = None, token: Token = None, as_json: Json = False,
+) -> None:
+    """(admin) Taint a PCI device (no new VM is given it) or clear its taint.
+
+    A VM that holds the device keeps it, and frees it as ever; the device then waits for
+    its taint to be cleared."""
+    if (taint is None) == (not clear):
+        raise InvalidInputError("give either --taint REASON or --clear")
+    with Client(url, token) as api:
+        path = api.tenant(f"/os-pci-devices/{host}/{address}/taint")
+        entry = (api.call("PUT", path, json={"taint": {"reason": taint}}) if taint is not None
+                 else api.call("DELETE", path))["pci_device"]
+    device = entry["device"]
+    show(entry, as_json, lambda: out.print(
+        f"device {device['address']} of host {host}: "
+        + (f"tainted ({device['taint']})" if device["taint"] else "not tainted"),
+        highlight=False))
 
 
 @command("pci-stats")

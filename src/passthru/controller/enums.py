@@ -43,6 +43,8 @@ class EventKind(StrEnum):
     DEVICE_RETURNED = "device-returned"
     #: An alarm: a report shows another card at the address of a device in use.
     DEVICE_IDENTITY_CHANGED = "device-identity-changed"
+    DEVICE_TAINTED = "device-tainted"
+    DEVICE_CLEARED = "device-cleared"
     HOST_ADDED = "host-added"
     HOST_UP = "host-up"
     HOST_DOWN = "host-down"

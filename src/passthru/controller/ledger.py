@@ -62,7 +62,7 @@ from passthru.controller.store.models import (
     PoolRow,
 )
 from passthru.controller.store.stored_host import DeviceRef, StoredHost, stored_host
-from passthru.errors import ConflictError
+from passthru.errors import ConflictError, NotFoundError
 from passthru.pci import lifecycle
 from passthru.pci.device import DeviceStatus, DevType, PciDevice
 from passthru.pci.fit import Selection
@@ -88,8 +88,8 @@ _UPDATE = (update(_DEVICES).where(*_GUARD)
            .values(generation=bindparam("seen") + 1, pool_id=bindparam("new_pool_id"),
                    **{name: bindparam(new) for name, new in zip(DEVICE_FIELDS, _NEW,
                                                                  strict=True)}))
-#: A row whose use changed only (claim, allocate, free, block): four columns.
-_USE = ("status", "owner", "request_id", "missing")
+#: A row whose use changed only (claim, allocate, free, block, taint): five columns.
+_USE = ("status", "owner", "request_id", "missing", "taint")
 _SET_USE = (update(_DEVICES).where(*_GUARD)
             .values(generation=bindparam("seen") + 1,
                     **{name: bindparam(f"new_{name}") for name in _USE}))
@@ -547,8 +547,7 @@ def claim_many(session: Session, wanted: Sequence[tuple[StoredHost, Selection, s
             done = lifecycle.claim(part.devices, selection, owner)
         except lifecycle.ClaimError:
             raise LostRaceError(host.name, next(
-                a for a in chosen if part.devices[a].status is not DeviceStatus.AVAILABLE)
-                ) from None
+                a for a in chosen if not part.devices[a].is_free)) from None
         changed.setdefault(host.id, {}).update(dict.fromkeys(d.address for d in done))
         events += [{"kind": str(EventKind.DEVICE_CLAIMED), "host": host.name,
                     "device_address": address, "server": owner,
@@ -637,12 +636,37 @@ def free(session: Session, owner: str, server_name: str) -> list[str]:
             _LOCK_HOLDING, {"owner": owner}).all():
         part = read_owner(session, host_id, name, owner)
         held = sorted(a for a, d in part.devices.items() if d.owner == owner)
+        untainted = {a for a in held if part.devices[a].taint is None}
         changed = lifecycle.free(part.devices, owner)
         save(session, part, pool_attrs, changed=[d.address for d in changed])
         _events(session, name, EventKind.DEVICE_FREED, owner,
                 dict.fromkeys(held, f"freed by server {server_name}"))
+        _events(session, name, EventKind.DEVICE_TAINTED, owner, {
+            a: str(part.devices[a].taint) for a in sorted(untainted)
+            if part.devices[a].taint is not None})
         freed += held
     return freed
+
+
+def set_taint(session: Session, host: HostRow, address: str, taint: str | None
+              ) -> tuple[PciDevice, int | None, int]:
+    """Taint one device of `host` (locked by the caller) with `taint`, a reason, or clear
+    its taint (None); the device, its pool and its row's generation as they are then. A VM
+    that holds it keeps it; no new one is given it while tainted."""
+    part = read_addresses(session, host.id, host.name, [address])
+    device = part.devices.get(address)
+    if device is None or device.status is DeviceStatus.REMOVED:
+        raise NotFoundError(f"host {host.name} has no device {address} (list them with "
+                            f"passthru pci-device-list --host {host.name})")
+    was = device.taint
+    if was != taint:
+        device.taint = taint
+        save(session, part, None, changed=[address])
+        kind = EventKind.DEVICE_TAINTED if taint is not None else EventKind.DEVICE_CLEARED
+        _events(session, host.name, kind, device.owner,
+                {address: taint if taint is not None else f"taint cleared (it was: {was})"})
+    stored = part.stored[address]
+    return device, stored.pool_id, stored.generation
 
 
 def whole_host(session: Session, host: HostRow, part: Part) -> StoredHost:

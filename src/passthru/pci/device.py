@@ -36,6 +36,8 @@ PHYSICAL_NETWORK = "e.physical_network"
 
 #: Attributes that every device exposes to pools and PCI flavors (besides its tags).
 BASE_ATTRS: tuple[str, ...] = ("vendor_id", "product_id", "dev_type", "dev_class")
+#: The longest taint kept; a longer one (a detail of many changed fields) is cut.
+MAX_TAINT = 1024
 #: Nova's tags whose value is a boolean (without `e.`); stored as "true" or "false".
 BOOLEAN_TAGS = frozenset({"trusted", "remote_managed", "managed", "live_migratable",
                           "one_time_use"})
@@ -168,6 +170,10 @@ class PciDevice:
     request_id: str | None = None
     # The host stopped reporting it while it was in use: it goes to `removed` when freed.
     missing: bool = False
+    #: Why it is not given to a new VM (DRA's NoSchedule), until an operator clears it:
+    #: their own reason, another card reported at its address while in use, or a
+    #: one-time-use device used once. A VM that holds it keeps it; its free is as ever.
+    taint: str | None = None
 
     def attr(self, key: str) -> str | None:
         """The value of an exposed attribute: a base attribute or an `e.` tag."""
@@ -184,4 +190,5 @@ class PciDevice:
 
     @property
     def is_free(self) -> bool:
-        return self.status is DeviceStatus.AVAILABLE
+        """Whether a new VM may be given it: available and not tainted."""
+        return self.status is DeviceStatus.AVAILABLE and self.taint is None

@@ -27,6 +27,7 @@ from passthru.errors import InvalidInputError
 from passthru.pci.address import PciAddress
 from passthru.pci.device import (
     IDENTITY,
+    MAX_TAINT,
     TEXT_LENGTHS,
     DeviceStatus,
     DevType,
@@ -39,10 +40,10 @@ from passthru.pci.lifecycle import in_use
 from passthru.pci.match import tag_key
 
 # What the controller tracks about a device's use; a scan never reports these.
-_TRACKED = {"status", "owner", "request_id", "missing"}
+_TRACKED = {"status", "owner", "request_id", "missing", "taint"}
 _DISCOVERED = tuple(f.name for f in fields(PciDevice) if f.name not in _TRACKED)
-# Their values for a device no one uses (status, owner, request_id, missing).
-_UNTRACKED = (DeviceStatus.AVAILABLE, None, None, False)
+# Their values for a device no one uses (status, owner, request_id, missing, taint).
+_UNTRACKED = (DeviceStatus.AVAILABLE, None, None, False, None)
 
 
 def same_hardware(a: PciDevice, b: PciDevice) -> bool:
@@ -95,7 +96,7 @@ def _fresh(device: PciDevice) -> PciDevice:
     """A copy of a reported device, free and untouched (`replace` is 5 times slower)."""
     fresh = PciDevice(*_ALL_FIELDS(device))
     fresh.tags = dict(fresh.tags)
-    fresh.status, fresh.owner, fresh.request_id, fresh.missing = _UNTRACKED
+    fresh.status, fresh.owner, fresh.request_id, fresh.missing, fresh.taint = _UNTRACKED
     return fresh
 
 
@@ -161,9 +162,12 @@ def _update(known: PciDevice, device: PciDevice) -> InventoryChange:
         known.missing = False
         return InventoryChange("returned", device.address, detail)
     if owner is not None and in_use(known) and set(changed) & set(IDENTITY):
+        # Tainted: the card the server holds is not the one it was given, and whatever
+        # sits there now goes to no other VM until an operator has looked.
+        known.taint = f"identity changed while server {owner} held it: {detail}"[:MAX_TAINT]
         return InventoryChange("identity-changed", device.address,
                                f"{detail}, while server {owner} holds it: check what was "
-                               "put in that slot")
+                               "put in that slot; the device is tainted until cleared")
     return InventoryChange("updated", device.address, detail)
 
 
@@ -262,9 +266,10 @@ def _checked_device(device: PciDevice, index: int, problems: _Problems) -> PciDe
         values["address"] = address
     if tags != device.tags or list(tags) != list(device.tags):
         values["tags"] = tags
-    if (device.status, device.owner, device.request_id, device.missing) != _UNTRACKED:
+    if (device.status, device.owner, device.request_id, device.missing,
+            device.taint) != _UNTRACKED:
         values.update(status=DeviceStatus.AVAILABLE, owner=None, request_id=None,
-                      missing=False)
+                      missing=False, taint=None)
     # Most reports are canonical already: the device is taken as it is, not copied.
     return replace(device, **values) if values else device
 

@@ -26,6 +26,12 @@ def relatives(device: PciDevice, devices: Mapping[str, PciDevice]) -> list[PciDe
     return []
 
 
+#: The tag of Nova's one-time-use devices: once freed, one waits for an operator.
+ONE_TIME_USE = "e.one_time_use"
+#: The taint a one-time-use device gets when its first VM frees it.
+USED_ONCE = "used once (one_time_use): an operator clears it once it is fit for another VM"
+
+
 def in_use(device: PciDevice) -> bool:
     return device.status in (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED)
 
@@ -37,10 +43,11 @@ def claim(devices: Mapping[str, PciDevice], selection: Selection, owner: str) ->
     for request_id, picked in selection.devices.items():
         for chosen in picked:
             device = devices[chosen.address]
-            if device.status is not DeviceStatus.AVAILABLE:
-                raise ClaimError(
-                    f"device {device.address} is {device.status}, not available; "
-                    "it was taken since the host was chosen — choose again")
+            if not device.is_free:
+                state = (f"tainted ({device.taint})" if device.taint is not None
+                         else f"{device.status}, not available")
+                raise ClaimError(f"device {device.address} is {state}; it was taken or "
+                                 "tainted since the host was chosen — choose again")
             device.status, device.owner, device.request_id = (
                 DeviceStatus.CLAIMED, owner, request_id)
             changed.append(device)
@@ -69,6 +76,8 @@ def free(devices: Mapping[str, PciDevice], owner: str) -> list[PciDevice]:
     for device in released:
         device.owner = device.request_id = None
         device.status = DeviceStatus.REMOVED if device.missing else DeviceStatus.AVAILABLE
+        if device.tags.get(ONE_TIME_USE) == "true" and device.taint is None:
+            device.taint = USED_ONCE
         changed.append(device)
     for device in released:
         for relative in relatives(device, devices):

@@ -1,5 +1,6 @@
-"""The fleet, for admins: hosts (with their capacity and use), their PCI devices, and PCI
-stats (pools with free/used).
+"""The fleet, for admins: hosts (with their capacity and use), their PCI devices (and their
+taints: a tainted device is given to no new VM until cleared), and PCI stats (pools with
+free/used).
 
 Host rows and pool rows are the store's; how many devices each pool has free and used is
 the scheduler's index (`Scheduler.pool_tallies`), which counts them as `controller.hosts.usage`
@@ -17,15 +18,16 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from passthru.controller.api.conditional import NOT_MODIFIED, answer
 from passthru.controller.api.deps import SchedulerDep, StoreDep, TenantCaller
 from passthru.controller.api.errors import ERROR_RESPONSES
-from passthru.controller.api.fields import CheckedName, NamePath, name_query
+from passthru.controller.api.fields import CheckedName, NamePath, Text, name_query
 from passthru.controller.api.paging import Links, Page, PagedList
 from passthru.controller.api.tokens import IssuedToken, TokenOptions
 from passthru.controller.enums import Role
+from passthru.controller.hosts.taints import set_taint
 from passthru.controller.hosts.views import (
     Record,
     device_page,
@@ -33,7 +35,9 @@ from passthru.controller.hosts.views import (
     host_record,
     pool_page,
 )
+from passthru.controller.ledger import changes_of
 from passthru.controller.scheduler.service import Scheduler
+from passthru.controller.store.db import Store
 from passthru.controller.store.mapping import device_from_row
 from passthru.controller.store.models import HostStatus
 from passthru.errors import NotFoundError
@@ -82,6 +86,19 @@ class HostDevice(BaseModel):
 class HostDeviceList(PagedList):
     pci_devices: list[HostDevice]
     pci_devices_links: Links
+
+
+class HostDeviceBody(BaseModel):
+    pci_device: HostDevice
+
+
+class Taint(BaseModel):
+    reason: Text = Field(min_length=1, max_length=255,
+                         description="why no new VM may be given the device")
+
+
+class TaintBody(BaseModel):
+    taint: Taint
 
 
 class PoolStats(BaseModel):
@@ -177,6 +194,36 @@ def list_devices(who: TenantCaller, store: StoreDep, page: Page,
                        device=device_from_row(row)) for row, name in rows],
             pci_devices_links=page.next_links(
                 rows, more, lambda r: f"{r[1]}/{r[0].address}"))
+
+
+def _tainted(store: Store, scheduler: Scheduler, host: str, address: str,
+             taint: str | None) -> HostDeviceBody:
+    with store.write() as session:
+        device, pool_id, generation = set_taint(session, host, address, taint)
+        changes = changes_of(session)
+    scheduler.apply(changes)
+    return HostDeviceBody(pci_device=HostDevice(host=host, pool_id=pool_id,
+                                                generation=generation, device=device))
+
+
+@router.put("/os-pci-devices/{host}/{address}/taint", response_model=HostDeviceBody,
+            summary="Taint a PCI device: no new VM is given it until cleared (admin)")
+def taint_device(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+                 host: NamePath, address: NamePath, body: TaintBody) -> HostDeviceBody:
+    """A VM that holds the device keeps it, and frees it as ever; the device then waits
+    for its taint to be cleared. Tainting it again replaces the reason."""
+    who.require_admin("tainting a PCI device")
+    return _tainted(store, scheduler, host, address, body.taint.reason)
+
+
+@router.delete("/os-pci-devices/{host}/{address}/taint", response_model=HostDeviceBody,
+               summary="Clear a PCI device's taint: new VMs may be given it again (admin)")
+def clear_taint(who: TenantCaller, store: StoreDep, scheduler: SchedulerDep,
+                host: NamePath, address: NamePath) -> HostDeviceBody:
+    """Whatever tainted it: an operator, another card reported at its address, or a
+    one-time-use device's first use."""
+    who.require_admin("clearing a PCI device's taint")
+    return _tainted(store, scheduler, host, address, None)
 
 
 @router.get("/os-pci-stats", response_model=PoolStatsList, responses=NOT_MODIFIED,

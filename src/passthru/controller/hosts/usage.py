@@ -1,9 +1,10 @@
 """How many devices are free and used, pool by pool, as the store has them: the
 definition the views follow.
 
-`free` counts what a VM could get now: available devices on a host that is up, as the
-scheduler sees them. `used` counts claimed and allocated ones; what is neither (blocked by
-a PF/VF relative, or free on a host that is down) is the rest of `count`. Counted by the
+`free` counts what a VM could get now: available devices that are not tainted, on a host
+that is up, as the scheduler sees them. `used` counts claimed and allocated ones; what is
+neither (blocked by a PF/VF relative, tainted, or free on a host that is down) is the rest
+of `count`. Counted by the
 database, so no device row is loaded, but every one is read: at 10k hosts that takes
 seconds. The views answer from the scheduler's index instead (`index.PoolTally`, counted
 the same way); this is the store's answer they are checked against.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.store.mapping import pool_from_row
@@ -37,16 +38,19 @@ def pool_usages(session: Session, host: str | None = None) -> list[PoolUsage]:
     """Every pool (of `host`, if given) with its counts, by host name then pool."""
     pools = (select(PoolRow, HostRow.name, HostRow.status).join(HostRow)
              .order_by(HostRow.name, PoolRow.id))
-    counted = (select(DeviceRow.pool_id, DeviceRow.status, func.count())
+    # A tainted device counts under no status a VM could get: as if it were blocked.
+    status = case((DeviceRow.taint.is_not(None) & (DeviceRow.status == DeviceStatus.AVAILABLE),
+                   DeviceStatus.UNAVAILABLE.value), else_=DeviceRow.status)
+    counted = (select(DeviceRow.pool_id, status, func.count())
                .where(DeviceRow.pool_id.is_not(None), DeviceRow.status != DeviceStatus.REMOVED)
-               .group_by(DeviceRow.pool_id, DeviceRow.status))
+               .group_by(DeviceRow.pool_id, status))
     if host is not None:
         pools = pools.where(HostRow.name == host)
         counted = counted.join(HostRow, DeviceRow.host_id == HostRow.id).where(
             HostRow.name == host)
     statuses: dict[int | None, Counter[DeviceStatus]] = {}
-    for pool_id, status, number in session.execute(counted):
-        statuses.setdefault(pool_id, Counter())[status] = number
+    for pool_id, stored, number in session.execute(counted):
+        statuses.setdefault(pool_id, Counter())[DeviceStatus(stored)] += number
     usages = []
     for row, name, host_status in session.execute(pools):
         counts = statuses.get(row.id, Counter())

@@ -455,7 +455,7 @@ class HostIndex:
 
     def restate(self, host: str, uses: Iterable[tuple[PciDevice, PciDevice]]) -> None:
         """Devices of `host` whose use changed in the store: each (held, stored) pair has
-        the index's device take the stored one's status, owner, request and missing, and
+        the index's device take the stored one's status, owner, request, missing and taint, and
         the shapes of their pools move by the change in their free counts, in O(devices
         changed) however big their pools."""
         entry = self.entry(host)
@@ -464,6 +464,7 @@ class HostIndex:
             was = device.is_free
             device.status, device.owner = stored.status, stored.owner
             device.request_id, device.missing = stored.request_id, stored.missing
+            device.taint = stored.taint
             if device.is_free != was:
                 slot = entry.slot_of[device.address]
                 moved = deltas.get(id(slot), (slot, 0))[1] + (1 if device.is_free else -1)

@@ -134,7 +134,8 @@ def _summary_queries(named: bool) -> tuple[Select[*tuple[Any, ...]], ...]:
     counting = (select(table.c.pool_id, func.count().label("rows"),
                        func.sum(table.c.generation).label("generations"),
                        how_many(status != DeviceStatus.REMOVED).label("count"),
-                       how_many(status == DeviceStatus.AVAILABLE).label("free"),
+                       how_many((status == DeviceStatus.AVAILABLE) & table.c.taint.is_(None)
+                                ).label("free"),
                        how_many(status.in_([DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED])
                                 ).label("used"))
                 .where(table.c.pool_id.is_not(None)))

@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from passthru.controller.enums import Role
 from passthru.pci.binding import NetworkType, VnicType
-from passthru.pci.device import DeviceStatus, DevType
+from passthru.pci.device import MAX_TAINT, DeviceStatus, DevType
 from passthru.pci.request import NumaPolicy, RequestSource
 
 
@@ -190,6 +190,7 @@ class DeviceRow(Base):
     request_id: Mapped[str | None] = mapped_column(
         ForeignKey("server_pci_requests.uuid", ondelete="SET NULL"), index=True)
     missing: Mapped[bool] = mapped_column(default=False)
+    taint: Mapped[str | None] = mapped_column(String(MAX_TAINT))
 
     host: Mapped[HostRow] = relationship(back_populates="devices")
     pool: Mapped[PoolRow | None] = relationship(back_populates="devices")
