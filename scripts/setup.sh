@@ -19,6 +19,7 @@ apt_packages=(
   pci.ids            # vendor and device names
   postgresql         # the store tests start a throwaway cluster
   iproute2           # network namespaces for multi-host tests
+  git                # the benchmarks' baselines: earlier revisions of this repository
   chromium           # the fleet page's browser test (headless)
   fonts-dejavu-core  # readable text in the page's screenshot
   pkg-config
