@@ -5,10 +5,10 @@ A spawn first checks each claimed device against the host's sysfs: the same ids,
 IOMMU group as the claim (another card in that slot is refused), and a `managed: "no"`
 device already on vfio-pci (libvirt leaves its driver alone). It then binds the ports,
 sets up each port's VF (MAC, VLAN, spoof checking, trust, rate), and defines and starts
-the domain. When a step fails, everything done before it is undone
-in reverse order, so the controller can free the claim knowing that nothing on the host
-still holds a device. A destroy reads the devices from the domain's own XML, so it works
-for domains an earlier agent process started.
+the domain. When a step fails, everything done before it is undone in reverse order, so
+the controller can free the claim knowing that nothing on the host still holds a device.
+A destroy reads the devices from the domain's own XML, so it works for domains an earlier
+agent process started.
 
 On a host set up for real guests (`GuestHost`) a spawn also makes the VM's files first:
 the image's files in the host's cache, the VM's disk overlay and NoCloud seed in its own
@@ -204,13 +204,13 @@ def _checked(claimed: PciDevice, inventory: Mapping[str, PciDevice]) -> PciDevic
     if found is None:
         raise _StepError(f"device {claimed.address} is not on this host any more; refusing "
                          "to start the server without it")
-    changed = [f"{key} {getattr(claimed, key)} is now {getattr(found, key)}"
-               for key in IDENTITY
-               if getattr(claimed, key) not in (None, "") and getattr(claimed, key) != getattr(
-                   found, key)]
+    changed = [f"{key} {was} is now {now}" for key in IDENTITY
+               if (was := getattr(claimed, key)) not in (None, "")
+               and was != (now := getattr(found, key))]
     if changed:
-        raise _StepError(f"device {claimed.address} is not the one claimed ({'; '.join(changed)}); "
-                         "refusing to attach it: check what was changed in that slot")
+        raise _StepError(f"device {claimed.address} is not the one claimed "
+                         f"({'; '.join(changed)}); refusing to attach it: check what was "
+                         "changed in that slot")
     return found
 
 
