@@ -365,6 +365,7 @@ class Attacher:
 
     def _spawn(self, order: SpawnOrder, rollback: _Rollback) -> tuple[list[Binding], str]:
         name = domain_name(order.server_uuid)
+        # Read once: the checks and the VFs' netlink slots both look the devices up in it.
         with _step("check devices", _devices_of(name, order)):
             inventory = self._inventory() if order.devices else {}
             unmanaged = frozenset(
@@ -385,7 +386,7 @@ class Attacher:
                                               unmanaged=unmanaged,
                                               domain_type=domain_type, title=order.name,
                                               guest=disks, nics=nics, numa=numa))
-        self._configure_vfs(bindings, rollback)
+        self._configure_vfs(bindings, inventory, rollback)
         with _step("define domain", _devices_of(name, order)):
             self.driver.define(xml)
         # Undone even when start fails half-way: stopping a domain that is not running
@@ -479,14 +480,11 @@ class Attacher:
         with _step("bind port", f"port {port.port_id} on {device.address}"):
             return bind_port(port, network, device)
 
-    def _configure_vfs(self, bindings: list[Binding], rollback: _Rollback) -> None:
+    def _configure_vfs(self, bindings: list[Binding], inventory: Mapping[str, PciDevice],
+                       rollback: _Rollback) -> None:
         with _step("configure VFs", "the ports' VF settings"):
             wanted = [(binding, config) for binding in bindings
                       if (config := vf_config_for(binding)) is not None]
-        if not wanted:
-            return
-        with _step("read host devices", "the VFs to configure"):
-            inventory = self._inventory()
         for binding, config in wanted:
             address = str(binding.pci_slot)
             with _step("configure VF", f"port {binding.port_id} on VF {address}"):
