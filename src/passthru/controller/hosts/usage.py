@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from passthru.controller.store.mapping import pool_from_row
@@ -38,25 +38,24 @@ def pool_usages(session: Session, host: str | None = None) -> list[PoolUsage]:
     """Every pool (of `host`, if given) with its counts, by host name then pool."""
     pools = (select(PoolRow, HostRow.name, HostRow.status).join(HostRow)
              .order_by(HostRow.name, PoolRow.id))
-    # A tainted device counts under no status a VM could get: as if it were blocked.
-    status = case((DeviceRow.taint.is_not(None) & (DeviceRow.status == DeviceStatus.AVAILABLE),
-                   DeviceStatus.UNAVAILABLE.value), else_=DeviceRow.status)
-    counted = (select(DeviceRow.pool_id, status, func.count())
+    untainted = DeviceRow.taint.is_(None)
+    counted = (select(DeviceRow.pool_id, DeviceRow.status, untainted, func.count())
                .where(DeviceRow.pool_id.is_not(None), DeviceRow.status != DeviceStatus.REMOVED)
-               .group_by(DeviceRow.pool_id, status))
+               .group_by(DeviceRow.pool_id, DeviceRow.status, untainted))
     if host is not None:
         pools = pools.where(HostRow.name == host)
         counted = counted.join(HostRow, DeviceRow.host_id == HostRow.id).where(
             HostRow.name == host)
-    statuses: dict[int | None, Counter[DeviceStatus]] = {}
-    for pool_id, stored, number in session.execute(counted):
-        statuses.setdefault(pool_id, Counter())[DeviceStatus(stored)] += number
+    statuses: dict[int | None, Counter[tuple[DeviceStatus, bool]]] = {}
+    for pool_id, status, free_of_taint, number in session.execute(counted):
+        statuses.setdefault(pool_id, Counter())[status, bool(free_of_taint)] = number
     usages = []
     for row, name, host_status in session.execute(pools):
         counts = statuses.get(row.id, Counter())
         up = host_status is HostStatus.UP
         usages.append(PoolUsage(
             host=name, pool_id=row.id, pool=pool_from_row(row, devices=()),
-            count=counts.total(), free=counts[DeviceStatus.AVAILABLE] if up else 0,
-            used=counts[DeviceStatus.CLAIMED] + counts[DeviceStatus.ALLOCATED]))
+            count=counts.total(), free=counts[DeviceStatus.AVAILABLE, True] if up else 0,
+            used=sum(number for (status, _), number in counts.items()
+                     if status in (DeviceStatus.CLAIMED, DeviceStatus.ALLOCATED))))
     return usages
