@@ -17,6 +17,15 @@ def tracked_from(devices: list[PciDevice]) -> dict[str, PciDevice]:
     return {d.address: replace(d) for d in devices}
 
 
+def claim_a100(tracked: dict[str, PciDevice], owner: str) -> PciDevice:
+    """One 20b5 GPU of `tracked`, claimed by `owner`."""
+    selection = select_devices(build_pools(tracked.values()), [PciRequest(1, ("20b5",))],
+                               by_product)
+    assert selection is not None
+    claim(tracked, selection, owner)
+    return next(d for d in tracked.values() if d.owner == owner)
+
+
 def test_diff_reports_additions_changes_and_removals_only() -> None:
     before = tracked_from(scan())
     assert not diff_inventory(before, scan())
@@ -52,11 +61,7 @@ def test_hot_add_and_removal_of_a_free_device() -> None:
 
 def test_a_removed_device_in_use_is_kept_until_freed() -> None:
     tracked = tracked_from(scan())
-    pools = build_pools(tracked.values())
-    selection = select_devices(pools, [PciRequest(1, ("20b5",))], by_product)
-    assert selection is not None
-    claim(tracked, selection, "vm1")
-    owned = next(d for d in tracked.values() if d.owner == "vm1")
+    owned = claim_a100(tracked, "vm1")
     remaining = [d for d in scan() if d.address != owned.address]
     changes = apply_delta(tracked, diff_inventory(tracked, remaining))
     assert [(c.kind, c.address) for c in changes] == [("missing", owned.address)]
@@ -92,11 +97,7 @@ def test_an_update_says_what_changed() -> None:
 
 def test_another_card_at_the_address_of_a_device_in_use_is_an_alarm() -> None:
     tracked = tracked_from(scan())
-    pools = build_pools(tracked.values())
-    selection = select_devices(pools, [PciRequest(1, ("20b5",))], by_product)
-    assert selection is not None
-    claim(tracked, selection, "vm1")
-    owned = next(d for d in tracked.values() if d.owner == "vm1")
+    owned = claim_a100(tracked, "vm1")
     now = [replace(d, product_id="2236") if d.address == owned.address else d for d in scan()]
     changes = apply_delta(tracked, diff_inventory(tracked, now))
     assert [(c.kind, c.address, c.detail) for c in changes] == [
