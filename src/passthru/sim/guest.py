@@ -90,9 +90,14 @@ while [ -z "$buttons" ] && [ $n -lt 100 ]; do
   done
   [ -z "$buttons" ] && usleep 100000; n=$((n+1))
 done
+# Each button is opened here, before "ready": a press from then on waits in the open
+# device for its reader, however late the background reader gets to run under TCG.
+fd=3
 for event in $buttons; do
-  ( dd if=/dev/input/$event of=/dev/null bs=24 count=1 2>/dev/null
+  eval "exec $fd</dev/input/$event"
+  ( dd of=/dev/null bs=24 count=1 2>/dev/null <&$fd
     say "power button"; poweroff -f ) &
+  fd=$((fd+1))
 done
 say ready
 while true; do sleep 3600; done
